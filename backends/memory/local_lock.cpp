@@ -1,0 +1,95 @@
+// The in-process PartitionLock: real mutual exclusion between holders in one process, with
+// leases and fencing tokens, so code written against it behaves as with the Redis lock.
+
+#include <tradecapture/memory.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+
+namespace tradecapture {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class LocalLock final : public PartitionLock {
+ public:
+  explicit LocalLock(std::chrono::milliseconds lease) : lease_(lease) {}
+
+  result<std::vector<result<Grant>>> try_acquire(
+      std::span<const PartitionKey> partitions) override {
+    std::vector<result<Grant>> out;
+    out.reserve(partitions.size());
+    const auto now = Clock::now();
+    std::lock_guard lk(mu_);
+    for (const auto& key : partitions) {
+      auto& h = held_[key];
+      if (!h.token.empty() && h.expires > now) {
+        out.emplace_back(errc::lock_busy);
+        continue;
+      }
+      // Tokens must keep increasing across restarts of the process too, because the store
+      // remembers the highest fence that wrote a partition: start from the wall clock.
+      const auto wall = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count());
+      h.fence = std::max(h.fence + 1, wall);
+      h.token = std::to_string(++grants_) + "@local";
+      h.expires = now + lease_;
+      out.emplace_back(Grant{key, h.fence, h.token, h.expires});
+    }
+    return out;
+  }
+
+  result<std::vector<result<void>>> renew(std::span<Grant> grants) override {
+    std::vector<result<void>> out;
+    out.reserve(grants.size());
+    const auto now = Clock::now();
+    std::lock_guard lk(mu_);
+    for (auto& g : grants) {
+      auto it = held_.find(g.partition);
+      if (it == held_.end() || it->second.token != g.token || it->second.expires <= now) {
+        out.emplace_back(errc::lease_lost);
+        continue;
+      }
+      it->second.expires = g.expires = now + lease_;
+      out.emplace_back(outcome_v2_success());
+    }
+    return out;
+  }
+
+  void release(std::span<const Grant> grants) override {
+    std::lock_guard lk(mu_);
+    for (const auto& g : grants) {
+      auto it = held_.find(g.partition);
+      if (it != held_.end() && it->second.token == g.token) it->second.token.clear();
+    }
+  }
+
+  std::chrono::milliseconds lease() const override { return lease_; }
+  result<void> ping() override { return boost::outcome_v2::success(); }
+  std::string describe() const override { return "local:"; }
+
+ private:
+  static boost::outcome_v2::success_type<void> outcome_v2_success() {
+    return boost::outcome_v2::success();
+  }
+  struct Holder {
+    std::string token;  // empty when free
+    std::uint64_t fence = 0;
+    Clock::time_point expires;
+  };
+  const std::chrono::milliseconds lease_;
+  std::mutex mu_;
+  std::unordered_map<PartitionKey, Holder, PartitionKeyHash> held_;
+  std::uint64_t grants_ = 0;
+};
+
+}  // namespace
+
+std::shared_ptr<PartitionLock> make_local_lock(std::chrono::milliseconds lease) {
+  return std::make_shared<LocalLock>(lease);
+}
+
+}  // namespace tradecapture

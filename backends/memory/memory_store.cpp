@@ -1,0 +1,135 @@
+// The in-memory TradeStore: the reference semantics of the TradeStore contract without
+// durability. One shared_mutex guards everything; a commit validates the whole batch before it
+// changes anything, so a refused batch leaves no trace.
+
+#include <tradecapture/memory.hpp>
+
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+namespace tradecapture {
+namespace {
+
+class MemoryStore final : public TradeStore {
+ public:
+  result<std::vector<PartitionState>> load_partitions(
+      std::span<const PartitionKey> partitions) override {
+    std::vector<PartitionState> out;
+    out.reserve(partitions.size());
+    std::shared_lock lock(mutex_);
+    for (const auto& key : partitions) {
+      auto it = partitions_.find(key);
+      out.push_back(it == partitions_.end() ? PartitionState{} : it->second.state);
+    }
+    return out;
+  }
+
+  result<std::vector<std::optional<StoredEvent>>> find_events(
+      std::span<const IdempotencyKey> keys) override {
+    std::vector<std::optional<StoredEvent>> out;
+    out.reserve(keys.size());
+    std::shared_lock lock(mutex_);
+    for (const auto& key : keys) {
+      auto it = keys_.find(key);
+      if (it == keys_.end()) {
+        out.emplace_back(std::nullopt);
+      } else {
+        out.emplace_back(it->second.partition->events[it->second.seq - 1]);
+      }
+    }
+    return out;
+  }
+
+  result<std::vector<PositionRow>> positions() override {
+    std::vector<PositionRow> out;
+    std::shared_lock lock(mutex_);
+    // std::map orders by PartitionKey, whose std::string parts compare bytewise (unsigned).
+    for (const auto& [key, p] : partitions_) {
+      if (p.state.seq > 0) out.push_back(PositionRow{key, p.state.position, p.state.seq});
+    }
+    return out;
+  }
+
+  result<void> scan_events(const std::function<bool(const StoredEvent&)>& fn) override {
+    // Streams partition by partition, copying one partition's events under the lock and
+    // calling `fn` without it, so `fn` may call back into the store.
+    std::vector<const Partition*> order;
+    {
+      std::shared_lock lock(mutex_);
+      order.reserve(partitions_.size());
+      for (const auto& [key, p] : partitions_) order.push_back(&p);  // nodes are never erased
+    }
+    std::vector<StoredEvent> chunk;
+    for (const Partition* p : order) {
+      {
+        std::shared_lock lock(mutex_);
+        chunk.assign(p->events.begin(), p->events.end());
+      }
+      for (const auto& e : chunk) {
+        if (!fn(e)) return {};
+      }
+    }
+    return {};
+  }
+
+  result<void> ping() override { return {}; }
+
+  std::string describe() const override { return "memory:"; }
+
+ protected:
+  result<void> do_commit_(const CommitBatch& batch) override {
+    std::unique_lock lock(mutex_);
+    // Validate everything first, in batch order (the order a SQL store meets the errors in).
+    std::unordered_set<IdempotencyKey, IdempotencyKeyHash> batch_keys;
+    for (const auto& update : batch.partitions) {
+      auto it = partitions_.find(update.partition);
+      const std::uint64_t stored_seq = it == partitions_.end() ? 0 : it->second.state.seq;
+      const std::uint64_t stored_fence = it == partitions_.end() ? 0 : it->second.state.fence;
+      if (stored_fence > update.fence) return errc::fenced_off;
+      if (stored_seq != update.expected_seq) return errc::sequence_conflict;
+      for (const auto& e : update.events) {
+        IdempotencyKey key{e.event.trade_id, e.event.version};
+        if (keys_.contains(key) || !batch_keys.insert(std::move(key)).second) {
+          return errc::key_conflict;
+        }
+      }
+    }
+    // Apply: nothing below can fail except by running out of memory.
+    for (const auto& update : batch.partitions) {
+      Partition& p = partitions_[update.partition];
+      p.state.seq = update.new_seq;
+      p.state.fence = update.fence;
+      p.state.position = update.position;
+      for (const auto& [trade_id, record] : update.trades) p.state.trades[trade_id] = record;
+      for (const auto& e : update.events) {
+        p.events.push_back(e);
+        keys_.emplace(IdempotencyKey{e.event.trade_id, e.event.version}, EventRef{&p, e.seq});
+      }
+    }
+    return {};
+  }
+
+ private:
+  struct Partition {
+    PartitionState state;
+    std::vector<StoredEvent> events;  ///< events[i].seq == i + 1
+  };
+  struct EventRef {
+    const Partition* partition;
+    std::uint64_t seq;
+  };
+
+  mutable std::shared_mutex mutex_;
+  std::map<PartitionKey, Partition> partitions_;
+  std::unordered_map<IdempotencyKey, EventRef, IdempotencyKeyHash> keys_;
+};
+
+}  // namespace
+
+std::shared_ptr<TradeStore> make_memory_store() { return std::make_shared<MemoryStore>(); }
+
+}  // namespace tradecapture

@@ -1,0 +1,66 @@
+#pragma once
+// Internal: the type-erased submission that carries an event and its completion handler.
+
+#include <tradecapture/types.hpp>
+
+#include <utility>  // must precede asio with Boost 1.74 and C++20
+
+#include <boost/asio/associated_allocator.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/execution.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace tradecapture::detail {
+
+/// One submitted event waiting for its outcome. Owned by the pipeline until completed.
+struct SubmitOp {
+  TradeEvent event;
+  std::chrono::steady_clock::time_point submitted;
+  // Bookkeeping owned by the pipeline (see src/pipeline.cpp).
+  SubmitOp* gate_next = nullptr;  ///< next op waiting on the same idempotency key
+  std::size_t key_hash = 0;       ///< hash of (trade_id, version)
+  std::uint64_t batch_tag = 0;    ///< the batch that took this op, 0 while queued
+  int redecides = 0;              ///< times its batch was decided again after a conflict
+  explicit SubmitOp(TradeEvent e) : event(std::move(e)), submitted(std::chrono::steady_clock::now()) {}
+  virtual ~SubmitOp() = default;
+  SubmitOp(const SubmitOp&) = delete;
+  SubmitOp& operator=(const SubmitOp&) = delete;
+  /// Delivers the result exactly once; consumes the op.
+  virtual void complete(boost::system::error_code ec, Outcome outcome) = 0;
+};
+
+/// A SubmitOp holding an Asio completion handler; the handler runs on its associated executor.
+template <class Handler>
+struct SubmitOpImpl final : SubmitOp {
+  using executor_type = boost::asio::associated_executor_t<Handler>;
+  using tracked_executor =
+      std::decay_t<decltype(boost::asio::prefer(std::declval<executor_type>(),
+                                                boost::asio::execution::outstanding_work.tracked))>;
+  SubmitOpImpl(TradeEvent e, Handler h)
+      : SubmitOp(std::move(e)),
+        work_(boost::asio::prefer(boost::asio::get_associated_executor(h),
+                                  boost::asio::execution::outstanding_work.tracked)),
+        handler_(std::move(h)) {}
+
+  void complete(boost::system::error_code ec, Outcome outcome) override {
+    auto work = std::move(work_);
+    auto handler = std::move(handler_);
+    delete this;
+    boost::asio::dispatch(work, [h = std::move(handler), ec, o = std::move(outcome)]() mutable {
+      std::move(h)(ec, std::move(o));
+    });
+  }
+
+ private:
+  tracked_executor work_;
+  Handler handler_;
+};
+
+}  // namespace tradecapture::detail

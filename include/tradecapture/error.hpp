@@ -1,0 +1,76 @@
+#pragma once
+/// \file error.hpp
+/// Errors as values: the `errc` enum, its error category and the `result<T>` alias.
+
+#include <boost/outcome/result.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <string>
+#include <type_traits>
+
+namespace tradecapture {
+
+/// Every error the library reports. Grouped by what a caller can do about it (see `classify`).
+enum class errc : int {
+  // Never retry: the input itself is wrong.
+  invalid_event = 1,        ///< an event breaks a rule of spec section 1
+  decimal_syntax,           ///< decimal text is not plain notation (digits, optional '.' digits)
+  decimal_sign,             ///< decimal text has a sign
+  decimal_exponent,         ///< decimal text has an exponent
+  decimal_fraction_digits,  ///< decimal text has more fractional digits than allowed
+  decimal_range,            ///< decimal text is larger than the supported range
+  out_of_range,             ///< exact arithmetic would leave the supported range
+  bad_uri,                  ///< a store or lock URI could not be understood
+  // Retry the same call after a short backoff.
+  store_unavailable,        ///< the store cannot be reached (connection refused or lost)
+  store_busy,               ///< database busy, deadlock or serialization failure
+  lock_unavailable,         ///< the lock service cannot be reached
+  overloaded,               ///< the pipeline's in-flight limit is reached (fail-fast submit)
+  // Retry at a higher level: re-acquire, reload and decide again.
+  fenced_off,               ///< the store refused a write whose fencing token is stale
+  lease_lost,               ///< the partition lease was lost before the write
+  sequence_conflict,        ///< the partition sequence moved under us (another writer)
+  key_conflict,             ///< an idempotency key was taken concurrently by another writer
+  lock_busy,                ///< the partition is held by another holder
+  // Terminal.
+  store_error,              ///< the store failed in a way a retry will not fix
+  stopped,                  ///< the pipeline is stopped or stopping
+  processor_error,          ///< the processor threw
+  retry_budget_exhausted,   ///< a retryable failure persisted past the retry budget
+  internal,                 ///< a broken invariant inside the library
+};
+
+/// What a caller should do about an error.
+enum class retry_class {
+  none,          ///< give up: retrying the same input gives the same answer
+  retry_now,     ///< transient: retry the same call after a backoff
+  retry_higher,  ///< re-acquire the partition / reload state, then decide again
+};
+
+/// The error category of tradecapture's core ("tradecapture").
+const boost::system::error_category& error_category() noexcept;
+
+/// Makes an error code from an `errc` value (found by ADL).
+inline boost::system::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+/// Classifies an error code of this library's category; other categories are `none`.
+retry_class classify(const boost::system::error_code& ec) noexcept;
+
+/// The library's result type: a value or a `boost::system::error_code`.
+template <class T>
+using result = boost::outcome_v2::result<T, boost::system::error_code>;
+
+/// A result that carries a human-readable detail with the code (SQLSTATE, server text, ...).
+struct Error {
+  boost::system::error_code code;  ///< what happened, classified
+  std::string detail;              ///< the backend's own message, for logs and reports
+};
+
+}  // namespace tradecapture
+
+namespace boost::system {
+template <>
+struct is_error_code_enum<tradecapture::errc> : std::true_type {};
+}  // namespace boost::system

@@ -1,0 +1,72 @@
+#pragma once
+/// \file metrics.hpp
+/// Counters and histograms a host can read (the gateway exports them to Prometheus).
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+namespace tradecapture {
+
+/// A lock-free histogram with power-of-two bucket bounds: bucket i counts values <= 2^i
+/// (the last bucket counts everything larger). Thread-safe.
+class Histogram {
+ public:
+  static constexpr int buckets = 40;
+  /// A copy of the counts at one moment.
+  struct Snapshot {
+    std::array<std::uint64_t, buckets> counts{};  ///< per bucket, not cumulative
+    std::uint64_t count = 0;
+    std::uint64_t sum = 0;
+    /// The upper bound of bucket i.
+    static constexpr std::uint64_t upper_bound(int i) { return std::uint64_t{1} << i; }
+    /// An estimate (bucket upper bound) of the q-quantile, 0 <= q <= 1.
+    std::uint64_t quantile(double q) const noexcept;
+  };
+
+  /// Records one value.
+  void record(std::uint64_t v) noexcept {
+    int i = v <= 1 ? 0 : 64 - __builtin_clzll(v - 1);
+    if (i >= buckets) i = buckets - 1;
+    counts_[i].fetch_add(1, std::memory_order_relaxed);
+    count_.fetch_add(1, std::memory_order_relaxed);
+    sum_.fetch_add(v, std::memory_order_relaxed);
+  }
+  /// Reads the counts.
+  Snapshot snapshot() const noexcept {
+    Snapshot s;
+    for (int i = 0; i < buckets; ++i) s.counts[i] = counts_[i].load(std::memory_order_relaxed);
+    s.count = count_.load(std::memory_order_relaxed);
+    s.sum = sum_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+ private:
+  std::array<std::atomic<std::uint64_t>, buckets> counts_{};
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<std::uint64_t> sum_{0};
+};
+
+/// A copy of a Pipeline's counters at one moment.
+struct PipelineMetrics {
+  std::uint64_t accepted = 0;       ///< events completed ACCEPTED
+  std::uint64_t duplicate = 0;      ///< events completed DUPLICATE
+  std::uint64_t stale = 0;          ///< events completed STALE
+  std::uint64_t rejected = 0;       ///< events completed REJECTED (all reasons)
+  std::uint64_t failed = 0;         ///< events completed with an error (no outcome)
+  std::uint64_t batches = 0;        ///< committed batches
+  std::uint64_t commits = 0;        ///< store transactions that succeeded
+  std::uint64_t commit_failures = 0;///< store transactions that failed (before retry)
+  std::uint64_t retries = 0;        ///< batch retries after a retryable failure
+  std::uint64_t lock_grants = 0;    ///< partition leases granted
+  std::uint64_t lock_busy = 0;      ///< acquisitions refused because another holder had it
+  std::uint64_t lease_losses = 0;   ///< leases lost while held
+  std::uint64_t queue_depth = 0;    ///< events submitted and not yet taken into a batch
+  std::uint64_t in_flight = 0;      ///< events submitted and not yet completed
+  std::uint64_t partitions_cached = 0;  ///< partitions whose state is held in memory
+  Histogram::Snapshot batch_size;       ///< events per committed batch
+  Histogram::Snapshot commit_latency_us;///< store commit time, microseconds
+  Histogram::Snapshot latency_us;       ///< submit-to-completion time, microseconds
+};
+
+}  // namespace tradecapture

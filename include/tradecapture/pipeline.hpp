@@ -1,0 +1,113 @@
+#pragma once
+/// \file pipeline.hpp
+/// The partition-sequential pipeline a host embeds: submit events, get durable outcomes.
+
+#include <tradecapture/detail/submit_op.hpp>
+#include <tradecapture/error.hpp>
+#include <tradecapture/metrics.hpp>
+#include <tradecapture/partition_lock.hpp>
+#include <tradecapture/processor.hpp>
+#include <tradecapture/trade_store.hpp>
+#include <tradecapture/types.hpp>
+
+#include <utility>  // must precede asio with Boost 1.74 and C++20
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <spdlog/fwd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+
+namespace tradecapture {
+
+/// What `async_submit` does when the in-flight limit is reached.
+enum class OverloadPolicy {
+  wait,       ///< block the submitting thread until there is room (back-pressure)
+  fail_fast,  ///< complete at once with `errc::overloaded`
+};
+
+/// Bounded, jittered exponential backoff for retryable failures.
+struct RetryPolicy {
+  int max_attempts = 12;                             ///< attempts per batch, the first included
+  std::chrono::milliseconds initial_backoff{2};      ///< backoff before the first retry
+  std::chrono::milliseconds max_backoff{500};        ///< cap of one backoff
+  std::chrono::milliseconds budget{15000};           ///< total time a batch may spend retrying
+};
+
+/// Pipeline configuration.
+struct PipelineOptions {
+  /// Worker shards; each owns a share of the partitions (by hash) and runs one batch at a time.
+  std::size_t threads = 2;
+  /// Run the shards on the host's executor instead of an internal thread pool of `threads`.
+  std::optional<boost::asio::any_io_executor> executor;
+  /// Submitted and not yet completed events, at most (memory bound and back-pressure).
+  std::size_t max_in_flight = 65536;
+  /// Events per store transaction, at most.
+  std::size_t max_batch = 8192;
+  /// Events of one partition per batch, at most (so one hot partition cannot starve others).
+  std::size_t max_batch_per_partition = 1024;
+  /// Partition states kept in memory per shard before idle ones are evicted.
+  std::size_t max_cached_partitions = 200000;
+  OverloadPolicy on_overload = OverloadPolicy::wait;
+  RetryPolicy retry;
+  /// Where the pipeline logs; null means spdlog's default logger.
+  std::shared_ptr<spdlog::logger> logger;
+};
+
+/// The partition-sequential pipeline.
+///
+/// Events of one partition are applied in submission order; partitions spread over shards and
+/// run in parallel. Each shard takes whatever is queued for many partitions and commits it in
+/// one store transaction (group commit). The completion of a submission fires only after its
+/// outcome is durable. The global idempotency key (trade_id, version) is decided in submission
+/// order even across partitions and shards: an event waits for an earlier event with the same
+/// key to complete.
+///
+/// Thread-safety: every public method may be called from any thread. Destruction stops the
+/// pipeline (see `stop`) and never loses a completion.
+class Pipeline {
+ public:
+  /// Builds a pipeline over a store, a lock and a processor, and starts its shards.
+  Pipeline(std::shared_ptr<TradeStore> store, std::shared_ptr<PartitionLock> lock,
+           std::shared_ptr<const Processor> processor, PipelineOptions options = {});
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  /// Submits one event. The completion signature is `void(boost::system::error_code, Outcome)`:
+  /// on success the error code is clear and the outcome durable; an error code means the event
+  /// has no outcome (stopped, overloaded, infrastructure failure past the retry budget) and
+  /// re-sending it is safe. Works with callbacks, `use_future` and `use_awaitable`.
+  template <class CompletionToken>
+  auto async_submit(TradeEvent event, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Outcome)>(
+        [this](auto handler, TradeEvent ev) {
+          using H = std::decay_t<decltype(handler)>;
+          enqueue_(std::make_unique<detail::SubmitOpImpl<H>>(std::move(ev), std::move(handler)));
+        },
+        token, std::move(event));
+  }
+
+  /// Submits one event and blocks until its outcome is durable.
+  result<Outcome> submit(TradeEvent event);
+
+  /// Blocks until every submission accepted so far has completed.
+  void drain();
+
+  /// Refuses new submissions (`errc::stopped`), finishes every accepted one, stops the shards.
+  /// Idempotent.
+  void stop();
+
+  /// A copy of the counters.
+  PipelineMetrics metrics() const;
+
+ private:
+  void enqueue_(std::unique_ptr<detail::SubmitOp> op);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tradecapture

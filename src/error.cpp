@@ -1,0 +1,64 @@
+#include <tradecapture/error.hpp>
+
+namespace tradecapture {
+namespace {
+
+class Category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "tradecapture"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::invalid_event: return "invalid event";
+      case errc::decimal_syntax: return "not a plain decimal";
+      case errc::decimal_sign: return "sign not allowed";
+      case errc::decimal_exponent: return "exponent not allowed";
+      case errc::decimal_fraction_digits: return "too many fractional digits";
+      case errc::decimal_range: return "decimal too large";
+      case errc::out_of_range: return "out of range";
+      case errc::bad_uri: return "bad URI";
+      case errc::store_unavailable: return "store unavailable";
+      case errc::store_busy: return "store busy (deadlock, serialization failure or lock timeout)";
+      case errc::lock_unavailable: return "lock service unavailable";
+      case errc::overloaded: return "overloaded: in-flight limit reached";
+      case errc::fenced_off: return "fenced off: a newer lease holder wrote this partition";
+      case errc::lease_lost: return "partition lease lost";
+      case errc::sequence_conflict: return "partition sequence moved (concurrent writer)";
+      case errc::key_conflict: return "idempotency key taken concurrently";
+      case errc::lock_busy: return "partition held by another holder";
+      case errc::store_error: return "store error";
+      case errc::stopped: return "pipeline stopped";
+      case errc::processor_error: return "processor error";
+      case errc::retry_budget_exhausted: return "retry budget exhausted";
+      case errc::internal: return "internal error";
+    }
+    return "unknown tradecapture error";
+  }
+};
+
+}  // namespace
+
+const boost::system::error_category& error_category() noexcept {
+  static const Category category;
+  return category;
+}
+
+retry_class classify(const boost::system::error_code& ec) noexcept {
+  if (!ec || ec.category() != error_category()) return retry_class::none;
+  switch (static_cast<errc>(ec.value())) {
+    case errc::store_unavailable:
+    case errc::store_busy:
+    case errc::lock_unavailable:
+    case errc::overloaded:
+      return retry_class::retry_now;
+    case errc::fenced_off:
+    case errc::lease_lost:
+    case errc::sequence_conflict:
+    case errc::key_conflict:
+    case errc::lock_busy:
+      return retry_class::retry_higher;
+    default:
+      return retry_class::none;
+  }
+}
+
+}  // namespace tradecapture
