@@ -1,0 +1,91 @@
+#pragma once
+// Private to the SOCI backend: what differs between the SQL databases the store runs on. The store
+// itself (soci_store.cpp) is written once against this interface; a database is added by adding
+// a dialect (SQL types and table options, transaction statements, session set-up, error
+// classification), never a second store.
+
+#include <tradecapture/error.hpp>
+#include <tradecapture/soci_store.hpp>
+
+#include <soci/soci.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tradecapture::detail::sql {
+
+/// What a database failure means to the store.
+enum class Fault {
+  busy,              ///< lock timeout, deadlock, serialization failure: retry the same call
+  unavailable,       ///< cannot open or reach the database, I/O failure: retry later
+  unique_violation,  ///< a UNIQUE or PRIMARY KEY constraint refused a row
+  other,             ///< anything else: a retry will not fix it
+};
+
+/// A database failure as a dialect reads it.
+struct Classified {
+  Fault fault = Fault::other;
+  std::string native;  ///< the database's own code ("SQLITE_BUSY (5)", "SQLSTATE 40001")
+};
+
+/// How a dialect spells the column types and table options of the schema.
+struct ColumnTypes {
+  std::string_view id;             ///< an auto-assigned 64-bit primary key
+  std::string_view integer;        ///< a signed 64-bit integer
+  std::string_view decimal;        ///< an exact decimal (see sql_schema.cpp)
+  std::string_view text;           ///< UTF-8 text compared bytewise
+  std::string_view table_options;  ///< appended after ")" of a CREATE TABLE with a rowid/id
+  std::string_view keyed_table_options;  ///< the same for tables keyed by their primary key
+};
+
+/// The database-specific part of the SQL store. Methods that talk to the database throw
+/// `soci::soci_error`; the store turns that into an `errc` in one place.
+class Dialect {
+ public:
+  virtual ~Dialect() = default;
+
+  /// "sqlite:PATH", for logs and `TradeStore::describe`.
+  virtual std::string describe() const = 0;
+  /// Connects `session` and applies per-connection settings (pragmas, session parameters).
+  virtual void open(soci::session& session) const = 0;
+  /// The schema's column types.
+  virtual const ColumnTypes& types() const = 0;
+  /// Starts the transaction of a commit; takes the write lock up front where the database has
+  /// one (SQLite: BEGIN IMMEDIATE), so a commit never upgrades a read lock midway.
+  virtual std::string_view begin_write() const = 0;
+  /// Starts a read-only transaction that sees one consistent snapshot.
+  virtual std::string_view begin_read() const = 0;
+  /// Starts the transaction that creates or migrates the schema, serialising concurrent openers.
+  virtual void begin_migration(soci::session& session) const = 0;
+  /// True when the database admits one writer at a time (SQLite): in-process writers then queue
+  /// on a mutex rather than on the database's busy handler, which sleeps.
+  virtual bool single_writer() const = 0;
+  /// Classifies a failure raised by this dialect's SOCI backend.
+  virtual Classified classify(const soci::soci_error& e) const = 0;
+};
+
+/// The SQLite dialect for the database file `path` (`sqlite:PATH`).
+result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
+                                                     const SociStoreOptions& options);
+
+/// The PostgreSQL dialect for a libpq URI (`postgresql://...`). Not supported yet:
+/// `errc::bad_uri`.
+result<std::unique_ptr<Dialect>> make_postgresql_dialect(const std::string& uri,
+                                                         const SociStoreOptions& options);
+
+/// One step of the schema's history: applied once, in order, inside the migration transaction.
+struct Migration {
+  int version = 0;
+  std::string description;
+  std::vector<std::string> statements;  ///< one SQL statement each
+};
+
+/// The statement that creates the `schema_version` table when it is missing.
+std::string schema_version_table(const ColumnTypes& types);
+
+/// Every migration of the schema, ascending by version, spelled for `types`.
+std::vector<Migration> schema_migrations(const ColumnTypes& types);
+
+}  // namespace tradecapture::detail::sql

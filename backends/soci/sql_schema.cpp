@@ -1,0 +1,98 @@
+// The SQL schema and its history. The library creates and versions it: `schema_version` holds one
+// row per applied migration, and the store applies the missing ones in order, in one transaction,
+// when it opens a database.
+//
+// Decimals are stored exactly, in the canonical text of `Decimal::to_string` and read back with
+// `Decimal::parse`. In SQLite the column type is TEXT in a STRICT table: a NUMERIC or REAL
+// declaration would give the column a numeric affinity and SQLite would turn "0.1" into a binary
+// floating-point number. The PostgreSQL dialect spells the same columns NUMERIC(38,14), PostgreSQL's
+// exact decimal, which holds every value of `Decimal` (|v| <= 1e24 with 14 fractional digits) and
+// reads back as text such as "12.50000000000000" that `Decimal::parse` accepts.
+
+#include "sql_dialect.hpp"
+
+namespace tradecapture::detail::sql {
+namespace {
+
+/// Replaces each "{key}" of `pattern` by the dialect's spelling.
+std::string spell(std::string_view pattern, const ColumnTypes& t) {
+  std::string out;
+  out.reserve(pattern.size() + 64);
+  for (std::size_t i = 0; i < pattern.size();) {
+    if (pattern[i] == '{') {
+      const std::size_t end = pattern.find('}', i);
+      const std::string_view key = pattern.substr(i + 1, end - i - 1);
+      if (key == "id") out += t.id;
+      else if (key == "int") out += t.integer;
+      else if (key == "dec") out += t.decimal;
+      else if (key == "text") out += t.text;
+      else if (key == "opts") out += t.table_options;
+      else if (key == "keyed") out += t.keyed_table_options;
+      i = end + 1;
+    } else {
+      out += pattern[i++];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string schema_version_table(const ColumnTypes& types) {
+  return spell(
+      "CREATE TABLE IF NOT EXISTS schema_version ("
+      "version {int} NOT NULL PRIMARY KEY, "
+      "description {text} NOT NULL){opts}",
+      types);
+}
+
+std::vector<Migration> schema_migrations(const ColumnTypes& types) {
+  std::vector<Migration> m;
+  // Version 1: partitions (state and position), events (every accepted event; UNIQUE(trade_id,
+  // version) is the global idempotency key) and trades (the current state of each trade).
+  m.push_back(Migration{
+      1,
+      "partitions, events and trades",
+      {
+          spell("CREATE TABLE partitions ("
+                "partition_id {id}, "
+                "account {text} NOT NULL, "
+                "book {text} NOT NULL, "
+                "security {text} NOT NULL, "
+                "seq {int} NOT NULL, "
+                "fence {int} NOT NULL, "
+                "net_quantity {dec} NOT NULL, "
+                "bought_quantity {dec} NOT NULL, "
+                "sold_quantity {dec} NOT NULL, "
+                "bought_notional {dec} NOT NULL, "
+                "sold_notional {dec} NOT NULL, "
+                "live_trades {int} NOT NULL, "
+                "UNIQUE (account, book, security)){opts}",
+                types),
+          spell("CREATE TABLE events ("
+                "partition_id {int} NOT NULL REFERENCES partitions (partition_id), "
+                "seq {int} NOT NULL, "
+                "trade_id {text} NOT NULL, "
+                "version {int} NOT NULL, "
+                "type {text} NOT NULL CHECK (type IN ('NEW', 'AMEND', 'CANCEL')), "
+                "side {text} CHECK (side IN ('BUY', 'SELL')), "
+                "quantity {dec}, "
+                "price {dec}, "
+                "PRIMARY KEY (partition_id, seq), "
+                "UNIQUE (trade_id, version)){keyed}",
+                types),
+          spell("CREATE TABLE trades ("
+                "partition_id {int} NOT NULL REFERENCES partitions (partition_id), "
+                "trade_id {text} NOT NULL, "
+                "version {int} NOT NULL, "
+                "side {text} NOT NULL CHECK (side IN ('BUY', 'SELL')), "
+                "quantity {dec} NOT NULL, "
+                "price {dec} NOT NULL, "
+                "cancelled {int} NOT NULL CHECK (cancelled IN (0, 1)), "
+                "PRIMARY KEY (partition_id, trade_id)){keyed}",
+                types),
+      }});
+  return m;
+}
+
+}  // namespace tradecapture::detail::sql

@@ -1,0 +1,169 @@
+// The SQLite dialect: one database file, WAL journal, one writer at a time.
+
+#include "sql_dialect.hpp"
+
+#include <soci/sqlite3/soci-sqlite3.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <limits>
+
+namespace tradecapture::detail::sql {
+namespace {
+
+// Primary result codes of SQLite (sqlite3.h), named here so that this file needs SQLite only
+// through SOCI's error object.
+constexpr int sqlite_busy = 5;
+constexpr int sqlite_locked = 6;
+constexpr int sqlite_nomem = 7;
+constexpr int sqlite_readonly = 8;
+constexpr int sqlite_ioerr = 10;
+constexpr int sqlite_corrupt = 11;
+constexpr int sqlite_full = 13;
+constexpr int sqlite_cantopen = 14;
+constexpr int sqlite_protocol = 15;
+constexpr int sqlite_constraint = 19;
+constexpr int sqlite_notadb = 26;
+
+std::string_view sqlite_code_name(int primary) {
+  switch (primary) {
+    case sqlite_busy: return "SQLITE_BUSY";
+    case sqlite_locked: return "SQLITE_LOCKED";
+    case sqlite_nomem: return "SQLITE_NOMEM";
+    case sqlite_readonly: return "SQLITE_READONLY";
+    case sqlite_ioerr: return "SQLITE_IOERR";
+    case sqlite_corrupt: return "SQLITE_CORRUPT";
+    case sqlite_full: return "SQLITE_FULL";
+    case sqlite_cantopen: return "SQLITE_CANTOPEN";
+    case sqlite_protocol: return "SQLITE_PROTOCOL";
+    case sqlite_constraint: return "SQLITE_CONSTRAINT";
+    case sqlite_notadb: return "SQLITE_NOTADB";
+    default: return "SQLITE_ERROR";
+  }
+}
+
+constexpr ColumnTypes sqlite_types{
+    .id = "INTEGER PRIMARY KEY",  // the rowid
+    .integer = "INTEGER",
+    .decimal = "TEXT",  // never NUMERIC or REAL: see sql_schema.cpp
+    .text = "TEXT",
+    .table_options = " STRICT",  // STRICT: a TEXT column keeps exactly the text it was given
+    .keyed_table_options = " WITHOUT ROWID, STRICT",
+};
+
+class SqliteDialect final : public Dialect {
+ public:
+  SqliteDialect(std::string path, std::string synchronous, long long busy_timeout_ms)
+      : path_(std::move(path)),
+        synchronous_(std::move(synchronous)),
+        busy_timeout_ms_(busy_timeout_ms) {}
+
+  std::string describe() const override { return "sqlite:" + path_; }
+
+  void open(soci::session& session) const override {
+    // SOCI's connect string quotes the path (checked free of '"' by make_sqlite_dialect); the
+    // busy timeout is set below in milliseconds rather than SOCI's whole seconds.
+    session.open(soci::sqlite3, "db=\"" + path_ + "\"");
+    // Pragmas take no bound parameters; both values are validated or formatted here.
+    session << "PRAGMA busy_timeout = " + std::to_string(busy_timeout_ms_);
+    std::string mode;
+    session << "PRAGMA journal_mode = WAL", soci::into(mode);
+    if (mode != "wal") {
+      spdlog::warn("tradecapture: {}: journal_mode is '{}', not 'wal'", describe(), mode);
+    }
+    session << "PRAGMA synchronous = " + synchronous_;
+    session << "PRAGMA foreign_keys = ON";
+  }
+
+  const ColumnTypes& types() const override { return sqlite_types; }
+
+  std::string_view begin_write() const override { return "BEGIN IMMEDIATE"; }
+
+  // A deferred transaction: its first SELECT takes the WAL snapshot that every later read sees.
+  std::string_view begin_read() const override { return "BEGIN DEFERRED"; }
+
+  void begin_migration(soci::session& session) const override {
+    session << "BEGIN IMMEDIATE";  // waits (busy_timeout) for another process's migration
+  }
+
+  bool single_writer() const override { return true; }
+
+  Classified classify(const soci::soci_error& e) const override {
+    const auto* native = dynamic_cast<const soci::sqlite3_soci_error*>(&e);
+    if (native == nullptr) return {Fault::other, "SOCI"};
+    const int code = native->result();
+    const int primary = code & 0xff;
+    Classified c{Fault::other,
+                 std::string(sqlite_code_name(primary)) + " (" + std::to_string(code) + ")"};
+    switch (primary) {
+      case sqlite_busy:
+      case sqlite_locked:
+      case sqlite_protocol:
+        c.fault = Fault::busy;
+        break;
+      case sqlite_ioerr:
+      case sqlite_cantopen:
+      case sqlite_full:
+        c.fault = Fault::unavailable;
+        break;
+      case sqlite_constraint: {
+        // "UNIQUE constraint failed: events.trade_id, events.version" (also for primary keys);
+        // foreign-key, CHECK and NOT NULL failures are other faults.
+        const std::string message = e.get_error_message();
+        if (message.find("UNIQUE constraint failed") != std::string::npos ||
+            message.find("PRIMARY KEY") != std::string::npos) {
+          c.fault = Fault::unique_violation;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    return c;
+  }
+
+ private:
+  std::string path_;
+  std::string synchronous_;
+  long long busy_timeout_ms_;
+};
+
+}  // namespace
+
+result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
+                                                     const SociStoreOptions& options) {
+  if (path.empty()) {
+    spdlog::error("tradecapture: sqlite: URI without a path (expected sqlite:PATH)");
+    return errc::bad_uri;
+  }
+  if (path == ":memory:" || path.starts_with("file:")) {
+    // Every pooled connection would open its own private database.
+    spdlog::error("tradecapture: sqlite:{}: in-memory or URI databases are not supported; use "
+                  "a file path or the memory: store",
+                  path);
+    return errc::bad_uri;
+  }
+  if (path.find('"') != std::string::npos || path.front() == ' ') {
+    // SOCI's SQLite connect string cannot carry these.
+    spdlog::error("tradecapture: sqlite:{}: the path may not contain '\"' or start with a space",
+                  path);
+    return errc::bad_uri;
+  }
+  std::string synchronous = options.sqlite_synchronous;
+  std::transform(synchronous.begin(), synchronous.end(), synchronous.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+  if (synchronous != "OFF" && synchronous != "NORMAL" && synchronous != "FULL" &&
+      synchronous != "EXTRA") {
+    spdlog::error("tradecapture: sqlite:{}: sqlite_synchronous '{}' is not OFF, NORMAL, FULL or "
+                  "EXTRA",
+                  path, options.sqlite_synchronous);
+    return errc::bad_uri;
+  }
+  const long long timeout = std::clamp<long long>(options.busy_timeout.count(), 0,
+                                                  std::numeric_limits<int>::max());
+  return std::unique_ptr<Dialect>(
+      std::make_unique<SqliteDialect>(path, std::move(synchronous), timeout));
+}
+
+}  // namespace tradecapture::detail::sql

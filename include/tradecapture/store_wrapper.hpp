@@ -1,0 +1,71 @@
+#pragma once
+/// \file store_wrapper.hpp
+/// Forwarding decorators for TradeStore and PartitionLock: override only what you change
+/// (metrics, logging, fault injection in tests).
+
+#include <tradecapture/partition_lock.hpp>
+#include <tradecapture/trade_store.hpp>
+
+#include <memory>
+#include <utility>
+
+namespace tradecapture {
+
+/// A TradeStore that forwards every call to another one.
+class TradeStoreWrapper : public TradeStore {
+ public:
+  /// Wraps `target` (not null).
+  explicit TradeStoreWrapper(std::shared_ptr<TradeStore> target) : target_(std::move(target)) {}
+
+  result<std::vector<PartitionState>> load_partitions(
+      std::span<const PartitionKey> partitions) override {
+    return target_->load_partitions(partitions);
+  }
+  result<std::vector<std::optional<StoredEvent>>> find_events(
+      std::span<const IdempotencyKey> keys) override {
+    return target_->find_events(keys);
+  }
+  result<std::vector<PositionRow>> positions() override { return target_->positions(); }
+  result<void> scan_events(const std::function<bool(const StoredEvent&)>& fn) override {
+    return target_->scan_events(fn);
+  }
+  result<void> ping() override { return target_->ping(); }
+  std::string describe() const override { return target_->describe(); }
+
+  /// The wrapped store.
+  TradeStore& target() const { return *target_; }
+
+ protected:
+  result<void> do_commit_(const CommitBatch& batch) override { return target_->commit(batch); }
+
+ private:
+  std::shared_ptr<TradeStore> target_;
+};
+
+/// A PartitionLock that forwards every call to another one.
+class PartitionLockWrapper : public PartitionLock {
+ public:
+  /// Wraps `target` (not null).
+  explicit PartitionLockWrapper(std::shared_ptr<PartitionLock> target)
+      : target_(std::move(target)) {}
+
+  result<std::vector<result<Grant>>> try_acquire(
+      std::span<const PartitionKey> partitions) override {
+    return target_->try_acquire(partitions);
+  }
+  result<std::vector<result<void>>> renew(std::span<Grant> grants) override {
+    return target_->renew(grants);
+  }
+  void release(std::span<const Grant> grants) override { target_->release(grants); }
+  std::chrono::milliseconds lease() const override { return target_->lease(); }
+  result<void> ping() override { return target_->ping(); }
+  std::string describe() const override { return target_->describe(); }
+
+  /// The wrapped lock.
+  PartitionLock& target() const { return *target_; }
+
+ private:
+  std::shared_ptr<PartitionLock> target_;
+};
+
+}  // namespace tradecapture

@@ -1,0 +1,617 @@
+// Pipeline behaviour: ordering, the model-based randomized test, back-pressure, drain/stop,
+// retries, fencing, poisoned events and the completion-token forms.
+
+#include <tradecapture/memory.hpp>
+#include <tradecapture/pipeline.hpp>
+#include <tradecapture/store_wrapper.hpp>
+#ifdef TRADECAPTURE_HAVE_SOCI
+#include <tradecapture/soci_store.hpp>
+#endif
+
+#include <utility>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+using namespace tradecapture;
+using namespace std::chrono_literals;
+
+namespace {
+
+Decimal dec(std::string_view s) { return Decimal::parse(s).value(); }
+
+TradeEvent ev(std::string id, std::int64_t version, TradeType type, PartitionKey p,
+              Side side = Side::Buy, std::string_view qty = "10", std::string_view px = "2.5") {
+  TradeEvent e;
+  e.trade_id = std::move(id);
+  e.version = version;
+  e.type = type;
+  e.partition = std::move(p);
+  if (type != TradeType::Cancel) {
+    e.side = side;
+    e.quantity = dec(qty);
+    e.price = dec(px);
+  }
+  return e;
+}
+
+PartitionKey pk(std::string a, std::string b = "B", std::string s = "S") {
+  return {std::move(a), std::move(b), std::move(s)};
+}
+
+PipelineOptions quiet_options(std::size_t threads = 2) {
+  PipelineOptions o;
+  o.threads = threads;
+  o.retry.initial_backoff = 1ms;
+  o.retry.max_backoff = 5ms;
+  return o;
+}
+
+/// A temporary directory removed at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() /
+           ("tc-pipeline-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  static std::atomic<int>& counter() {
+    static std::atomic<int> c{0};
+    return c;
+  }
+};
+
+struct StoreFactory {
+  std::string name;
+  std::function<std::shared_ptr<TradeStore>(TempDir&)> make;
+};
+
+std::vector<StoreFactory> stores() {
+  std::vector<StoreFactory> f;
+  f.push_back({"memory", [](TempDir&) { return make_memory_store(); }});
+#ifdef TRADECAPTURE_HAVE_SOCI
+  f.push_back({"sqlite", [](TempDir& d) {
+                 auto s = open_soci_store("sqlite:" + (d.path / "t.db").string());
+                 REQUIRE(s);
+                 return s.value();
+               }});
+#endif
+  return f;
+}
+
+// ---- An independent sequential model of spec sections 2-3 ---------------------------------
+
+struct ModelTrade {
+  std::int64_t version;
+  Side side;
+  Decimal q, p;
+  bool cancelled;
+};
+struct ModelPartition {
+  std::map<std::string, ModelTrade> trades;
+  Decimal net, bq, sq, bn, sn;
+  std::int64_t live = 0;
+  std::uint64_t seq = 0;
+};
+
+struct Model {
+  std::map<std::pair<std::string, std::int64_t>, TradeEvent> accepted;
+  std::map<PartitionKey, ModelPartition> parts;
+  std::vector<StoredEvent> log;
+
+  static void effect(ModelPartition& m, Side side, Decimal q, Decimal p, bool reverse) {
+    Decimal n = checked_mul(q, p).value();
+    auto add = [&](Decimal& t, Decimal v) {
+      t = reverse ? checked_sub(t, v).value() : checked_add(t, v).value();
+    };
+    auto sub = [&](Decimal& t, Decimal v) {
+      t = reverse ? checked_add(t, v).value() : checked_sub(t, v).value();
+    };
+    if (side == Side::Buy) {
+      add(m.bq, q);
+      add(m.net, q);
+      add(m.bn, n);
+    } else {
+      add(m.sq, q);
+      add(m.sn, n);
+      sub(m.net, q);
+    }
+  }
+
+  Outcome apply(const TradeEvent& e) {
+    if (!validate(e).empty()) return Outcome::rejected(validate(e));
+    auto key = std::make_pair(e.trade_id, e.version);
+    if (auto it = accepted.find(key); it != accepted.end()) {
+      const TradeEvent& a = it->second;
+      bool same = a.type == e.type && a.partition == e.partition &&
+                  (e.type == TradeType::Cancel ||
+                   (a.side == e.side && a.quantity == e.quantity && a.price == e.price));
+      return same ? Outcome::duplicate() : Outcome::rejected("conflict: ");
+    }
+    ModelPartition& m = parts[e.partition];
+    auto t = m.trades.find(e.trade_id);
+    if (e.type == TradeType::New) {
+      m.trades[e.trade_id] = ModelTrade{1, e.side, e.quantity, e.price, false};
+      effect(m, e.side, e.quantity, e.price, false);
+      ++m.live;
+    } else {
+      if (t == m.trades.end()) return Outcome::rejected("unknown trade");
+      if (e.version <= t->second.version) return Outcome::stale();
+      if (t->second.cancelled) return Outcome::rejected("trade cancelled");
+      effect(m, t->second.side, t->second.q, t->second.p, true);
+      t->second.version = e.version;
+      if (e.type == TradeType::Amend) {
+        t->second.side = e.side;
+        t->second.q = e.quantity;
+        t->second.p = e.price;
+        effect(m, e.side, e.quantity, e.price, false);
+      } else {
+        t->second.cancelled = true;
+        --m.live;
+      }
+    }
+    accepted[key] = e;
+    log.push_back(StoredEvent{e, ++m.seq});
+    return Outcome::accepted(m.seq);
+  }
+};
+
+/// Random events: duplicates, conflicting resends (also across partitions), amends, cancels,
+/// stale versions, amend-before-new and invalid events.
+std::vector<TradeEvent> random_trace(std::uint32_t seed, int n) {
+  std::mt19937 rng(seed);
+  auto pick = [&](int k) { return static_cast<int>(rng() % static_cast<unsigned>(k)); };
+  std::vector<PartitionKey> parts{pk("A_B", "C"), pk("A", "B_C"), pk("acct1", "bk", "IBM"),
+                                  pk("acct1", "bk", "MSFT"), pk("acct2", "b2", "IBM"),
+                                  pk("\xC3\xA9t\xC3\xA9", "b", "s")};
+  for (int i = 0; i < 10; ++i) parts.push_back(pk("p" + std::to_string(i)));
+  const char* qtys[] = {"1", "10", "0.5", "123.456789", "1000000", "7"};
+  const char* pxs[] = {"0", "1", "187.25", "0.00000001", "99.5", "3"};
+  std::vector<TradeEvent> out;
+  std::map<std::string, std::int64_t> next_version;
+  for (int i = 0; i < n; ++i) {
+    int r = pick(100);
+    if (r < 12 && !out.empty()) {  // resend an earlier event, exactly or with changed content
+      TradeEvent e = out[pick(static_cast<int>(out.size()))];
+      if (pick(2) == 0) e.partition = parts[pick(static_cast<int>(parts.size()))];
+      if (pick(3) == 0 && e.type != TradeType::Cancel) e.quantity = dec(qtys[pick(6)]);
+      out.push_back(e);
+      continue;
+    }
+    std::string id = "T" + std::to_string(pick(n / 6 + 2));
+    PartitionKey p = parts[pick(static_cast<int>(parts.size()))];
+    auto& nv = next_version[id];
+    TradeEvent e;
+    if (nv == 0 || r < 30) {
+      e = ev(id, 1, TradeType::New, p, pick(2) ? Side::Buy : Side::Sell, qtys[pick(6)],
+             pxs[pick(6)]);
+      nv = std::max<std::int64_t>(nv, 2);
+    } else {
+      std::int64_t v = (pick(5) == 0) ? std::max<std::int64_t>(2, nv - 1 - pick(2)) : nv++;
+      if (pick(20) == 0) v = nv + 3;  // version jump (an amend "before" intermediate ones)
+      e = ev(id, v, pick(4) == 0 ? TradeType::Cancel : TradeType::Amend, p,
+             pick(2) ? Side::Buy : Side::Sell, qtys[pick(6)], pxs[pick(6)]);
+    }
+    if (pick(40) == 0) e.version = 0;                                    // invalid
+    if (pick(60) == 0 && e.type != TradeType::Cancel) e.quantity = {};  // invalid: qty 0
+    out.push_back(e);
+  }
+  return out;
+}
+
+/// Submits every event from one thread (in order) and collects the outcomes by index.
+std::vector<Outcome> run_all(Pipeline& pl, const std::vector<TradeEvent>& events) {
+  std::vector<Outcome> outcomes(events.size());
+  std::vector<boost::system::error_code> errors(events.size());
+  std::atomic<std::size_t> done{0};
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    pl.async_submit(events[i], [&, i](boost::system::error_code ec, Outcome o) {
+      errors[i] = ec;
+      outcomes[i] = std::move(o);
+      done.fetch_add(1);
+    });
+  }
+  pl.drain();
+  REQUIRE(done.load() == events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    INFO("event " << i);
+    REQUIRE_FALSE(errors[i]);
+  }
+  return outcomes;
+}
+
+void check_against_model(TradeStore& store, const std::vector<TradeEvent>& events,
+                         const std::vector<Outcome>& got) {
+  Model m;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    Outcome want = m.apply(events[i]);
+    INFO("event " << i << " trade " << events[i].trade_id << " v" << events[i].version);
+    CHECK(got[i].kind == want.kind);
+    CHECK(got[i].seq == want.seq);
+    if (want.kind == OutcomeKind::Rejected) {
+      // Reasons with a ':' are compared up to it ("conflict:", "invalid:"), others exactly.
+      const auto colon = want.reason.find(':');
+      if (colon == std::string::npos) {
+        CHECK(got[i].reason == want.reason);
+      } else {
+        CHECK(got[i].reason.substr(0, colon + 1) == want.reason.substr(0, colon + 1));
+      }
+    }
+  }
+  auto positions = store.positions();
+  REQUIRE(positions);
+  std::size_t with_events = 0;
+  for (auto& [k, mp] : m.parts) with_events += mp.seq > 0;
+  REQUIRE(positions.value().size() == with_events);
+  for (const auto& row : positions.value()) {
+    const ModelPartition& mp = m.parts.at(row.partition);
+    CHECK(row.seq == mp.seq);
+    CHECK(row.position.net_quantity == mp.net);
+    CHECK(row.position.bought_quantity == mp.bq);
+    CHECK(row.position.sold_quantity == mp.sq);
+    CHECK(row.position.bought_notional == mp.bn);
+    CHECK(row.position.sold_notional == mp.sn);
+    CHECK(row.position.live_trades == mp.live);
+  }
+  std::vector<StoredEvent> stored;
+  REQUIRE(store.scan_events([&](const StoredEvent& e) {
+    stored.push_back(e);
+    return true;
+  }));
+  auto expected = m.log;
+  std::stable_sort(expected.begin(), expected.end(), [](const auto& a, const auto& b) {
+    return a.event.partition < b.event.partition;
+  });
+  REQUIRE(stored.size() == expected.size());
+  for (std::size_t i = 0; i < stored.size(); ++i) {
+    CHECK(stored[i].seq == expected[i].seq);
+    CHECK(stored[i].event.trade_id == expected[i].event.trade_id);
+    CHECK(stored[i].event.version == expected[i].event.version);
+    CHECK(stored[i].event.same_content(expected[i].event));
+  }
+}
+
+/// A store whose commits can be held, failed or counted (fault injection).
+class ControlledStore final : public TradeStoreWrapper {
+ public:
+  using TradeStoreWrapper::TradeStoreWrapper;
+  std::atomic<int> fail_next{0};
+  boost::system::error_code fail_with = errc::store_busy;
+  std::atomic<int> commits{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  bool held = false;
+
+  void hold() {
+    std::lock_guard lk(mu);
+    held = true;
+  }
+  void release() {
+    std::lock_guard lk(mu);
+    held = false;
+    cv.notify_all();
+  }
+
+ protected:
+  result<void> do_commit_(const CommitBatch& b) override {
+    {
+      std::unique_lock lk(mu);
+      cv.wait(lk, [&] { return !held; });
+    }
+    if (fail_next.load() > 0) {
+      fail_next.fetch_sub(1);
+      return fail_with;
+    }
+    ++commits;
+    return TradeStoreWrapper::do_commit_(b);
+  }
+};
+
+/// A processor that throws on one trade id and otherwise defers to the reference one.
+class ThrowingProcessor final : public Processor {
+ public:
+  Decision decide(const TradeEvent& e, const PartitionState& s) const override {
+    if (e.trade_id == "POISON") throw std::runtime_error("boom");
+    return inner_->decide(e, s);
+  }
+
+ private:
+  std::shared_ptr<const Processor> inner_ = make_position_processor();
+};
+
+}  // namespace
+
+TEST_CASE("model-based randomized trace through the pipeline matches a sequential model") {
+  for (const auto& factory : stores()) {
+    for (std::size_t threads : {1u, 4u}) {
+      SUBCASE((factory.name + " threads=" + std::to_string(threads)).c_str()) {
+        for (std::uint32_t seed : {1u, 2u, 3u}) {
+          TempDir dir;
+          auto store = factory.make(dir);
+          auto events = random_trace(seed * 7919 + static_cast<std::uint32_t>(threads), 3000);
+          PipelineOptions o = quiet_options(threads);
+          o.max_batch = 97;  // many batches, partitions cut mid-run
+          o.max_batch_per_partition = 13;
+          Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+          auto got = run_all(pl, events);
+          check_against_model(*store, events, got);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cross-partition idempotency keys are decided in submission order") {
+  // T/1 first goes to a partition with a long queue, then to an idle one: the first wins.
+  auto store = make_memory_store();
+  PipelineOptions o = quiet_options(4);
+  o.max_batch = 8;
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  std::vector<TradeEvent> events;
+  for (int round = 0; round < 50; ++round) {
+    for (int i = 0; i < 20; ++i)
+      events.push_back(ev("busy" + std::to_string(round) + "-" + std::to_string(i), 1,
+                          TradeType::New, pk("busy")));
+    std::string id = "K" + std::to_string(round);
+    events.push_back(ev(id, 1, TradeType::New, pk("busy")));
+    events.push_back(ev(id, 1, TradeType::New, pk("idle" + std::to_string(round % 5))));
+  }
+  auto got = run_all(pl, events);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (events[i].partition.account.rfind("idle", 0) == 0) {
+      CHECK(got[i].kind == OutcomeKind::Rejected);
+      CHECK(got[i].reason.rfind("conflict:", 0) == 0);
+      CHECK(got[i - 1].kind == OutcomeKind::Accepted);
+    }
+  }
+}
+
+TEST_CASE("per-partition order holds under many submitting threads") {
+  auto store = make_memory_store();
+  Pipeline pl(store, make_local_lock(), make_position_processor(), quiet_options(3));
+  constexpr int kThreads = 6, kPerThread = 2000;
+  std::vector<std::vector<std::uint64_t>> seqs(kThreads, std::vector<std::uint64_t>(kPerThread));
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      // Each thread owns two partitions and alternates between them.
+      for (int i = 0; i < kPerThread; ++i) {
+        auto p = pk("t" + std::to_string(t), std::to_string(i % 2));
+        pl.async_submit(ev("t" + std::to_string(t) + "-" + std::to_string(i), 1, TradeType::New, p),
+                        [&, t, i](boost::system::error_code ec, Outcome o) {
+                          REQUIRE_FALSE(ec);
+                          seqs[t][i] = o.seq;
+                        });
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  pl.drain();
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      // The i-th event of a partition (i/2 + 1 in its own sequence) got exactly that number.
+      CHECK(seqs[t][i] == static_cast<std::uint64_t>(i / 2 + 1));
+    }
+  }
+}
+
+TEST_CASE("back-pressure: fail-fast refuses past the in-flight limit, wait blocks") {
+  auto inner = make_memory_store();
+  auto store = std::make_shared<ControlledStore>(inner);
+  SUBCASE("fail fast") {
+    PipelineOptions o = quiet_options(1);
+    o.max_in_flight = 8;
+    o.on_overload = OverloadPolicy::fail_fast;
+    Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+    store->hold();
+    std::atomic<int> overloaded{0}, ok{0};
+    for (int i = 0; i < 20; ++i) {
+      pl.async_submit(ev("F" + std::to_string(i), 1, TradeType::New, pk("bp")),
+                      [&](boost::system::error_code ec, Outcome) {
+                        if (ec == errc::overloaded) {
+                          ++overloaded;
+                        } else if (!ec) {
+                          ++ok;
+                        }
+                      });
+    }
+    CHECK(overloaded.load() == 12);
+    CHECK(pl.metrics().in_flight == 8);
+    store->release();
+    pl.drain();
+    CHECK(ok.load() == 8);
+  }
+  SUBCASE("wait") {
+    PipelineOptions o = quiet_options(1);
+    o.max_in_flight = 4;
+    Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+    store->hold();
+    std::atomic<int> submitted{0}, completed{0};
+    std::thread submitter([&] {
+      for (int i = 0; i < 50; ++i) {
+        pl.async_submit(ev("W" + std::to_string(i), 1, TradeType::New, pk("bp")),
+                        [&](boost::system::error_code ec, Outcome) {
+                          CHECK_FALSE(ec);
+                          ++completed;
+                        });
+        ++submitted;
+      }
+    });
+    // While the store is held nothing completes, so the submitter cannot pass the limit.
+    for (int i = 0; i < 50; ++i) {
+      std::this_thread::sleep_for(2ms);
+      CHECK(pl.metrics().in_flight <= 4);
+      CHECK(submitted.load() <= 4);
+    }
+    store->release();
+    submitter.join();
+    pl.drain();
+    CHECK(completed.load() == 50);
+  }
+}
+
+TEST_CASE("stop finishes every accepted submission and refuses new ones") {
+  auto store = make_memory_store();
+  std::atomic<int> completed{0}, failed{0};
+  auto pl = std::make_unique<Pipeline>(store, make_local_lock(), make_position_processor(),
+                                       quiet_options(2));
+  for (int i = 0; i < 20000; ++i) {
+    pl->async_submit(ev("S" + std::to_string(i), 1, TradeType::New, pk("s" + std::to_string(i % 37))),
+                     [&](boost::system::error_code ec, Outcome o) {
+                       if (ec) {
+                         ++failed;
+                       } else {
+                         CHECK(o.kind == OutcomeKind::Accepted);
+                         ++completed;
+                       }
+                     });
+  }
+  pl->stop();
+  CHECK(completed.load() == 20000);
+  CHECK(failed.load() == 0);
+  auto r = pl->submit(ev("late", 1, TradeType::New, pk("s")));
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == errc::stopped);
+  pl.reset();  // destruction after stop is fine
+  auto positions = store->positions();
+  REQUIRE(positions);
+  std::uint64_t total = 0;
+  for (auto& row : positions.value()) total += row.seq;
+  CHECK(total == 20000);
+}
+
+TEST_CASE("destruction with work in flight loses no completion") {
+  auto store = make_memory_store();
+  std::atomic<int> completed{0};
+  {
+    Pipeline pl(store, make_local_lock(), make_position_processor(), quiet_options(2));
+    for (int i = 0; i < 5000; ++i)
+      pl.async_submit(ev("D" + std::to_string(i), 1, TradeType::New, pk("d")),
+                      [&](boost::system::error_code, Outcome) { ++completed; });
+  }
+  CHECK(completed.load() == 5000);
+}
+
+TEST_CASE("a processor that throws rejects that event only; the partition goes on") {
+  auto store = make_memory_store();
+  Pipeline pl(store, make_local_lock(), std::make_shared<ThrowingProcessor>(), quiet_options(2));
+  auto a = pl.submit(ev("A", 1, TradeType::New, pk("poison")));
+  auto b = pl.submit(ev("POISON", 1, TradeType::New, pk("poison")));
+  auto c = pl.submit(ev("C", 1, TradeType::New, pk("poison")));
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(c);
+  CHECK(a.value().seq == 1);
+  CHECK(b.value().kind == OutcomeKind::Rejected);
+  CHECK(b.value().reason.rfind("processor error: boom", 0) == 0);
+  CHECK(c.value() == Outcome::accepted(2));
+}
+
+TEST_CASE("invalid events are rejected at once with a reason and never block the partition") {
+  auto store = make_memory_store();
+  Pipeline pl(store, make_local_lock(), make_position_processor(), quiet_options(1));
+  auto bad = ev("X", 2, TradeType::New, pk("inv"));
+  auto r = pl.submit(bad);
+  REQUIRE(r);
+  CHECK(r.value().kind == OutcomeKind::Rejected);
+  CHECK(r.value().reason.rfind("invalid:", 0) == 0);
+  auto good = pl.submit(ev("X", 1, TradeType::New, pk("inv")));
+  REQUIRE(good);
+  CHECK(good.value() == Outcome::accepted(1));
+}
+
+TEST_CASE("transient commit failures are retried, then succeed; persistent ones are reported") {
+  auto inner = make_memory_store();
+  auto store = std::make_shared<ControlledStore>(inner);
+  PipelineOptions o = quiet_options(1);
+  o.retry.max_attempts = 5;
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  store->fail_next = 3;
+  auto r = pl.submit(ev("R1", 1, TradeType::New, pk("retry")));
+  REQUIRE(r);
+  CHECK(r.value() == Outcome::accepted(1));
+  CHECK(pl.metrics().retries >= 3);
+
+  store->fail_next = 100;
+  auto failed = pl.submit(ev("R2", 1, TradeType::New, pk("retry")));
+  REQUIRE_FALSE(failed);
+  CHECK(failed.error() == errc::store_busy);
+  CHECK(classify(failed.error()) == retry_class::retry_now);
+  CHECK(pl.metrics().failed == 1);
+
+  // The store recovers: the failed event is not lost state-wise, a resend is accepted with the
+  // next sequence number and nothing was half-written.
+  store->fail_next = 0;
+  auto again = pl.submit(ev("R2", 1, TradeType::New, pk("retry")));
+  REQUIRE(again);
+  CHECK(again.value() == Outcome::accepted(2));
+}
+
+TEST_CASE("a fenced-off or conflicting commit is decided again on fresh state") {
+  auto inner = make_memory_store();
+  auto store = std::make_shared<ControlledStore>(inner);
+  Pipeline pl(store, make_local_lock(), make_position_processor(), quiet_options(1));
+  REQUIRE(pl.submit(ev("F", 1, TradeType::New, pk("fence"))));
+  std::int64_t version = 2;
+  for (auto code : {errc::fenced_off, errc::sequence_conflict, errc::key_conflict}) {
+    store->fail_with = code;
+    store->fail_next = 1;
+    auto r = pl.submit(ev("F", version++, TradeType::Amend, pk("fence")));
+    REQUIRE(r);
+    CHECK(r.value().kind == OutcomeKind::Accepted);
+  }
+  CHECK(pl.metrics().retries >= 3);
+  auto rows = store->positions();
+  REQUIRE(rows);
+  CHECK(rows.value().at(0).seq == 4);
+}
+
+TEST_CASE("completion tokens: use_future and use_awaitable") {
+  auto store = make_memory_store();
+  boost::asio::io_context io;
+  PipelineOptions o = quiet_options(1);
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  auto fut = pl.async_submit(ev("U1", 1, TradeType::New, pk("tok")), boost::asio::use_future);
+  CHECK(fut.get() == Outcome::accepted(1));
+
+  Outcome got;
+  boost::asio::co_spawn(
+      io,
+      [&]() -> boost::asio::awaitable<void> {
+        got = co_await pl.async_submit(ev("U2", 1, TradeType::New, pk("tok")),
+                                       boost::asio::use_awaitable);
+      },
+      boost::asio::detached);
+  io.run();
+  CHECK(got == Outcome::accepted(2));
+}
+
+TEST_CASE("the pipeline runs on a host's io_context") {
+  auto store = make_memory_store();
+  boost::asio::io_context io;
+  auto guard = boost::asio::make_work_guard(io);
+  std::thread t([&] { io.run(); });
+  {
+    PipelineOptions o = quiet_options(3);
+    o.executor = io.get_executor();
+    Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+    auto events = random_trace(99, 500);
+    auto got = run_all(pl, events);
+    check_against_model(*store, events, got);
+  }
+  guard.reset();
+  t.join();
+}
