@@ -91,10 +91,12 @@ def fmt_decimal(rng, text, allow_number=True):
     return text
 
 
-def equal_variant(rng, text):
-    """Another writing of the same decimal value (trailing zeros, leading zeros)."""
+def equal_variant(rng, text, max_frac):
+    """Another writing of the same decimal value (trailing zeros, leading zeros) that stays
+    within `max_frac` fractional digits."""
     r = rng.random()
-    if r < 0.3 and "." in text:
+    frac = len(text.split(".")[1]) if "." in text else 0
+    if r < 0.3 and "." in text and frac < max_frac:
         return text + "0"
     if r < 0.5 and "." not in text:
         return text + ".0"
@@ -149,7 +151,9 @@ class Gen:
             if k == "version":
                 v = Raw(str(v))
             elif k in ("quantity", "price"):
-                v = fmt_decimal(rng, equal_variant(rng, v) if reformat else v)
+                if reformat and isinstance(v, str):
+                    v = equal_variant(rng, v, 6 if k == "quantity" else 8)
+                v = fmt_decimal(rng, v)
             pairs.append((k, v))
         if extra and rng.random() < 0.15:
             pairs.append(rng.choice([

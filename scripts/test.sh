@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs the packages, builds the Release tree
+# and runs every test (unit, conformance, model-based, CLI), then builds the
+# AddressSanitizer+UBSan and ThreadSanitizer variants and runs the doctest suites under them.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+jobs=${TRADECAPTURE_JOBS:-$(nproc)}
+start=$(date +%s)
+bash "$root/scripts/build.sh"
+echo "== ctest (Release)" >&2
+(cd "$root/build" && ctest --output-on-failure -j "$jobs")
+
+for variant in asan tsan; do
+  case $variant in
+    asan) san="address,undefined" ;;
+    tsan) san="thread" ;;
+  esac
+  dir="$root/build-$variant"
+  echo "== build + unit tests under $san" >&2
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRADECAPTURE_SANITIZE="$san" \
+    -DTRADECAPTURE_BUILD_EXAMPLES=OFF -DTRADECAPTURE_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$dir" -j "$jobs" --target tradecapture_tests
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ASAN_OPTIONS=detect_leaks=1 \
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    "$dir/bin/tradecapture_tests" --no-intro=true
+done
+echo "== all tests passed in $(( $(date +%s) - start )) s" >&2
