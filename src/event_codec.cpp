@@ -425,6 +425,13 @@ ParsedEvent parse_event(std::string_view line) {
     out.reason = "invalid: byte-order mark inside the input";
     return out;
   }
+  // nlohmann's lexer takes a NUL byte for the end of the input, so "{...}\0junk" would pass.
+  // A raw NUL is never legal JSON (not whitespace, and must be escaped inside strings).
+  if (const auto nul = line.find('\0'); nul != std::string_view::npos) {
+    out.reason = "invalid: not valid JSON: NUL byte at byte ";
+    out.reason += std::to_string(nul + 1);
+    return out;
+  }
   thread_local Handler handler;
   try {
     handler.reset();

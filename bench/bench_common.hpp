@@ -1,0 +1,369 @@
+#pragma once
+// Shared by the benchmark programs: a realistic pre-parsed trade stream, a saturating run, an
+// open-loop paced run and the counters they report. Everything here is built before the clock
+// starts; only submission and completion are timed.
+
+#include <tradecapture/memory.hpp>
+#include <tradecapture/pipeline.hpp>
+
+#include <utility>  // must precede asio with Boost 1.74 and C++20
+
+#include <benchmark/benchmark.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+namespace tcbench {
+
+using namespace tradecapture;
+using Clock = std::chrono::steady_clock;
+
+inline constexpr std::size_t kPartitions = 1000;
+
+/// One pre-parsed event and the index of its partition (for splitting among submitters).
+struct TraceEvent {
+  TradeEvent event;
+  std::uint32_t partition = 0;
+};
+
+/// The partition key of index `i` (0 <= i < 1000): 100 accounts x 2 books x 5 securities.
+inline PartitionKey partition_key(std::size_t i) {
+  return PartitionKey{"ACC-" + std::to_string(1000 + i / 10), "BOOK-" + std::to_string((i / 5) % 2),
+                      "SEC-" + std::to_string(100 + i % 5 + 5 * ((i / 10) % 40))};
+}
+
+/// A realistic stream over 1,000 partitions: mostly NEW, some AMEND and CANCEL of live trades,
+/// a few exact resends (DUPLICATE). Partitions are mildly skewed (weight 1/(rank+10)), so a
+/// few are hot. Quantities are mostly round lots; prices have 2-4 decimals. Deterministic.
+inline std::vector<TraceEvent> make_trace(std::size_t n, std::uint64_t seed = 20240601) {
+  struct Live {
+    std::string id;
+    std::int64_t version;
+  };
+  std::mt19937_64 rng(seed);
+  std::vector<double> w(kPartitions);
+  for (std::size_t k = 0; k < kPartitions; ++k) w[k] = 1.0 / double(k + 10);
+  std::discrete_distribution<std::uint32_t> pick_partition(w.begin(), w.end());
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<PartitionKey> keys(kPartitions);
+  std::vector<std::int64_t> base_price_cents(kPartitions);
+  for (std::size_t i = 0; i < kPartitions; ++i) {
+    keys[i] = partition_key(i);
+    base_price_cents[i] = 1000 + std::int64_t(rng() % 50000);  // 10.00 .. 510.00
+  }
+  std::vector<std::vector<Live>> live(kPartitions);
+  std::vector<std::vector<std::size_t>> sent(kPartitions);  // indexes into out, per partition
+
+  auto fill_economics = [&](TradeEvent& e, std::uint32_t p) {
+    e.side = (rng() & 1) ? Side::Buy : Side::Sell;
+    std::int64_t q_units_e4;  // quantity in 1e-4
+    if (u(rng) < 0.8) {
+      q_units_e4 = std::int64_t(1 + rng() % 100) * 100 * 10000;  // 100 .. 10,000 shares
+    } else {
+      q_units_e4 = std::int64_t(1 + rng() % 5000000);  // 0.0001 .. 500 (fractional)
+    }
+    // price: base +- 5%, in 1e-4
+    const std::int64_t base = base_price_cents[p] * 100;
+    const std::int64_t px_e4 = base + std::int64_t(rng() % (base / 10 + 1)) - base / 20;
+    e.quantity = Decimal::from_units(Decimal::rep(q_units_e4) * Decimal::pow10(10)).value();
+    e.price = Decimal::from_units(Decimal::rep(px_e4) * Decimal::pow10(10)).value();
+  };
+
+  std::vector<TraceEvent> out;
+  out.reserve(n);
+  std::uint64_t next_id = 1;
+  while (out.size() < n) {
+    const std::uint32_t p = pick_partition(rng);
+    auto& lv = live[p];
+    const double r = u(rng);
+    TraceEvent te;
+    te.partition = p;
+    if (r < 0.005 && !sent[p].empty()) {  // exact resend of an earlier event of this partition
+      te.event = out[sent[p][rng() % sent[p].size()]].event;
+    } else if (r < 0.125 && !lv.empty()) {  // AMEND a live trade
+      Live& t = lv[rng() % lv.size()];
+      te.event.trade_id = t.id;
+      te.event.version = ++t.version;
+      te.event.type = TradeType::Amend;
+      te.event.partition = keys[p];
+      fill_economics(te.event, p);
+    } else if (r < 0.17 && !lv.empty()) {  // CANCEL a live trade
+      const std::size_t k = rng() % lv.size();
+      te.event.trade_id = lv[k].id;
+      te.event.version = lv[k].version + 1;
+      te.event.type = TradeType::Cancel;
+      te.event.partition = keys[p];
+      lv[k] = std::move(lv.back());
+      lv.pop_back();
+    } else {  // NEW
+      te.event.trade_id = "T" + std::to_string(100000000 + next_id++);
+      te.event.version = 1;
+      te.event.type = TradeType::New;
+      te.event.partition = keys[p];
+      fill_economics(te.event, p);
+      lv.push_back(Live{te.event.trade_id, 1});
+    }
+    sent[p].push_back(out.size());
+    out.push_back(std::move(te));
+  }
+  return out;
+}
+
+/// The largest trace any benchmark uses, built once per process; runs take a prefix.
+inline const std::vector<TraceEvent>& shared_trace() {
+  static const std::vector<TraceEvent> t = make_trace(1000000);
+  return t;
+}
+
+/// A logger that keeps the pipeline's info lines out of the benchmark table (warnings stay).
+inline std::shared_ptr<spdlog::logger> quiet_logger() {
+  static auto log = [] {
+    auto l = std::make_shared<spdlog::logger>(
+        "bench", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    l->set_level(spdlog::level::warn);
+    return l;
+  }();
+  return log;
+}
+
+/// Makes a fresh store for one run, and cleans it up afterwards.
+struct StoreFactory {
+  std::function<std::shared_ptr<TradeStore>()> open;
+  std::function<void()> cleanup = [] {};
+};
+
+/// What one run measured.
+struct RunResult {
+  std::size_t events = 0;
+  double seconds = 0;  ///< from the first submission to the last completion
+  PipelineMetrics metrics;
+  std::vector<std::int64_t> latency_ns;  ///< paced runs only, per event
+  bool ok = true;
+  std::string error;
+};
+
+inline PipelineOptions bench_options(std::size_t threads, std::size_t max_batch) {
+  PipelineOptions o;
+  o.threads = threads;
+  o.max_batch = max_batch;
+  o.logger = quiet_logger();
+  return o;
+}
+
+/// Copies the first `n` events, split among `submitters` by partition (so each partition keeps
+/// its order: all its events come from one thread).
+inline std::vector<std::vector<TradeEvent>> split_trace(std::size_t n, std::size_t submitters) {
+  const auto& t = shared_trace();
+  n = std::min(n, t.size());
+  std::vector<std::vector<TradeEvent>> parts(submitters);
+  for (auto& p : parts) p.reserve(n / submitters + 1);
+  for (std::size_t i = 0; i < n; ++i) parts[t[i].partition % submitters].push_back(t[i].event);
+  return parts;
+}
+
+inline void check(RunResult& r) {
+  if (r.metrics.failed != 0) {
+    r.ok = false;
+    r.error = std::to_string(r.metrics.failed) + " events failed (no outcome)";
+  }
+}
+
+/// Submits `n` events as fast as the pipeline takes them (back-pressure at max_in_flight), from
+/// `submitters` threads, with callbacks; the clock runs from the first submission to the last
+/// completion callback.
+inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std::size_t max_batch,
+                               std::size_t n, std::size_t submitters) {
+  auto parts = split_trace(n, submitters);
+  std::size_t total = 0;
+  for (auto& p : parts) total += p.size();
+  RunResult res;
+  res.events = total;
+  {
+    Pipeline pipe(sf.open(), make_local_lock(), make_position_processor(),
+                  bench_options(threads, max_batch));
+    std::atomic<std::size_t> done{0};
+    std::promise<Clock::time_point> all_done;
+    auto fut = all_done.get_future();
+    auto on_done = [&](boost::system::error_code, Outcome) {
+      if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == total) all_done.set_value(Clock::now());
+    };
+    const auto start = Clock::now();
+    if (submitters == 1) {
+      for (auto& e : parts[0]) pipe.async_submit(std::move(e), on_done);
+    } else {
+      std::vector<std::thread> ts;
+      for (auto& part : parts)
+        ts.emplace_back([&pipe, &part, &on_done] {
+          for (auto& e : part) pipe.async_submit(std::move(e), on_done);
+        });
+      for (auto& t : ts) t.join();
+    }
+    const auto end = fut.get();
+    res.seconds = std::chrono::duration<double>(end - start).count();
+    pipe.drain();
+    res.metrics = pipe.metrics();
+  }
+  sf.cleanup();
+  check(res);
+  return res;
+}
+
+/// Open-loop run: event i is due at start + i/rate on the steady clock and is submitted as soon
+/// as it is due (never earlier); its latency runs from that scheduled time (not from when the
+/// submitter got round to it, so a stalled submitter shows up as latency) to its completion
+/// callback, which fires once the outcome is durable.
+inline RunResult run_paced(const StoreFactory& sf, std::size_t threads, std::size_t max_batch,
+                           std::size_t n, double rate) {
+  auto events = std::move(split_trace(n, 1)[0]);
+  n = events.size();
+  RunResult res;
+  res.events = n;
+  res.latency_ns.assign(n, -1);
+  {
+    Pipeline pipe(sf.open(), make_local_lock(), make_position_processor(),
+                  bench_options(threads, max_batch));
+    std::atomic<std::size_t> done{0};
+    std::promise<Clock::time_point> all_done;
+    auto fut = all_done.get_future();
+    auto* lat = res.latency_ns.data();
+    const double interval_ns = 1e9 / rate;
+    const auto start = Clock::now() + std::chrono::milliseconds(2);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto due = start + std::chrono::nanoseconds(std::int64_t(double(i) * interval_ns));
+      // Sleep while the next event is far away, spin (yielding) for the last stretch.
+      for (auto now = Clock::now(); now < due; now = Clock::now()) {
+        if (due - now > std::chrono::microseconds(200)) {
+          std::this_thread::sleep_for(due - now - std::chrono::microseconds(100));
+        } else {
+          std::this_thread::yield();
+        }
+      }
+      pipe.async_submit(std::move(events[i]), [due, i, lat, &done, &all_done, n](
+                                                  boost::system::error_code, Outcome) {
+        const auto now = Clock::now();
+        lat[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(now - due).count();
+        if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) all_done.set_value(now);
+      });
+    }
+    const auto end = fut.get();
+    res.seconds = std::chrono::duration<double>(end - start).count();
+    pipe.drain();
+    res.metrics = pipe.metrics();
+  }
+  sf.cleanup();
+  check(res);
+  return res;
+}
+
+/// Saturation rates measured by the throughput benchmarks, by (threads, max_batch), so that the
+/// latency benchmarks of the same program pace at half of what was actually measured.
+inline std::map<std::pair<std::int64_t, std::int64_t>, double>& saturation_rates() {
+  static std::map<std::pair<std::int64_t, std::int64_t>, double> m;
+  return m;
+}
+
+/// Reports the pipeline's counters of all runs of one benchmark.
+inline void report_pipeline(benchmark::State& state, std::uint64_t events, std::uint64_t batches,
+                            std::uint64_t commits) {
+  using benchmark::Counter;
+  state.counters["trades_per_s"] = Counter(double(events), Counter::kIsRate);
+  state.counters["batches"] = Counter(double(batches), Counter::kAvgIterations);
+  state.counters["commits"] = Counter(double(commits), Counter::kAvgIterations);
+  state.counters["trades_per_batch"] = batches ? double(events) / double(batches) : 0.0;
+  state.counters["commits_per_trade"] = events ? double(commits) / double(events) : 0.0;
+}
+
+/// The throughput benchmark body: args (pipeline threads, max_batch, submitting threads).
+inline void saturated_benchmark(benchmark::State& state, const StoreFactory& sf,
+                                std::size_t events_per_run) {
+  const auto threads = std::size_t(state.range(0));
+  const auto max_batch = std::size_t(state.range(1));
+  const auto submitters = std::size_t(state.range(2));
+  shared_trace();  // built before any timing
+  std::uint64_t events = 0, batches = 0, commits = 0;
+  double seconds = 0;
+  for (auto _ : state) {
+    RunResult r = run_saturated(sf, threads, max_batch, events_per_run, submitters);
+    if (!r.ok) {
+      state.SkipWithError(r.error.c_str());
+      return;
+    }
+    state.SetIterationTime(r.seconds);
+    events += r.events;
+    seconds += r.seconds;
+    batches += r.metrics.batches;
+    commits += r.metrics.commits;
+  }
+  report_pipeline(state, events, batches, commits);
+  if (submitters == 1 && seconds > 0)
+    saturation_rates()[{state.range(0), state.range(1)}] = double(events) / seconds;
+}
+
+/// The latency benchmark body: args (pipeline threads, max_batch). Paces at half the saturation
+/// rate that the throughput benchmark measured for the same configuration (one submitter); when
+/// that did not run (filtered out), measures it first with `calibrate_events`. The environment
+/// variable TC_BENCH_RATE (trades/s) overrides the rate.
+inline void paced_benchmark(benchmark::State& state, const StoreFactory& sf,
+                            std::size_t calibrate_events, double seconds_of_load,
+                            std::size_t max_events) {
+  const auto threads = std::size_t(state.range(0));
+  const auto max_batch = std::size_t(state.range(1));
+  shared_trace();
+  double saturation = 0;
+  if (auto it = saturation_rates().find({state.range(0), state.range(1)});
+      it != saturation_rates().end()) {
+    saturation = it->second;
+  } else {
+    RunResult cal = run_saturated(sf, threads, max_batch, calibrate_events, 1);
+    if (!cal.ok) {
+      state.SkipWithError(cal.error.c_str());
+      return;
+    }
+    saturation = double(cal.events) / cal.seconds;
+  }
+  double rate = saturation / 2;
+  if (const char* env = std::getenv("TC_BENCH_RATE")) rate = std::atof(env);
+  const std::size_t n =
+      std::clamp<std::size_t>(std::size_t(rate * seconds_of_load), 1000, max_events);
+  for (auto _ : state) {
+    RunResult r = run_paced(sf, threads, max_batch, n, rate);
+    if (!r.ok) {
+      state.SkipWithError(r.error.c_str());
+      return;
+    }
+    state.SetIterationTime(r.seconds);
+    auto lat = r.latency_ns;
+    std::sort(lat.begin(), lat.end());
+    auto pct_us = [&](double q) {
+      const std::size_t k = std::min(lat.size() - 1, std::size_t(q * double(lat.size())));
+      return double(lat[k]) / 1000.0;
+    };
+    state.counters["saturation_per_s"] = saturation;
+    state.counters["target_per_s"] = rate;
+    state.counters["achieved_per_s"] = double(r.events) / r.seconds;
+    state.counters["p50_us"] = pct_us(0.50);
+    state.counters["p99_us"] = pct_us(0.99);
+    state.counters["p999_us"] = pct_us(0.999);
+    state.counters["max_us"] = double(lat.back()) / 1000.0;
+    state.counters["trades_per_batch"] =
+        r.metrics.batches ? double(r.events) / double(r.metrics.batches) : 0.0;
+    state.counters["commits_per_trade"] = double(r.metrics.commits) / double(r.events);
+  }
+}
+
+}  // namespace tcbench

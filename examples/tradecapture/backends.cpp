@@ -1,0 +1,69 @@
+// Store and lock URIs of the example host: the one place that maps a scheme to a factory.
+
+#include "host.hpp"
+
+#include <tradecapture/memory.hpp>
+#ifdef TRADECAPTURE_HAVE_SOCI
+#include <tradecapture/soci_store.hpp>
+#endif
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+
+namespace tradecapture::host {
+namespace {
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+// The scheme of a URI for messages; never the rest, which may hold a password.
+std::string scheme_of(const std::string& uri) {
+  auto colon = uri.find(':');
+  return colon == std::string::npos ? uri : uri.substr(0, colon + 1);
+}
+
+}  // namespace
+
+std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettings& settings) {
+  if (starts_with(uri, "sqlite:")) {
+#ifdef TRADECAPTURE_HAVE_SOCI
+    const std::string path = uri.substr(7);
+    if (path.empty()) throw HostError("store URI '" + uri + "' has no path (sqlite:PATH)");
+    if (settings.must_exist && path != ":memory:") {
+      std::error_code ec;
+      if (!std::filesystem::exists(path, ec))
+        spdlog::warn("store {} does not exist yet; it is created empty", uri);
+    }
+    SociStoreOptions options;
+    options.pool_size = std::max<std::size_t>(settings.concurrency, 2);
+    auto store = open_soci_store(uri, options);
+    if (!store) throw HostError("cannot open store " + uri + ": " + store.error().message());
+    return std::move(store).value();
+#else
+    throw HostError("sqlite stores are not supported by this build (built without SOCI)");
+#endif
+  }
+  if (uri == "memory:") {
+    if (settings.must_exist)
+      spdlog::warn("a memory: store lives in one process only; this one is empty");
+    return make_memory_store();
+  }
+  if (starts_with(uri, "postgresql://") || starts_with(uri, "postgres://"))
+    throw HostError("postgresql stores are not supported by this build yet");
+  throw HostError("unknown store URI scheme '" + scheme_of(uri) +
+                  "' (expected sqlite:PATH, memory: or postgresql://user@host:port/db)");
+}
+
+std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease) {
+  if (uri == "local:") return make_local_lock(lease);
+  if (starts_with(uri, "redis://") || starts_with(uri, "rediss://"))
+    throw HostError("redis locks are not supported by this build yet");
+  throw HostError("unknown lock URI scheme '" + scheme_of(uri) +
+                  "' (expected local: or redis://[:password@]host:port[/db])");
+}
+
+}  // namespace tradecapture::host

@@ -1,0 +1,94 @@
+#pragma once
+/// \file host.hpp
+/// Pieces shared by the subcommands of the example host `tradecapture`.
+
+#include <tradecapture/partition_lock.hpp>
+#include <tradecapture/trade_store.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace tradecapture::host {
+
+/// Exit code for errors the user can act on: bad URI, unreadable input, store or lock failure.
+inline constexpr int exit_failure = 2;
+
+/// A fatal, user-facing error: printed as "tradecapture: <what>" and the host exits 2.
+class HostError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Options of the store factory that the host can set.
+struct StoreSettings {
+  std::size_t concurrency = 4;  ///< expected concurrent callers (SQL connection pool size)
+  bool must_exist = false;      ///< reading commands: warn when a file store does not exist yet
+};
+
+/// Opens a store from its URI: `sqlite:PATH`, `memory:`. Throws HostError for anything else.
+/// New schemes are added here.
+std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettings& settings);
+
+/// Opens a partition lock from its URI: `local:`. Throws HostError for anything else.
+/// New schemes are added here.
+std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease);
+
+/// A file descriptor written through a large buffer. Not thread-safe.
+class Output {
+ public:
+  /// Standard output.
+  Output();
+  /// Creates or truncates `path` ("-" is standard output). Throws HostError.
+  explicit Output(const std::string& path);
+  ~Output();
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+
+  /// The buffer to append to; call `maybe_flush` after appending.
+  std::string& buffer() noexcept { return buf_; }
+  /// Writes the buffer out once it holds more than the threshold. Throws HostError.
+  void maybe_flush() {
+    if (buf_.size() >= threshold) flush();
+  }
+  /// Writes everything buffered. Throws HostError.
+  void flush();
+  /// The path for messages.
+  const std::string& name() const noexcept { return name_; }
+
+  static constexpr std::size_t threshold = std::size_t{1} << 20;
+
+ private:
+  int fd_ = 1;
+  bool owned_ = false;
+  std::string name_;
+  std::string buf_;
+};
+
+/// Options of `tradecapture replay`.
+struct ReplayOptions {
+  std::string input;
+  std::string store = "sqlite:tradecapture.db";
+  std::string lock = "local:";
+  std::string outcomes;  ///< empty: outcomes are not written
+  std::size_t threads = 2;
+  std::size_t max_in_flight = 65536;
+  std::size_t batch = 8192;
+  std::string log_level = "warn";
+  std::string instance_id;
+  long long lease_ms = 30000;
+};
+
+/// Runs `tradecapture replay`; returns the exit code.
+int run_replay(const ReplayOptions& options);
+
+/// Runs `tradecapture positions`; returns the exit code.
+int run_positions(const std::string& store_uri);
+
+/// Runs `tradecapture events`; returns the exit code.
+int run_events(const std::string& store_uri);
+
+}  // namespace tradecapture::host
