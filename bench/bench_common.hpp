@@ -12,10 +12,18 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>  // no-ops unless run under valgrind --tool=callgrind
+#else
+#define CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_STOP_INSTRUMENTATION
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <future>
@@ -47,9 +55,14 @@ inline PartitionKey partition_key(std::size_t i) {
                       "SEC-" + std::to_string(100 + i % 5 + 5 * ((i / 10) % 40))};
 }
 
-/// A realistic stream over 1,000 partitions: mostly NEW, some AMEND and CANCEL of live trades,
-/// a few exact resends (DUPLICATE). Partitions are mildly skewed (weight 1/(rank+10)), so a
-/// few are hot. Quantities are mostly round lots; prices have 2-4 decimals. Deterministic.
+/// How far back (in events) a resend reaches at least: beyond the default max_in_flight (65536),
+/// as a client that re-sends after a timeout, so a resend never races its original.
+inline constexpr std::size_t kResendLag = 100000;
+
+/// A realistic stream over 1,000 partitions: mostly NEW (~83%), some AMEND (~12%) and CANCEL
+/// (~4.5%) of live trades, a few late exact resends (DUPLICATE, ~0.5% once the stream is longer
+/// than kResendLag). Partitions are mildly skewed (weight 1/(rank+10)), so a few are hot.
+/// Quantities are mostly round lots; prices have 2-4 decimals. Deterministic.
 inline std::vector<TraceEvent> make_trace(std::size_t n, std::uint64_t seed = 20240601) {
   struct Live {
     std::string id;
@@ -93,8 +106,10 @@ inline std::vector<TraceEvent> make_trace(std::size_t n, std::uint64_t seed = 20
     const double r = u(rng);
     TraceEvent te;
     te.partition = p;
-    if (r < 0.005 && !sent[p].empty()) {  // exact resend of an earlier event of this partition
-      te.event = out[sent[p][rng() % sent[p].size()]].event;
+    const std::size_t resend =
+        sent[p].empty() ? out.size() : sent[p][rng() % sent[p].size()];
+    if (r < 0.005 && resend + kResendLag <= out.size()) {  // a late exact resend
+      te.event = out[resend].event;
     } else if (r < 0.125 && !lv.empty()) {  // AMEND a live trade
       Live& t = lv[rng() % lv.size()];
       te.event.trade_id = t.id;
@@ -124,9 +139,17 @@ inline std::vector<TraceEvent> make_trace(std::size_t n, std::uint64_t seed = 20
   return out;
 }
 
+/// TC_BENCH_EVENTS, when set, caps the events of every run and the trace (for profiling under
+/// callgrind, e.g. TC_BENCH_EVENTS=50000); 0 when unset.
+inline std::size_t events_cap() {
+  const char* s = std::getenv("TC_BENCH_EVENTS");
+  return s ? std::size_t(std::strtoull(s, nullptr, 10)) : 0;
+}
+
 /// The largest trace any benchmark uses, built once per process; runs take a prefix.
 inline const std::vector<TraceEvent>& shared_trace() {
-  static const std::vector<TraceEvent> t = make_trace(1000000);
+  static const std::vector<TraceEvent> t =
+      make_trace(events_cap() ? std::min<std::size_t>(events_cap(), 1000000) : 1000000);
   return t;
 }
 
@@ -136,6 +159,7 @@ inline std::shared_ptr<spdlog::logger> quiet_logger() {
     auto l = std::make_shared<spdlog::logger>(
         "bench", std::make_shared<spdlog::sinks::stderr_sink_mt>());
     l->set_level(spdlog::level::warn);
+    spdlog::set_level(spdlog::level::warn);  // the stores log through the default logger
     return l;
   }();
   return log;
@@ -176,6 +200,35 @@ inline std::vector<std::vector<TradeEvent>> split_trace(std::size_t n, std::size
   return parts;
 }
 
+/// Waits for the last completion; when nothing completes for `stall` the pipeline is stuck: the
+/// run fails with its counters instead of hanging the benchmark.
+inline void wait_all(std::future<Clock::time_point>& fut, const std::atomic<std::size_t>& done,
+                     Pipeline& pipe, RunResult& res,
+                     std::chrono::seconds stall = std::chrono::seconds(30)) {
+  std::size_t last = done.load();
+  auto last_progress = Clock::now();
+  while (fut.wait_for(std::chrono::milliseconds(200)) != std::future_status::ready) {
+    const std::size_t now_done = done.load();
+    if (now_done != last) {
+      last = now_done;
+      last_progress = Clock::now();
+    } else if (Clock::now() - last_progress > stall) {
+      const auto m = pipe.metrics();
+      res.ok = false;
+      res.error = "stalled: " + std::to_string(now_done) + " of " + std::to_string(res.events) +
+                  " completed; in_flight " + std::to_string(m.in_flight) + ", queue_depth " +
+                  std::to_string(m.queue_depth) + ", accepted " + std::to_string(m.accepted) +
+                  ", duplicate " + std::to_string(m.duplicate) + ", stale " +
+                  std::to_string(m.stale) + ", rejected " + std::to_string(m.rejected) +
+                  ", failed " + std::to_string(m.failed) + ", batches " +
+                  std::to_string(m.batches);
+      std::fprintf(stderr, "%s\n", res.error.c_str());
+      std::fflush(stderr);
+      std::_Exit(3);  // the pipeline cannot be stopped cleanly with events stuck in it
+    }
+  }
+}
+
 inline void check(RunResult& r) {
   if (r.metrics.failed != 0) {
     r.ok = false;
@@ -188,6 +241,7 @@ inline void check(RunResult& r) {
 /// completion callback.
 inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std::size_t max_batch,
                                std::size_t n, std::size_t submitters) {
+  if (events_cap()) n = std::min(n, events_cap());
   auto parts = split_trace(n, submitters);
   std::size_t total = 0;
   for (auto& p : parts) total += p.size();
@@ -202,6 +256,7 @@ inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std:
     auto on_done = [&](boost::system::error_code, Outcome) {
       if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == total) all_done.set_value(Clock::now());
     };
+    CALLGRIND_START_INSTRUMENTATION;  // profile only submission and processing
     const auto start = Clock::now();
     if (submitters == 1) {
       for (auto& e : parts[0]) pipe.async_submit(std::move(e), on_done);
@@ -213,7 +268,9 @@ inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std:
         });
       for (auto& t : ts) t.join();
     }
+    wait_all(fut, done, pipe, res);
     const auto end = fut.get();
+    CALLGRIND_STOP_INSTRUMENTATION;
     res.seconds = std::chrono::duration<double>(end - start).count();
     pipe.drain();
     res.metrics = pipe.metrics();
@@ -260,6 +317,7 @@ inline RunResult run_paced(const StoreFactory& sf, std::size_t threads, std::siz
         if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) all_done.set_value(now);
       });
     }
+    wait_all(fut, done, pipe, res);
     const auto end = fut.get();
     res.seconds = std::chrono::duration<double>(end - start).count();
     pipe.drain();
@@ -277,15 +335,30 @@ inline std::map<std::pair<std::int64_t, std::int64_t>, double>& saturation_rates
   return m;
 }
 
-/// Reports the pipeline's counters of all runs of one benchmark.
-inline void report_pipeline(benchmark::State& state, std::uint64_t events, std::uint64_t batches,
-                            std::uint64_t commits) {
+/// The pipeline's counters summed over the runs of one benchmark.
+struct Totals {
+  std::uint64_t events = 0, batches = 0, commits = 0;
+  std::uint64_t commit_us_sum = 0, commit_us_count = 0;
+  void add(const RunResult& r) {
+    events += r.events;
+    batches += r.metrics.batches;
+    commits += r.metrics.commits;
+    commit_us_sum += r.metrics.commit_latency_us.sum;
+    commit_us_count += r.metrics.commit_latency_us.count;
+  }
+};
+
+/// Reports the pipeline's counters of all runs of one benchmark. With kIsRate, trades_per_s is
+/// the events of all iterations over their summed manual time (first submit to last completion).
+inline void report_pipeline(benchmark::State& state, const Totals& t) {
   using benchmark::Counter;
-  state.counters["trades_per_s"] = Counter(double(events), Counter::kIsRate);
-  state.counters["batches"] = Counter(double(batches), Counter::kAvgIterations);
-  state.counters["commits"] = Counter(double(commits), Counter::kAvgIterations);
-  state.counters["trades_per_batch"] = batches ? double(events) / double(batches) : 0.0;
-  state.counters["commits_per_trade"] = events ? double(commits) / double(events) : 0.0;
+  state.counters["trades_per_s"] = Counter(double(t.events), Counter::kIsRate);
+  state.counters["batches"] = Counter(double(t.batches), Counter::kAvgIterations);
+  state.counters["commits"] = Counter(double(t.commits), Counter::kAvgIterations);
+  state.counters["trades_per_batch"] = t.batches ? double(t.events) / double(t.batches) : 0.0;
+  state.counters["commits_per_trade"] = t.events ? double(t.commits) / double(t.events) : 0.0;
+  state.counters["commit_ms_mean"] =
+      t.commit_us_count ? double(t.commit_us_sum) / double(t.commit_us_count) / 1000.0 : 0.0;
 }
 
 /// The throughput benchmark body: args (pipeline threads, max_batch, submitting threads).
@@ -295,7 +368,8 @@ inline void saturated_benchmark(benchmark::State& state, const StoreFactory& sf,
   const auto max_batch = std::size_t(state.range(1));
   const auto submitters = std::size_t(state.range(2));
   shared_trace();  // built before any timing
-  std::uint64_t events = 0, batches = 0, commits = 0;
+  quiet_logger();
+  Totals totals;
   double seconds = 0;
   for (auto _ : state) {
     RunResult r = run_saturated(sf, threads, max_batch, events_per_run, submitters);
@@ -304,14 +378,12 @@ inline void saturated_benchmark(benchmark::State& state, const StoreFactory& sf,
       return;
     }
     state.SetIterationTime(r.seconds);
-    events += r.events;
     seconds += r.seconds;
-    batches += r.metrics.batches;
-    commits += r.metrics.commits;
+    totals.add(r);
   }
-  report_pipeline(state, events, batches, commits);
+  report_pipeline(state, totals);
   if (submitters == 1 && seconds > 0)
-    saturation_rates()[{state.range(0), state.range(1)}] = double(events) / seconds;
+    saturation_rates()[{state.range(0), state.range(1)}] = double(totals.events) / seconds;
 }
 
 /// The latency benchmark body: args (pipeline threads, max_batch). Paces at half the saturation
@@ -324,6 +396,7 @@ inline void paced_benchmark(benchmark::State& state, const StoreFactory& sf,
   const auto threads = std::size_t(state.range(0));
   const auto max_batch = std::size_t(state.range(1));
   shared_trace();
+  quiet_logger();
   double saturation = 0;
   if (auto it = saturation_rates().find({state.range(0), state.range(1)});
       it != saturation_rates().end()) {
@@ -363,6 +436,8 @@ inline void paced_benchmark(benchmark::State& state, const StoreFactory& sf,
     state.counters["trades_per_batch"] =
         r.metrics.batches ? double(r.events) / double(r.metrics.batches) : 0.0;
     state.counters["commits_per_trade"] = double(r.metrics.commits) / double(r.events);
+    const auto& cl = r.metrics.commit_latency_us;
+    state.counters["commit_ms_mean"] = cl.count ? double(cl.sum) / double(cl.count) / 1000.0 : 0.0;
   }
 }
 

@@ -22,6 +22,7 @@ int strip_factor(urep& x, unsigned f, int n) noexcept {
 }  // namespace
 
 result<Decimal> Decimal::parse(std::string_view text, int max_fraction_digits) noexcept {
+  // More than `scale` digits can never be held, whatever the caller allows.
   const int max_frac = std::clamp(max_fraction_digits, 0, scale);
   if (text.empty()) return errc::decimal_syntax;
   if (text.front() == '+' || text.front() == '-') return errc::decimal_sign;

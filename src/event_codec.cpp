@@ -50,9 +50,9 @@ enum class Kind : std::uint8_t {
   absent,
   null,
   boolean,
-  integer,   ///< number_integer: written with a leading '-', within int64
-  unsigned_, ///< number_unsigned: no '-', fraction or exponent, within uint64
-  raw,       ///< number_float: fraction, exponent, or an integer beyond the 64-bit ranges
+  integer,    ///< number_integer: written with a leading '-', within int64
+  unsigned_,  ///< number_unsigned: no '-', fraction or exponent, within uint64
+  raw,        ///< number_float: fraction, exponent, or an integer beyond the 64-bit ranges
   string,
   object,
   array,
@@ -207,7 +207,8 @@ class Handler {
     if (depth_ == 1) field_ = lookup_field(k);
     return true;
   }
-  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& ex) {
+  bool parse_error(std::size_t position, const std::string&,
+                   const nlohmann::detail::exception& ex) {
     error_ = short_parser_message(ex.what(), position);
     return false;
   }
@@ -245,7 +246,7 @@ class Handler {
     if (const auto last = what.find("; last read:"); last != std::string_view::npos) {
       what = what.substr(0, last);
     }
-    if (what.size() > 100) what = what.substr(0, 100);
+    if (what.size() > 160) what = what.substr(0, 160);
     std::string out;
     out.reserve(what.size() + 24);
     for (const char ch : what) {
@@ -303,8 +304,11 @@ std::string read_string(const Handler& h, Field f, std::string& out) {
 std::string read_version(const Handler& h, std::int64_t& out) {
   const Slot& s = h.slot(f_version);
   switch (s.kind) {
-    case Kind::absent: return missing(f_version);
-    case Kind::integer: out = s.i; return {};
+    case Kind::absent:
+      return missing(f_version);
+    case Kind::integer:
+      out = s.i;
+      return {};
     case Kind::unsigned_:
       if (s.u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
         return bad(f_version, "out of range (max 9223372036854775807)");
@@ -316,7 +320,8 @@ std::string read_version(const Handler& h, std::int64_t& out) {
         return bad(f_version, "must be an integer without fraction or exponent");
       }
       return bad(f_version, "out of range (max 9223372036854775807)");
-    default: return bad(f_version, "must be a JSON integer");
+    default:
+      return bad(f_version, "must be a JSON integer");
   }
 }
 
@@ -326,16 +331,21 @@ std::string read_decimal(const Handler& h, Field f, int max_fraction_digits, std
   std::string_view text;
   char digits[24];
   switch (s.kind) {
-    case Kind::absent: return missing(f);
+    case Kind::absent:
+      return missing(f);
     case Kind::string:
-    case Kind::raw: text = s.text; break;
+    case Kind::raw:
+      text = s.text;
+      break;
     case Kind::unsigned_: {
       const auto r = std::to_chars(digits, digits + sizeof digits, s.u);
       text = std::string_view(digits, static_cast<std::size_t>(r.ptr - digits));
       break;
     }
-    case Kind::integer: return bad(f, "sign not allowed");
-    default: return bad(f, "must be a decimal string or number");
+    case Kind::integer:
+      return bad(f, "sign not allowed");
+    default:
+      return bad(f, "must be a decimal string or number");
   }
   const auto parsed = Decimal::parse(text, max_fraction_digits);
   if (parsed) {
@@ -343,8 +353,10 @@ std::string read_decimal(const Handler& h, Field f, int max_fraction_digits, std
     return {};
   }
   switch (static_cast<errc>(parsed.error().value())) {
-    case errc::decimal_sign: return bad(f, "sign not allowed");
-    case errc::decimal_exponent: return bad(f, "exponent not allowed");
+    case errc::decimal_sign:
+      return bad(f, "sign not allowed");
+    case errc::decimal_exponent:
+      return bad(f, "exponent not allowed");
     case errc::decimal_fraction_digits: {
       std::string what = "too many fractional digits (max ";
       what += std::to_string(max_fraction_digits);
@@ -356,7 +368,8 @@ std::string read_decimal(const Handler& h, Field f, int max_fraction_digits, std
       what += max;
       return bad(f, what);
     }
-    default: return bad(f, "not a plain decimal (digits, optionally '.' and digits)");
+    default:
+      return bad(f, "not a plain decimal (digits, optionally '.' and digits)");
   }
 }
 
@@ -495,13 +508,27 @@ void append_json_string(std::string& out, std::string_view s) {
     out.append(s.data() + run, k - run);
     run = k + 1;
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         out += "\\u00";
         out += hex[c >> 4];

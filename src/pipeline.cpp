@@ -51,7 +51,7 @@ std::size_t key_hash_of(const TradeEvent& e) {
 }
 
 /// The global gate on idempotency keys: for each key, the FIFO of submitted, not yet completed
-/// events that carry it, in entry order. An event may be decided only when every event before
+/// events that carry it, in entry order. The map key views the head op's trade_id (no copy). An event may be decided only when every event before
 /// it on its key has completed, or is of the same partition and already taken into the same
 /// batch (then it is decided earlier in that batch).
 class KeyGate {
@@ -101,7 +101,12 @@ class KeyGate {
       return std::nullopt;
     }
     if (!was_head) return std::nullopt;
-    return e.head->event.partition;
+    // The map key views the head's trade_id, which dies with `op`: re-key it on the new head.
+    auto node = s.fifo.extract(it);
+    node.key() = view_(node.mapped().head);
+    PartitionKey next = node.mapped().head->event.partition;
+    s.fifo.insert(std::move(node));
+    return next;
   }
 
  private:
@@ -656,6 +661,7 @@ struct Pipeline::Impl::Shard {
     for (const Taken& t : taken) {
       if (t.slot->grant && t.slot->grant->expires <= now) return errc::lease_lost;
     }
+    bool uncertain = false;  // a failed attempt may have committed before the error reached us
     auto r = impl.with_retry("commit", [&]() -> result<void> {
       const auto start = Clock::now();
       auto c = impl.store->commit(batch);
@@ -664,10 +670,36 @@ struct Pipeline::Impl::Shard {
         impl.counters.commit_latency_us.record(micros_between(start, Clock::now()));
       } else {
         impl.counters.commit_failures.fetch_add(1, std::memory_order_relaxed);
+        if (c.error() == errc::store_unavailable) uncertain = true;
       }
       return c;
     });
+    if (!r && uncertain && classify(r.error()) == retry_class::retry_higher &&
+        already_applied(batch)) {
+      impl.log->warn("commit acknowledgement was lost, but the batch is in the store");
+      return boost::outcome_v2::success();
+    }
     return r;
+  }
+
+  /// True when every event of `batch` is stored, in its partition, with its sequence number:
+  /// the batch committed although the connection died before we heard so.
+  bool already_applied(const CommitBatch& batch) {
+    std::vector<IdempotencyKey> ks;
+    std::vector<const StoredEvent*> want;
+    for (const auto& p : batch.partitions) {
+      for (const auto& e : p.events) {
+        ks.push_back(IdempotencyKey{e.event.trade_id, e.event.version});
+        want.push_back(&e);
+      }
+    }
+    auto found = impl.with_retry("verify commit", [&] { return impl.store->find_events(ks); });
+    if (!found) return false;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      const auto& f = found.value()[i];
+      if (!f || f->seq != want[i]->seq || !f->event.same_content(want[i]->event)) return false;
+    }
+    return true;
   }
 
   /// The batch was decided on a stale view (fenced off, lease lost, another writer): drop the
@@ -677,11 +709,13 @@ struct Pipeline::Impl::Shard {
     impl.log->warn("batch of {} events refused ({}); deciding it again on fresh state", ops.size(),
                    ec.message());
     const auto now = Clock::now();
+    std::vector<Grant> lost;
     for (auto t = taken.rbegin(); t != taken.rend(); ++t) {
       Slot& s = *t->slot;
       s.state.reset();
-      if (ec == errc::fenced_off || ec == errc::lease_lost) {
-        if (s.grant) impl.counters.lease_losses.fetch_add(1, std::memory_order_relaxed);
+      if ((ec == errc::fenced_off || ec == errc::lease_lost) && s.grant) {
+        impl.counters.lease_losses.fetch_add(1, std::memory_order_relaxed);
+        lost.push_back(std::move(*s.grant));  // give it back if it is still ours
         s.grant.reset();
       }
       for (std::size_t i = t->first + t->count; i-- > t->first;) {
@@ -690,6 +724,7 @@ struct Pipeline::Impl::Shard {
         s.queue.push_front(op);
       }
     }
+    if (!lost.empty()) impl.lock->release(lost);
     // Ops that keep bouncing fail instead of looping forever.
     for (const Taken& t : taken) {
       bool bounced_out = false;

@@ -118,27 +118,36 @@ std::size_t IdempotencyKeyHash::operator()(const IdempotencyKey& k) const noexce
 
 std::string_view to_string(TradeType t) noexcept {
   switch (t) {
-    case TradeType::New: return "NEW";
-    case TradeType::Amend: return "AMEND";
-    case TradeType::Cancel: return "CANCEL";
+    case TradeType::New:
+      return "NEW";
+    case TradeType::Amend:
+      return "AMEND";
+    case TradeType::Cancel:
+      return "CANCEL";
   }
   return "UNKNOWN";
 }
 
 std::string_view to_string(Side s) noexcept {
   switch (s) {
-    case Side::Buy: return "BUY";
-    case Side::Sell: return "SELL";
+    case Side::Buy:
+      return "BUY";
+    case Side::Sell:
+      return "SELL";
   }
   return "UNKNOWN";
 }
 
 std::string_view to_string(OutcomeKind k) noexcept {
   switch (k) {
-    case OutcomeKind::Accepted: return "ACCEPTED";
-    case OutcomeKind::Duplicate: return "DUPLICATE";
-    case OutcomeKind::Stale: return "STALE";
-    case OutcomeKind::Rejected: return "REJECTED";
+    case OutcomeKind::Accepted:
+      return "ACCEPTED";
+    case OutcomeKind::Duplicate:
+      return "DUPLICATE";
+    case OutcomeKind::Stale:
+      return "STALE";
+    case OutcomeKind::Rejected:
+      return "REJECTED";
   }
   return "UNKNOWN";
 }

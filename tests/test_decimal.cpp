@@ -42,7 +42,7 @@ TEST_CASE("decimal: valid plain notation") {
   CHECK(dec("0.0").is_zero());
   CHECK(dec("000").to_string() == "0");
   CHECK(dec("0.00000000000001").units() == 1);  // 14 fractional digits, the scale
-  CHECK(dec("1.50") == dec("1.5"));              // numeric equality
+  CHECK(dec("1.50") == dec("1.5"));             // numeric equality
   CHECK(dec("12.34000") == dec("12.34"));
   CHECK(dec("999999999999.999999").to_string() == "999999999999.999999");
   CHECK(dec("99999999999999999999999.99999999999999").to_string() ==
@@ -58,9 +58,9 @@ TEST_CASE("decimal: leading zeros do not count against the range") {
 }
 
 TEST_CASE("decimal: syntax errors") {
-  for (const char* text : {"", ".", ".5", "5.", "0x10", " 1", "1 ", "1.2.3", "NaN", "nan", "inf",
-                           "Infinity", "1,5", "1_000", "abc", "1.5x", "1..5", "\t1", "1\n", "1-",
-                           "1+2", "e3", "٣", "1.-5", "0b1"}) {
+  for (const char* text : {"",    ".",   ".5",       "5.",  "0x10",  " 1",   "1 ",   "1.2.3", "NaN",
+                           "nan", "inf", "Infinity", "1,5", "1_000", "abc",  "1.5x", "1..5",  "\t1",
+                           "1\n", "1-",  "1+2",      "e3",  "٣",     "1.-5", "0b1"}) {
     INFO("text: '" << text << "'");
     CHECK(parse_error(text) == code(errc::decimal_syntax));
   }

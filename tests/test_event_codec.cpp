@@ -178,7 +178,7 @@ TEST_CASE("codec: identifier lengths count bytes") {
     valid(Line::new_buy().with_str(field, repeat("\\u00e9", 32)));  // escaped, same bytes
     invalid(Line::new_buy().with_str(field, repeat("\\u00e9", 32) + "x"));
     valid(Line::new_buy().with_str(field, repeat("\xE2\x82\xAC", 21) + "x"));  // 64 bytes
-    invalid(Line::new_buy().with_str(field, repeat("\xE2\x82\xAC", 22)));       // 66 bytes
+    invalid(Line::new_buy().with_str(field, repeat("\xE2\x82\xAC", 22)));      // 66 bytes
   }
   const ParsedEvent p = invalid(Line::new_buy().with_str("trade_id", std::string(65, 'x')));
   CHECK(p.reason.find("trade_id") != std::string::npos);
@@ -189,8 +189,8 @@ TEST_CASE("codec: identifier lengths count bytes") {
 TEST_CASE("codec: control characters") {
   for (const char* field : {"trade_id", "account", "book", "security"}) {
     INFO("field: " << field);
-    for (const char* text : {"a\\u0000b", "\\u0001", "a\\u001f", "\\u007f", "a\\nb", "\\t",
-                             "\\r", "\\u001F"}) {
+    for (const char* text :
+         {"a\\u0000b", "\\u0001", "a\\u001f", "\\u007f", "a\\nb", "\\t", "\\r", "\\u001F"}) {
       INFO("text: " << text);
       invalid(Line::new_buy().with_str(field, text));
     }
@@ -309,8 +309,8 @@ TEST_CASE("codec: invalid UTF-8 and lone surrogates") {
 }
 
 TEST_CASE("codec: lines that are not objects") {
-  for (const char* text : {"[]", "1", "\"x\"", "null", "true", "-0", "[{\"trade_id\":\"T1\"}]",
-                           "\"{}\""}) {
+  for (const char* text :
+       {"[]", "1", "\"x\"", "null", "true", "-0", "[{\"trade_id\":\"T1\"}]", "\"{}\""}) {
     INFO("line: " << text);
     const ParsedEvent p = invalid(text);
     CHECK(p.reason == "invalid: not a JSON object");
@@ -414,13 +414,42 @@ TEST_CASE("codec: decimals as strings or plain numbers") {
   CHECK(valid(price("123456789.12345678")).price.to_string() == "123456789.12345678");
   CHECK(valid(qty("999999999999.999999")).quantity.to_string() == "999999999999.999999");
 
-  for (const char* raw :
-       {"1e3", "1E3", "1.0e2", "\"1e3\"", "-1", "\"-1\"", "-0", "\"-0\"", "-0.0", "\"+1\"",
-        "\"0x10\"", "\" 1\"", "\"1 \"", "\"\"", "\".5\"", "\"5.\"", "\".\"", "\"1,5\"", "\"NaN\"",
-        "\"inf\"", "0", "\"0\"", "0.0", "\"1.0000000\"", "1.0000000", "0.0000001",
-        "1000000000000.000001", "1000000000001", "12345678901234567890",
-        "123456789012345678901234567890", "\"123456789012345678901234567890\"", "true", "null",
-        "{}", "[\"1\"]", "\"1\\u0000\""}) {
+  for (const char* raw : {"1e3",
+                          "1E3",
+                          "1.0e2",
+                          "\"1e3\"",
+                          "-1",
+                          "\"-1\"",
+                          "-0",
+                          "\"-0\"",
+                          "-0.0",
+                          "\"+1\"",
+                          "\"0x10\"",
+                          "\" 1\"",
+                          "\"1 \"",
+                          "\"\"",
+                          "\".5\"",
+                          "\"5.\"",
+                          "\".\"",
+                          "\"1,5\"",
+                          "\"NaN\"",
+                          "\"inf\"",
+                          "0",
+                          "\"0\"",
+                          "0.0",
+                          "\"1.0000000\"",
+                          "1.0000000",
+                          "0.0000001",
+                          "1000000000000.000001",
+                          "1000000000001",
+                          "12345678901234567890",
+                          "123456789012345678901234567890",
+                          "\"123456789012345678901234567890\"",
+                          "true",
+                          "null",
+                          "{}",
+                          "[\"1\"]",
+                          "\"1\\u0000\""}) {
     INFO("quantity: " << raw);
     invalid(qty(raw));
   }
@@ -467,8 +496,8 @@ TEST_CASE("codec: deep nesting does not recurse") {
   invalid(repeat("{\"a\":", depth) + "1" + std::string(depth - 1, '}'));
   invalid(std::string(depth, '['));
   invalid(arrays);  // valid JSON, not an object
-  invalid(Line::new_buy().with("deep", repeat("{\"a\":", depth) + "1" +
-                                           std::string(depth - 1, '}') + ",\"a\":2}"));
+  invalid(Line::new_buy().with(
+      "deep", repeat("{\"a\":", depth) + "1" + std::string(depth - 1, '}') + ",\"a\":2}"));
   const auto elapsed = std::chrono::steady_clock::now() - start;
   CHECK(elapsed < std::chrono::seconds(10));
   valid(Line::new_buy());  // state left by the deep lines does not leak
@@ -490,7 +519,8 @@ TEST_CASE("codec: outcome lines") {
   CHECK(outcome_line(1, "T1", 1, Outcome::accepted(1)) ==
         "{\"line\":1,\"trade_id\":\"T1\",\"version\":1,\"outcome\":\"ACCEPTED\",\"reason\":\"\","
         "\"seq\":1}\n");
-  CHECK(outcome_line(7, std::nullopt, std::nullopt, Outcome::rejected("invalid: not a JSON object")) ==
+  CHECK(outcome_line(7, std::nullopt, std::nullopt,
+                     Outcome::rejected("invalid: not a JSON object")) ==
         "{\"line\":7,\"trade_id\":null,\"version\":null,\"outcome\":\"REJECTED\",\"reason\":"
         "\"invalid: not a JSON object\",\"seq\":null}\n");
   CHECK(outcome_line(3, "T\"2", -5, Outcome::rejected("invalid: version: must be at least 1")) ==

@@ -137,8 +137,7 @@ TEST_CASE("processor: AMEND/CANCEL with a version not above the current one is S
     CHECK(processor->decide(cancel(v), s).outcome == Outcome::stale());
   }
   CHECK(s.position == before);
-  CHECK(processor->decide(amend(4, Side::Sell, "1", "1"), s).outcome.kind ==
-        OutcomeKind::Accepted);
+  CHECK(processor->decide(amend(4, Side::Sell, "1", "1"), s).outcome.kind == OutcomeKind::Accepted);
 }
 
 TEST_CASE("processor: unknown trade") {
@@ -337,9 +336,7 @@ TEST_CASE("validate: versions") {
 }
 
 TEST_CASE("validate: quantity and price") {
-  auto with = [](std::string_view q, std::string_view p) {
-    return new_trade(Side::Buy, q, p);
-  };
+  auto with = [](std::string_view q, std::string_view p) { return new_trade(Side::Buy, q, p); };
   CHECK(validate(with("1000000000000", "1000000000")).empty());
   CHECK(invalid(with("1000000000000.000001", "1")));
   CHECK(invalid(with("1", "1000000000.00000001")));

@@ -70,13 +70,13 @@ class MemoryStore final : public TradeStore {
         chunk.assign(p->events.begin(), p->events.end());
       }
       for (const auto& e : chunk) {
-        if (!fn(e)) return {};
+        if (!fn(e)) return boost::outcome_v2::success();
       }
     }
-    return {};
+    return boost::outcome_v2::success();
   }
 
-  result<void> ping() override { return {}; }
+  result<void> ping() override { return boost::outcome_v2::success(); }
 
   std::string describe() const override { return "memory:"; }
 
@@ -110,7 +110,7 @@ class MemoryStore final : public TradeStore {
         keys_.emplace(IdempotencyKey{e.event.trade_id, e.event.version}, EventRef{&p, e.seq});
       }
     }
-    return {};
+    return boost::outcome_v2::success();
   }
 
  private:

@@ -394,8 +394,8 @@ class ReadTransaction {
     if (!done_) c_.rollback_quietly();
   }
   void commit() {
-    done_ = true;
     c_.session.commit();
+    done_ = true;
   }
 
  private:
@@ -449,7 +449,7 @@ class SqlStore final : public TradeStore {
       auto c = std::make_unique<Connection>(*dialect_);
       migrate(*c, *dialect_);
       pool_.adopt(std::move(c));
-      return {};
+      return boost::outcome_v2::success();
     } catch (...) {
       return convert_current_exception(*dialect_, "open", errc::store_error);
     }
@@ -611,7 +611,7 @@ class SqlStore final : public TradeStore {
         }
       }
       tx.commit();
-      return {};
+      return boost::outcome_v2::success();
     } catch (...) {
       if (in_callback) throw;  // the caller's exception, not the store's
       return fail(c, "scan_events");
@@ -625,7 +625,7 @@ class SqlStore final : public TradeStore {
     try {
       int one = 0;
       c.session << "SELECT 1", soci::into(one);
-      return {};
+      return boost::outcome_v2::success();
     } catch (...) {
       return fail(c, "ping");
     }
@@ -635,7 +635,7 @@ class SqlStore final : public TradeStore {
 
  protected:
   result<void> do_commit_(const CommitBatch& batch) override {
-    if (batch.partitions.empty()) return {};
+    if (batch.partitions.empty()) return boost::outcome_v2::success();
     for (const auto& u : batch.partitions) {
       if (u.new_seq > max_sql_integer || u.fence > max_sql_integer) {
         spdlog::error("tradecapture: {}: sequence number or fencing token beyond 2^63-1",
@@ -661,7 +661,7 @@ class SqlStore final : public TradeStore {
         }
       }
       c.session.commit();
-      return {};
+      return boost::outcome_v2::success();
     } catch (...) {
       Fault fault = Fault::other;
       const errc code = convert_current_exception(*dialect_, "commit", on_unique, &fault);
@@ -794,19 +794,23 @@ class SqlStore final : public TradeStore {
   std::mutex write_mutex_;  // in-process writers of a single-writer database
 };
 
+/// The dialect a store URI names.
+result<std::unique_ptr<Dialect>> make_dialect(const std::string& uri,
+                                              const SociStoreOptions& options) {
+  if (uri.starts_with("sqlite:")) return detail::sql::make_sqlite_dialect(uri.substr(7), options);
+  if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
+    return detail::sql::make_postgresql_dialect(uri, options);
+  }
+  spdlog::error("tradecapture: store URI scheme '{}' is not sqlite: or postgresql:",
+                uri.substr(0, uri.find(':')));
+  return errc::bad_uri;
+}
+
 }  // namespace
 
 result<std::shared_ptr<TradeStore>> open_soci_store(const std::string& uri,
                                                     const SociStoreOptions& options) {
-  result<std::unique_ptr<Dialect>> dialect = errc::bad_uri;
-  if (uri.starts_with("sqlite:")) {
-    dialect = detail::sql::make_sqlite_dialect(uri.substr(7), options);
-  } else if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
-    dialect = detail::sql::make_postgresql_dialect(uri, options);
-  } else {
-    spdlog::error("tradecapture: store URI scheme '{}' is not sqlite: or postgresql:",
-                  uri.substr(0, uri.find(':')));
-  }
+  auto dialect = make_dialect(uri, options);
   if (!dialect) return dialect.error();
   auto store = std::make_shared<SqlStore>(std::move(dialect).value(), options.pool_size);
   if (auto opened = store->open(); !opened) return opened.error();

@@ -47,6 +47,8 @@ std::string schema_version_table(const ColumnTypes& types) {
 }
 
 std::vector<Migration> schema_migrations(const ColumnTypes& types) {
+  // CHECKs compare with '=' and OR: SQLite evaluates an IN list of three or more constants with an
+  // ephemeral table built once per statement execution, i.e. once per inserted row.
   std::vector<Migration> m;
   // Version 1: partitions (state and position), events (every accepted event; UNIQUE(trade_id,
   // version) is the global idempotency key) and trades (the current state of each trade).
@@ -74,7 +76,7 @@ std::vector<Migration> schema_migrations(const ColumnTypes& types) {
                 "seq {int} NOT NULL, "
                 "trade_id {text} NOT NULL, "
                 "version {int} NOT NULL, "
-                "type {text} NOT NULL CHECK (type IN ('NEW', 'AMEND', 'CANCEL')), "
+                "type {text} NOT NULL CHECK (type = 'NEW' OR type = 'AMEND' OR type = 'CANCEL'), "
                 "side {text} CHECK (side IN ('BUY', 'SELL')), "
                 "quantity {dec}, "
                 "price {dec}, "

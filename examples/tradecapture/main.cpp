@@ -1,0 +1,111 @@
+// The example host: `tradecapture replay|positions|events` (spec section 4).
+
+#include "host.hpp"
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+#include <unistd.h>
+
+#ifndef TRADECAPTURE_VERSION
+#define TRADECAPTURE_VERSION "unknown"
+#endif
+
+namespace {
+
+std::string default_instance_id() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return std::string(host[0] ? host : "host") + "-" + std::to_string(::getpid());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace tradecapture::host;
+
+  CLI::App app{"tradecapture: partition-sequential trade capture (example host)\n"
+               "Store URIs: sqlite:PATH (default sqlite:tradecapture.db), memory: (one process),\n"
+               "postgresql://user@host:port/db (not in this build yet).\n"
+               "Lock URIs: local: (default, one process), redis://[:password@]host:port[/db] "
+               "(not in this build yet).",
+               "tradecapture"};
+  app.set_version_flag("--version", TRADECAPTURE_VERSION);
+  app.require_subcommand(1);
+
+  ReplayOptions ro;
+  ro.instance_id = default_instance_id();
+  auto* replay = app.add_subcommand(
+      "replay",
+      "Read JSON event lines from INPUT ('-' is standard input), run them through the pipeline "
+      "and report one outcome per non-blank line. Exits 0 once every line has its durable "
+      "outcome (rejected lines included), 2 on an infrastructure or I/O failure.");
+  replay->add_option("INPUT", ro.input, "JSON-lines input file, or '-' for standard input")
+      ->required();
+  replay->add_option("--store", ro.store, "store URI: sqlite:PATH or memory:")
+      ->capture_default_str();
+  replay->add_option("--lock", ro.lock, "partition lock URI: local:")->capture_default_str();
+  replay->add_option("--outcomes", ro.outcomes,
+                     "write one JSON outcome per non-blank input line, in input order, to FILE "
+                     "('-' is standard output)");
+  replay->add_option("--threads", ro.threads, "pipeline worker shards")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  replay->add_option("--max-in-flight", ro.max_in_flight,
+                     "events submitted and not yet completed, at most (back-pressure)")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  replay->add_option("--batch", ro.batch, "events per store transaction, at most")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  replay->add_option("--log-level", ro.log_level, "log level on stderr")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  replay->add_option("--instance-id", ro.instance_id,
+                     "name of this host instance in logs (and, with a shared lock, its owner id)")
+      ->capture_default_str();
+  replay->add_option("--lease-ms", ro.lease_ms, "partition lease length in milliseconds")
+      ->check(CLI::Range(1LL, 3600LL * 1000))
+      ->capture_default_str();
+
+  std::string positions_store = "sqlite:tradecapture.db";
+  auto* positions = app.add_subcommand(
+      "positions",
+      "Print one JSON object per partition with an accepted event, sorted by "
+      "(account, book, security) bytewise.");
+  positions->add_option("--store", positions_store, "store URI: sqlite:PATH or memory:")
+      ->capture_default_str();
+
+  std::string events_store = "sqlite:tradecapture.db";
+  auto* events = app.add_subcommand(
+      "events", "Print every accepted event as a JSON object, sorted by partition then seq.");
+  events->add_option("--store", events_store, "store URI: sqlite:PATH or memory:")
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : exit_failure;
+  }
+
+  try {
+    auto logger = std::make_shared<spdlog::logger>(
+        "tradecapture", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    logger->set_level(spdlog::level::from_str(replay->parsed() ? ro.log_level : "warn"));
+    spdlog::set_default_logger(logger);
+
+    if (replay->parsed()) return run_replay(ro);
+    if (positions->parsed()) return run_positions(positions_store);
+    if (events->parsed()) return run_events(events_store);
+  } catch (const HostError& e) {
+    std::fprintf(stderr, "tradecapture: %s\n", e.what());
+    return exit_failure;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tradecapture: unexpected error: %s\n", e.what());
+    return exit_failure;
+  }
+  return exit_failure;
+}

@@ -1,0 +1,52 @@
+# Shared set-up of the shell tests in tests/cli (sourced, not run: CTest runs only *.sh).
+# Usage at the top of a test:  source "$(dirname "$0")/common.bash" "$1"
+set -euo pipefail
+
+[[ $# -ge 1 && -d "$1" ]] || { echo "usage: bash $0 <bin-dir>" >&2; exit 2; }
+BIN_DIR=$(cd "$1" && pwd)
+TC="$BIN_DIR/tradecapture"
+[[ -x "$TC" ]] || { echo "FAIL: $TC is not an executable" >&2; exit 1; }
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tradecapture-cli.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+model() { python3 "$HERE/model.py" "$@"; }
+gen() { python3 "$HERE/gen_trace.py" "$@"; }
+
+# check_same EXPECTED ACTUAL LABEL: both files go through `model.py normalize` (reasons reduced
+# to what the spec fixes), then diff; any difference fails the test.
+check_same() {
+  local expected=$1 actual=$2 label=$3
+  model normalize "$expected" >"$TMP/expected.norm"
+  model normalize "$actual" >"$TMP/actual.norm"
+  if ! diff -u "$TMP/expected.norm" "$TMP/actual.norm" >"$TMP/diff.txt"; then
+    echo "FAIL: $label differs from the model (--- expected, +++ actual):" >&2
+    head -n 60 "$TMP/diff.txt" >&2
+    exit 1
+  fi
+  echo "ok: $label ($(wc -l <"$actual") lines)"
+}
+
+# replay_ok ARGS...: runs `tradecapture replay ARGS...`, which must exit 0.
+replay_ok() {
+  local rc=0
+  "$TC" replay "$@" 2>"$TMP/replay.err" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    cat "$TMP/replay.err" >&2
+    fail "tradecapture replay $* exited $rc"
+  fi
+}
+
+# dump_ok positions|events STORE OUT: the subcommand must exit 0.
+dump_ok() {
+  "$TC" "$1" --store "$2" >"$3" 2>"$TMP/dump.err" || {
+    cat "$TMP/dump.err" >&2
+    fail "tradecapture $1 --store $2 exited non-zero"
+  }
+}

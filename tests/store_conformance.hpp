@@ -1,0 +1,196 @@
+#pragma once
+/// \file store_conformance.hpp
+/// The backends of the TradeStore conformance suite (test_store_conformance.cpp) and helpers to
+/// build batches. A backend joins the suite by adding a named factory to `store_factories()`.
+
+#include <tradecapture/memory.hpp>
+#include <tradecapture/trade_store.hpp>
+#ifdef TRADECAPTURE_HAVE_SOCI
+#include <tradecapture/soci_store.hpp>
+#endif
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
+
+namespace tctest {
+
+using namespace tradecapture;
+
+/// A fresh store and whatever keeps its storage alive.
+struct StoreUnderTest {
+  std::shared_ptr<TradeStore> store;
+  std::string uri;                ///< how to open the same storage again ("" when impossible)
+  std::shared_ptr<void> storage;  ///< removes temporary files when the last copy goes
+  TradeStore* operator->() const { return store.get(); }
+};
+
+/// A backend the suite runs against.
+struct StoreFactory {
+  std::string name;                      ///< "memory", "sqlite", ...
+  std::function<StoreUnderTest()> make;  ///< a fresh, empty store
+};
+
+/// A temporary directory, removed with everything in it when the last owner goes.
+inline std::shared_ptr<std::filesystem::path> make_temp_dir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "tradecapture-test-XXXXXX");
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  return std::shared_ptr<std::filesystem::path>(new std::filesystem::path(pattern),
+                                                [](std::filesystem::path* p) {
+                                                  std::error_code ec;
+                                                  std::filesystem::remove_all(*p, ec);
+                                                  delete p;
+                                                });
+}
+
+#ifdef TRADECAPTURE_HAVE_SOCI
+/// A SQLite store in a fresh temporary file.
+inline StoreUnderTest make_sqlite_store(const SociStoreOptions& options = {}) {
+  auto dir = make_temp_dir();
+  std::string uri = "sqlite:" + (*dir / "store.db").string();
+  auto opened = open_soci_store(uri, options);
+  if (!opened) throw std::runtime_error("cannot open " + uri + ": " + opened.error().message());
+  return {opened.value(), uri, dir};
+}
+#endif
+
+/// Every backend built into this binary. Add a factory to hold a new backend to the suite.
+inline std::vector<StoreFactory> store_factories() {
+  std::vector<StoreFactory> f;
+  f.push_back({"memory", [] { return StoreUnderTest{make_memory_store(), "", nullptr}; }});
+#ifdef TRADECAPTURE_HAVE_SOCI
+  f.push_back({"sqlite", [] { return make_sqlite_store(); }});
+#endif
+  return f;
+}
+
+/// Runs `body(StoreUnderTest&)` against a fresh store of every backend, each in a doctest
+/// SUBCASE named after the backend, so a failure names its backend and does not hide the others.
+template <class Body>
+void for_each_store(Body&& body) {
+  for (const auto& factory : store_factories()) {
+    SUBCASE(factory.name.c_str()) {
+      StoreUnderTest s = factory.make();
+      body(s);
+    }
+  }
+}
+
+// ---- building values --------------------------------------------------------------------------
+
+/// A decimal from text with an optional '-'; fails the test when it does not parse.
+inline Decimal dec(std::string_view text) {
+  const bool negative = !text.empty() && text.front() == '-';
+  auto d = Decimal::parse(negative ? text.substr(1) : text, Decimal::scale);
+  REQUIRE_MESSAGE(d.has_value(), "bad decimal in test: ", std::string(text));
+  if (!negative) return d.value();
+  auto n = Decimal::from_units(-d.value().units());
+  REQUIRE(n.has_value());
+  return n.value();
+}
+
+/// A partition key.
+inline PartitionKey key(std::string account, std::string book = "B", std::string security = "S") {
+  return PartitionKey{std::move(account), std::move(book), std::move(security)};
+}
+
+/// An event (its partition is set when it is added to an update).
+inline TradeEvent event(std::string trade_id, std::int64_t version, TradeType type,
+                        Side side = Side::Buy, std::string_view quantity = "1",
+                        std::string_view price = "1") {
+  TradeEvent e;
+  e.trade_id = std::move(trade_id);
+  e.version = version;
+  e.type = type;
+  if (type != TradeType::Cancel) {
+    e.side = side;
+    e.quantity = dec(quantity);
+    e.price = dec(price);
+  }
+  return e;
+}
+
+/// A NEW event.
+inline TradeEvent new_trade(std::string trade_id, Side side = Side::Buy,
+                            std::string_view quantity = "1", std::string_view price = "1") {
+  return event(std::move(trade_id), 1, TradeType::New, side, quantity, price);
+}
+
+/// Builds one PartitionUpdate: events get the next sequence numbers and their trades' records.
+class UpdateBuilder {
+ public:
+  UpdateBuilder(PartitionKey partition, std::uint64_t fence, std::uint64_t expected_seq) {
+    u_.partition = std::move(partition);
+    u_.fence = fence;
+    u_.expected_seq = expected_seq;
+    u_.new_seq = expected_seq;
+  }
+  /// Appends an accepted event (and records its trade's new state).
+  UpdateBuilder& add(TradeEvent e) {
+    e.partition = u_.partition;
+    TradeRecord r;
+    r.version = e.version;
+    if (e.type == TradeType::Cancel) {
+      r.cancelled = true;
+      for (const auto& [id, prev] : u_.trades) {
+        if (id == e.trade_id) r = TradeRecord{e.version, prev.side, prev.quantity, prev.price, true};
+      }
+    } else {
+      r.side = e.side;
+      r.quantity = e.quantity;
+      r.price = e.price;
+    }
+    set_trade(e.trade_id, r);
+    u_.events.push_back(StoredEvent{std::move(e), ++u_.new_seq});
+    u_.position.live_trades = static_cast<std::int64_t>(u_.trades.size());
+    return *this;
+  }
+  /// Sets the position written with the update.
+  UpdateBuilder& position(Position p) {
+    u_.position = std::move(p);
+    return *this;
+  }
+  /// Sets (or replaces) a trade record written with the update.
+  UpdateBuilder& set_trade(const std::string& trade_id, const TradeRecord& r) {
+    for (auto& [id, record] : u_.trades) {
+      if (id == trade_id) {
+        record = r;
+        return *this;
+      }
+    }
+    u_.trades.emplace_back(trade_id, r);
+    return *this;
+  }
+  PartitionUpdate build() const { return u_; }
+  operator PartitionUpdate() const { return u_; }
+
+ private:
+  PartitionUpdate u_;
+};
+
+/// A batch of updates (which must already be in ascending key order for a valid batch).
+inline CommitBatch batch(std::vector<PartitionUpdate> updates) {
+  CommitBatch b;
+  b.partitions = std::move(updates);
+  return b;
+}
+
+/// The error of a failed result, or a default error_code on success.
+template <class R>
+boost::system::error_code error_of(const R& r) {
+  return r ? boost::system::error_code{} : r.error();
+}
+
+}  // namespace tctest

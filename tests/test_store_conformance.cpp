@@ -1,0 +1,686 @@
+// The TradeStore conformance suite: every test runs against every backend of
+// store_conformance.hpp. SQLite-only checks (reopening, the schema, plain-SQL columns) follow.
+
+#include "store_conformance.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <atomic>
+#include <thread>
+
+#ifdef TRADECAPTURE_HAVE_SOCI
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+#endif
+
+using namespace tradecapture;
+using namespace tctest;
+
+namespace {
+
+/// Loads one partition.
+PartitionState load(StoreUnderTest& s, const PartitionKey& k) {
+  auto r = s->load_partitions(std::span<const PartitionKey>(&k, 1));
+  REQUIRE(r.has_value());
+  REQUIRE(r.value().size() == 1);
+  return r.value()[0];
+}
+
+/// Looks up one idempotency key.
+std::optional<StoredEvent> find(StoreUnderTest& s, std::string trade_id, std::int64_t version) {
+  IdempotencyKey k{std::move(trade_id), version};
+  auto r = s->find_events(std::span<const IdempotencyKey>(&k, 1));
+  REQUIRE(r.has_value());
+  REQUIRE(r.value().size() == 1);
+  return r.value()[0];
+}
+
+/// Every event, in scan order.
+std::vector<StoredEvent> scan(StoreUnderTest& s) {
+  std::vector<StoredEvent> out;
+  auto r = s->scan_events([&](const StoredEvent& e) {
+    out.push_back(e);
+    return true;
+  });
+  REQUIRE(r.has_value());
+  return out;
+}
+
+std::vector<PositionRow> positions(StoreUnderTest& s) {
+  auto r = s->positions();
+  REQUIRE(r.has_value());
+  return r.value();
+}
+
+void require_commit(StoreUnderTest& s, const CommitBatch& b) {
+  auto r = s->commit(b);
+  REQUIRE_MESSAGE(r.has_value(), (r.has_value() ? std::string() : r.error().message()));
+}
+
+bool same_event(const StoredEvent& a, const StoredEvent& b) {
+  return a.seq == b.seq && a.event.trade_id == b.event.trade_id &&
+         a.event.version == b.event.version && a.event.type == b.event.type &&
+         a.event.partition == b.event.partition &&
+         (a.event.type == TradeType::Cancel ||
+          (a.event.side == b.event.side && a.event.quantity == b.event.quantity &&
+           a.event.price == b.event.price));
+}
+
+Position sample_position() {
+  Position p;
+  p.net_quantity = dec("-12.5");
+  p.bought_quantity = dec("100");
+  p.sold_quantity = dec("112.5");
+  p.bought_notional = dec("18725.123456789");
+  p.sold_notional = dec("0.00000000000001");
+  p.live_trades = 2;
+  return p;
+}
+
+/// Nothing of partition `k` is stored.
+void require_untouched(StoreUnderTest& s, const PartitionKey& k) {
+  const PartitionState st = load(s, k);
+  CHECK(st.seq == 0);
+  CHECK(st.fence == 0);
+  CHECK(st.trades.empty());
+  CHECK(st.position == Position{});
+}
+
+}  // namespace
+
+TEST_CASE("store: a never-written partition loads as an empty state") {
+  for_each_store([](StoreUnderTest& s) {
+    const std::vector<PartitionKey> keys{key("A"), key("B")};
+    auto r = s->load_partitions(keys);
+    REQUIRE(r.has_value());
+    REQUIRE(r.value().size() == 2);
+    for (const auto& st : r.value()) {
+      CHECK(st.seq == 0);
+      CHECK(st.fence == 0);
+      CHECK(st.position == Position{});
+      CHECK(st.trades.empty());
+    }
+    CHECK(positions(s).empty());
+    CHECK(scan(s).empty());
+    CHECK_FALSE(find(s, "T1", 1).has_value());
+    CHECK(s->load_partitions({}).value().empty());
+    CHECK(s->find_events({}).value().empty());
+  });
+}
+
+TEST_CASE("store: commit then load gives position, seq, fence and trades") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey k = key("ACC");
+    UpdateBuilder u(k, 7, 0);
+    u.add(new_trade("T1", Side::Buy, "100", "187.25"))
+        .add(new_trade("T2", Side::Sell, "112.5", "3"))
+        .add(event("T2", 2, TradeType::Amend, Side::Sell, "112.5", "3.5"))
+        .add(new_trade("T3", Side::Buy, "1", "1"))
+        .add(event("T3", 2, TradeType::Cancel))
+        .position(sample_position());
+    require_commit(s, batch({u}));
+
+    const PartitionState st = load(s, k);
+    CHECK(st.seq == 5);
+    CHECK(st.fence == 7);
+    CHECK(st.position == sample_position());
+    REQUIRE(st.trades.size() == 3);
+    CHECK(st.trades.at("T1") == TradeRecord{1, Side::Buy, dec("100"), dec("187.25"), false});
+    CHECK(st.trades.at("T2") == TradeRecord{2, Side::Sell, dec("112.5"), dec("3.5"), false});
+    CHECK(st.trades.at("T3") == TradeRecord{2, Side::Buy, dec("1"), dec("1"), true});
+
+    // A second batch continues the sequence and replaces trade records.
+    UpdateBuilder u2(k, 7, 5);
+    u2.add(event("T1", 2, TradeType::Amend, Side::Sell, "5", "6")).position(Position{});
+    require_commit(s, batch({u2}));
+    const PartitionState st2 = load(s, k);
+    CHECK(st2.seq == 6);
+    CHECK(st2.position == Position{});
+    CHECK(st2.trades.size() == 3);
+    CHECK(st2.trades.at("T1") == TradeRecord{2, Side::Sell, dec("5"), dec("6"), false});
+    CHECK(st2.trades.at("T2").version == 2);
+  });
+}
+
+TEST_CASE("store: find_events returns the stored event or nothing, in the order asked") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey k = key("A", "B_C", "S:1");
+    UpdateBuilder u(k, 1, 0);
+    u.add(new_trade("T1", Side::Sell, "0.000001", "999999999.99999999"))
+        .add(event("T1", 2, TradeType::Amend, Side::Buy, "1000000000000", "0"))
+        .add(event("T1", 3, TradeType::Cancel));
+    const PartitionUpdate built = u;
+    require_commit(s, batch({built}));
+
+    const std::vector<IdempotencyKey> keys{
+        {"T1", 3}, {"T9", 1}, {"T1", 1}, {"T1", 4}, {"T1", 2}, {"t1", 1}};
+    auto r = s->find_events(keys);
+    REQUIRE(r.has_value());
+    const auto& found = r.value();
+    REQUIRE(found.size() == keys.size());
+    REQUIRE(found[0].has_value());
+    CHECK(same_event(*found[0], built.events[2]));
+    CHECK(found[0]->event.type == TradeType::Cancel);
+    CHECK(found[0]->seq == 3);
+    CHECK_FALSE(found[1].has_value());
+    REQUIRE(found[2].has_value());
+    CHECK(same_event(*found[2], built.events[0]));
+    CHECK(found[2]->event.side == Side::Sell);
+    CHECK(found[2]->event.quantity == dec("0.000001"));
+    CHECK(found[2]->event.price == dec("999999999.99999999"));
+    CHECK(found[2]->event.partition == k);
+    CHECK_FALSE(found[3].has_value());
+    REQUIRE(found[4].has_value());
+    CHECK(same_event(*found[4], built.events[1]));
+    CHECK(found[4]->event.quantity == dec("1000000000000"));
+    CHECK_FALSE(found[5].has_value());  // trade ids are compared exactly
+  });
+}
+
+TEST_CASE("store: a sequence conflict writes nothing of the batch") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), b = key("B");
+    require_commit(s, batch({UpdateBuilder(b, 1, 0).add(new_trade("T1"))}));
+
+    // A (new, valid) comes first and is written before B's stale expected_seq is found.
+    auto r = s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                              UpdateBuilder(b, 1, 0).add(new_trade("TB"))}));
+    CHECK(error_of(r) == errc::sequence_conflict);
+    require_untouched(s, a);
+    CHECK_FALSE(find(s, "TA", 1).has_value());
+    CHECK_FALSE(find(s, "TB", 1).has_value());
+    CHECK(load(s, b).seq == 1);
+
+    // expected_seq ahead of the stored one, and a never-written partition expected at seq 3.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(b, 1, 2).add(new_trade("TB"))}))) ==
+          errc::sequence_conflict);
+    CHECK(error_of(s->commit(batch({UpdateBuilder(key("C"), 1, 3).add(new_trade("TC"))}))) ==
+          errc::sequence_conflict);
+    require_untouched(s, key("C"));
+    CHECK(positions(s).size() == 1);
+
+    // The store is usable after the refusals.
+    require_commit(s, batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                             UpdateBuilder(b, 1, 1).add(new_trade("TB"))}));
+    CHECK(load(s, a).seq == 1);
+    CHECK(load(s, b).seq == 2);
+  });
+}
+
+TEST_CASE("store: a stale fencing token is fenced off and writes nothing") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), p = key("P");
+    require_commit(s, batch({UpdateBuilder(p, 5, 0).add(new_trade("T1"))}));
+
+    auto r = s->commit(batch({UpdateBuilder(a, 3, 0).add(new_trade("TA")),
+                              UpdateBuilder(p, 3, 1).add(new_trade("T2"))}));
+    CHECK(error_of(r) == errc::fenced_off);
+    require_untouched(s, a);
+    CHECK_FALSE(find(s, "TA", 1).has_value());
+    CHECK_FALSE(find(s, "T2", 1).has_value());
+    const PartitionState st = load(s, p);
+    CHECK(st.seq == 1);
+    CHECK(st.fence == 5);
+
+    // A stale token wins over a wrong sequence number: the writer has lost the partition.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(p, 4, 0).add(new_trade("T2"))}))) ==
+          errc::fenced_off);
+  });
+}
+
+TEST_CASE("store: an equal or higher fencing token writes and is stored") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey p = key("P");
+    require_commit(s, batch({UpdateBuilder(p, 5, 0).add(new_trade("T1"))}));
+    require_commit(s, batch({UpdateBuilder(p, 5, 1).add(new_trade("T2"))}));
+    CHECK(load(s, p).fence == 5);
+    require_commit(s, batch({UpdateBuilder(p, 9, 2).add(new_trade("T3"))}));
+    PartitionState st = load(s, p);
+    CHECK(st.fence == 9);
+    CHECK(st.seq == 3);
+    CHECK(error_of(s->commit(batch({UpdateBuilder(p, 8, 3).add(new_trade("T4"))}))) ==
+          errc::fenced_off);
+    CHECK(load(s, p).seq == 3);
+  });
+}
+
+TEST_CASE("store: an idempotency key taken in another partition is a key conflict") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), x = key("X"), y = key("Y");
+    require_commit(s, batch({UpdateBuilder(x, 1, 0).add(new_trade("T1"))}));
+
+    auto r = s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("T2")),
+                              UpdateBuilder(y, 1, 0).add(new_trade("T1"))}));
+    CHECK(error_of(r) == errc::key_conflict);
+    require_untouched(s, a);
+    require_untouched(s, y);
+    CHECK_FALSE(find(s, "T2", 1).has_value());
+    REQUIRE(find(s, "T1", 1).has_value());
+    CHECK(find(s, "T1", 1)->event.partition == x);
+
+    // The same key twice within one batch.
+    auto twice = s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("T5")),
+                                  UpdateBuilder(y, 1, 0).add(new_trade("T5"))}));
+    CHECK(error_of(twice) == errc::key_conflict);
+    require_untouched(s, a);
+    require_untouched(s, y);
+
+    // Another version of the same trade id is another key.
+    require_commit(s, batch({UpdateBuilder(y, 1, 0).add(event("T1", 2, TradeType::Cancel))}));
+    CHECK(load(s, y).seq == 1);
+    CHECK(positions(s).size() == 2);
+  });
+}
+
+TEST_CASE("store: positions are sorted bytewise and omit partitions without events") {
+  for_each_store([](StoreUnderTest& s) {
+    // The expected order, written out by hand (bytewise on account, then book, then security).
+    const std::vector<PartitionKey> expected{
+        key("A", "B", "C"),
+        key("A", "B", "C "),
+        key("A", "B_C", "S"),
+        key("A_B", "C", "S"),
+        key("a'b\"c\\d:e", "x/y", "%_*"),
+        key("z", "b", "s"),
+        key("\xC3\xA9", "b", "s"),  // U+00E9 sorts after every ASCII byte
+    };
+    std::vector<PartitionKey> sorted = expected;
+    std::sort(sorted.begin(), sorted.end());
+    REQUIRE(sorted == expected);
+
+    std::vector<PartitionUpdate> updates;
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      UpdateBuilder u(expected[i], 1, 0);
+      for (std::size_t n = 0; n <= i; ++n) {
+        u.add(new_trade("T" + std::to_string(i) + "." + std::to_string(n)));
+      }
+      Position p;
+      p.net_quantity = dec(std::to_string(i));
+      p.live_trades = static_cast<std::int64_t>(i + 1);
+      updates.push_back(u.position(p));
+    }
+    // Committed in two batches in reverse halves, so insertion order is not key order.
+    require_commit(s, batch({updates.begin() + 4, updates.end()}));
+    require_commit(s, batch({updates.begin(), updates.begin() + 4}));
+    // A partition row without events (seq 0) is not a position.
+    require_commit(s, batch({UpdateBuilder(key("0"), 1, 0)}));
+
+    const auto rows = positions(s);
+    REQUIRE(rows.size() == expected.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      CAPTURE(i);
+      CHECK(rows[i].partition == expected[i]);
+      CHECK(rows[i].seq == i + 1);
+      CHECK(rows[i].position.net_quantity == dec(std::to_string(i)));
+      CHECK(rows[i].position.live_trades == static_cast<std::int64_t>(i + 1));
+    }
+  });
+}
+
+TEST_CASE("store: scan_events is sorted by partition then seq and stops early") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("a"), b = key("b"), c = key("a", "B_");
+    require_commit(s, batch({UpdateBuilder(b, 1, 0).add(new_trade("B1")).add(new_trade("B2"))}));
+    require_commit(s, batch({UpdateBuilder(c, 1, 0).add(new_trade("C1"))}));
+    require_commit(s, batch({UpdateBuilder(a, 1, 0).add(new_trade("A1"))}));
+    require_commit(s, batch({UpdateBuilder(a, 1, 1)
+                                 .add(event("A1", 2, TradeType::Cancel))
+                                 .add(new_trade("A2", Side::Sell, "2", "3")),
+                             UpdateBuilder(b, 1, 2).add(new_trade("B3"))}));
+    const auto events = scan(s);
+    std::vector<std::pair<std::string, std::uint64_t>> got;
+    for (const auto& e : events) got.emplace_back(e.event.trade_id, e.seq);
+    const std::vector<std::pair<std::string, std::uint64_t>> want{
+        {"A1", 1}, {"A1", 2}, {"A2", 3}, {"C1", 1}, {"B1", 1}, {"B2", 2}, {"B3", 3}};
+    CHECK(got == want);
+    REQUIRE(events.size() == want.size());
+    CHECK(events[0].event.partition == a);
+    CHECK(events[1].event.type == TradeType::Cancel);
+    CHECK(events[2].event.side == Side::Sell);
+    CHECK(events[2].event.quantity == dec("2"));
+    CHECK(events[3].event.partition == c);
+
+    int calls = 0;
+    auto r = s->scan_events([&](const StoredEvent&) { return ++calls < 3; });
+    CHECK(r.has_value());
+    CHECK(calls == 3);
+    // The store is usable after an early stop.
+    require_commit(s, batch({UpdateBuilder(key("d"), 1, 0).add(new_trade("D1"))}));
+    CHECK(scan(s).size() == want.size() + 1);
+  });
+}
+
+TEST_CASE("store: decimals round-trip exactly") {
+  for_each_store([](StoreUnderTest& s) {
+    const std::vector<std::string> values{"1000000000000000000000000",
+                                          "-1000000000000000000000000",
+                                          "0.00000000000001",
+                                          "-0.00000000000001",
+                                          "123456789012.123456",
+                                          "999999999999999999999999.99999999999999",
+                                          "0",
+                                          "-0.00000001",
+                                          "42"};
+    const PartitionKey k = key("D");
+    UpdateBuilder u(k, 1, 0);
+    u.add(new_trade("Q1", Side::Buy, "1000000000000", "1000000000"))
+        .add(new_trade("Q2", Side::Sell, "0.000001", "0.00000001"))
+        .add(new_trade("Q3", Side::Buy, "123456.654321", "0"));
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      u.set_trade("R" + std::to_string(i),
+                  TradeRecord{1, Side::Buy, dec(values[i]), dec(values[(i + 1) % values.size()]),
+                              i % 2 == 0});
+    }
+    Position p;
+    p.net_quantity = dec(values[0]);
+    p.bought_quantity = dec(values[1]);
+    p.sold_quantity = dec(values[2]);
+    p.bought_notional = dec(values[4]);
+    p.sold_notional = dec(values[5]);
+    p.live_trades = -3;
+    require_commit(s, batch({u.position(p)}));
+
+    const PartitionState st = load(s, k);
+    CHECK(st.position == p);
+    const PartitionUpdate built = u;
+    for (const auto& [id, record] : built.trades) {
+      CAPTURE(id);
+      REQUIRE(st.trades.contains(id));
+      CHECK(st.trades.at(id) == record);
+    }
+    CHECK(st.position.bought_quantity.to_string() == values[1]);
+    const auto rows = positions(s);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].position == p);
+    const auto q1 = find(s, "Q1", 1);
+    REQUIRE(q1.has_value());
+    CHECK(q1->event.quantity == dec("1000000000000"));
+    CHECK(q1->event.price == dec("1000000000"));
+    const auto q2 = find(s, "Q2", 1);
+    REQUIRE(q2.has_value());
+    CHECK(q2->event.quantity == dec("0.000001"));
+    CHECK(q2->event.price == dec("0.00000001"));
+    const auto events = scan(s);
+    REQUIRE(events.size() == 3);
+    CHECK(events[2].event.quantity == dec("123456.654321"));
+  });
+}
+
+TEST_CASE("store: one batch with a thousand partitions") {
+  for_each_store([](StoreUnderTest& s) {
+    std::vector<PartitionUpdate> updates;
+    for (int i = 0; i < 1000; ++i) {
+      char account[16];
+      std::snprintf(account, sizeof account, "ACC%04d", i);
+      updates.push_back(UpdateBuilder(key(account), 1, 0)
+                            .add(new_trade(std::string("T") + account))
+                            .add(new_trade(std::string("U") + account, Side::Sell, "2", "3")));
+    }
+    require_commit(s, batch(updates));
+    const auto rows = positions(s);
+    REQUIRE(rows.size() == 1000);
+    CHECK(rows.front().partition.account == "ACC0000");
+    CHECK(rows.back().partition.account == "ACC0999");
+    CHECK(std::all_of(rows.begin(), rows.end(), [](const auto& r) { return r.seq == 2; }));
+    CHECK(scan(s).size() == 2000);
+
+    std::vector<PartitionKey> keys{key("ACC0500"), key("ACC0999"), key("nope")};
+    auto loaded = s->load_partitions(keys);
+    REQUIRE(loaded.has_value());
+    CHECK(loaded.value()[0].seq == 2);
+    CHECK(loaded.value()[0].trades.size() == 2);
+    CHECK(loaded.value()[1].seq == 2);
+    CHECK(loaded.value()[2].seq == 0);
+
+    // The next batch over all of them.
+    for (auto& u : updates) {
+      UpdateBuilder next(u.partition, 2, 2);
+      next.add(event("T" + u.partition.account, 2, TradeType::Cancel));
+      u = next;
+    }
+    require_commit(s, batch(updates));
+    CHECK(load(s, key("ACC0123")).seq == 3);
+    CHECK(load(s, key("ACC0123")).fence == 2);
+  });
+}
+
+TEST_CASE("store: concurrent commits on disjoint partitions all land") {
+  for_each_store([](StoreUnderTest& s) {
+    constexpr int threads = 4, batches = 40, per_batch = 8;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (int b = 0; b < batches; ++b) {
+          std::vector<PartitionUpdate> updates;
+          for (int p = 0; p < per_batch; ++p) {
+            const PartitionKey k = key("T" + std::to_string(t), "P" + std::to_string(p));
+            updates.push_back(
+                UpdateBuilder(k, 1, static_cast<std::uint64_t>(b))
+                    .add(new_trade(std::to_string(t) + "/" + std::to_string(p) + "/" +
+                                   std::to_string(b))));
+          }
+          // Interleave reads with the writes of the other threads.
+          std::vector<PartitionKey> keys{updates.front().partition};
+          if (!s->load_partitions(keys) || !s->find_events(std::vector<IdempotencyKey>{{"x", 1}})) {
+            ++failures;
+          }
+          if (!s->commit(batch(std::move(updates)))) ++failures;
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    CHECK(failures.load() == 0);
+    const auto rows = positions(s);
+    CHECK(rows.size() == static_cast<std::size_t>(threads * per_batch));
+    CHECK(std::all_of(rows.begin(), rows.end(), [](const auto& r) { return r.seq == batches; }));
+    CHECK(scan(s).size() == static_cast<std::size_t>(threads * per_batch * batches));
+  });
+}
+
+TEST_CASE("store: commit refuses a batch that breaks its invariants") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), b = key("B");
+    // Partitions out of order, and the same partition twice.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(b, 1, 0).add(new_trade("T1")),
+                                    UpdateBuilder(a, 1, 0).add(new_trade("T2"))}))) ==
+          errc::internal);
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("T1")),
+                                    UpdateBuilder(a, 1, 0).add(new_trade("T2"))}))) ==
+          errc::internal);
+    // new_seq not expected_seq + events.
+    PartitionUpdate wrong_new = UpdateBuilder(a, 1, 0).add(new_trade("T1"));
+    wrong_new.new_seq = 2;
+    CHECK(error_of(s->commit(batch({wrong_new}))) == errc::internal);
+    // An event whose seq is not the next one.
+    PartitionUpdate gap = UpdateBuilder(a, 1, 0).add(new_trade("T1")).add(new_trade("T2"));
+    gap.events[1].seq = 3;
+    gap.new_seq = 3;
+    CHECK(error_of(s->commit(batch({gap}))) == errc::internal);
+    // An event of another partition.
+    PartitionUpdate foreign = UpdateBuilder(a, 1, 0).add(new_trade("T1"));
+    foreign.events[0].event.partition = b;
+    CHECK(error_of(s->commit(batch({foreign}))) == errc::internal);
+
+    require_untouched(s, a);
+    require_untouched(s, b);
+    CHECK(scan(s).empty());
+    CHECK(s->commit(CommitBatch{}).has_value());  // an empty batch is a no-op
+  });
+}
+
+TEST_CASE("store: ping and describe") {
+  for_each_store([](StoreUnderTest& s) {
+    CHECK(s->ping().has_value());
+    const std::string d = s->describe();
+    CHECK((d == "memory:" || d.starts_with("sqlite:")));
+    if (!s.uri.empty()) CHECK(d == s.uri);
+  });
+}
+
+// ---- SQLite only ---------------------------------------------------------------------------------
+#ifdef TRADECAPTURE_HAVE_SOCI
+
+namespace {
+
+std::string sqlite_path(const StoreUnderTest& s) { return s.uri.substr(7); }
+
+}  // namespace
+
+TEST_CASE("sqlite: a reopened store sees the data") {
+  StoreUnderTest s = make_sqlite_store();
+  const PartitionKey k = key("A", "B_C", "\xC3\xA9");
+  require_commit(s, batch({UpdateBuilder(k, 4, 0)
+                               .add(new_trade("T1", Side::Sell, "2.5", "10.125"))
+                               .add(event("T1", 2, TradeType::Cancel))
+                               .position(sample_position())}));
+  s.store.reset();
+
+  auto reopened = open_soci_store(s.uri);
+  REQUIRE(reopened.has_value());
+  StoreUnderTest again{reopened.value(), s.uri, s.storage};
+  const PartitionState st = load(again, k);
+  CHECK(st.seq == 2);
+  CHECK(st.fence == 4);
+  CHECK(st.position == sample_position());
+  CHECK(st.trades.at("T1") == TradeRecord{2, Side::Sell, dec("2.5"), dec("10.125"), true});
+  REQUIRE(find(again, "T1", 1).has_value());
+  CHECK(find(again, "T1", 1)->event.price == dec("10.125"));
+  CHECK(scan(again).size() == 2);
+  // And it continues the sequence.
+  require_commit(again, batch({UpdateBuilder(k, 4, 2).add(new_trade("T2"))}));
+  CHECK(load(again, k).seq == 3);
+}
+
+TEST_CASE("sqlite: the schema is versioned and its columns are plain SQL") {
+  StoreUnderTest s = make_sqlite_store();
+  Position p = sample_position();
+  p.net_quantity = dec("-1000000000000000000000000");
+  require_commit(s, batch({UpdateBuilder(key("A", "B", "C"), 3, 0)
+                               .add(new_trade("T1", Side::Buy, "0.5", "187.25"))
+                               .add(event("T1", 2, TradeType::Cancel))
+                               .position(p)}));
+
+  soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+  long long version = 0;
+  sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
+  CHECK(version >= 1);
+  std::string net, bought_notional, journal;
+  long long seq = 0, fence = 0, live = 0;
+  sql << "SELECT net_quantity, bought_notional, seq, fence, live_trades FROM partitions "
+         "WHERE account = 'A' AND book = 'B' AND security = 'C'",
+      soci::into(net), soci::into(bought_notional), soci::into(seq), soci::into(fence),
+      soci::into(live);
+  CHECK(net == "-1000000000000000000000000");
+  CHECK(bought_notional == "18725.123456789");
+  CHECK(seq == 2);
+  CHECK(fence == 3);
+  CHECK(live == 2);
+  std::string net_type;
+  sql << "SELECT typeof(net_quantity) FROM partitions", soci::into(net_type);
+  CHECK(net_type == "text");
+
+  std::string type, side, quantity, price;
+  soci::indicator side_ind, quantity_ind, price_ind;
+  sql << "SELECT type, side, quantity, price FROM events WHERE trade_id = 'T1' AND version = 1",
+      soci::into(type), soci::into(side, side_ind), soci::into(quantity, quantity_ind),
+      soci::into(price, price_ind);
+  CHECK(type == "NEW");
+  CHECK(side == "BUY");
+  CHECK(quantity == "0.5");
+  CHECK(price == "187.25");
+  sql << "SELECT type, side, quantity, price FROM events WHERE trade_id = 'T1' AND version = 2",
+      soci::into(type), soci::into(side, side_ind), soci::into(quantity, quantity_ind),
+      soci::into(price, price_ind);
+  CHECK(type == "CANCEL");
+  CHECK(side_ind == soci::i_null);
+  CHECK(quantity_ind == soci::i_null);
+  CHECK(price_ind == soci::i_null);
+  int cancelled = -1;
+  sql << "SELECT cancelled, quantity FROM trades WHERE trade_id = 'T1'", soci::into(cancelled),
+      soci::into(quantity);
+  CHECK(cancelled == 1);
+  CHECK(quantity == "0.5");
+  sql << "PRAGMA journal_mode", soci::into(journal);
+  CHECK(journal == "wal");
+}
+
+TEST_CASE("sqlite: two stores on one file see each other and detect the other writer") {
+  StoreUnderTest s1 = make_sqlite_store();
+  auto opened = open_soci_store(s1.uri);
+  REQUIRE(opened.has_value());
+  StoreUnderTest s2{opened.value(), s1.uri, s1.storage};
+  const PartitionKey k = key("K");
+
+  require_commit(s1, batch({UpdateBuilder(k, 1, 0).add(new_trade("T1"))}));
+  CHECK(load(s2, k).seq == 1);
+  // s2 takes the partition over with a higher token; s1's next write is fenced off.
+  require_commit(s2, batch({UpdateBuilder(k, 2, 1).add(new_trade("T2"))}));
+  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 1, 1).add(new_trade("T3"))}))) ==
+        errc::fenced_off);
+  // Same token, stale sequence number: another writer moved it.
+  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 2, 1).add(new_trade("T3"))}))) ==
+        errc::sequence_conflict);
+  CHECK(error_of(s1->commit(batch({UpdateBuilder(key("L"), 2, 0).add(new_trade("T2"))}))) ==
+        errc::key_conflict);
+  CHECK(load(s1, k).seq == 2);
+  CHECK(positions(s1).size() == 1);
+}
+
+TEST_CASE("sqlite: bad URIs and unreachable files are errors, not crashes") {
+  CHECK(error_of(open_soci_store("sqlite:")) == errc::bad_uri);
+  CHECK(error_of(open_soci_store("sqlite::memory:")) == errc::bad_uri);
+  CHECK(error_of(open_soci_store("mysql://localhost/db")) == errc::bad_uri);
+  CHECK(error_of(open_soci_store("")) == errc::bad_uri);
+  SociStoreOptions bad_sync;
+  bad_sync.sqlite_synchronous = "FULL; DROP TABLE events";
+  CHECK(error_of(open_soci_store("sqlite:/tmp/never-created.db", bad_sync)) == errc::bad_uri);
+
+  auto dir = make_temp_dir();
+  const auto missing = open_soci_store("sqlite:" + (*dir / "no" / "such" / "dir.db").string());
+  REQUIRE_FALSE(missing.has_value());
+  CHECK((missing.error() == errc::store_unavailable || missing.error() == errc::store_error));
+
+  // A file that is not a database.
+  const auto junk = *dir / "junk.db";
+  {
+    std::FILE* f = std::fopen(junk.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::fputs("this is not a database, not even close; it is just a sentence in a file.\n"
+               "this is not a database, not even close; it is just a sentence in a file.\n",
+               f);
+    std::fclose(f);
+  }
+  const auto not_db = open_soci_store("sqlite:" + junk.string());
+  REQUIRE_FALSE(not_db.has_value());
+  CHECK((not_db.error() == errc::store_unavailable || not_db.error() == errc::store_error));
+}
+
+TEST_CASE("sqlite: options are applied") {
+  SociStoreOptions options;
+  options.sqlite_synchronous = "normal";
+  options.pool_size = 1;
+  options.busy_timeout = std::chrono::milliseconds(250);
+  StoreUnderTest s = make_sqlite_store(options);
+  require_commit(s, batch({UpdateBuilder(key("A"), 1, 0).add(new_trade("T1"))}));
+  // One connection serves concurrent callers in turn.
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const PartitionKey k = key("C" + std::to_string(t));
+      for (int i = 0; i < 20; ++i) {
+        if (!s->commit(batch({UpdateBuilder(k, 1, static_cast<std::uint64_t>(i))
+                                  .add(new_trade(k.account + "." + std::to_string(i)))}))) {
+          ++failures;
+        }
+        if (!s->positions()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures.load() == 0);
+  CHECK(positions(s).size() == 5);
+}
+
+#endif  // TRADECAPTURE_HAVE_SOCI
