@@ -44,7 +44,7 @@ struct StoreFactory {
 };
 
 /// A temporary directory, removed with everything in it when the last owner goes.
-inline std::shared_ptr<std::filesystem::path> make_temp_dir() {
+inline std::shared_ptr<std::filesystem::path> make_scratch_dir() {
   std::string pattern = (std::filesystem::temp_directory_path() / "tradecapture-test-XXXXXX");
   if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   return std::shared_ptr<std::filesystem::path>(new std::filesystem::path(pattern),
@@ -58,7 +58,7 @@ inline std::shared_ptr<std::filesystem::path> make_temp_dir() {
 #ifdef TRADECAPTURE_HAVE_SOCI
 /// A SQLite store in a fresh temporary file.
 inline StoreUnderTest make_sqlite_store(const SociStoreOptions& options = {}) {
-  auto dir = make_temp_dir();
+  auto dir = make_scratch_dir();
   std::string uri = "sqlite:" + (*dir / "store.db").string();
   auto opened = open_soci_store(uri, options);
   if (!opened) throw std::runtime_error("cannot open " + uri + ": " + opened.error().message());
@@ -145,7 +145,8 @@ class UpdateBuilder {
     if (e.type == TradeType::Cancel) {
       r.cancelled = true;
       for (const auto& [id, prev] : u_.trades) {
-        if (id == e.trade_id) r = TradeRecord{e.version, prev.side, prev.quantity, prev.price, true};
+        if (id == e.trade_id)
+          r = TradeRecord{e.version, prev.side, prev.quantity, prev.price, true};
       }
     } else {
       r.side = e.side;

@@ -4,8 +4,8 @@
 #include "store_conformance.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <atomic>
+#include <cstdio>
 #include <thread>
 
 #ifdef TRADECAPTURE_HAVE_SOCI
@@ -152,8 +152,8 @@ TEST_CASE("store: find_events returns the stored event or nothing, in the order 
     const PartitionUpdate built = u;
     require_commit(s, batch({built}));
 
-    const std::vector<IdempotencyKey> keys{
-        {"T1", 3}, {"T9", 1}, {"T1", 1}, {"T1", 4}, {"T1", 2}, {"t1", 1}};
+    const std::vector<IdempotencyKey> keys{{"T1", 3}, {"T9", 1}, {"T1", 1},
+                                           {"T1", 4}, {"T1", 2}, {"t1", 1}};
     auto r = s->find_events(keys);
     REQUIRE(r.has_value());
     const auto& found = r.value();
@@ -455,10 +455,9 @@ TEST_CASE("store: concurrent commits on disjoint partitions all land") {
           std::vector<PartitionUpdate> updates;
           for (int p = 0; p < per_batch; ++p) {
             const PartitionKey k = key("T" + std::to_string(t), "P" + std::to_string(p));
-            updates.push_back(
-                UpdateBuilder(k, 1, static_cast<std::uint64_t>(b))
-                    .add(new_trade(std::to_string(t) + "/" + std::to_string(p) + "/" +
-                                   std::to_string(b))));
+            updates.push_back(UpdateBuilder(k, 1, static_cast<std::uint64_t>(b))
+                                  .add(new_trade(std::to_string(t) + "/" + std::to_string(p) + "/" +
+                                                 std::to_string(b))));
           }
           // Interleave reads with the writes of the other threads.
           std::vector<PartitionKey> keys{updates.front().partition};
@@ -518,7 +517,8 @@ TEST_CASE("store: ping and describe") {
   });
 }
 
-// ---- SQLite only ---------------------------------------------------------------------------------
+// ---- SQLite only
+// ---------------------------------------------------------------------------------
 #ifdef TRADECAPTURE_HAVE_SOCI
 
 namespace {
@@ -636,7 +636,7 @@ TEST_CASE("sqlite: bad URIs and unreachable files are errors, not crashes") {
   bad_sync.sqlite_synchronous = "FULL; DROP TABLE events";
   CHECK(error_of(open_soci_store("sqlite:/tmp/never-created.db", bad_sync)) == errc::bad_uri);
 
-  auto dir = make_temp_dir();
+  auto dir = make_scratch_dir();
   const auto missing = open_soci_store("sqlite:" + (*dir / "no" / "such" / "dir.db").string());
   REQUIRE_FALSE(missing.has_value());
   CHECK((missing.error() == errc::store_unavailable || missing.error() == errc::store_error));
@@ -646,9 +646,10 @@ TEST_CASE("sqlite: bad URIs and unreachable files are errors, not crashes") {
   {
     std::FILE* f = std::fopen(junk.c_str(), "wb");
     REQUIRE(f != nullptr);
-    std::fputs("this is not a database, not even close; it is just a sentence in a file.\n"
-               "this is not a database, not even close; it is just a sentence in a file.\n",
-               f);
+    std::fputs(
+        "this is not a database, not even close; it is just a sentence in a file.\n"
+        "this is not a database, not even close; it is just a sentence in a file.\n",
+        f);
     std::fclose(f);
   }
   const auto not_db = open_soci_store("sqlite:" + junk.string());

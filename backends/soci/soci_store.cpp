@@ -60,16 +60,23 @@ errc convert_current_exception(const Dialect& dialect, std::string_view during, 
     }
     f = c.fault;
     switch (c.fault) {
-      case Fault::busy: code = errc::store_busy; break;
-      case Fault::unavailable: code = errc::store_unavailable; break;
-      case Fault::unique_violation: code = on_unique; break;
-      case Fault::other: code = errc::store_error; break;
+      case Fault::busy:
+        code = errc::store_busy;
+        break;
+      case Fault::unavailable:
+        code = errc::store_unavailable;
+        break;
+      case Fault::unique_violation:
+        code = on_unique;
+        break;
+      case Fault::other:
+        code = errc::store_error;
+        break;
     }
     // Conflicts and busy databases are part of normal operation (the caller retries).
-    const auto level = code == errc::key_conflict || code == errc::store_busy
-                           ? spdlog::level::debug
-                           : code == errc::store_unavailable ? spdlog::level::warn
-                                                            : spdlog::level::err;
+    const auto level = code == errc::key_conflict || code == errc::store_busy ? spdlog::level::debug
+                       : code == errc::store_unavailable                      ? spdlog::level::warn
+                                                                              : spdlog::level::err;
     spdlog::log(level, "tradecapture: {}: {}: {} [{}]: {}", dialect.describe(), during,
                 make_error_code(code).message(), c.native, message);
   } catch (...) {
@@ -88,9 +95,12 @@ struct CorruptData : std::runtime_error {
 
 constexpr std::string_view type_text(TradeType t) noexcept {
   switch (t) {
-    case TradeType::New: return "NEW";
-    case TradeType::Amend: return "AMEND";
-    case TradeType::Cancel: return "CANCEL";
+    case TradeType::New:
+      return "NEW";
+    case TradeType::Amend:
+      return "AMEND";
+    case TradeType::Cancel:
+      return "CANCEL";
   }
   return "NEW";
 }
@@ -202,45 +212,43 @@ struct Statements {
         upsert_trades(s) {
     using soci::into;
     using soci::use;
-    find_event = (s.prepare << find_event_sql, use(trade_id, "trade_id"), use(version, "version"),
-                  into(account_out), into(book_out), into(security_out), into(seq_out),
-                  into(type_out), into(side_out, side_ind), into(quantity_out, quantity_ind),
-                  into(price_out, price_ind));
-    select_partition = (s.prepare << select_partition_sql, use(account, "account"),
-                        use(book, "book"), use(security, "security"), into(partition_id_out),
-                        into(seq_out), into(fence_out), into(net_quantity), into(bought_quantity),
-                        into(sold_quantity), into(bought_notional), into(sold_notional),
-                        into(live_trades));
+    find_event =
+        (s.prepare << find_event_sql, use(trade_id, "trade_id"), use(version, "version"),
+         into(account_out), into(book_out), into(security_out), into(seq_out), into(type_out),
+         into(side_out, side_ind), into(quantity_out, quantity_ind), into(price_out, price_ind));
+    select_partition =
+        (s.prepare << select_partition_sql, use(account, "account"), use(book, "book"),
+         use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out),
+         into(net_quantity), into(bought_quantity), into(sold_quantity), into(bought_notional),
+         into(sold_notional), into(live_trades));
     select_trades = (s.prepare << select_trades_sql, use(partition_id, "partition_id"),
                      into(trade_id_out), into(version_out), into(side_out), into(quantity_out),
                      into(price_out), into(cancelled_out));
-    select_head = (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
-                   use(security, "security"), into(partition_id_out), into(seq_out),
-                   into(fence_out));
-    insert_partition = (s.prepare << insert_partition_sql, use(account, "account"),
-                        use(book, "book"), use(security, "security"), use(seq, "seq"),
-                        use(fence, "fence"), use(net_quantity, "net_quantity"),
-                        use(bought_quantity, "bought_quantity"),
-                        use(sold_quantity, "sold_quantity"),
-                        use(bought_notional, "bought_notional"),
-                        use(sold_notional, "sold_notional"), use(live_trades, "live_trades"));
-    update_partition = (s.prepare << update_partition_sql, use(seq, "seq"), use(fence, "fence"),
-                        use(net_quantity, "net_quantity"),
-                        use(bought_quantity, "bought_quantity"),
-                        use(sold_quantity, "sold_quantity"),
-                        use(bought_notional, "bought_notional"),
-                        use(sold_notional, "sold_notional"), use(live_trades, "live_trades"),
-                        use(partition_id, "partition_id"), use(expected_seq, "expected_seq"),
-                        use(fence, "fence_limit"));
-    insert_events = (s.prepare << insert_events_sql, use(ev_partition_id, "partition_id"),
-                     use(ev_seq, "seq"), use(ev_trade_id, "trade_id"),
-                     use(ev_version, "version"), use(ev_type, "type"),
-                     use(ev_side, ev_side_ind, "side"), use(ev_quantity, ev_value_ind, "quantity"),
-                     use(ev_price, ev_value_ind, "price"));
-    upsert_trades = (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
-                     use(tr_trade_id, "trade_id"), use(tr_version, "version"),
-                     use(tr_side, "side"), use(tr_quantity, "quantity"), use(tr_price, "price"),
-                     use(tr_cancelled, "cancelled"));
+    select_head =
+        (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
+         use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out));
+    insert_partition =
+        (s.prepare << insert_partition_sql, use(account, "account"), use(book, "book"),
+         use(security, "security"), use(seq, "seq"), use(fence, "fence"),
+         use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
+         use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
+         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"));
+    update_partition =
+        (s.prepare << update_partition_sql, use(seq, "seq"), use(fence, "fence"),
+         use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
+         use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
+         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"),
+         use(partition_id, "partition_id"), use(expected_seq, "expected_seq"),
+         use(fence, "fence_limit"));
+    insert_events =
+        (s.prepare << insert_events_sql, use(ev_partition_id, "partition_id"), use(ev_seq, "seq"),
+         use(ev_trade_id, "trade_id"), use(ev_version, "version"), use(ev_type, "type"),
+         use(ev_side, ev_side_ind, "side"), use(ev_quantity, ev_value_ind, "quantity"),
+         use(ev_price, ev_value_ind, "price"));
+    upsert_trades =
+        (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
+         use(tr_trade_id, "trade_id"), use(tr_version, "version"), use(tr_side, "side"),
+         use(tr_quantity, "quantity"), use(tr_price, "price"), use(tr_cancelled, "cancelled"));
   }
   Statements(const Statements&) = delete;
   Statements& operator=(const Statements&) = delete;
@@ -517,8 +525,8 @@ class SqlStore final : public TradeStore {
         e.event.trade_id = keys[i].trade_id;
         e.event.version = keys[i].version;
         e.event.partition = PartitionKey{st.account_out, st.book_out, st.security_out};
-        fill_event(e.event, st.type_out, st.side_out, st.side_ind, st.quantity_out,
-                   st.quantity_ind, st.price_out, st.price_ind);
+        fill_event(e.event, st.type_out, st.side_out, st.side_ind, st.quantity_out, st.quantity_ind,
+                   st.price_out, st.price_ind);
       }
       tx.commit();
       return out;
@@ -535,10 +543,10 @@ class SqlStore final : public TradeStore {
       std::vector<PositionRow> out;
       std::string account, book, security, net, bought_q, sold_q, bought_n, sold_n;
       long long seq = 0, live = 0;
-      soci::statement st = (c.session.prepare << positions_sql, soci::into(account),
-                            soci::into(book), soci::into(security), soci::into(seq),
-                            soci::into(net), soci::into(bought_q), soci::into(sold_q),
-                            soci::into(bought_n), soci::into(sold_n), soci::into(live));
+      soci::statement st =
+          (c.session.prepare << positions_sql, soci::into(account), soci::into(book),
+           soci::into(security), soci::into(seq), soci::into(net), soci::into(bought_q),
+           soci::into(sold_q), soci::into(bought_n), soci::into(sold_n), soci::into(live));
       if (st.execute(true)) {
         do {
           PositionRow& row = out.emplace_back();
@@ -553,8 +561,9 @@ class SqlStore final : public TradeStore {
         } while (st.fetch());
       }
       // Bytewise order, whatever the database's collation.
-      std::sort(out.begin(), out.end(),
-                [](const PositionRow& a, const PositionRow& b) { return a.partition < b.partition; });
+      std::sort(out.begin(), out.end(), [](const PositionRow& a, const PositionRow& b) {
+        return a.partition < b.partition;
+      });
       return out;
     } catch (...) {
       return fail(c, "positions");
@@ -588,11 +597,10 @@ class SqlStore final : public TradeStore {
         long long id = 0, seq = 0, version = 0;
         std::string trade_id, type, side, quantity, price;
         soci::indicator side_ind = soci::i_ok, quantity_ind = soci::i_ok, price_ind = soci::i_ok;
-        soci::statement st =
-            (c.session.prepare << scan_events_sql, soci::use(id, "partition_id"),
-             soci::into(seq), soci::into(trade_id), soci::into(version), soci::into(type),
-             soci::into(side, side_ind), soci::into(quantity, quantity_ind),
-             soci::into(price, price_ind));
+        soci::statement st = (c.session.prepare << scan_events_sql, soci::use(id, "partition_id"),
+                              soci::into(seq), soci::into(trade_id), soci::into(version),
+                              soci::into(type), soci::into(side, side_ind),
+                              soci::into(quantity, quantity_ind), soci::into(price, price_ind));
         bool more = true;
         for (std::size_t i = 0; more && i < partitions.size(); ++i) {
           id = partitions[i].second;
@@ -772,7 +780,8 @@ class SqlStore final : public TradeStore {
     e.type = parse_type(type);
     if (e.type == TradeType::Cancel) return;
     if (side_ind != soci::i_ok || quantity_ind != soci::i_ok || price_ind != soci::i_ok) {
-      throw CorruptData("stored " + std::string(type_text(e.type)) + " without side, quantity "
+      throw CorruptData("stored " + std::string(type_text(e.type)) +
+                        " without side, quantity "
                         "or price");
     }
     e.side = parse_side(side);

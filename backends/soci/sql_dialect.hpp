@@ -32,11 +32,11 @@ struct Classified {
 
 /// How a dialect spells the column types and table options of the schema.
 struct ColumnTypes {
-  std::string_view id;             ///< an auto-assigned 64-bit primary key
-  std::string_view integer;        ///< a signed 64-bit integer
-  std::string_view decimal;        ///< an exact decimal (see sql_schema.cpp)
-  std::string_view text;           ///< UTF-8 text compared bytewise
-  std::string_view table_options;  ///< appended after ")" of a CREATE TABLE with a rowid/id
+  std::string_view id;                   ///< an auto-assigned 64-bit primary key
+  std::string_view integer;              ///< a signed 64-bit integer
+  std::string_view decimal;              ///< an exact decimal (see sql_schema.cpp)
+  std::string_view text;                 ///< UTF-8 text compared bytewise
+  std::string_view table_options;        ///< appended after ")" of a CREATE TABLE with a rowid/id
   std::string_view keyed_table_options;  ///< the same for tables keyed by their primary key
 };
 

@@ -5,11 +5,13 @@
 // Decimals are stored exactly, in the canonical text of `Decimal::to_string` and read back with
 // `Decimal::parse`. In SQLite the column type is TEXT in a STRICT table: a NUMERIC or REAL
 // declaration would give the column a numeric affinity and SQLite would turn "0.1" into a binary
-// floating-point number. The PostgreSQL dialect spells the same columns NUMERIC(38,14), PostgreSQL's
-// exact decimal, which holds every value of `Decimal` (|v| <= 1e24 with 14 fractional digits) and
-// reads back as text such as "12.50000000000000" that `Decimal::parse` accepts.
+// floating-point number. The PostgreSQL dialect spells the same columns NUMERIC(38,14),
+// PostgreSQL's exact decimal, which holds every value of `Decimal` (|v| <= 1e24 with 14 fractional
+// digits) and reads back as text such as "12.50000000000000" that `Decimal::parse` accepts.
 
 #include "sql_dialect.hpp"
+
+#include <utility>
 
 namespace tradecapture::detail::sql {
 namespace {
@@ -22,12 +24,12 @@ std::string spell(std::string_view pattern, const ColumnTypes& t) {
     if (pattern[i] == '{') {
       const std::size_t end = pattern.find('}', i);
       const std::string_view key = pattern.substr(i + 1, end - i - 1);
-      if (key == "id") out += t.id;
-      else if (key == "int") out += t.integer;
-      else if (key == "dec") out += t.decimal;
-      else if (key == "text") out += t.text;
-      else if (key == "opts") out += t.table_options;
-      else if (key == "keyed") out += t.keyed_table_options;
+      const std::pair<std::string_view, std::string_view> spellings[] = {
+          {"id", t.id},     {"int", t.integer},        {"dec", t.decimal},
+          {"text", t.text}, {"opts", t.table_options}, {"keyed", t.keyed_table_options}};
+      for (const auto& [name, spelling] : spellings) {
+        if (key == name) out += spelling;
+      }
       i = end + 1;
     } else {
       out += pattern[i++];

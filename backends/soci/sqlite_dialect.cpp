@@ -28,18 +28,30 @@ constexpr int sqlite_notadb = 26;
 
 std::string_view sqlite_code_name(int primary) {
   switch (primary) {
-    case sqlite_busy: return "SQLITE_BUSY";
-    case sqlite_locked: return "SQLITE_LOCKED";
-    case sqlite_nomem: return "SQLITE_NOMEM";
-    case sqlite_readonly: return "SQLITE_READONLY";
-    case sqlite_ioerr: return "SQLITE_IOERR";
-    case sqlite_corrupt: return "SQLITE_CORRUPT";
-    case sqlite_full: return "SQLITE_FULL";
-    case sqlite_cantopen: return "SQLITE_CANTOPEN";
-    case sqlite_protocol: return "SQLITE_PROTOCOL";
-    case sqlite_constraint: return "SQLITE_CONSTRAINT";
-    case sqlite_notadb: return "SQLITE_NOTADB";
-    default: return "SQLITE_ERROR";
+    case sqlite_busy:
+      return "SQLITE_BUSY";
+    case sqlite_locked:
+      return "SQLITE_LOCKED";
+    case sqlite_nomem:
+      return "SQLITE_NOMEM";
+    case sqlite_readonly:
+      return "SQLITE_READONLY";
+    case sqlite_ioerr:
+      return "SQLITE_IOERR";
+    case sqlite_corrupt:
+      return "SQLITE_CORRUPT";
+    case sqlite_full:
+      return "SQLITE_FULL";
+    case sqlite_cantopen:
+      return "SQLITE_CANTOPEN";
+    case sqlite_protocol:
+      return "SQLITE_PROTOCOL";
+    case sqlite_constraint:
+      return "SQLITE_CONSTRAINT";
+    case sqlite_notadb:
+      return "SQLITE_NOTADB";
+    default:
+      return "SQLITE_ERROR";
   }
 }
 
@@ -148,9 +160,10 @@ result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
   }
   if (path == ":memory:" || path.starts_with("file:")) {
     // Every pooled connection would open its own private database.
-    spdlog::error("tradecapture: sqlite:{}: in-memory or URI databases are not supported; use "
-                  "a file path or the memory: store",
-                  path);
+    spdlog::error(
+        "tradecapture: sqlite:{}: in-memory or URI databases are not supported; use "
+        "a file path or the memory: store",
+        path);
     return errc::bad_uri;
   }
   if (path.find('"') != std::string::npos || path.front() == ' ') {
@@ -164,13 +177,14 @@ result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
                  [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
   if (synchronous != "OFF" && synchronous != "NORMAL" && synchronous != "FULL" &&
       synchronous != "EXTRA") {
-    spdlog::error("tradecapture: sqlite:{}: sqlite_synchronous '{}' is not OFF, NORMAL, FULL or "
-                  "EXTRA",
-                  path, options.sqlite_synchronous);
+    spdlog::error(
+        "tradecapture: sqlite:{}: sqlite_synchronous '{}' is not OFF, NORMAL, FULL or "
+        "EXTRA",
+        path, options.sqlite_synchronous);
     return errc::bad_uri;
   }
-  const long long timeout = std::clamp<long long>(options.busy_timeout.count(), 0,
-                                                  std::numeric_limits<int>::max());
+  const long long timeout =
+      std::clamp<long long>(options.busy_timeout.count(), 0, std::numeric_limits<int>::max());
   return std::unique_ptr<Dialect>(
       std::make_unique<SqliteDialect>(path, std::move(synchronous), timeout));
 }

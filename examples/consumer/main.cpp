@@ -7,6 +7,8 @@
 #include <tradecapture/pipeline.hpp>
 #include <tradecapture/processor.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -31,6 +33,7 @@ tc::TradeEvent make_event(std::string id, std::int64_t version, tc::TradeType ty
 }  // namespace
 
 int main() {
+  spdlog::set_level(spdlog::level::warn);  // keep stdout for the outcomes
   std::shared_ptr<tc::TradeStore> store = tc::make_memory_store();
   tc::Pipeline pipeline(store, tc::make_local_lock(), tc::make_position_processor());
 

@@ -54,7 +54,7 @@ import sys, time
 data = open(sys.argv[1], "rb").read()
 for i in range(0, len(data), 4093):
     sys.stdout.buffer.write(data[i:i + 4093]); sys.stdout.buffer.flush()
-' "$trace" | "$TC" replay --store memory: --threads 2 --outcomes "$TMP/pipe.outcomes" - \
+' "$trace" | timeout "$TC_TIMEOUT" "$TC" replay --store memory: --threads 2 --outcomes "$TMP/pipe.outcomes" - \
   2>"$TMP/pipe.err" || { cat "$TMP/pipe.err" >&2; fail "replay from a pipe failed"; }
 check_same "$TMP/model.outcomes" "$TMP/pipe.outcomes" "piped stdin outcomes"
 

@@ -33,19 +33,23 @@ check_same() {
   echo "ok: $label ($(wc -l <"$actual") lines)"
 }
 
+# A hung host fails the test long before CTest's own timeout.
+TC_TIMEOUT=${TC_TIMEOUT:-180}
+
 # replay_ok ARGS...: runs `tradecapture replay ARGS...`, which must exit 0.
 replay_ok() {
   local rc=0
-  "$TC" replay "$@" 2>"$TMP/replay.err" || rc=$?
+  timeout "$TC_TIMEOUT" "$TC" replay "$@" 2>"$TMP/replay.err" || rc=$?
   if [[ $rc -ne 0 ]]; then
     cat "$TMP/replay.err" >&2
+    [[ $rc -eq 124 ]] && fail "tradecapture replay $* did not finish within ${TC_TIMEOUT}s"
     fail "tradecapture replay $* exited $rc"
   fi
 }
 
 # dump_ok positions|events STORE OUT: the subcommand must exit 0.
 dump_ok() {
-  "$TC" "$1" --store "$2" >"$3" 2>"$TMP/dump.err" || {
+  timeout "$TC_TIMEOUT" "$TC" "$1" --store "$2" >"$3" 2>"$TMP/dump.err" || {
     cat "$TMP/dump.err" >&2
     fail "tradecapture $1 --store $2 exited non-zero"
   }
