@@ -51,31 +51,26 @@ std::size_t key_hash_of(const TradeEvent& e) {
 }
 
 /// The global gate on idempotency keys: for each key, the FIFO of submitted, not yet completed
-/// events that carry it, in entry order. The map key views the head op's trade_id (no copy). An event may be decided only when every event before
-/// it on its key has completed, or is of the same partition and already taken into the same
-/// batch (then it is decided earlier in that batch).
+/// events that carry it, in entry order. The map key views the head op's trade_id (no copy).
+/// An event may be decided only when it leads its key (every earlier event with the same key has
+/// completed, so its outcome is durable and `find_events` sees it). The lead is published in
+/// `SubmitOp::gate_head`, so the common check needs no lock.
 class KeyGate {
  public:
   void enter(SubmitOp* op) {
     Stripe& s = stripe_(op->key_hash);
     std::lock_guard lk(s.mu);
     auto [it, inserted] = s.fifo.try_emplace(view_(op), Entry{op, op});
-    if (!inserted) {
+    if (inserted) {
+      op->gate_head.store(true, std::memory_order_release);
+    } else {
       it->second.tail->gate_next = op;
       it->second.tail = op;
     }
   }
 
-  bool may_take(const SubmitOp* op, std::uint64_t tag) {
-    Stripe& s = stripe_(op->key_hash);
-    std::lock_guard lk(s.mu);
-    auto it = s.fifo.find(view_(op));
-    if (it == s.fifo.end()) return true;
-    for (const SubmitOp* p = it->second.head; p != nullptr && p != op; p = p->gate_next) {
-      // Partition first: another partition's op may be touched by another shard right now.
-      if (p->event.partition != op->event.partition || p->batch_tag != tag) return false;
-    }
-    return true;
+  static bool may_take(const SubmitOp* op) {
+    return op->gate_head.load(std::memory_order_acquire);
   }
 
   /// Removes `op`; returns the partition of the op that now leads the key, if that changed.
@@ -103,9 +98,11 @@ class KeyGate {
     if (!was_head) return std::nullopt;
     // The map key views the head's trade_id, which dies with `op`: re-key it on the new head.
     auto node = s.fifo.extract(it);
-    node.key() = view_(node.mapped().head);
-    PartitionKey next = node.mapped().head->event.partition;
+    SubmitOp* head = node.mapped().head;
+    node.key() = view_(head);
+    PartitionKey next = head->event.partition;
     s.fifo.insert(std::move(node));
+    head->gate_head.store(true, std::memory_order_release);
     return next;
   }
 
@@ -278,7 +275,6 @@ struct Pipeline::Impl::Shard {
   std::unordered_map<PartitionKey, std::unique_ptr<Slot>, PartitionKeyHash> slots;
   std::deque<Slot*> ready;
   std::vector<Slot*> waiting;
-  std::uint64_t next_tag = 0;
   Clock::time_point timer_at = Clock::time_point::max();
   Clock::time_point last_housekeeping{};
   std::atomic<std::size_t> cached{0};  // partitions known to this shard, for metrics
@@ -515,7 +511,6 @@ struct Pipeline::Impl::Shard {
 
   void process_batch() {
     const auto now = Clock::now();
-    const std::uint64_t tag = ++next_tag;
     const auto& opt = impl.opt;
 
     // 1. Pick partitions round robin until the batch is full.
@@ -541,9 +536,8 @@ struct Pipeline::Impl::Shard {
       Taken t{s, ops.size(), 0};
       while (!s->queue.empty() && t.count < opt.max_batch_per_partition) {
         SubmitOp* op = s->queue.front();
-        if (!impl.gate.may_take(op, tag)) break;  // woken when the key's earlier event completes
+        if (!KeyGate::may_take(op)) break;  // woken when the key's earlier event completes
         s->queue.pop_front();
-        op->batch_tag = tag;
         ops.push_back(op);
         ++t.count;
       }
@@ -567,27 +561,30 @@ struct Pipeline::Impl::Shard {
     // 5. Decide.
     outcomes.assign(ops.size(), Outcome{});
     CommitBatch batch;
-    std::unordered_map<std::string_view, std::vector<const TradeEvent*>> accepted_here;
+    batch.partitions.reserve(taken.size());
     for (const Taken& t : taken) {
       PartitionState& st = *t.slot->state;
       PartitionUpdate up;
       up.partition = t.slot->key;
       up.fence = t.slot->grant->fence;
       up.expected_seq = st.seq;
-      std::unordered_map<std::string, TradeRecord> changed;
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
         const TradeEvent& e = ops[i]->event;
-        outcomes[i] = decide_one(e, st, found.value()[i], accepted_here);
-        if (outcomes[i].kind != OutcomeKind::Accepted) continue;
-        up.events.push_back(StoredEvent{e, outcomes[i].seq});
-        changed[e.trade_id] = st.trades.at(e.trade_id);
-        accepted_here[e.trade_id].push_back(&e);
+        outcomes[i] = decide_one(e, st, found.value()[i]);
+        if (outcomes[i].kind == OutcomeKind::Accepted)
+          up.events.push_back(StoredEvent{e, outcomes[i].seq});
       }
       if (up.events.empty()) continue;
       up.new_seq = st.seq;
       up.position = st.position;
-      up.trades.assign(std::make_move_iterator(changed.begin()),
-                       std::make_move_iterator(changed.end()));
+      // The final state of every trade the batch changed, once each.
+      up.trades.reserve(up.events.size());
+      for (const auto& se : up.events) {
+        const std::string& id = se.event.trade_id;
+        const bool seen = std::any_of(up.trades.begin(), up.trades.end(),
+                                      [&](const auto& tr) { return tr.first == id; });
+        if (!seen) up.trades.emplace_back(id, st.trades.at(id));
+      }
       batch.partitions.push_back(std::move(up));
     }
 
@@ -621,19 +618,13 @@ struct Pipeline::Impl::Shard {
     housekeeping(done, false);
   }
 
-  /// The idempotency check (spec section 2), then the processor (section 3).
-  Outcome decide_one(const TradeEvent& e, PartitionState& st, const std::optional<StoredEvent>& prior,
-                     const std::unordered_map<std::string_view, std::vector<const TradeEvent*>>& here) {
-    const TradeEvent* before = prior ? &prior->event : nullptr;
-    if (before == nullptr) {
-      auto it = here.find(e.trade_id);
-      if (it != here.end()) {
-        for (const TradeEvent* p : it->second)
-          if (p->version == e.version) before = p;
-      }
-    }
-    if (before != nullptr) {
-      if (before->same_content(e)) return Outcome::duplicate();
+  /// The idempotency check (spec section 2), then the processor (section 3). `prior` is the
+  /// durable event that holds the same key, if any: the key gate lets an event be decided only
+  /// once every earlier event with its key has completed.
+  Outcome decide_one(const TradeEvent& e, PartitionState& st,
+                     const std::optional<StoredEvent>& prior) {
+    if (prior) {
+      if (prior->event.same_content(e)) return Outcome::duplicate();
       return Outcome::rejected("conflict: trade " + e.trade_id + " version " +
                                std::to_string(e.version) +
                                " was accepted before with different content");
@@ -720,7 +711,6 @@ struct Pipeline::Impl::Shard {
       }
       for (std::size_t i = t->first + t->count; i-- > t->first;) {
         SubmitOp* op = ops[i];
-        op->batch_tag = 0;
         s.queue.push_front(op);
       }
     }

@@ -8,7 +8,6 @@
 #include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 
 namespace tradecapture {
@@ -84,18 +83,25 @@ class MemoryStore final : public TradeStore {
   result<void> do_commit_(const CommitBatch& batch) override {
     std::unique_lock lock(mutex_);
     // Validate everything first, in batch order (the order a SQL store meets the errors in).
-    std::unordered_set<IdempotencyKey, IdempotencyKeyHash> batch_keys;
     for (const auto& update : batch.partitions) {
       auto it = partitions_.find(update.partition);
       const std::uint64_t stored_seq = it == partitions_.end() ? 0 : it->second.state.seq;
       const std::uint64_t stored_fence = it == partitions_.end() ? 0 : it->second.state.fence;
       if (stored_fence > update.fence) return errc::fenced_off;
       if (stored_seq != update.expected_seq) return errc::sequence_conflict;
+    }
+    // Claim the keys; on a collision (stored, or twice in this batch) give back what was claimed.
+    std::vector<decltype(keys_)::iterator> claimed;
+    claimed.reserve(batch.partitions.size() * 4);
+    for (const auto& update : batch.partitions) {
       for (const auto& e : update.events) {
-        IdempotencyKey key{e.event.trade_id, e.event.version};
-        if (keys_.contains(key) || !batch_keys.insert(std::move(key)).second) {
+        auto [it, inserted] =
+            keys_.try_emplace(IdempotencyKey{e.event.trade_id, e.event.version}, EventRef{});
+        if (!inserted) {
+          for (auto c : claimed) keys_.erase(c);
           return errc::key_conflict;
         }
+        claimed.push_back(it);
       }
     }
     // Apply: nothing below can fail except by running out of memory.
@@ -105,10 +111,12 @@ class MemoryStore final : public TradeStore {
       p.state.fence = update.fence;
       p.state.position = update.position;
       for (const auto& [trade_id, record] : update.trades) p.state.trades[trade_id] = record;
-      for (const auto& e : update.events) {
-        p.events.push_back(e);
-        keys_.emplace(IdempotencyKey{e.event.trade_id, e.event.version}, EventRef{&p, e.seq});
-      }
+      for (const auto& e : update.events) p.events.push_back(e);
+    }
+    std::size_t i = 0;
+    for (const auto& update : batch.partitions) {
+      Partition& p = partitions_.find(update.partition)->second;
+      for (const auto& e : update.events) claimed[i++]->second = EventRef{&p, e.seq};
     }
     return boost::outcome_v2::success();
   }

@@ -12,6 +12,7 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -25,8 +26,8 @@ struct SubmitOp {
   std::chrono::steady_clock::time_point submitted;
   // Bookkeeping owned by the pipeline (see src/pipeline.cpp).
   SubmitOp* gate_next = nullptr;  ///< next op waiting on the same idempotency key
+  std::atomic<bool> gate_head{false};  ///< first of the ops carrying its key: may be decided
   std::size_t key_hash = 0;       ///< hash of (trade_id, version)
-  std::uint64_t batch_tag = 0;    ///< the batch that took this op, 0 while queued
   int redecides = 0;              ///< times its batch was decided again after a conflict
   explicit SubmitOp(TradeEvent e) : event(std::move(e)), submitted(std::chrono::steady_clock::now()) {}
   virtual ~SubmitOp() = default;
