@@ -7,6 +7,9 @@
 #ifdef TRADECAPTURE_HAVE_SOCI
 #include <tradecapture/soci_store.hpp>
 #endif
+#ifdef TRADECAPTURE_HAVE_POSTGRES_TESTS
+#include "store_conformance.hpp"  // make_postgres_store: a fresh database on the shared server
+#endif
 
 #include <utility>
 
@@ -88,6 +91,9 @@ std::vector<StoreFactory> stores() {
                  REQUIRE(s);
                  return s.value();
                }});
+#endif
+#ifdef TRADECAPTURE_HAVE_POSTGRES_TESTS
+  f.push_back({"postgresql", [](TempDir&) { return tctest::make_postgres_store().store; }});
 #endif
   return f;
 }

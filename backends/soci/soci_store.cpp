@@ -1,18 +1,29 @@
 // The SQL TradeStore on SOCI. One store for every SQL database: what differs (types, transaction
-// statements, session set-up, error codes) lives in a Dialect (sql_dialect.hpp).
+// statements, session set-up, error codes, the batch statements of the hot paths) lives in a
+// Dialect (sql_dialect.hpp).
 //
 // Concurrency: a pool of connections, one per concurrent call; each connection prepares the hot
 // statements once and re-executes them with bound variables. With a single-writer database
 // (SQLite) commits of this process queue on a mutex instead of the database's busy handler.
 //
-// Atomicity: a commit is one transaction. Per partition, in batch order: create the partition
-// row when it is new, else update it on condition (WHERE seq = expected AND fence <= token); then
-// insert its events (UNIQUE(trade_id, version) is the global idempotency key) and upsert its
-// trades. Any refusal rolls the whole transaction back.
+// Transactions: a commit is one transaction, opened with the dialect's explicit BEGIN statement
+// (never SOCI's session::begin, and never nested: PostgreSQL ignores a second BEGIN with a warning,
+// so an inner COMMIT would commit the outer transaction) and always ended by COMMIT or ROLLBACK
+// before its connection goes back to the pool. Any refusal rolls the whole batch back.
+//
+// Lost connections: a connection that fails with Fault::unavailable is closed, and so is every
+// idle one (they talked to the same server, which most likely went away too), so later calls open
+// fresh sessions and prepare their statements again. A call that failed so on a connection that
+// had been waiting in the pool, before anything could have been committed, runs once more on a
+// fresh connection (the stale session is the likely cause, and the call is safe to repeat);
+// otherwise the caller gets errc::store_unavailable and retries with backoff (the pipeline's
+// with_retry). A COMMIT whose answer was lost is never repeated here: only the caller can find
+// out whether it landed (the pipeline looks its events up).
 
 #include <tradecapture/soci_store.hpp>
 
 #include "sql_dialect.hpp"
+#include "sql_values.hpp"
 
 #include <soci/soci.h>
 #include <spdlog/spdlog.h>
@@ -21,7 +32,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <limits>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -30,11 +40,16 @@
 namespace tradecapture {
 namespace {
 
+using detail::sql::BatchStatements;
 using detail::sql::Classified;
 using detail::sql::Dialect;
 using detail::sql::Fault;
 
 // ---- errors ----------------------------------------------------------------------------------
+
+/// The longest database message logged; SOCI appends the statement and its bound values, and a
+/// set-based statement binds whole arrays.
+constexpr std::size_t max_logged_message = 1000;
 
 /// The one conversion point from a database failure to an `errc`; call it inside a catch block.
 /// SOCI exceptions are classified by the dialect; anything else (corrupt stored data, a SOCI
@@ -57,6 +72,10 @@ errc convert_current_exception(const Dialect& dialect, std::string_view during, 
       message = e.what();
     } catch (...) {
       message = "unknown exception";
+    }
+    if (message.size() > max_logged_message) {
+      message.resize(max_logged_message);
+      message += "...";
     }
     f = c.fault;
     switch (c.fault) {
@@ -86,199 +105,10 @@ errc convert_current_exception(const Dialect& dialect, std::string_view during, 
   return code;
 }
 
-/// Thrown on a stored value this library could not have written; reported as `store_error`.
-struct CorruptData : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// ---- column values ---------------------------------------------------------------------------
-
-constexpr std::string_view type_text(TradeType t) noexcept {
-  switch (t) {
-    case TradeType::New:
-      return "NEW";
-    case TradeType::Amend:
-      return "AMEND";
-    case TradeType::Cancel:
-      return "CANCEL";
-  }
-  return "NEW";
-}
-
-TradeType parse_type(std::string_view text) {
-  if (text == "NEW") return TradeType::New;
-  if (text == "AMEND") return TradeType::Amend;
-  if (text == "CANCEL") return TradeType::Cancel;
-  throw CorruptData("stored event type '" + std::string(text) + "'");
-}
-
-constexpr std::string_view side_text(Side s) noexcept { return s == Side::Buy ? "BUY" : "SELL"; }
-
-Side parse_side(std::string_view text) {
-  if (text == "BUY") return Side::Buy;
-  if (text == "SELL") return Side::Sell;
-  throw CorruptData("stored side '" + std::string(text) + "'");
-}
-
-/// Reads a stored decimal: canonical text with an optional '-' (PostgreSQL's NUMERIC text, with
-/// trailing zeros up to 14 fractional digits, is accepted as well).
-Decimal parse_decimal(std::string_view text) {
-  const bool negative = !text.empty() && text.front() == '-';
-  auto value = Decimal::parse(negative ? text.substr(1) : text, Decimal::scale);
-  if (value && negative) value = Decimal::from_units(-value.value().units());
-  if (!value) throw CorruptData("stored decimal '" + std::string(text) + "'");
-  return value.value();
-}
-
-constexpr std::uint64_t max_sql_integer = std::numeric_limits<long long>::max();
-
-// ---- SQL ---------------------------------------------------------------------------------------
-// Every value is a bound parameter. Parameter names are unique within a statement (PostgreSQL's
-// SOCI backend numbers them by occurrence).
-
-constexpr const char* find_event_sql =
-    "SELECT p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity, e.price "
-    "FROM events e JOIN partitions p ON p.partition_id = e.partition_id "
-    "WHERE e.trade_id = :trade_id AND e.version = :version";
-
-constexpr const char* select_partition_sql =
-    "SELECT partition_id, seq, fence, net_quantity, bought_quantity, sold_quantity, "
-    "bought_notional, sold_notional, live_trades "
-    "FROM partitions WHERE account = :account AND book = :book AND security = :security";
-
-constexpr const char* select_trades_sql =
-    "SELECT trade_id, version, side, quantity, price, cancelled "
-    "FROM trades WHERE partition_id = :partition_id";
-
-constexpr const char* select_head_sql =
-    "SELECT partition_id, seq, fence "
-    "FROM partitions WHERE account = :account AND book = :book AND security = :security";
-
-constexpr const char* insert_partition_sql =
-    "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
-    "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
-    "VALUES (:account, :book, :security, :seq, :fence, :net_quantity, :bought_quantity, "
-    ":sold_quantity, :bought_notional, :sold_notional, :live_trades) "
-    "ON CONFLICT (account, book, security) DO NOTHING";
-
-constexpr const char* update_partition_sql =
-    "UPDATE partitions SET seq = :seq, fence = :fence, net_quantity = :net_quantity, "
-    "bought_quantity = :bought_quantity, sold_quantity = :sold_quantity, "
-    "bought_notional = :bought_notional, sold_notional = :sold_notional, "
-    "live_trades = :live_trades "
-    "WHERE partition_id = :partition_id AND seq = :expected_seq AND fence <= :fence_limit";
-
-constexpr const char* insert_events_sql =
-    "INSERT INTO events (partition_id, seq, trade_id, version, type, side, quantity, price) "
-    "VALUES (:partition_id, :seq, :trade_id, :version, :type, :side, :quantity, :price)";
-
-constexpr const char* upsert_trades_sql =
-    "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, cancelled) "
-    "VALUES (:partition_id, :trade_id, :version, :side, :quantity, :price, :cancelled) "
-    "ON CONFLICT (partition_id, trade_id) DO UPDATE SET version = excluded.version, "
-    "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
-    "cancelled = excluded.cancelled";
-
-constexpr const char* positions_sql =
-    "SELECT account, book, security, seq, net_quantity, bought_quantity, sold_quantity, "
-    "bought_notional, sold_notional, live_trades FROM partitions WHERE seq > 0";
-
-constexpr const char* scan_partitions_sql =
-    "SELECT partition_id, account, book, security FROM partitions WHERE seq > 0";
-
-constexpr const char* scan_events_sql =
-    "SELECT seq, trade_id, version, type, side, quantity, price "
-    "FROM events WHERE partition_id = :partition_id ORDER BY seq";
-
-/// Executes a single-row query and runs it to completion, so the statement holds no read lock
-/// while the connection waits in the pool. Returns whether the row was there.
-bool fetch_one(soci::statement& st) {
-  if (!st.execute(true)) return false;
-  st.fetch();  // steps past the only row (the key is unique)
-  return true;
-}
-
-/// The hot statements of one connection, prepared once, with the variables they are bound to.
-/// Not movable: the statements hold the addresses of the members.
-struct Statements {
-  explicit Statements(soci::session& s)
-      : find_event(s),
-        select_partition(s),
-        select_trades(s),
-        select_head(s),
-        insert_partition(s),
-        update_partition(s),
-        insert_events(s),
-        upsert_trades(s) {
-    using soci::into;
-    using soci::use;
-    find_event =
-        (s.prepare << find_event_sql, use(trade_id, "trade_id"), use(version, "version"),
-         into(account_out), into(book_out), into(security_out), into(seq_out), into(type_out),
-         into(side_out, side_ind), into(quantity_out, quantity_ind), into(price_out, price_ind));
-    select_partition =
-        (s.prepare << select_partition_sql, use(account, "account"), use(book, "book"),
-         use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out),
-         into(net_quantity), into(bought_quantity), into(sold_quantity), into(bought_notional),
-         into(sold_notional), into(live_trades));
-    select_trades = (s.prepare << select_trades_sql, use(partition_id, "partition_id"),
-                     into(trade_id_out), into(version_out), into(side_out), into(quantity_out),
-                     into(price_out), into(cancelled_out));
-    select_head =
-        (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
-         use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out));
-    insert_partition =
-        (s.prepare << insert_partition_sql, use(account, "account"), use(book, "book"),
-         use(security, "security"), use(seq, "seq"), use(fence, "fence"),
-         use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
-         use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
-         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"));
-    update_partition =
-        (s.prepare << update_partition_sql, use(seq, "seq"), use(fence, "fence"),
-         use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
-         use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
-         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"),
-         use(partition_id, "partition_id"), use(expected_seq, "expected_seq"),
-         use(fence, "fence_limit"));
-    insert_events =
-        (s.prepare << insert_events_sql, use(ev_partition_id, "partition_id"), use(ev_seq, "seq"),
-         use(ev_trade_id, "trade_id"), use(ev_version, "version"), use(ev_type, "type"),
-         use(ev_side, ev_side_ind, "side"), use(ev_quantity, ev_value_ind, "quantity"),
-         use(ev_price, ev_value_ind, "price"));
-    upsert_trades =
-        (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
-         use(tr_trade_id, "trade_id"), use(tr_version, "version"), use(tr_side, "side"),
-         use(tr_quantity, "quantity"), use(tr_price, "price"), use(tr_cancelled, "cancelled"));
-  }
-  Statements(const Statements&) = delete;
-  Statements& operator=(const Statements&) = delete;
-
-  // Inputs of the single-row statements.
-  std::string account, book, security, trade_id;
-  long long version = 0, partition_id = 0, seq = 0, fence = 0, expected_seq = 0, live_trades = 0;
-  std::string net_quantity, bought_quantity, sold_quantity, bought_notional, sold_notional;
-  // Outputs (net_quantity ... live_trades above double as outputs of select_partition).
-  std::string account_out, book_out, security_out, type_out, side_out, quantity_out, price_out;
-  std::string trade_id_out;
-  long long partition_id_out = 0, seq_out = 0, fence_out = 0, version_out = 0;
-  int cancelled_out = 0;
-  soci::indicator side_ind = soci::i_ok, quantity_ind = soci::i_ok, price_ind = soci::i_ok;
-  // Rows of the bulk statements (one element per row).
-  std::vector<long long> ev_partition_id, ev_seq, ev_version;
-  std::vector<std::string> ev_trade_id, ev_type, ev_side, ev_quantity, ev_price;
-  std::vector<soci::indicator> ev_side_ind, ev_value_ind;  // i_null for a CANCEL
-  std::vector<long long> tr_partition_id, tr_version;
-  std::vector<std::string> tr_trade_id, tr_side, tr_quantity, tr_price;
-  std::vector<int> tr_cancelled;
-
-  soci::statement find_event;        // (trade_id, version) -> the event and its partition
-  soci::statement select_partition;  // key -> id, seq, fence, position
-  soci::statement select_trades;     // partition id -> its trade records
-  soci::statement select_head;       // key -> id, seq, fence
-  soci::statement insert_partition;  // a new partition with its state after the batch
-  soci::statement update_partition;  // conditional on seq and fence
-  soci::statement insert_events;     // bulk
-  soci::statement upsert_trades;     // bulk
+/// An exception thrown by a caller's callback (scan_events), carried through the store's error
+/// handling untouched and rethrown to the caller.
+struct CallbackFailure {
+  std::exception_ptr error;
 };
 
 // ---- connections -----------------------------------------------------------------------------
@@ -286,11 +116,11 @@ struct Statements {
 /// One database session and its prepared statements.
 class Connection {
  public:
-  explicit Connection(const Dialect& dialect) { dialect.open(session); }
+  explicit Connection(const Dialect& dialect) : dialect_(dialect) { dialect.open(session); }
 
   /// The hot statements, prepared on first use.
-  Statements& statements() {
-    if (!statements_) statements_ = std::make_unique<Statements>(session);
+  BatchStatements& statements() {
+    if (!statements_) statements_ = dialect_.prepare_statements(session);
     return *statements_;
   }
 
@@ -305,9 +135,11 @@ class Connection {
 
   soci::session session;
   bool broken = false;  ///< closed instead of returned to the pool
+  bool reused = false;  ///< has waited in the pool since it was opened (its session may be stale)
 
  private:
-  std::unique_ptr<Statements> statements_;  // destroyed before the session
+  const Dialect& dialect_;
+  std::unique_ptr<BatchStatements> statements_;  // destroyed before the session
 };
 
 /// A fixed-size pool of connections, opened on demand. `acquire` waits for a free one.
@@ -335,6 +167,7 @@ class Pool {
 
   /// Hands a connection opened elsewhere (the one that ran the migrations) to the pool.
   void adopt(std::unique_ptr<Connection> c) {
+    c->reused = true;
     std::lock_guard lock(mutex_);
     ++open_;
     idle_.push_back(std::move(c));
@@ -355,18 +188,31 @@ class Pool {
       return Lease(this, std::make_unique<Connection>(dialect_));
     } catch (...) {
       const errc code = convert_current_exception(dialect_, "connect", errc::store_error);
-      release_slot();
+      release_slots(1);
       return code;
     }
+  }
+
+  /// Closes every idle connection: after one lost its session, the others most likely did too.
+  void discard_idle() noexcept {
+    std::vector<std::unique_ptr<Connection>> stale;
+    {
+      std::lock_guard lock(mutex_);
+      stale.swap(idle_);
+    }
+    const std::size_t n = stale.size();
+    stale.clear();  // closes them outside the lock
+    if (n > 0) release_slots(n);
   }
 
  private:
   void give_back(std::unique_ptr<Connection> c) noexcept {
     if (c->broken) {
       c.reset();
-      release_slot();
+      release_slots(1);
       return;
     }
+    c->reused = true;
     {
       std::lock_guard lock(mutex_);
       idle_.push_back(std::move(c));
@@ -374,12 +220,12 @@ class Pool {
     available_.notify_one();
   }
 
-  void release_slot() noexcept {
+  void release_slots(std::size_t n) noexcept {
     {
       std::lock_guard lock(mutex_);
-      --open_;
+      open_ -= n;
     }
-    available_.notify_one();
+    available_.notify_all();
   }
 
   const Dialect& dialect_;
@@ -390,25 +236,35 @@ class Pool {
   std::size_t open_ = 0;  ///< idle plus leased plus being opened
 };
 
-/// A read-only transaction that rolls back unless committed.
-class ReadTransaction {
+/// A transaction opened by an explicit statement, rolled back unless committed (also when an
+/// exception unwinds it), so a connection never goes back to the pool inside a transaction.
+class Transaction {
  public:
-  ReadTransaction(Connection& c, const Dialect& dialect) : c_(c) {
-    c_.session << dialect.begin_read();
+  Transaction(Connection& c, std::string_view begin) : c_(c) { c_.session << begin; }
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction() {
+    if (open_) c_.rollback_quietly();
   }
-  ReadTransaction(const ReadTransaction&) = delete;
-  ReadTransaction& operator=(const ReadTransaction&) = delete;
-  ~ReadTransaction() {
-    if (!done_) c_.rollback_quietly();
-  }
+  /// COMMIT. When it fails the transaction may still be open (the destructor rolls it back); in
+  /// PostgreSQL a failed COMMIT has ended it, and the ROLLBACK only warns.
   void commit() {
     c_.session.commit();
-    done_ = true;
+    open_ = false;
   }
 
  private:
   Connection& c_;
-  bool done_ = false;
+  bool open_ = true;
+};
+
+/// What one attempt of a call did, for the error handling of `SqlStore::run`.
+struct Attempt {
+  /// Nothing has been committed or handed to the caller yet: the call may run again from the
+  /// start after a lost connection.
+  bool repeatable = true;
+  /// What a unique-key violation means at the statement being executed.
+  errc on_unique = errc::store_error;
 };
 
 /// Creates the schema or brings it up to date, in one transaction.
@@ -446,6 +302,17 @@ void migrate(Connection& c, const Dialect& dialect) {
 
 // ---- the store ---------------------------------------------------------------------------------
 
+constexpr const char* positions_sql =
+    "SELECT account, book, security, seq, net_quantity, bought_quantity, sold_quantity, "
+    "bought_notional, sold_notional, live_trades FROM partitions WHERE seq > 0";
+
+constexpr const char* scan_partitions_sql =
+    "SELECT partition_id, account, book, security FROM partitions WHERE seq > 0";
+
+constexpr const char* scan_events_sql =
+    "SELECT seq, trade_id, version, type, side, quantity, price "
+    "FROM events WHERE partition_id = :partition_id ORDER BY seq";
+
 class SqlStore final : public TradeStore {
  public:
   SqlStore(std::unique_ptr<Dialect> dialect, std::size_t pool_size)
@@ -465,81 +332,34 @@ class SqlStore final : public TradeStore {
 
   result<std::vector<PartitionState>> load_partitions(
       std::span<const PartitionKey> partitions) override {
-    std::vector<PartitionState> out(partitions.size());
-    if (partitions.empty()) return out;
-    auto lease = pool_.acquire();
-    if (!lease) return lease.error();
-    Connection& c = *lease.value();
-    try {
-      Statements& st = c.statements();
-      ReadTransaction tx(c, *dialect_);
-      for (std::size_t i = 0; i < partitions.size(); ++i) {
-        st.account = partitions[i].account;
-        st.book = partitions[i].book;
-        st.security = partitions[i].security;
-        if (!fetch_one(st.select_partition)) continue;  // never written: the empty state
-        PartitionState& s = out[i];
-        s.seq = static_cast<std::uint64_t>(st.seq_out);
-        s.fence = static_cast<std::uint64_t>(st.fence_out);
-        s.position.net_quantity = parse_decimal(st.net_quantity);
-        s.position.bought_quantity = parse_decimal(st.bought_quantity);
-        s.position.sold_quantity = parse_decimal(st.sold_quantity);
-        s.position.bought_notional = parse_decimal(st.bought_notional);
-        s.position.sold_notional = parse_decimal(st.sold_notional);
-        s.position.live_trades = st.live_trades;
-        st.partition_id = st.partition_id_out;
-        if (!st.select_trades.execute(true)) continue;
-        do {
-          TradeRecord r;
-          r.version = st.version_out;
-          r.side = parse_side(st.side_out);
-          r.quantity = parse_decimal(st.quantity_out);
-          r.price = parse_decimal(st.price_out);
-          r.cancelled = st.cancelled_out != 0;
-          s.trades.insert_or_assign(st.trade_id_out, r);
-        } while (st.select_trades.fetch());
-      }
-      tx.commit();
-      return out;
-    } catch (...) {
-      return fail(c, "load_partitions");
-    }
+    if (partitions.empty()) return std::vector<PartitionState>{};
+    return run("load_partitions",
+               [&](Connection& c, Attempt&) -> result<std::vector<PartitionState>> {
+                 std::vector<PartitionState> out(partitions.size());
+                 BatchStatements& st = c.statements();
+                 Transaction tx(c, dialect_->begin_read());  // one snapshot for both tables
+                 st.load_partitions(partitions, out);
+                 tx.commit();
+                 return out;
+               });
   }
 
   result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) override {
-    std::vector<std::optional<StoredEvent>> out(keys.size());
-    if (keys.empty()) return out;
-    auto lease = pool_.acquire();
-    if (!lease) return lease.error();
-    Connection& c = *lease.value();
-    try {
-      Statements& st = c.statements();
-      ReadTransaction tx(c, *dialect_);
-      for (std::size_t i = 0; i < keys.size(); ++i) {
-        st.trade_id = keys[i].trade_id;
-        st.version = keys[i].version;
-        if (!fetch_one(st.find_event)) continue;
-        StoredEvent& e = out[i].emplace();
-        e.seq = static_cast<std::uint64_t>(st.seq_out);
-        e.event.trade_id = keys[i].trade_id;
-        e.event.version = keys[i].version;
-        e.event.partition = PartitionKey{st.account_out, st.book_out, st.security_out};
-        fill_event(e.event, st.type_out, st.side_out, st.side_ind, st.quantity_out, st.quantity_ind,
-                   st.price_out, st.price_ind);
-      }
+    using Found = std::vector<std::optional<StoredEvent>>;
+    if (keys.empty()) return Found{};
+    return run("find_events", [&](Connection& c, Attempt&) -> result<Found> {
+      Found out(keys.size());
+      BatchStatements& st = c.statements();
+      Transaction tx(c, dialect_->begin_read());
+      st.find_events(keys, out);
       tx.commit();
       return out;
-    } catch (...) {
-      return fail(c, "find_events");
-    }
+    });
   }
 
   result<std::vector<PositionRow>> positions() override {
-    auto lease = pool_.acquire();
-    if (!lease) return lease.error();
-    Connection& c = *lease.value();
-    try {
+    return run("positions", [&](Connection& c, Attempt&) -> result<std::vector<PositionRow>> {
       std::vector<PositionRow> out;
       std::string account, book, security, net, bought_q, sold_q, bought_n, sold_n;
       long long seq = 0, live = 0;
@@ -552,11 +372,11 @@ class SqlStore final : public TradeStore {
           PositionRow& row = out.emplace_back();
           row.partition = PartitionKey{account, book, security};
           row.seq = static_cast<std::uint64_t>(seq);
-          row.position.net_quantity = parse_decimal(net);
-          row.position.bought_quantity = parse_decimal(bought_q);
-          row.position.sold_quantity = parse_decimal(sold_q);
-          row.position.bought_notional = parse_decimal(bought_n);
-          row.position.sold_notional = parse_decimal(sold_n);
+          row.position.net_quantity = detail::sql::parse_decimal(net);
+          row.position.bought_quantity = detail::sql::parse_decimal(bought_q);
+          row.position.sold_quantity = detail::sql::parse_decimal(sold_q);
+          row.position.bought_notional = detail::sql::parse_decimal(bought_n);
+          row.position.sold_notional = detail::sql::parse_decimal(sold_n);
           row.position.live_trades = live;
         } while (st.fetch());
       }
@@ -565,18 +385,12 @@ class SqlStore final : public TradeStore {
         return a.partition < b.partition;
       });
       return out;
-    } catch (...) {
-      return fail(c, "positions");
-    }
+    });
   }
 
   result<void> scan_events(const std::function<bool(const StoredEvent&)>& fn) override {
-    auto lease = pool_.acquire();
-    if (!lease) return lease.error();
-    Connection& c = *lease.value();
-    bool in_callback = false;
-    try {
-      ReadTransaction tx(c, *dialect_);  // one snapshot for the whole scan
+    return run("scan_events", [&](Connection& c, Attempt& attempt) -> result<void> {
+      Transaction tx(c, dialect_->begin_read());  // one snapshot for the whole scan
       std::vector<std::pair<PartitionKey, long long>> partitions;
       {
         long long id = 0;
@@ -611,32 +425,28 @@ class SqlStore final : public TradeStore {
             e.event.trade_id = trade_id;
             e.event.version = version;
             e.event.partition = partitions[i].first;
-            fill_event(e.event, type, side, side_ind, quantity, quantity_ind, price, price_ind);
-            in_callback = true;
-            more = fn(e);
-            in_callback = false;
+            detail::sql::fill_event(e.event, type, side, side_ind, quantity, quantity_ind, price,
+                                    price_ind);
+            attempt.repeatable = false;  // the caller has seen events: never start over
+            try {
+              more = fn(e);
+            } catch (...) {
+              throw CallbackFailure{std::current_exception()};
+            }
           } while (more && st.fetch());
         }
       }
       tx.commit();
       return boost::outcome_v2::success();
-    } catch (...) {
-      if (in_callback) throw;  // the caller's exception, not the store's
-      return fail(c, "scan_events");
-    }
+    });
   }
 
   result<void> ping() override {
-    auto lease = pool_.acquire();
-    if (!lease) return lease.error();
-    Connection& c = *lease.value();
-    try {
+    return run("ping", [&](Connection& c, Attempt&) -> result<void> {
       int one = 0;
       c.session << "SELECT 1", soci::into(one);
       return boost::outcome_v2::success();
-    } catch (...) {
-      return fail(c, "ping");
-    }
+    });
   }
 
   std::string describe() const override { return dialect_->describe(); }
@@ -645,7 +455,7 @@ class SqlStore final : public TradeStore {
   result<void> do_commit_(const CommitBatch& batch) override {
     if (batch.partitions.empty()) return boost::outcome_v2::success();
     for (const auto& u : batch.partitions) {
-      if (u.new_seq > max_sql_integer || u.fence > max_sql_integer) {
+      if (u.new_seq > detail::sql::max_sql_integer || u.fence > detail::sql::max_sql_integer) {
         spdlog::error("tradecapture: {}: sequence number or fencing token beyond 2^63-1",
                       describe());
         return errc::store_error;
@@ -653,149 +463,44 @@ class SqlStore final : public TradeStore {
     }
     std::unique_lock<std::mutex> writer(write_mutex_, std::defer_lock);
     if (dialect_->single_writer()) writer.lock();
-    auto lease = pool_.acquire();
-    if (!lease) return lease.error();
-    Connection& c = *lease.value();
-    errc on_unique = errc::store_error;
-    bool in_transaction = false;
-    try {
-      Statements& st = c.statements();
-      c.session << dialect_->begin_write();
-      in_transaction = true;
-      for (const auto& u : batch.partitions) {
-        if (auto refused = write_partition(st, u, on_unique)) {
-          c.rollback_quietly();
-          return *refused;
-        }
-      }
-      c.session.commit();
+    return run("commit", [&](Connection& c, Attempt& attempt) -> result<void> {
+      BatchStatements& st = c.statements();
+      Transaction tx(c, dialect_->begin_write());
+      // A refusal returns here and the transaction rolls back as it goes out of scope.
+      if (auto refused = st.write(batch, attempt.on_unique)) return *refused;
+      attempt.repeatable = false;  // from here on the batch may land without our hearing so
+      tx.commit();
       return boost::outcome_v2::success();
-    } catch (...) {
-      Fault fault = Fault::other;
-      const errc code = convert_current_exception(*dialect_, "commit", on_unique, &fault);
-      // After a failed COMMIT the transaction may still be open; after some errors SQLite has
-      // already rolled it back, and then this rollback fails harmlessly.
-      if (in_transaction) c.rollback_quietly();
-      if (fault == Fault::unavailable || fault == Fault::other) c.broken = true;
-      return code;
-    }
+    });
   }
 
  private:
-  /// Writes one partition of a batch inside the open transaction. Returns the refusal, if any.
-  static std::optional<errc> write_partition(Statements& st, const PartitionUpdate& u,
-                                             errc& on_unique) {
-    st.account = u.partition.account;
-    st.book = u.partition.book;
-    st.security = u.partition.security;
-    st.seq = static_cast<long long>(u.new_seq);
-    st.fence = static_cast<long long>(u.fence);
-    st.expected_seq = static_cast<long long>(u.expected_seq);
-    st.net_quantity = u.position.net_quantity.to_string();
-    st.bought_quantity = u.position.bought_quantity.to_string();
-    st.sold_quantity = u.position.sold_quantity.to_string();
-    st.bought_notional = u.position.bought_notional.to_string();
-    st.sold_notional = u.position.sold_notional.to_string();
-    st.live_trades = u.position.live_trades;
-
-    bool created = false;
-    if (u.expected_seq == 0) {
-      // A new partition is inserted with its final state; if it exists after all, the
-      // conditional update below decides.
-      st.insert_partition.execute(true);
-      created = st.insert_partition.get_affected_rows() == 1;
-    }
-    if (!fetch_one(st.select_head)) return errc::sequence_conflict;  // expected a written one
-    const long long id = st.partition_id_out;
-    if (!created) {
-      st.partition_id = id;
-      st.update_partition.execute(true);
-      if (st.update_partition.get_affected_rows() != 1) {
-        // Which condition failed? (Read again: under MVCC another writer may have moved it.)
-        if (!fetch_one(st.select_head)) return errc::sequence_conflict;
-        return st.fence_out > st.fence ? errc::fenced_off : errc::sequence_conflict;
+  /// Runs `body(Connection&, Attempt&)` on a pooled connection and converts what it throws. The
+  /// body returns its result or a refusal, and throws on database failures; its transaction is
+  /// its own (a `Transaction` on its stack), so the connection comes back rolled back whatever
+  /// happens. See the file comment for lost connections.
+  template <class Body>
+  auto run(std::string_view during, Body&& body)
+      -> decltype(body(std::declval<Connection&>(), std::declval<Attempt&>())) {
+    for (int round = 1;; ++round) {
+      auto lease = pool_.acquire();
+      if (!lease) return lease.error();
+      Connection& c = *lease.value();
+      Attempt attempt;
+      try {
+        return body(c, attempt);
+      } catch (const CallbackFailure& failure) {
+        std::rethrow_exception(failure.error);  // the caller's exception, not the store's
+      } catch (...) {
+        Fault fault = Fault::other;
+        const errc code = convert_current_exception(*dialect_, during, attempt.on_unique, &fault);
+        if (fault == Fault::unavailable || fault == Fault::other) c.broken = true;
+        if (fault != Fault::unavailable) return code;
+        pool_.discard_idle();
+        if (!(c.reused && attempt.repeatable && round == 1)) return code;
+        spdlog::info("tradecapture: {}: {}: reconnecting once", describe(), during);
       }
     }
-
-    if (const std::size_t n = u.events.size(); n > 0) {
-      st.ev_partition_id.assign(n, id);
-      st.ev_seq.resize(n);
-      st.ev_version.resize(n);
-      st.ev_trade_id.resize(n);
-      st.ev_type.resize(n);
-      st.ev_side.resize(n);
-      st.ev_quantity.resize(n);
-      st.ev_price.resize(n);
-      st.ev_side_ind.resize(n);
-      st.ev_value_ind.resize(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        const StoredEvent& e = u.events[i];
-        st.ev_seq[i] = static_cast<long long>(e.seq);
-        st.ev_version[i] = e.event.version;
-        st.ev_trade_id[i] = e.event.trade_id;
-        st.ev_type[i] = type_text(e.event.type);
-        if (e.event.type == TradeType::Cancel) {
-          st.ev_side_ind[i] = soci::i_null;  // a CANCEL has no side, quantity or price
-          st.ev_value_ind[i] = soci::i_null;
-        } else {
-          st.ev_side_ind[i] = soci::i_ok;
-          st.ev_value_ind[i] = soci::i_ok;
-          st.ev_side[i] = side_text(e.event.side);
-          st.ev_quantity[i] = e.event.quantity.to_string();
-          st.ev_price[i] = e.event.price.to_string();
-        }
-      }
-      on_unique = errc::key_conflict;  // UNIQUE(trade_id, version): the idempotency key
-      st.insert_events.execute(true);
-      on_unique = errc::store_error;
-    }
-
-    if (const std::size_t n = u.trades.size(); n > 0) {
-      st.tr_partition_id.assign(n, id);
-      st.tr_version.resize(n);
-      st.tr_trade_id.resize(n);
-      st.tr_side.resize(n);
-      st.tr_quantity.resize(n);
-      st.tr_price.resize(n);
-      st.tr_cancelled.resize(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto& [trade_id, r] = u.trades[i];
-        st.tr_trade_id[i] = trade_id;
-        st.tr_version[i] = r.version;
-        st.tr_side[i] = side_text(r.side);
-        st.tr_quantity[i] = r.quantity.to_string();
-        st.tr_price[i] = r.price.to_string();
-        st.tr_cancelled[i] = r.cancelled ? 1 : 0;
-      }
-      st.upsert_trades.execute(true);
-    }
-    return std::nullopt;
-  }
-
-  /// Fills the type and, unless a CANCEL, the side, quantity and price of an event.
-  static void fill_event(TradeEvent& e, const std::string& type, const std::string& side,
-                         soci::indicator side_ind, const std::string& quantity,
-                         soci::indicator quantity_ind, const std::string& price,
-                         soci::indicator price_ind) {
-    e.type = parse_type(type);
-    if (e.type == TradeType::Cancel) return;
-    if (side_ind != soci::i_ok || quantity_ind != soci::i_ok || price_ind != soci::i_ok) {
-      throw CorruptData("stored " + std::string(type_text(e.type)) +
-                        " without side, quantity "
-                        "or price");
-    }
-    e.side = parse_side(side);
-    e.quantity = parse_decimal(quantity);
-    e.price = parse_decimal(price);
-  }
-
-  /// Converts the exception in flight for a read call; marks the connection for replacement
-  /// unless the failure is transient.
-  errc fail(Connection& c, std::string_view during) noexcept {
-    Fault fault = Fault::other;
-    const errc code = convert_current_exception(*dialect_, during, errc::store_error, &fault);
-    if (fault != Fault::busy) c.broken = true;
-    return code;
   }
 
   std::unique_ptr<Dialect> dialect_;

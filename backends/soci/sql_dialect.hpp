@@ -2,14 +2,17 @@
 // Private to the SOCI backend: what differs between the SQL databases the store runs on. The store
 // itself (soci_store.cpp) is written once against this interface; a database is added by adding
 // a dialect (SQL types and table options, transaction statements, session set-up, error
-// classification), never a second store.
+// classification, the batch statements of the hot paths), never a second store.
 
 #include <tradecapture/error.hpp>
 #include <tradecapture/soci_store.hpp>
+#include <tradecapture/trade_store.hpp>
 
 #include <soci/soci.h>
 
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,7 +41,43 @@ struct ColumnTypes {
   std::string_view text;                 ///< UTF-8 text compared bytewise
   std::string_view table_options;        ///< appended after ")" of a CREATE TABLE with a rowid/id
   std::string_view keyed_table_options;  ///< the same for tables keyed by their primary key
+  /// Appended after those to the tables whose rows are updated in place (partitions, trades).
+  std::string_view updated_table_options;
+  /// Appended to the `partition_id` columns of events and trades: a foreign-key clause, or
+  /// nothing where the database would check it on every row (see sql_schema.cpp).
+  std::string_view partition_reference;
 };
+
+/// The statements of the hot paths (load partitions, find idempotency keys, write a batch) on one
+/// connection, prepared once and re-executed with bound values. There are two kinds: row at a
+/// time (sql_row_statements.cpp: a statement per partition or key, cheap where a statement is a
+/// function call, as in SQLite) and set-based (postgresql_statements.cpp: a few statements per
+/// batch whatever its size, each value list bound as one array parameter, for a database where
+/// every statement is a network round trip). The caller owns the transaction; every method throws
+/// `soci::soci_error` (or `CorruptData`, `std::exception`) on failure.
+class BatchStatements {
+ public:
+  virtual ~BatchStatements() = default;
+  /// Inside a read transaction: the state of each partition that has a row (`out[i]` for
+  /// `keys[i]`; `out` comes sized and empty).
+  virtual void load_partitions(std::span<const PartitionKey> keys,
+                               std::vector<PartitionState>& out) = 0;
+  /// Inside a read transaction: the stored event of each key that has one (`out[i]` for
+  /// `keys[i]`; `out` comes sized and empty).
+  virtual void find_events(std::span<const IdempotencyKey> keys,
+                           std::vector<std::optional<StoredEvent>>& out) = 0;
+  /// Inside the open write transaction: writes `batch` (its invariants checked), or returns why
+  /// the store refuses it (`fenced_off`, `sequence_conflict`, `key_conflict`); the caller then
+  /// rolls back. `on_unique` is kept set to what a unique-key violation would mean at the
+  /// statement being executed (`key_conflict` while inserting events, else `store_error`).
+  virtual std::optional<errc> write(const CommitBatch& batch, errc& on_unique) = 0;
+};
+
+/// Row-at-a-time statements in SQL that SQLite and PostgreSQL both accept.
+std::unique_ptr<BatchStatements> make_row_statements(soci::session& session);
+
+/// Set-based statements with array parameters (`unnest`): PostgreSQL only.
+std::unique_ptr<BatchStatements> make_postgresql_statements(soci::session& session);
 
 /// The database-specific part of the SQL store. Methods that talk to the database throw
 /// `soci::soci_error`; the store turns that into an `errc` in one place.
@@ -46,7 +85,7 @@ class Dialect {
  public:
   virtual ~Dialect() = default;
 
-  /// "sqlite:PATH", for logs and `TradeStore::describe`.
+  /// "sqlite:PATH", for logs and `TradeStore::describe`; never shows a password.
   virtual std::string describe() const = 0;
   /// Connects `session` and applies per-connection settings (pragmas, session parameters).
   virtual void open(soci::session& session) const = 0;
@@ -64,14 +103,16 @@ class Dialect {
   virtual bool single_writer() const = 0;
   /// Classifies a failure raised by this dialect's SOCI backend.
   virtual Classified classify(const soci::soci_error& e) const = 0;
+  /// Prepares the hot statements on a connected `session` (which outlives them).
+  virtual std::unique_ptr<BatchStatements> prepare_statements(soci::session& session) const = 0;
 };
 
 /// The SQLite dialect for the database file `path` (`sqlite:PATH`).
 result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
                                                      const SociStoreOptions& options);
 
-/// The PostgreSQL dialect for a libpq URI (`postgresql://...`). Not supported yet:
-/// `errc::bad_uri`.
+/// The PostgreSQL dialect for a libpq URI (`postgresql://...` or `postgres://...`); `errc::bad_uri`
+/// when SOCI cannot carry the URI to libpq unchanged (see postgresql_dialect.cpp).
 result<std::unique_ptr<Dialect>> make_postgresql_dialect(const std::string& uri,
                                                          const SociStoreOptions& options);
 

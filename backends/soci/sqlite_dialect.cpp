@@ -62,6 +62,8 @@ constexpr ColumnTypes sqlite_types{
     .text = "TEXT",
     .table_options = " STRICT",  // STRICT: a TEXT column keeps exactly the text it was given
     .keyed_table_options = " WITHOUT ROWID, STRICT",
+    .updated_table_options = "",
+    .partition_reference = " REFERENCES partitions (partition_id)",  // declared, not enforced
 };
 
 class SqliteDialect final : public Dialect {
@@ -142,6 +144,10 @@ class SqliteDialect final : public Dialect {
         break;
     }
     return c;
+  }
+
+  std::unique_ptr<BatchStatements> prepare_statements(soci::session& session) const override {
+    return make_row_statements(session);
   }
 
  private:

@@ -79,9 +79,8 @@ int main() {
     std::fputs(out.c_str(), stdout);
   }
   const auto m = pipeline.metrics();
-  std::printf("accepted %llu, duplicate %llu, rejected %llu\n",
-              static_cast<unsigned long long>(m.accepted),
-              static_cast<unsigned long long>(m.duplicate),
-              static_cast<unsigned long long>(m.rejected));
+  std::printf(
+      "accepted %llu, duplicate %llu, rejected %llu\n", static_cast<unsigned long long>(m.accepted),
+      static_cast<unsigned long long>(m.duplicate), static_cast<unsigned long long>(m.rejected));
   return 0;
 }

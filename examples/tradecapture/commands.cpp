@@ -11,7 +11,8 @@ namespace tradecapture::host {
 int run_positions(const std::string& store_uri) {
   auto store = open_store(store_uri, {.concurrency = 1, .must_exist = true});
   auto rows = store->positions();
-  if (!rows) throw HostError("cannot read positions from " + store_uri + ": " + rows.error().message());
+  if (!rows)
+    throw HostError("cannot read positions from " + store_uri + ": " + rows.error().message());
   Output out;
   for (const PositionRow& row : rows.value()) {
     append_position_json(out.buffer(), row);

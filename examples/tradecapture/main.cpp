@@ -2,13 +2,13 @@
 
 #include "host.hpp"
 
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
+#include <unistd.h>
 #include <cstdio>
 #include <exception>
-#include <unistd.h>
 
 #ifndef TRADECAPTURE_VERSION
 #define TRADECAPTURE_VERSION "unknown"
@@ -27,22 +27,26 @@ std::string default_instance_id() {
 int main(int argc, char** argv) {
   using namespace tradecapture::host;
 
-  CLI::App app{"tradecapture: partition-sequential trade capture (example host)\n"
-               "Store URIs: sqlite:PATH (default sqlite:tradecapture.db), memory: (one process),\n"
-               "postgresql://user@host:port/db (not in this build yet).\n"
-               "Lock URIs: local: (default, one process), redis://[:password@]host:port[/db] "
-               "(not in this build yet).",
-               "tradecapture"};
+  CLI::App app{
+      "tradecapture: partition-sequential trade capture (example host)\n"
+      "Store URIs: sqlite:PATH (default sqlite:tradecapture.db), memory: (one process),\n"
+      "postgresql://user@host:port/db (not in this build yet).\n"
+      "Lock URIs: local: (default, one process), redis://[:password@]host:port[/db] "
+      "(not in this build yet).",
+      "tradecapture"};
   app.set_version_flag("--version", TRADECAPTURE_VERSION);
   app.require_subcommand(1);
 
   ReplayOptions ro;
   ro.instance_id = default_instance_id();
   auto* replay = app.add_subcommand(
-      "replay",
-      "Read JSON event lines from INPUT ('-' is standard input), run them through the pipeline "
-      "and report one outcome per non-blank line. Exits 0 once every line has its durable "
-      "outcome (rejected lines included), 2 on an infrastructure or I/O failure.");
+      "replay", "Run JSON event lines through the pipeline and report their outcomes");
+  replay->footer(
+      "Reads INPUT ('-' is standard input) line by line; blank lines are skipped, a bad line is\n"
+      "REJECTED and never stops the replay. Exits 0 once every line has its durable outcome\n"
+      "(rejected lines included), 2 on a store, lock or I/O failure (outcomes already written\n"
+      "stay true; re-sending the input is safe). A summary goes to stderr; live progress too\n"
+      "when stderr is a terminal.");
   replay->add_option("INPUT", ro.input, "JSON-lines input file, or '-' for standard input")
       ->required();
   replay->add_option("--store", ro.store, "store URI: sqlite:PATH or memory:")
@@ -54,8 +58,9 @@ int main(int argc, char** argv) {
   replay->add_option("--threads", ro.threads, "pipeline worker shards")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  replay->add_option("--max-in-flight", ro.max_in_flight,
-                     "events submitted and not yet completed, at most (back-pressure)")
+  replay
+      ->add_option("--max-in-flight", ro.max_in_flight,
+                   "events submitted and not yet completed, at most (back-pressure)")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
   replay->add_option("--batch", ro.batch, "events per store transaction, at most")
@@ -64,8 +69,9 @@ int main(int argc, char** argv) {
   replay->add_option("--log-level", ro.log_level, "log level on stderr")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
-  replay->add_option("--instance-id", ro.instance_id,
-                     "name of this host instance in logs (and, with a shared lock, its owner id)")
+  replay
+      ->add_option("--instance-id", ro.instance_id,
+                   "name of this host instance in logs (and, with a shared lock, its owner id)")
       ->capture_default_str();
   replay->add_option("--lease-ms", ro.lease_ms, "partition lease length in milliseconds")
       ->check(CLI::Range(1LL, 3600LL * 1000))
@@ -73,15 +79,14 @@ int main(int argc, char** argv) {
 
   std::string positions_store = "sqlite:tradecapture.db";
   auto* positions = app.add_subcommand(
-      "positions",
-      "Print one JSON object per partition with an accepted event, sorted by "
-      "(account, book, security) bytewise.");
+      "positions", "Print the position of every partition with an accepted event (JSON lines)");
+  positions->footer("Sorted by (account, book, security) bytewise; decimals as JSON strings.");
   positions->add_option("--store", positions_store, "store URI: sqlite:PATH or memory:")
       ->capture_default_str();
 
   std::string events_store = "sqlite:tradecapture.db";
-  auto* events = app.add_subcommand(
-      "events", "Print every accepted event as a JSON object, sorted by partition then seq.");
+  auto* events = app.add_subcommand("events", "Print every accepted event (JSON lines)");
+  events->footer("Sorted by partition (bytewise) then seq.");
   events->add_option("--store", events_store, "store URI: sqlite:PATH or memory:")
       ->capture_default_str();
 

@@ -8,17 +8,19 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <fcntl.h>
 #include <mutex>
 #include <optional>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace tradecapture::host {
@@ -26,8 +28,33 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+/// A self-pipe: `signal` (any thread, async-signal-safe) makes `fd` readable for good.
+class WakePipe {
+ public:
+  WakePipe() {
+    if (::pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0)
+      throw HostError(std::string("cannot create a pipe: ") + std::strerror(errno));
+  }
+  ~WakePipe() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  WakePipe(const WakePipe&) = delete;
+  WakePipe& operator=(const WakePipe&) = delete;
+  int fd() const noexcept { return fds_[0]; }
+  int write_fd() const noexcept { return fds_[1]; }
+  void signal() noexcept {
+    const char c = 1;
+    [[maybe_unused]] ssize_t n = ::write(fds_[1], &c, 1);  // full pipe: already signalled
+  }
+
+ private:
+  int fds_[2] = {-1, -1};
+};
+
 /// Reads an input (a path, or "-" for standard input) in large chunks and hands out its physical
-/// lines without their '\n'. A last line without '\n' is still a line.
+/// lines without their '\n'. A last line without '\n' is still a line. A wake-up fd interrupts a
+/// read that waits for a slow producer (a pipe or a terminal): the reader then ends early.
 class LineReader {
  public:
   explicit LineReader(const std::string& path) : buf_(std::size_t{4} << 20) {
@@ -45,6 +72,9 @@ class LineReader {
   }
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
+
+  /// Ends the input early once `fd` becomes readable.
+  void interrupt_on(int fd) noexcept { wake_fd_ = fd; }
 
   /// The next line, or false at the end. The view stays valid until the next call. Throws
   /// HostError when the input cannot be read.
@@ -73,28 +103,38 @@ class LineReader {
       }
       if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
       scan_from = partial;
-      read_more_();
+      if (!read_more_()) return false;  // interrupted: a partial line is not a line
     }
   }
 
  private:
-  void read_more_() {
+  /// Reads what is available; false when interrupted.
+  bool read_more_() {
     for (;;) {
+      if (wake_fd_ >= 0) {
+        pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0) {
+          if (errno == EINTR) continue;
+          throw HostError(std::string("cannot poll the input: ") + std::strerror(errno));
+        }
+        if (fds[1].revents != 0) return false;
+      }
       ssize_t n = ::read(fd_, buf_.data() + end_, buf_.size() - end_);
       if (n > 0) {
         end_ += static_cast<std::size_t>(n);
-        return;
+        return true;
       }
       if (n == 0) {
         eof_ = true;
-        return;
+        return true;
       }
-      if (errno == EINTR) continue;
+      if (errno == EINTR || errno == EAGAIN) continue;
       throw HostError("cannot read input " + name_ + ": " + std::strerror(errno));
     }
   }
 
   int fd_ = 0;
+  int wake_fd_ = -1;
   bool owned_ = false;
   std::string name_;
   std::vector<char> buf_;
@@ -115,7 +155,8 @@ class OutcomeLog {
     std::uint64_t outcomes() const { return accepted + duplicate + stale + rejected; }
   };
 
-  OutcomeLog(Output* out, std::size_t window) : out_(out), window_(window) {}
+  OutcomeLog(Output* out, std::size_t window, WakePipe& wake)
+      : out_(out), window_(window), wake_(wake) {}
 
   /// Opens the slot of the next non-blank line; blocks while the window is full.
   std::uint64_t open(std::uint64_t line, std::optional<std::string> trade_id,
@@ -151,7 +192,7 @@ class OutcomeLog {
         out_->maybe_flush();
       } catch (const std::exception& e) {
         write_error_ = e.what();
-        stop_.store(true, std::memory_order_relaxed);
+        request_stop_();
       }
     }
     room_.notify_all();
@@ -202,23 +243,36 @@ class OutcomeLog {
     bool done;
   };
 
+  void request_stop_() {
+    if (!stop_.exchange(true, std::memory_order_relaxed)) wake_.signal();
+  }
+
   void count_(const Slot& s) {
     if (s.ec) {
       failed_.fetch_add(1, std::memory_order_relaxed);
       if (!first_failure_) first_failure_.emplace(s.ec, s.line);
-      stop_.store(true, std::memory_order_relaxed);
+      request_stop_();
       return;
     }
     switch (s.outcome.kind) {
-      case OutcomeKind::Accepted: accepted_.fetch_add(1, std::memory_order_relaxed); break;
-      case OutcomeKind::Duplicate: duplicate_.fetch_add(1, std::memory_order_relaxed); break;
-      case OutcomeKind::Stale: stale_.fetch_add(1, std::memory_order_relaxed); break;
-      case OutcomeKind::Rejected: rejected_.fetch_add(1, std::memory_order_relaxed); break;
+      case OutcomeKind::Accepted:
+        accepted_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case OutcomeKind::Duplicate:
+        duplicate_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case OutcomeKind::Stale:
+        stale_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case OutcomeKind::Rejected:
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        break;
     }
   }
 
   Output* out_;
   const std::size_t window_;
+  WakePipe& wake_;
   mutable std::mutex mutex_;
   std::condition_variable room_;
   std::deque<Slot> slots_;
@@ -228,6 +282,44 @@ class OutcomeLog {
   std::optional<std::pair<boost::system::error_code, std::uint64_t>> first_failure_;
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> accepted_{0}, duplicate_{0}, stale_{0}, rejected_{0}, failed_{0};
+};
+
+// SIGINT/SIGTERM during a replay: stop reading, finish what is in flight, write its outcomes.
+// A second signal has the default effect.
+volatile sig_atomic_t g_interrupted = 0;
+int g_wake_fd = -1;
+
+extern "C" void on_interrupt(int sig) {
+  g_interrupted = sig;
+  if (g_wake_fd >= 0) {
+    const char c = 1;
+    [[maybe_unused]] ssize_t n = ::write(g_wake_fd, &c, 1);
+  }
+  ::signal(sig, SIG_DFL);
+}
+
+/// Installs `on_interrupt` for SIGINT and SIGTERM while alive.
+class InterruptGuard {
+ public:
+  explicit InterruptGuard(int wake_fd) {
+    g_wake_fd = wake_fd;
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptGuard() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+    g_wake_fd = -1;
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
 };
 
 double seconds_since(Clock::time_point t0) {
@@ -265,14 +357,13 @@ class Progress {
       const auto n = lines_.load(std::memory_order_relaxed);
       const auto c = log_.counts();
       const double s = seconds_since(t0_);
-      std::fprintf(stderr,
-                   "\r\033[Kreplay: %llu lines, %.0f lines/s, accepted %llu, duplicate %llu, "
-                   "stale %llu, rejected %llu",
-                   static_cast<unsigned long long>(n), s > 0 ? static_cast<double>(n) / s : 0.0,
-                   static_cast<unsigned long long>(c.accepted),
-                   static_cast<unsigned long long>(c.duplicate),
-                   static_cast<unsigned long long>(c.stale),
-                   static_cast<unsigned long long>(c.rejected));
+      std::fprintf(
+          stderr,
+          "\r\033[Kreplay: %llu lines, %.0f lines/s, accepted %llu, duplicate %llu, "
+          "stale %llu, rejected %llu",
+          static_cast<unsigned long long>(n), s > 0 ? static_cast<double>(n) / s : 0.0,
+          static_cast<unsigned long long>(c.accepted), static_cast<unsigned long long>(c.duplicate),
+          static_cast<unsigned long long>(c.stale), static_cast<unsigned long long>(c.rejected));
       std::fflush(stderr);
     }
   }
@@ -290,11 +381,12 @@ class Progress {
 
 int run_replay(const ReplayOptions& o) {
   auto logger = spdlog::default_logger();
-  std::optional<Output> out;
-  if (!o.outcomes.empty()) out.emplace(o.outcomes);
+  // Input first (no side effects), the outcomes file last (it truncates).
   LineReader reader(o.input);
   auto store = open_store(o.store, {.concurrency = o.threads + 1, .must_exist = false});
   auto lock = open_lock(o.lock, std::chrono::milliseconds(o.lease_ms));
+  std::optional<Output> out;
+  if (!o.outcomes.empty()) out.emplace(o.outcomes);
   logger->info("instance {}: replaying {} into {} with lock {} ({} threads)", o.instance_id,
                o.input, store->describe(), lock->describe(), o.threads);
 
@@ -308,8 +400,13 @@ int run_replay(const ReplayOptions& o) {
 
   const auto t0 = Clock::now();
   std::atomic<std::uint64_t> lines_read{0};
+  WakePipe wake;
+  reader.interrupt_on(wake.fd());
+  InterruptGuard interrupt_guard(wake.write_fd());
+  logger->debug("instance {}: reading {} (SIGINT/SIGTERM stop the replay cleanly)", o.instance_id,
+                o.input);
   // Declared before the pipeline: completions may run until the pipeline is destroyed.
-  OutcomeLog log(out ? &*out : nullptr, 2 * o.max_in_flight + 4096);
+  OutcomeLog log(out ? &*out : nullptr, 2 * o.max_in_flight + 4096, wake);
   Progress progress(lines_read, log, t0);
   std::string input_error;
   {
@@ -317,12 +414,14 @@ int run_replay(const ReplayOptions& o) {
     try {
       std::uint64_t n = 0;
       std::string_view line;
-      while (!log.should_stop() && reader.next(line)) {
+      while (!log.should_stop() && g_interrupted == 0 && reader.next(line)) {
         lines_read.store(++n, std::memory_order_relaxed);
-        if (n == 1 && line.substr(0, utf8_bom.size()) == utf8_bom) line.remove_prefix(utf8_bom.size());
+        if (n == 1 && line.substr(0, utf8_bom.size()) == utf8_bom)
+          line.remove_prefix(utf8_bom.size());
         if (is_blank_line(line)) continue;
         ParsedEvent parsed = parse_event(line);
-        const std::uint64_t slot = log.open(n, std::move(parsed.echo_trade_id), parsed.echo_version);
+        const std::uint64_t slot =
+            log.open(n, std::move(parsed.echo_trade_id), parsed.echo_version);
         if (!parsed.event) {
           log.complete(slot, {}, Outcome::rejected(std::move(parsed.reason)));
           continue;
@@ -351,17 +450,25 @@ int run_replay(const ReplayOptions& o) {
   const auto c = log.counts();
   const double secs = seconds_since(t0);
   const auto lines = lines_read.load();
-  std::fprintf(stderr,
-               "tradecapture: replay: %llu lines, %llu outcomes (accepted %llu, duplicate %llu, "
-               "stale %llu, rejected %llu), %llu failed, in %.3f s (%.0f lines/s)\n",
-               static_cast<unsigned long long>(lines), static_cast<unsigned long long>(c.outcomes()),
-               static_cast<unsigned long long>(c.accepted),
-               static_cast<unsigned long long>(c.duplicate),
-               static_cast<unsigned long long>(c.stale), static_cast<unsigned long long>(c.rejected),
-               static_cast<unsigned long long>(c.failed), secs,
-               secs > 0 ? static_cast<double>(lines) / secs : 0.0);
+  std::fprintf(
+      stderr,
+      "tradecapture: replay: %llu lines, %llu outcomes (accepted %llu, duplicate %llu, "
+      "stale %llu, rejected %llu), %llu failed, in %.3f s (%.0f lines/s)\n",
+      static_cast<unsigned long long>(lines), static_cast<unsigned long long>(c.outcomes()),
+      static_cast<unsigned long long>(c.accepted), static_cast<unsigned long long>(c.duplicate),
+      static_cast<unsigned long long>(c.stale), static_cast<unsigned long long>(c.rejected),
+      static_cast<unsigned long long>(c.failed), secs,
+      secs > 0 ? static_cast<double>(lines) / secs : 0.0);
 
   int rc = 0;
+  if (g_interrupted != 0) {
+    std::fprintf(stderr,
+                 "tradecapture: replay interrupted after %llu lines; every line read has its "
+                 "outcome, resume from line %llu\n",
+                 static_cast<unsigned long long>(lines),
+                 static_cast<unsigned long long>(lines + 1));
+    rc = 128 + g_interrupted;
+  }
   if (auto failure = log.first_failure()) {
     std::fprintf(stderr,
                  "tradecapture: replay failed: %s (first at line %llu; %llu events without an "

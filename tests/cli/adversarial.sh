@@ -50,7 +50,7 @@ dump_ok positions "sqlite:$TMP/stdin.db" "$TMP/stdin.positions"
 check_same "$TMP/model.positions" "$TMP/stdin.positions" "stdin positions"
 # ... through a pipe that delivers the bytes in small pieces.
 python3 -c '
-import sys, time
+import sys
 data = open(sys.argv[1], "rb").read()
 for i in range(0, len(data), 4093):
     sys.stdout.buffer.write(data[i:i + 4093]); sys.stdout.buffer.flush()

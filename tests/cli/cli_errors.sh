@@ -120,6 +120,28 @@ check_same "$TMP/h2.model" "$TMP/h2.outcomes" "second half (state from the store
 dump_ok positions "sqlite:$TMP/halves.db" "$TMP/halves.positions"
 check_same "$TMP/h.positions" "$TMP/halves.positions" "positions after two halves"
 
+# SIGTERM while the input is still open: the replay stops reading, finishes what is in flight,
+# writes the outcome of every line it read, says where to resume, and exits 128+15. (timeout
+# --foreground: plain timeout would signal the whole process group, i.e. twice.)
+mkfifo slow.fifo
+exec 4<>slow.fifo
+timeout --foreground 60 "$TC" replay --store memory: --log-level debug \
+  --outcomes "$TMP/int.outcomes" slow.fifo 4>&- 2>"$TMP/int.err" &
+rp=$!
+for ((i = 0; i < 300; i++)); do grep -q "reading slow.fifo" "$TMP/int.err" && break; sleep 0.1; done
+head -n 300 twice.jsonl >&4
+sleep 1
+kill -TERM "$rp"
+rc=0
+wait "$rp" || rc=$?
+exec 4>&-
+[[ $rc -eq 143 ]] || { cat "$TMP/int.err" >&2; fail "an interrupted replay exited $rc, expected 143"; }
+n=$(sed -n 's/.*interrupted after \([0-9]*\) lines.*/\1/p' "$TMP/int.err")
+[[ -n $n ]] || { cat "$TMP/int.err" >&2; fail "no 'interrupted after N lines' message"; }
+head -n "$n" twice.jsonl >int-prefix.jsonl
+model run --outcomes "$TMP/int.model" int-prefix.jsonl
+check_same "$TMP/int.model" "$TMP/int.outcomes" "outcomes of an interrupted replay ($n lines read)"
+
 # A summary always goes to stderr; stdout stays clean for --outcomes -.
 "$TC" replay --store memory: one.jsonl >"$TMP/so" 2>"$TMP/se" || fail "replay one.jsonl failed"
 [[ ! -s "$TMP/so" ]] || fail "replay wrote to stdout without --outcomes -"

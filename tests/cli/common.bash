@@ -26,7 +26,7 @@ check_same() {
   model normalize "$expected" >"$TMP/expected.norm"
   model normalize "$actual" >"$TMP/actual.norm"
   if ! diff -u "$TMP/expected.norm" "$TMP/actual.norm" >"$TMP/diff.txt"; then
-    echo "FAIL: $label differs from the model (--- expected, +++ actual):" >&2
+    echo "FAIL: $label differs from the expectation (--- expected, +++ actual):" >&2
     head -n 60 "$TMP/diff.txt" >&2
     exit 1
   fi

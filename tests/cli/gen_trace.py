@@ -132,7 +132,7 @@ class Gen:
         self.parts = partition_pool(self.rng, args.partitions)
         self.trades = []   # dicts: tid, part, version, cancelled, side, qty, price
         self.sent = []     # valid event field dicts already emitted (for resends)
-        self.pending_amends = []  # (tid, part) amends sent before their NEW
+        self.pending_amends = []  # (tid, part, fields) of AMENDs sent before their NEW
         self.n = 0
         self.lines = []
 
@@ -413,7 +413,10 @@ class Gen:
             lambda: base.replace(tid, tid + "\x7f").encode() + b"}",  # raw DEL: JSON ok, id not
             lambda: g(trade_id="x" * 65), lambda: g(trade_id="\u20ac" * 22),
             lambda: g(account="\u001f"), lambda: g(book=""), lambda: g(security="s" * 65),
-            lambda: g(account="é" * 33), lambda: g(trade_id="T\n1"),
+            lambda: g(account="é" * 33), lambda: g(trade_id="T\n1"), lambda: g(trade_id="T\u0000"),
+            # lines that are not blank (only spaces, tabs and CR are) and not JSON
+            lambda: b"\x0c", lambda: b"\x0b", lambda: b" \t\x0c\r", lambda: "\u00a0".encode(),
+            lambda: "\u3000".encode(), lambda: b"\x00", lambda: b"{}", lambda: b"{} ",
         ]
         self.emit(rng.choice(choices)())
 
@@ -431,7 +434,9 @@ class Gen:
             dict(quantity="0.000001", price="0.00000001"), dict(price="999999999.99999999"),
             dict(quantity=Raw("999999999999.999999")), dict(extra=Raw("[" * 50 + "]" * 50)),
             dict(extra=Raw('{"a":{"b":{"c":[1,2,{"d":null}]}}}')),
-            dict(**{"\u0074ype_hint": 1}),
+            dict(**{"\u0074ype_hint": 1}), dict(tiny=Raw("-1E-400")),
+            dict(nul=Raw('"\\u0000"'), **{"\u0000": 1}), dict(sep="\u2028\u2029"),
+            dict(trade_id=tid + "\uffff"), dict(quantity="000.50"), dict(lead=Raw('"\\r\\n"')),
         ]
         over = dict(rng.choice(choices))
         if "trade_id" not in over:
@@ -449,28 +454,30 @@ class Gen:
         """Events of one partition that no other action touches; expected outcomes noted."""
         part = ("WHALE", "BOOK_W", "XAU")
         seed = self.args.seed
+        # Odd seeds push bought_notional to the limit, even seeds sold_notional.
+        w, o = ("BUY", "SELL") if seed % 2 else ("SELL", "BUY")
         f = self.fields
         s = []
         ids = ["W%d-%d" % (seed, i) for i in range(1000)]
-        for i, tid in enumerate(ids):  # 1000 * 1e12 * 1e9 = bought_notional 1e24 exactly
+        for i, tid in enumerate(ids):  # 1000 * 1e12 * 1e9 = a notional total of 1e24 exactly
             qty = "1000000000000" if i % 2 else "1000000000000.000000"
-            s.append(f(tid, 1, "NEW", part, "BUY", qty, "1000000000"))
-        tiny = f("W%d-tiny" % seed, 1, "NEW", part, "BUY", "0.000001", "0.00000001")  # 1e-14
+            s.append(f(tid, 1, "NEW", part, w, qty, "1000000000"))
+        tiny = f("W%d-tiny" % seed, 1, "NEW", part, w, "0.000001", "0.00000001")  # 1e-14
         zero = "W%d-zero" % seed
-        s += [s[5],                                                      # DUPLICATE
-              tiny,                                                      # out of range by 1e-14
-              f(zero, 1, "NEW", part, "BUY", "5", "0"),                  # ACCEPTED (notional 0)
-              f(zero, 2, "AMEND", part, "BUY", "5", "1"),                # out of range
-              f(ids[0], 2, "AMEND", part, "BUY", "1000000000000", "999999999.99999999"),  # 1e24-1e4
-              f("W%d-fill" % seed, 1, "NEW", part, "BUY", "10000", "1"),  # exactly 1e24 again
-              tiny,                                                      # out of range
-              f(ids[1], 2, "CANCEL", part),                              # ACCEPTED
-              tiny,                                                      # ACCEPTED now
-              tiny,                                                      # DUPLICATE
-              f(zero, 2, "AMEND", part, "BUY", "5", "1"),                # ACCEPTED
-              f(ids[2], 3, "AMEND", part, "SELL", "1000000000000", "1000000000"),  # side change
-              f(ids[1], 3, "CANCEL", part),                              # trade cancelled
-              f(ids[3], 2, "AMEND", part, "SELL", "1000000000000", "1000000000")]
+        s += [s[5],                                                               # DUPLICATE
+              tiny,                                                               # out of range by 1e-14
+              f(zero, 1, "NEW", part, w, "5", "0"),                               # ACCEPTED (notional 0)
+              f(zero, 2, "AMEND", part, w, "5", "1"),                             # out of range
+              f(ids[0], 2, "AMEND", part, w, "1000000000000", "999999999.99999999"),  # 1e24-1e4
+              f("W%d-fill" % seed, 1, "NEW", part, w, "10000", "1"),              # exactly 1e24 again
+              tiny,                                                               # out of range
+              f(ids[1], 2, "CANCEL", part),                                       # ACCEPTED
+              tiny,                                                               # ACCEPTED now
+              tiny,                                                               # DUPLICATE
+              f(zero, 2, "AMEND", part, w, "5", "1"),                             # ACCEPTED
+              f(ids[2], 3, "AMEND", part, o, "1000000000000", "1000000000"),      # side change
+              f(ids[1], 3, "CANCEL", part),                                       # trade cancelled
+              f(ids[3], 2, "AMEND", part, o, "1000000000000", "1000000000")]
         return s
 
     def build(self):

@@ -1,6 +1,6 @@
 #pragma once
 /// \file soci_store.hpp
-/// The SQL TradeStore on SOCI: SQLite today, PostgreSQL as a dialect of the same store.
+/// The SQL TradeStore on SOCI: SQLite and PostgreSQL, two dialects of the same store.
 
 #include <tradecapture/error.hpp>
 #include <tradecapture/trade_store.hpp>
@@ -15,13 +15,17 @@ namespace tradecapture {
 struct SociStoreOptions {
   /// SQLite `synchronous` pragma: "FULL" (default), "NORMAL" or "OFF".
   std::string sqlite_synchronous = "FULL";
-  /// How long a writer waits for a locked SQLite database.
+  /// How long a writer waits for a locked SQLite database, or for a locked PostgreSQL row
+  /// (`lock_timeout`; past it the call fails with `errc::store_busy`). 0: no limit.
   std::chrono::milliseconds busy_timeout{5000};
-  /// Connections in the pool (one per concurrent caller).
+  /// Connections in the pool (one per concurrent caller; more callers wait for a free one).
   std::size_t pool_size = 4;
 };
 
-/// Opens (and creates or migrates) a SQL store. `uri` is `sqlite:PATH`.
+/// Opens (and creates or migrates) a SQL store. `uri` is `sqlite:PATH`, or a libpq URI
+/// `postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]` (also
+/// `postgres://`), passed to libpq as written; characters that URIs do not allow raw (blanks,
+/// '"') must be percent-encoded. `describe()` shows the URI without its password.
 result<std::shared_ptr<TradeStore>> open_soci_store(const std::string& uri,
                                                     const SociStoreOptions& options = {});
 

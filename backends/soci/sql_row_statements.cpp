@@ -1,0 +1,305 @@
+// Row-at-a-time batch statements (the SQLite dialect's): one execution of a prepared statement per
+// partition, per key or per row, with SOCI's vector binding for the events and trades of a
+// partition. In SQLite a statement execution is a function call, so this is as fast as a
+// set-based form and far simpler; on a networked database each execution is a round trip (see
+// postgresql_statements.cpp).
+//
+// A commit, per partition in batch order: create the partition row when it is new, else update it
+// on condition (WHERE seq = expected AND fence <= token); then insert its events
+// (UNIQUE(trade_id, version) is the global idempotency key) and upsert its trades. SQLite has one
+// writer at a time, so the order of the rows touched cannot deadlock.
+
+#include "sql_dialect.hpp"
+#include "sql_values.hpp"
+
+#include <soci/soci.h>
+
+namespace tradecapture::detail::sql {
+namespace {
+
+// Every value is a bound parameter. Parameter names are unique within a statement (PostgreSQL's
+// SOCI backend numbers them by occurrence).
+
+constexpr const char* find_event_sql =
+    "SELECT p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity, e.price "
+    "FROM events e JOIN partitions p ON p.partition_id = e.partition_id "
+    "WHERE e.trade_id = :trade_id AND e.version = :version";
+
+constexpr const char* select_partition_sql =
+    "SELECT partition_id, seq, fence, net_quantity, bought_quantity, sold_quantity, "
+    "bought_notional, sold_notional, live_trades "
+    "FROM partitions WHERE account = :account AND book = :book AND security = :security";
+
+constexpr const char* select_trades_sql =
+    "SELECT trade_id, version, side, quantity, price, cancelled "
+    "FROM trades WHERE partition_id = :partition_id";
+
+constexpr const char* select_head_sql =
+    "SELECT partition_id, seq, fence "
+    "FROM partitions WHERE account = :account AND book = :book AND security = :security";
+
+constexpr const char* insert_partition_sql =
+    "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
+    "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
+    "VALUES (:account, :book, :security, :seq, :fence, :net_quantity, :bought_quantity, "
+    ":sold_quantity, :bought_notional, :sold_notional, :live_trades) "
+    "ON CONFLICT (account, book, security) DO NOTHING";
+
+constexpr const char* update_partition_sql =
+    "UPDATE partitions SET seq = :seq, fence = :fence, net_quantity = :net_quantity, "
+    "bought_quantity = :bought_quantity, sold_quantity = :sold_quantity, "
+    "bought_notional = :bought_notional, sold_notional = :sold_notional, "
+    "live_trades = :live_trades "
+    "WHERE partition_id = :partition_id AND seq = :expected_seq AND fence <= :fence_limit";
+
+constexpr const char* insert_events_sql =
+    "INSERT INTO events (partition_id, seq, trade_id, version, type, side, quantity, price) "
+    "VALUES (:partition_id, :seq, :trade_id, :version, :type, :side, :quantity, :price)";
+
+constexpr const char* upsert_trades_sql =
+    "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, cancelled) "
+    "VALUES (:partition_id, :trade_id, :version, :side, :quantity, :price, :cancelled) "
+    "ON CONFLICT (partition_id, trade_id) DO UPDATE SET version = excluded.version, "
+    "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
+    "cancelled = excluded.cancelled";
+
+/// Executes a single-row query and runs it to completion, so the statement holds no read lock
+/// while the connection waits in the pool. Returns whether the row was there.
+bool fetch_one(soci::statement& st) {
+  if (!st.execute(true)) return false;
+  st.fetch();  // steps past the only row (the key is unique)
+  return true;
+}
+
+/// The hot statements of one connection with the variables they are bound to.
+/// Not movable: the statements hold the addresses of the members.
+class RowStatements final : public BatchStatements {
+ public:
+  explicit RowStatements(soci::session& s)
+      : find_event(s),
+        select_partition(s),
+        select_trades(s),
+        select_head(s),
+        insert_partition(s),
+        update_partition(s),
+        insert_events(s),
+        upsert_trades(s) {
+    using soci::into;
+    using soci::use;
+    find_event =
+        (s.prepare << find_event_sql, use(trade_id, "trade_id"), use(version, "version"),
+         into(account_out), into(book_out), into(security_out), into(seq_out), into(type_out),
+         into(side_out, side_ind), into(quantity_out, quantity_ind), into(price_out, price_ind));
+    select_partition =
+        (s.prepare << select_partition_sql, use(account, "account"), use(book, "book"),
+         use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out),
+         into(net_quantity), into(bought_quantity), into(sold_quantity), into(bought_notional),
+         into(sold_notional), into(live_trades));
+    select_trades = (s.prepare << select_trades_sql, use(partition_id, "partition_id"),
+                     into(trade_id_out), into(version_out), into(side_out), into(quantity_out),
+                     into(price_out), into(cancelled_out));
+    select_head =
+        (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
+         use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out));
+    insert_partition =
+        (s.prepare << insert_partition_sql, use(account, "account"), use(book, "book"),
+         use(security, "security"), use(seq, "seq"), use(fence, "fence"),
+         use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
+         use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
+         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"));
+    update_partition =
+        (s.prepare << update_partition_sql, use(seq, "seq"), use(fence, "fence"),
+         use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
+         use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
+         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"),
+         use(partition_id, "partition_id"), use(expected_seq, "expected_seq"),
+         use(fence, "fence_limit"));
+    insert_events =
+        (s.prepare << insert_events_sql, use(ev_partition_id, "partition_id"), use(ev_seq, "seq"),
+         use(ev_trade_id, "trade_id"), use(ev_version, "version"), use(ev_type, "type"),
+         use(ev_side, ev_side_ind, "side"), use(ev_quantity, ev_value_ind, "quantity"),
+         use(ev_price, ev_value_ind, "price"));
+    upsert_trades =
+        (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
+         use(tr_trade_id, "trade_id"), use(tr_version, "version"), use(tr_side, "side"),
+         use(tr_quantity, "quantity"), use(tr_price, "price"), use(tr_cancelled, "cancelled"));
+  }
+
+  void load_partitions(std::span<const PartitionKey> keys,
+                       std::vector<PartitionState>& out) override {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      account = keys[i].account;
+      book = keys[i].book;
+      security = keys[i].security;
+      if (!fetch_one(select_partition)) continue;  // never written: the empty state
+      PartitionState& s = out[i];
+      s.seq = static_cast<std::uint64_t>(seq_out);
+      s.fence = static_cast<std::uint64_t>(fence_out);
+      s.position.net_quantity = parse_decimal(net_quantity);
+      s.position.bought_quantity = parse_decimal(bought_quantity);
+      s.position.sold_quantity = parse_decimal(sold_quantity);
+      s.position.bought_notional = parse_decimal(bought_notional);
+      s.position.sold_notional = parse_decimal(sold_notional);
+      s.position.live_trades = live_trades;
+      partition_id = partition_id_out;
+      if (!select_trades.execute(true)) continue;
+      do {
+        TradeRecord r;
+        r.version = version_out;
+        r.side = parse_side(side_out);
+        r.quantity = parse_decimal(quantity_out);
+        r.price = parse_decimal(price_out);
+        r.cancelled = cancelled_out != 0;
+        s.trades.insert_or_assign(trade_id_out, r);
+      } while (select_trades.fetch());
+    }
+  }
+
+  void find_events(std::span<const IdempotencyKey> keys,
+                   std::vector<std::optional<StoredEvent>>& out) override {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      trade_id = keys[i].trade_id;
+      version = keys[i].version;
+      if (!fetch_one(find_event)) continue;
+      StoredEvent& e = out[i].emplace();
+      e.seq = static_cast<std::uint64_t>(seq_out);
+      e.event.trade_id = keys[i].trade_id;
+      e.event.version = keys[i].version;
+      e.event.partition = PartitionKey{account_out, book_out, security_out};
+      fill_event(e.event, type_out, side_out, side_ind, quantity_out, quantity_ind, price_out,
+                 price_ind);
+    }
+  }
+
+  std::optional<errc> write(const CommitBatch& batch, errc& on_unique) override {
+    for (const auto& u : batch.partitions) {
+      if (auto refused = write_partition(u, on_unique)) return refused;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  /// Writes one partition of a batch inside the open transaction. Returns the refusal, if any.
+  std::optional<errc> write_partition(const PartitionUpdate& u, errc& on_unique) {
+    account = u.partition.account;
+    book = u.partition.book;
+    security = u.partition.security;
+    seq = static_cast<long long>(u.new_seq);
+    fence = static_cast<long long>(u.fence);
+    expected_seq = static_cast<long long>(u.expected_seq);
+    net_quantity = u.position.net_quantity.to_string();
+    bought_quantity = u.position.bought_quantity.to_string();
+    sold_quantity = u.position.sold_quantity.to_string();
+    bought_notional = u.position.bought_notional.to_string();
+    sold_notional = u.position.sold_notional.to_string();
+    live_trades = u.position.live_trades;
+
+    bool created = false;
+    if (u.expected_seq == 0) {
+      // A new partition is inserted with its final state; if it exists after all, the
+      // conditional update below decides.
+      insert_partition.execute(true);
+      created = insert_partition.get_affected_rows() == 1;
+    }
+    if (!fetch_one(select_head)) return errc::sequence_conflict;  // expected a written one
+    const long long id = partition_id_out;
+    if (!created) {
+      partition_id = id;
+      update_partition.execute(true);
+      if (update_partition.get_affected_rows() != 1) {
+        // Which condition failed? (Read again: under MVCC another writer may have moved it.)
+        if (!fetch_one(select_head)) return errc::sequence_conflict;
+        return fence_out > fence ? errc::fenced_off : errc::sequence_conflict;
+      }
+    }
+
+    if (const std::size_t n = u.events.size(); n > 0) {
+      ev_partition_id.assign(n, id);
+      ev_seq.resize(n);
+      ev_version.resize(n);
+      ev_trade_id.resize(n);
+      ev_type.resize(n);
+      ev_side.resize(n);
+      ev_quantity.resize(n);
+      ev_price.resize(n);
+      ev_side_ind.resize(n);
+      ev_value_ind.resize(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        const StoredEvent& e = u.events[i];
+        ev_seq[i] = static_cast<long long>(e.seq);
+        ev_version[i] = e.event.version;
+        ev_trade_id[i] = e.event.trade_id;
+        ev_type[i] = type_text(e.event.type);
+        if (e.event.type == TradeType::Cancel) {
+          ev_side_ind[i] = soci::i_null;  // a CANCEL has no side, quantity or price
+          ev_value_ind[i] = soci::i_null;
+        } else {
+          ev_side_ind[i] = soci::i_ok;
+          ev_value_ind[i] = soci::i_ok;
+          ev_side[i] = side_text(e.event.side);
+          ev_quantity[i] = e.event.quantity.to_string();
+          ev_price[i] = e.event.price.to_string();
+        }
+      }
+      on_unique = errc::key_conflict;  // UNIQUE(trade_id, version): the idempotency key
+      insert_events.execute(true);
+      on_unique = errc::store_error;
+    }
+
+    if (const std::size_t n = u.trades.size(); n > 0) {
+      tr_partition_id.assign(n, id);
+      tr_version.resize(n);
+      tr_trade_id.resize(n);
+      tr_side.resize(n);
+      tr_quantity.resize(n);
+      tr_price.resize(n);
+      tr_cancelled.resize(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto& [id_of_trade, r] = u.trades[i];
+        tr_trade_id[i] = id_of_trade;
+        tr_version[i] = r.version;
+        tr_side[i] = side_text(r.side);
+        tr_quantity[i] = r.quantity.to_string();
+        tr_price[i] = r.price.to_string();
+        tr_cancelled[i] = r.cancelled ? 1 : 0;
+      }
+      upsert_trades.execute(true);
+    }
+    return std::nullopt;
+  }
+
+  // Inputs of the single-row statements.
+  std::string account, book, security, trade_id;
+  long long version = 0, partition_id = 0, seq = 0, fence = 0, expected_seq = 0, live_trades = 0;
+  std::string net_quantity, bought_quantity, sold_quantity, bought_notional, sold_notional;
+  // Outputs (net_quantity ... live_trades above double as outputs of select_partition).
+  std::string account_out, book_out, security_out, type_out, side_out, quantity_out, price_out;
+  std::string trade_id_out;
+  long long partition_id_out = 0, seq_out = 0, fence_out = 0, version_out = 0;
+  int cancelled_out = 0;
+  soci::indicator side_ind = soci::i_ok, quantity_ind = soci::i_ok, price_ind = soci::i_ok;
+  // Rows of the bulk statements (one element per row).
+  std::vector<long long> ev_partition_id, ev_seq, ev_version;
+  std::vector<std::string> ev_trade_id, ev_type, ev_side, ev_quantity, ev_price;
+  std::vector<soci::indicator> ev_side_ind, ev_value_ind;  // i_null for a CANCEL
+  std::vector<long long> tr_partition_id, tr_version;
+  std::vector<std::string> tr_trade_id, tr_side, tr_quantity, tr_price;
+  std::vector<int> tr_cancelled;
+
+  soci::statement find_event;        // (trade_id, version) -> the event and its partition
+  soci::statement select_partition;  // key -> id, seq, fence, position
+  soci::statement select_trades;     // partition id -> its trade records
+  soci::statement select_head;       // key -> id, seq, fence
+  soci::statement insert_partition;  // a new partition with its state after the batch
+  soci::statement update_partition;  // conditional on seq and fence
+  soci::statement insert_events;     // bulk
+  soci::statement upsert_trades;     // bulk
+};
+
+}  // namespace
+
+std::unique_ptr<BatchStatements> make_row_statements(soci::session& session) {
+  return std::make_unique<RowStatements>(session);
+}
+
+}  // namespace tradecapture::detail::sql
