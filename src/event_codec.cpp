@@ -126,6 +126,7 @@ class Handler {
     field_ = f_none;
     top_is_object_ = false;
     duplicate_ = false;
+    overflow_ = false;
     error_.clear();
   }
 
@@ -207,11 +208,19 @@ class Handler {
     if (depth_ == 1) field_ = lookup_field(k);
     return true;
   }
-  bool parse_error(std::size_t position, const std::string&,
+  bool parse_error(std::size_t position, const std::string& last_token,
                    const nlohmann::detail::exception& ex) {
     error_ = short_parser_message(ex.what(), position);
+    // 406: a number too large for a double (1e400). Valid JSON all the same; see parse_event.
+    overflow_ = ex.id == 406;
+    overflow_token_ = last_token;
+    overflow_end_ = position;
     return false;
   }
+  /// The last failure was a number overflowing a double: its text and where it ends.
+  bool overflow() const noexcept { return overflow_; }
+  const std::string& overflow_token() const noexcept { return overflow_token_; }
+  std::size_t overflow_end() const noexcept { return overflow_end_; }
 
   const Slot& slot(Field f) const { return slots_[f]; }
   bool duplicate() const noexcept { return duplicate_; }
@@ -259,6 +268,9 @@ class Handler {
   }
 
   Slot slots_[field_count];
+  bool overflow_ = false;
+  std::string overflow_token_;
+  std::size_t overflow_end_ = 0;
   std::vector<KeySet> objects_;  // one per open object, reused across lines
   std::size_t open_objects_ = 0;
   std::size_t depth_ = 0;  // open objects and arrays
@@ -448,8 +460,24 @@ ParsedEvent parse_event(std::string_view line) {
   thread_local Handler handler;
   try {
     handler.reset();
-    const bool ok = json::sax_parse(line.data(), line.data() + line.size(), &handler,
-                                    json::input_format_t::json, /*strict=*/true);
+    bool ok = json::sax_parse(line.data(), line.data() + line.size(), &handler,
+                              json::input_format_t::json, /*strict=*/true);
+    // A number beyond a double's range (1e400) is valid JSON that nlohmann refuses. Such a
+    // number is never a valid value of ours (an exponent), so parse again with it replaced by
+    // "-0.0": still a JSON number written with a fraction and a sign, so invalid as a decimal
+    // or a version, and ignored like the original in an unknown field or a CANCEL's amounts.
+    std::string patched;
+    for (int round = 0; !ok && handler.overflow() && round < 64; ++round) {
+      if (patched.empty()) patched.assign(line);
+      const std::string token = handler.overflow_token();
+      const auto end = std::min(handler.overflow_end(), patched.size());
+      const auto at = token.empty() ? std::string::npos : patched.rfind(token, end);
+      if (at == std::string::npos || at + token.size() > end + 1) break;
+      patched.replace(at, token.size(), "-0.0");
+      handler.reset();
+      ok = json::sax_parse(patched.data(), patched.data() + patched.size(), &handler,
+                           json::input_format_t::json, /*strict=*/true);
+    }
     if (!ok) {
       if (handler.duplicate()) {
         out.reason = "invalid: duplicate key ";
@@ -542,26 +570,26 @@ void append_json_string(std::string& out, std::string_view s) {
 void append_outcome_json(std::string& out, std::uint64_t line,
                          const std::optional<std::string>& trade_id,
                          const std::optional<std::int64_t>& version, const Outcome& outcome) {
-  out += "{\"line\":";
+  out += "{\"line\": ";
   append_int(out, line);
-  out += ",\"trade_id\":";
+  out += ", \"trade_id\": ";
   if (trade_id) {
     append_json_string(out, *trade_id);
   } else {
     out += "null";
   }
-  out += ",\"version\":";
+  out += ", \"version\": ";
   if (version) {
     append_int(out, *version);
   } else {
     out += "null";
   }
-  out += ",\"outcome\":";
+  out += ", \"outcome\": ";
   append_json_string(out, to_string(outcome.kind));
-  out += ",\"reason\":";
+  out += ", \"reason\": ";
   append_json_string(out, outcome.kind == OutcomeKind::Rejected ? std::string_view(outcome.reason)
                                                                 : std::string_view());
-  out += ",\"seq\":";
+  out += ", \"seq\": ";
   if (outcome.kind == OutcomeKind::Accepted) {
     append_int(out, outcome.seq);
   } else {
@@ -572,54 +600,54 @@ void append_outcome_json(std::string& out, std::uint64_t line,
 
 void append_position_json(std::string& out, const PositionRow& row) {
   const Position& p = row.position;
-  out += "{\"account\":";
+  out += "{\"account\": ";
   append_json_string(out, row.partition.account);
-  out += ",\"book\":";
+  out += ", \"book\": ";
   append_json_string(out, row.partition.book);
-  out += ",\"security\":";
+  out += ", \"security\": ";
   append_json_string(out, row.partition.security);
-  out += ",\"net_quantity\":";
+  out += ", \"net_quantity\": ";
   append_json_string(out, p.net_quantity.to_string());
-  out += ",\"bought_quantity\":";
+  out += ", \"bought_quantity\": ";
   append_json_string(out, p.bought_quantity.to_string());
-  out += ",\"sold_quantity\":";
+  out += ", \"sold_quantity\": ";
   append_json_string(out, p.sold_quantity.to_string());
-  out += ",\"bought_notional\":";
+  out += ", \"bought_notional\": ";
   append_json_string(out, p.bought_notional.to_string());
-  out += ",\"sold_notional\":";
+  out += ", \"sold_notional\": ";
   append_json_string(out, p.sold_notional.to_string());
-  out += ",\"live_trades\":";
+  out += ", \"live_trades\": ";
   append_int(out, p.live_trades);
-  out += ",\"seq\":";
+  out += ", \"seq\": ";
   append_int(out, row.seq);
   out += "}\n";
 }
 
 void append_event_json(std::string& out, const StoredEvent& se) {
   const TradeEvent& e = se.event;
-  out += "{\"account\":";
+  out += "{\"account\": ";
   append_json_string(out, e.partition.account);
-  out += ",\"book\":";
+  out += ", \"book\": ";
   append_json_string(out, e.partition.book);
-  out += ",\"security\":";
+  out += ", \"security\": ";
   append_json_string(out, e.partition.security);
-  out += ",\"seq\":";
+  out += ", \"seq\": ";
   append_int(out, se.seq);
-  out += ",\"trade_id\":";
+  out += ", \"trade_id\": ";
   append_json_string(out, e.trade_id);
-  out += ",\"version\":";
+  out += ", \"version\": ";
   append_int(out, e.version);
-  out += ",\"type\":";
+  out += ", \"type\": ";
   append_json_string(out, to_string(e.type));
   if (e.type == TradeType::Cancel) {
-    out += ",\"side\":null,\"quantity\":null,\"price\":null}\n";
+    out += ", \"side\": null, \"quantity\": null, \"price\": null}\n";
     return;
   }
-  out += ",\"side\":";
+  out += ", \"side\": ";
   append_json_string(out, to_string(e.side));
-  out += ",\"quantity\":";
+  out += ", \"quantity\": ";
   append_json_string(out, e.quantity.to_string());
-  out += ",\"price\":";
+  out += ", \"price\": ";
   append_json_string(out, e.price.to_string());
   out += "}\n";
 }

@@ -517,29 +517,29 @@ TEST_CASE("codec: append_json_string escapes") {
 
 TEST_CASE("codec: outcome lines") {
   CHECK(outcome_line(1, "T1", 1, Outcome::accepted(1)) ==
-        "{\"line\":1,\"trade_id\":\"T1\",\"version\":1,\"outcome\":\"ACCEPTED\",\"reason\":\"\","
-        "\"seq\":1}\n");
+        "{\"line\": 1, \"trade_id\": \"T1\", \"version\": 1, \"outcome\": \"ACCEPTED\", \"reason\": \"\", "
+        "\"seq\": 1}\n");
   CHECK(outcome_line(7, std::nullopt, std::nullopt,
                      Outcome::rejected("invalid: not a JSON object")) ==
-        "{\"line\":7,\"trade_id\":null,\"version\":null,\"outcome\":\"REJECTED\",\"reason\":"
-        "\"invalid: not a JSON object\",\"seq\":null}\n");
+        "{\"line\": 7, \"trade_id\": null, \"version\": null, \"outcome\": \"REJECTED\", \"reason\": "
+        "\"invalid: not a JSON object\", \"seq\": null}\n");
   CHECK(outcome_line(3, "T\"2", -5, Outcome::rejected("invalid: version: must be at least 1")) ==
-        "{\"line\":3,\"trade_id\":\"T\\\"2\",\"version\":-5,\"outcome\":\"REJECTED\",\"reason\":"
-        "\"invalid: version: must be at least 1\",\"seq\":null}\n");
+        "{\"line\": 3, \"trade_id\": \"T\\\"2\", \"version\": -5, \"outcome\": \"REJECTED\", \"reason\": "
+        "\"invalid: version: must be at least 1\", \"seq\": null}\n");
   CHECK(outcome_line(4, "T", INT64_MAX, Outcome::duplicate()) ==
-        "{\"line\":4,\"trade_id\":\"T\",\"version\":9223372036854775807,\"outcome\":\"DUPLICATE\","
-        "\"reason\":\"\",\"seq\":null}\n");
+        "{\"line\": 4, \"trade_id\": \"T\", \"version\": 9223372036854775807, \"outcome\": \"DUPLICATE\", "
+        "\"reason\": \"\", \"seq\": null}\n");
   CHECK(outcome_line(5, "T", 3, Outcome::stale()) ==
-        "{\"line\":5,\"trade_id\":\"T\",\"version\":3,\"outcome\":\"STALE\",\"reason\":\"\","
-        "\"seq\":null}\n");
+        "{\"line\": 5, \"trade_id\": \"T\", \"version\": 3, \"outcome\": \"STALE\", \"reason\": \"\", "
+        "\"seq\": null}\n");
   // a reason or seq on a non-REJECTED / non-ACCEPTED outcome is not printed
   CHECK(outcome_line(6, "T", 2, Outcome{OutcomeKind::Stale, 9, "x"}) ==
-        "{\"line\":6,\"trade_id\":\"T\",\"version\":2,\"outcome\":\"STALE\",\"reason\":\"\","
-        "\"seq\":null}\n");
+        "{\"line\": 6, \"trade_id\": \"T\", \"version\": 2, \"outcome\": \"STALE\", \"reason\": \"\", "
+        "\"seq\": null}\n");
   CHECK(outcome_line(18446744073709551615ULL, std::string("a\0", 2), INT64_MIN,
                      Outcome::accepted(18446744073709551615ULL)) ==
-        "{\"line\":18446744073709551615,\"trade_id\":\"a\\u0000\",\"version\":-9223372036854775808,"
-        "\"outcome\":\"ACCEPTED\",\"reason\":\"\",\"seq\":18446744073709551615}\n");
+        "{\"line\": 18446744073709551615, \"trade_id\": \"a\\u0000\", \"version\": -9223372036854775808, "
+        "\"outcome\": \"ACCEPTED\", \"reason\": \"\", \"seq\": 18446744073709551615}\n");
 }
 
 TEST_CASE("codec: position lines") {
@@ -555,15 +555,15 @@ TEST_CASE("codec: position lines") {
   std::string out;
   append_position_json(out, row);
   CHECK(out ==
-        "{\"account\":\"A\",\"book\":\"B_C\",\"security\":\"S\\\"1\",\"net_quantity\":\"0\","
-        "\"bought_quantity\":\"1.5\",\"sold_quantity\":\"1.5\",\"bought_notional\":\"280.875\","
-        "\"sold_notional\":\"0.00000000000001\",\"live_trades\":0,\"seq\":3}\n");
+        "{\"account\": \"A\", \"book\": \"B_C\", \"security\": \"S\\\"1\", \"net_quantity\": \"0\", "
+        "\"bought_quantity\": \"1.5\", \"sold_quantity\": \"1.5\", \"bought_notional\": \"280.875\", "
+        "\"sold_notional\": \"0.00000000000001\", \"live_trades\": 0, \"seq\": 3}\n");
   row.position.net_quantity = checked_sub(Decimal(), Decimal::max()).value();
   row.position.live_trades = 12;
   out.clear();
   append_position_json(out, row);
-  CHECK(out.find("\"net_quantity\":\"-1000000000000000000000000\"") != std::string::npos);
-  CHECK(out.find("\"live_trades\":12,\"seq\":3}\n") != std::string::npos);
+  CHECK(out.find("\"net_quantity\": \"-1000000000000000000000000\"") != std::string::npos);
+  CHECK(out.find("\"live_trades\": 12, \"seq\": 3}\n") != std::string::npos);
 }
 
 TEST_CASE("codec: event lines") {
@@ -571,8 +571,8 @@ TEST_CASE("codec: event lines") {
   std::string out;
   append_event_json(out, se);
   CHECK(out ==
-        "{\"account\":\"A\",\"book\":\"B\",\"security\":\"S\",\"seq\":1,\"trade_id\":\"T1\","
-        "\"version\":1,\"type\":\"NEW\",\"side\":\"BUY\",\"quantity\":\"100\",\"price\":\"187.25\"}"
+        "{\"account\": \"A\", \"book\": \"B\", \"security\": \"S\", \"seq\": 1, \"trade_id\": \"T1\", "
+        "\"version\": 1, \"type\": \"NEW\", \"side\": \"BUY\", \"quantity\": \"100\", \"price\": \"187.25\"}"
         "\n");
   se = StoredEvent{valid(Line::new_buy()
                              .with("type", "\"AMEND\"")
@@ -584,13 +584,34 @@ TEST_CASE("codec: event lines") {
   out.clear();
   append_event_json(out, se);
   CHECK(out ==
-        "{\"account\":\"A\",\"book\":\"B\",\"security\":\"S\",\"seq\":2,\"trade_id\":\"T1\","
-        "\"version\":4,\"type\":\"AMEND\",\"side\":\"SELL\",\"quantity\":\"10.5\",\"price\":\"0\"}"
+        "{\"account\": \"A\", \"book\": \"B\", \"security\": \"S\", \"seq\": 2, \"trade_id\": \"T1\", "
+        "\"version\": 4, \"type\": \"AMEND\", \"side\": \"SELL\", \"quantity\": \"10.5\", \"price\": \"0\"}"
         "\n");
   se = StoredEvent{valid(Line::cancel().with("version", "9").with("quantity", "\"junk\"")), 3};
   out.clear();
   append_event_json(out, se);
   CHECK(out ==
-        "{\"account\":\"A\",\"book\":\"B\",\"security\":\"S\",\"seq\":3,\"trade_id\":\"T1\","
-        "\"version\":9,\"type\":\"CANCEL\",\"side\":null,\"quantity\":null,\"price\":null}\n");
+        "{\"account\": \"A\", \"book\": \"B\", \"security\": \"S\", \"seq\": 3, \"trade_id\": \"T1\", "
+        "\"version\": 9, \"type\": \"CANCEL\", \"side\": null, \"quantity\": null, \"price\": null}\n");
+}
+
+TEST_CASE("codec: numbers beyond a double's range are valid JSON") {
+  // nlohmann refuses 1e400 ("number overflow"); the codec must still treat the line as JSON.
+  TradeEvent e = valid(Line::new_buy().with("extra", "1e400"));
+  CHECK(e.trade_id == "T1");
+  valid(Line::new_buy().with("extra", "[-1e400, {\"x\": 2E+999}]"));
+  valid(Line::cancel().with("version", "3").with("quantity", "1e400").with("price", "-1e999"));
+  ParsedEvent q = parse_event(Line::new_buy().with("quantity", "1e400").str());
+  CHECK_FALSE(q.event);
+  CHECK(q.reason.rfind("invalid:", 0) == 0);
+  CHECK(q.echo_trade_id == std::optional<std::string>("T1"));
+  ParsedEvent v = parse_event(Line::new_buy().with("version", "1e400").str());
+  CHECK_FALSE(v.event);
+  CHECK_FALSE(v.echo_version);
+  ParsedEvent p = parse_event(Line::new_buy().with("price", "1e400").str());
+  CHECK_FALSE(p.event);
+  // Still strict: an overflowing number followed by garbage is not JSON.
+  ParsedEvent bad = parse_event("{\"a\": 1e400,}");
+  CHECK_FALSE(bad.event);
+  CHECK_FALSE(bad.echo_trade_id);
 }
