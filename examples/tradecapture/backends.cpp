@@ -6,6 +6,9 @@
 #ifdef TRADECAPTURE_HAVE_SOCI
 #include <tradecapture/soci_store.hpp>
 #endif
+#ifdef TRADECAPTURE_HAVE_REDIS
+#include <tradecapture/redis_lock.hpp>
+#endif
 
 #include <spdlog/spdlog.h>
 
@@ -52,16 +55,38 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
       spdlog::warn("a memory: store lives in one process only; this one is empty");
     return make_memory_store();
   }
-  if (starts_with(uri, "postgresql://") || starts_with(uri, "postgres://"))
-    throw HostError("postgresql stores are not supported by this build yet");
+  if (starts_with(uri, "postgresql://") || starts_with(uri, "postgres://")) {
+#ifdef TRADECAPTURE_HAVE_SOCI
+    SociStoreOptions options;
+    options.pool_size = std::max<std::size_t>(settings.concurrency, 2);
+    auto store = open_soci_store(uri, options);
+    // The URI may hold a password: name only the scheme.
+    if (!store)
+      throw HostError("cannot open the postgresql store: " + store.error().message());
+    return std::move(store).value();
+#else
+    throw HostError("postgresql stores are not supported by this build (built without SOCI)");
+#endif
+  }
   throw HostError("unknown store URI scheme '" + scheme_of(uri) +
                   "' (expected sqlite:PATH, memory: or postgresql://user@host:port/db)");
 }
 
-std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease) {
+std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease,
+                                         const std::string& instance_id) {
   if (uri == "local:") return make_local_lock(lease);
-  if (starts_with(uri, "redis://") || starts_with(uri, "rediss://"))
-    throw HostError("redis locks are not supported by this build yet");
+  if (starts_with(uri, "redis://")) {
+#ifdef TRADECAPTURE_HAVE_REDIS
+    RedisLockOptions options;
+    options.lease = lease;
+    options.instance_id = instance_id;
+    auto lock = open_redis_lock(uri, options);
+    if (!lock) throw HostError("cannot open the redis lock: " + lock.error().message());
+    return std::move(lock).value();
+#else
+    throw HostError("redis locks are not supported by this build (built without hiredis)");
+#endif
+  }
   throw HostError("unknown lock URI scheme '" + scheme_of(uri) +
                   "' (expected local: or redis://[:password@]host:port[/db])");
 }

@@ -35,7 +35,8 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
 
 /// Opens a partition lock from its URI: `local:`. Throws HostError for anything else.
 /// New schemes are added here.
-std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease);
+std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease,
+                                         const std::string& instance_id);
 
 /// A file descriptor written through a large buffer. Not thread-safe.
 class Output {

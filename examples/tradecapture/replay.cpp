@@ -384,7 +384,7 @@ int run_replay(const ReplayOptions& o) {
   // Input first (no side effects), the outcomes file last (it truncates).
   LineReader reader(o.input);
   auto store = open_store(o.store, {.concurrency = o.threads + 1, .must_exist = false});
-  auto lock = open_lock(o.lock, std::chrono::milliseconds(o.lease_ms));
+  auto lock = open_lock(o.lock, std::chrono::milliseconds(o.lease_ms), o.instance_id);
   std::optional<Output> out;
   if (!o.outcomes.empty()) out.emplace(o.outcomes);
   logger->info("instance {}: replaying {} into {} with lock {} ({} threads)", o.instance_id,

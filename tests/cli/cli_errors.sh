@@ -52,14 +52,15 @@ expect_fail nonzero "frobnicate|not expected|extra|subcommand" frobnicate
 printf '{"trade_id":"T1","version":1,"type":"NEW","account":"A","book":"B","security":"S","side":"BUY","quantity":"1","price":"1"}\n' >one.jsonl
 expect_fail 2 "unknown store URI" replay --store foo:bar one.jsonl
 expect_fail 2 "unknown store URI" replay --store tradecapture.db one.jsonl
-expect_fail 2 "postgresql stores are not supported by this build yet" \
-  replay --store postgresql://u@localhost:5432/db one.jsonl
+expect_fail 2 "cannot open the postgresql store" \
+  replay --store postgresql://u:pgsecret@127.0.0.1:1/db one.jsonl
+grep -q pgsecret "$TMP/err" && fail "the postgresql password was echoed in an error message"
 expect_fail 2 "unknown lock URI" replay --lock zookeeper://x one.jsonl
-expect_fail 2 "redis locks are not supported by this build yet" \
-  replay --lock redis://:secret@localhost:6379/0 one.jsonl
+expect_fail 2 "cannot open the redis lock" \
+  replay --lock redis://:secret@127.0.0.1:1/0 one.jsonl
 grep -q secret "$TMP/err" && fail "the redis password was echoed in an error message"
 expect_fail 2 "unknown store URI" positions --store foo:bar
-expect_fail 2 "postgresql" events --store postgresql://u@localhost/db
+expect_fail 2 "postgresql" events --store postgresql://u@127.0.0.1:1/db
 expect_fail 2 "sqlite" replay --store sqlite: one.jsonl
 
 # Input and output errors.
