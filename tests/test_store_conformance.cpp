@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <map>
+#include <random>
 #include <thread>
 
 #ifdef TRADECAPTURE_HAVE_SOCI
@@ -690,10 +693,6 @@ TEST_CASE("sqlite: options are applied") {
 
 // ---- PostgreSQL only ----------------------------------------------------------------------------
 #ifdef TRADECAPTURE_HAVE_POSTGRES_TESTS
-
-#include <chrono>
-#include <map>
-#include <random>
 
 namespace {
 

@@ -120,7 +120,9 @@ class PostgresqlDialect final : public Dialect {
   void begin_migration(soci::session& session) const override {
     // Serialises the first opens of several processes: the second one waits here, then finds the
     // schema at the latest version and applies nothing.
+    // lock_timeout is off for this transaction: a migration by another process may take longer.
     session << "BEGIN";
+    session << "SELECT set_config('lock_timeout', '0', true)";
     session << "SELECT pg_advisory_xact_lock(7270151)";  // any constant: "tradecapture schema"
   }
 
