@@ -31,7 +31,7 @@ enum class OverloadPolicy {
 
 /// Bounded, jittered exponential backoff for retryable failures.
 struct RetryPolicy {
-  int max_attempts = 12;                             ///< attempts per batch, the first included
+  int max_attempts = 200;                            ///< attempts per call, the first included
   std::chrono::milliseconds initial_backoff{2};      ///< backoff before the first retry
   std::chrono::milliseconds max_backoff{500};        ///< cap of one backoff
   std::chrono::milliseconds budget{15000};           ///< total time a batch may spend retrying
