@@ -21,7 +21,7 @@ for variant in asan tsan; do
     -DTRADECAPTURE_BUILD_EXAMPLES=OFF -DTRADECAPTURE_BUILD_BENCH=OFF >/dev/null
   cmake --build "$dir" -j "$jobs" --target tradecapture_tests
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  ASAN_OPTIONS=detect_leaks=1 \
+  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp" \
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     "$dir/bin/tradecapture_tests" --no-intro=true
 done
