@@ -199,8 +199,11 @@ class PostgresServer {
                                "listen_addresses=127.0.0.1", "-c", "max_connections=200"}),
                  dir_ / "postgres.log");
     for (int i = 0; i < 1000; ++i) {
-      if (port_open(port_)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      // Accepting TCP is not enough: wait until it accepts sessions ("starting up" is refused).
+      if (port_open(port_) &&
+          ::system(("/usr/lib/postgresql/15/bin/pg_isready -q -h 127.0.0.1 -U postgres -p " +
+                    std::to_string(port_))
+                       .c_str()) == 0) {
         return;
       }
       int status = 0;
