@@ -99,12 +99,18 @@ class PostgresqlDialect final : public Dialect {
     // Session settings, in one round trip:
     // - lock_timeout: a writer waits this long for a row lock (one held by a stalled writer, say)
     //   before failing with SQLSTATE 55P03, which the caller retries;
+    // - idle_in_transaction_session_timeout, the same length: a writer that stalls between the
+    //   statements of its transaction (a paused or hung process) loses its session, so its row
+    //   locks do not block the partition's next lease holder forever; its late COMMIT then fails
+    //   as a lost connection and the retried batch meets the fence;
     // - client_min_messages: libpq prints notices on stderr, and the store causes some ("relation
     //   schema_version already exists, skipping" on every open); a library keeps quiet.
-    std::string lock_timeout, min_messages;
+    std::string lock_timeout, idle_timeout, min_messages;
     session << "SELECT set_config('lock_timeout', :ms, false), "
+               "set_config('idle_in_transaction_session_timeout', :ms2, false), "
                "set_config('client_min_messages', 'warning', false)",
-        soci::use(lock_timeout_, "ms"), soci::into(lock_timeout), soci::into(min_messages);
+        soci::use(lock_timeout_, "ms"), soci::use(lock_timeout_, "ms2"), soci::into(lock_timeout),
+        soci::into(idle_timeout), soci::into(min_messages);
   }
 
   const ColumnTypes& types() const override { return postgresql_types; }
