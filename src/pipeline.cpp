@@ -290,6 +290,7 @@ struct Pipeline::Impl::Shard {
   std::vector<SubmitOp*> ops;
   std::vector<Outcome> outcomes;
   std::vector<IdempotencyKey> keys;
+  std::vector<std::string_view> changed_ids;
 
   Shard(Impl& i, asio::any_io_executor ex) : impl(i), strand(asio::make_strand(ex)), timer(strand) {}
 
@@ -577,13 +578,16 @@ struct Pipeline::Impl::Shard {
       if (up.events.empty()) continue;
       up.new_seq = st.seq;
       up.position = st.position;
-      // The final state of every trade the batch changed, once each.
-      up.trades.reserve(up.events.size());
-      for (const auto& se : up.events) {
-        const std::string& id = se.event.trade_id;
-        const bool seen = std::any_of(up.trades.begin(), up.trades.end(),
-                                      [&](const auto& tr) { return tr.first == id; });
-        if (!seen) up.trades.emplace_back(id, st.trades.at(id));
+      // The final state of every trade the batch changed, once each (sorted, deduplicated ids).
+      changed_ids.clear();
+      for (const auto& se : up.events) changed_ids.push_back(se.event.trade_id);
+      std::sort(changed_ids.begin(), changed_ids.end());
+      changed_ids.erase(std::unique(changed_ids.begin(), changed_ids.end()), changed_ids.end());
+      up.trades.reserve(changed_ids.size());
+      for (std::string_view id : changed_ids) {
+        std::string key(id);
+        const TradeRecord& rec = st.trades.at(key);
+        up.trades.emplace_back(std::move(key), rec);
       }
       batch.partitions.push_back(std::move(up));
     }
