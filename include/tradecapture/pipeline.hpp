@@ -42,6 +42,8 @@ struct PipelineOptions {
   /// Worker shards; each owns a share of the partitions (by hash) and runs one batch at a time.
   std::size_t threads = 2;
   /// Run the shards on the host's executor instead of an internal thread pool of `threads`.
+  /// Store calls and retry backoffs run synchronously on the shard, so they occupy one of the
+  /// executor's threads while they last; give the executor at least `threads` threads of its own.
   std::optional<boost::asio::any_io_executor> executor;
   /// Submitted and not yet completed events, at most (memory bound and back-pressure).
   std::size_t max_in_flight = 65536;
