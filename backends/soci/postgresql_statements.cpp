@@ -367,13 +367,13 @@ class PostgresqlStatements final : public BatchStatements {
         seq_.add_integer(static_cast<long long>(row.event->seq));
         trade_id_.add_text(e.trade_id);
         version_.add_integer(e.version);
-        type_.add_text(type_text(e.type));
+        type_.add_text(to_string(e.type));
         if (e.type == TradeType::Cancel) {  // a CANCEL has no side, quantity or price
           side_.add_null();
           quantity_.add_null();
           price_.add_null();
         } else {
-          side_.add_text(side_text(e.side));
+          side_.add_text(to_string(e.side));
           quantity_.add_decimal(e.quantity);
           price_.add_decimal(e.price);
         }
@@ -409,7 +409,7 @@ class PostgresqlStatements final : public BatchStatements {
         partition_id_.add_integer(ids_[p]);
         trade_id_.add_text(trade_id);
         version_.add_integer(r.version);
-        side_.add_text(side_text(r.side));
+        side_.add_text(to_string(r.side));
         quantity_.add_decimal(r.quantity);
         price_.add_decimal(r.price);
         cancelled_.add_integer(r.cancelled ? 1 : 0);

@@ -229,14 +229,14 @@ class RowStatements final : public BatchStatements {
         ev_seq[i] = static_cast<long long>(e.seq);
         ev_version[i] = e.event.version;
         ev_trade_id[i] = e.event.trade_id;
-        ev_type[i] = type_text(e.event.type);
+        ev_type[i] = to_string(e.event.type);
         if (e.event.type == TradeType::Cancel) {
           ev_side_ind[i] = soci::i_null;  // a CANCEL has no side, quantity or price
           ev_value_ind[i] = soci::i_null;
         } else {
           ev_side_ind[i] = soci::i_ok;
           ev_value_ind[i] = soci::i_ok;
-          ev_side[i] = side_text(e.event.side);
+          ev_side[i] = to_string(e.event.side);
           ev_quantity[i] = e.event.quantity.to_string();
           ev_price[i] = e.event.price.to_string();
         }
@@ -258,7 +258,7 @@ class RowStatements final : public BatchStatements {
         const auto& [id_of_trade, r] = u.trades[i];
         tr_trade_id[i] = id_of_trade;
         tr_version[i] = r.version;
-        tr_side[i] = side_text(r.side);
+        tr_side[i] = to_string(r.side);
         tr_quantity[i] = r.quantity.to_string();
         tr_price[i] = r.price.to_string();
         tr_cancelled[i] = r.cancelled ? 1 : 0;

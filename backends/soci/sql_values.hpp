@@ -22,19 +22,6 @@ struct CorruptData : std::runtime_error {
 /// The largest sequence number, version or fencing token a BIGINT / INTEGER column holds.
 inline constexpr std::uint64_t max_sql_integer = std::numeric_limits<long long>::max();
 
-/// "NEW", "AMEND" or "CANCEL", as stored in `events.type`.
-constexpr std::string_view type_text(TradeType t) noexcept {
-  switch (t) {
-    case TradeType::New:
-      return "NEW";
-    case TradeType::Amend:
-      return "AMEND";
-    case TradeType::Cancel:
-      return "CANCEL";
-  }
-  return "NEW";
-}
-
 inline TradeType parse_type(std::string_view text) {
   if (text == "NEW") return TradeType::New;
   if (text == "AMEND") return TradeType::Amend;
@@ -42,9 +29,7 @@ inline TradeType parse_type(std::string_view text) {
   throw CorruptData("stored event type '" + std::string(text) + "'");
 }
 
-/// "BUY" or "SELL", as stored in the `side` columns.
-constexpr std::string_view side_text(Side s) noexcept { return s == Side::Buy ? "BUY" : "SELL"; }
-
+/// The Side of a stored `side` column ("BUY" or "SELL", written with `to_string(Side)`).
 inline Side parse_side(std::string_view text) {
   if (text == "BUY") return Side::Buy;
   if (text == "SELL") return Side::Sell;
@@ -69,7 +54,7 @@ inline void fill_event(TradeEvent& e, const std::string& type, const std::string
   e.type = parse_type(type);
   if (e.type == TradeType::Cancel) return;
   if (side_ind != soci::i_ok || quantity_ind != soci::i_ok || price_ind != soci::i_ok) {
-    throw CorruptData("stored " + std::string(type_text(e.type)) +
+    throw CorruptData("stored " + std::string(to_string(e.type)) +
                       " without side, quantity or price");
   }
   e.side = parse_side(side);
