@@ -30,6 +30,8 @@ class Category final : public boost::system::error_category {
       case errc::processor_error: return "processor error";
       case errc::retry_budget_exhausted: return "retry budget exhausted";
       case errc::internal: return "internal error";
+      case errc::deadlock: return "deadlock detected (transaction rolled back)";
+      case errc::serialization_failure: return "serialization failure (transaction rolled back)";
     }
     return "unknown tradecapture error";
   }
@@ -47,6 +49,8 @@ retry_class classify(const boost::system::error_code& ec) noexcept {
   switch (static_cast<errc>(ec.value())) {
     case errc::store_unavailable:
     case errc::store_busy:
+    case errc::deadlock:
+    case errc::serialization_failure:
     case errc::lock_unavailable:
     case errc::overloaded:
       return retry_class::retry_now;

@@ -139,7 +139,30 @@ struct Counters {
   std::atomic<std::uint64_t> batches{0}, commits{0}, commit_failures{0}, retries{0};
   std::atomic<std::uint64_t> lock_grants{0}, lock_busy{0}, lease_losses{0};
   std::atomic<std::uint64_t> queue_depth{0};
-  Histogram batch_size, commit_latency_us, latency_us;
+  std::array<std::atomic<std::uint64_t>, retry_cause_count> retries_by_cause{};
+  Histogram batch_size, commit_latency_us, latency_us, lock_wait_us;
+
+  /// Counts one retry after `ec`.
+  void retry(const boost::system::error_code& ec) {
+    retries.fetch_add(1, std::memory_order_relaxed);
+    retries_by_cause[static_cast<std::size_t>(cause_of(ec))].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  static RetryCause cause_of(const boost::system::error_code& ec) {
+    if (ec.category() != error_category()) return RetryCause::other;
+    switch (static_cast<errc>(ec.value())) {
+      case errc::deadlock: return RetryCause::deadlock;
+      case errc::serialization_failure: return RetryCause::serialization;
+      case errc::store_unavailable:
+      case errc::lock_unavailable: return RetryCause::connection;
+      case errc::fenced_off:
+      case errc::lease_lost: return RetryCause::fenced_off;
+      case errc::sequence_conflict:
+      case errc::key_conflict: return RetryCause::conflict;
+      case errc::store_busy: return RetryCause::busy;
+      default: return RetryCause::other;
+    }
+  }
 };
 
 }  // namespace
@@ -235,7 +258,7 @@ struct Pipeline::Impl {
         log->error("{} failed after {} attempts: {}", what, attempt, r.error().message());
         return r;
       }
-      counters.retries.fetch_add(1, std::memory_order_relaxed);
+      counters.retry(r.error());
       auto wait = backoff(attempt);
       log->warn("{} failed ({}), retry {} in {} ms", what, r.error().message(), attempt,
                 wait.count());
@@ -260,6 +283,7 @@ struct Pipeline::Impl::Shard {
     Clock::time_point retry_at{};
     Clock::time_point failing_since{};
     Clock::time_point last_active{};
+    Clock::time_point lease_wanted{};  // when it first needed the lease it does not hold yet
   };
 
   Impl& impl;
@@ -278,6 +302,8 @@ struct Pipeline::Impl::Shard {
   Clock::time_point timer_at = Clock::time_point::max();
   Clock::time_point last_housekeeping{};
   std::atomic<std::size_t> cached{0};  // partitions known to this shard, for metrics
+  std::atomic<std::size_t> active{0};  // partitions with queued or in-progress events
+  std::atomic<std::size_t> leases{0};  // leases held
 
   // Scratch space reused by every batch.
   struct Taken {
@@ -291,6 +317,7 @@ struct Pipeline::Impl::Shard {
   std::vector<Outcome> outcomes;
   std::vector<IdempotencyKey> keys;
   std::vector<std::string_view> changed_ids;
+  std::vector<std::uint64_t> tags;
 
   Shard(Impl& i, asio::any_io_executor ex) : impl(i), strand(asio::make_strand(ex)), timer(strand) {}
 
@@ -433,6 +460,7 @@ struct Pipeline::Impl::Shard {
     const auto lease = impl.lock->lease();
     for (Slot* s : picked) {
       if (!s->grant) {
+        if (s->lease_wanted == Clock::time_point{}) s->lease_wanted = now;
         need.push_back(s->key);
       } else if (s->grant->expires - now < lease / 2) {
         renew.push_back(*s->grant);
@@ -451,6 +479,7 @@ struct Pipeline::Impl::Shard {
                          r ? r.value()[i].error().message() : r.error().message());
           s.grant.reset();
           s.state.reset();
+          s.lease_wanted = now;
           need.push_back(s.key);
         }
       }
@@ -465,6 +494,8 @@ struct Pipeline::Impl::Shard {
           s.lock_failures = 0;
           s.failing_since = {};
           impl.counters.lock_grants.fetch_add(1, std::memory_order_relaxed);
+          impl.counters.lock_wait_us.record(micros_between(s.lease_wanted, now));
+          s.lease_wanted = {};
           impl.log->debug("lease granted on {} fence {}", s.key.to_string(), s.grant->fence);
           continue;
         }
@@ -480,7 +511,7 @@ struct Pipeline::Impl::Shard {
             s.failing_since = {};
             continue;
           }
-          impl.counters.retries.fetch_add(1, std::memory_order_relaxed);
+          impl.counters.retry(ec);
           impl.log->warn("lock for {} unavailable ({}), backing off", s.key.to_string(),
                          ec.message());
         }
@@ -598,6 +629,12 @@ struct Pipeline::Impl::Shard {
                 [](const PartitionUpdate& a, const PartitionUpdate& b) {
                   return a.partition < b.partition;
                 });
+      if (impl.opt.before_commit) {
+        tags.clear();
+        for (SubmitOp* op : ops)
+          if (op->source_tag != 0) tags.push_back(op->source_tag);
+        impl.opt.before_commit(tags, batch);
+      }
       auto r = commit(batch);
       if (!r) {
         if (classify(r.error()) == retry_class::retry_higher) {
@@ -700,7 +737,7 @@ struct Pipeline::Impl::Shard {
   /// The batch was decided on a stale view (fenced off, lease lost, another writer): drop the
   /// cached state, put the events back at the front of their queues in order, decide again.
   void redecide(boost::system::error_code ec) {
-    impl.counters.retries.fetch_add(1, std::memory_order_relaxed);
+    impl.counters.retry(ec);
     impl.log->warn("batch of {} events refused ({}); deciding it again on fresh state", ops.size(),
                    ec.message());
     const auto now = Clock::now();
@@ -749,9 +786,11 @@ struct Pipeline::Impl::Shard {
     const auto idle_after = impl.lock->lease() / 4;
     std::vector<Grant> release;
     const bool evict = slots.size() > impl.opt.max_cached_partitions;
+    std::size_t n_active = 0, n_leases = 0;
     for (auto it = slots.begin(); it != slots.end();) {
       Slot& s = *it->second;
       const bool quiet = s.queue.empty() && !s.ready && !s.waiting;
+      if (!quiet) ++n_active;
       if (quiet && s.grant && now - s.last_active > idle_after) {
         release.push_back(*s.grant);
         s.grant.reset();
@@ -761,10 +800,13 @@ struct Pipeline::Impl::Shard {
         it = slots.erase(it);
         continue;
       }
+      if (s.grant) ++n_leases;
       ++it;
     }
     if (!release.empty()) impl.lock->release(release);
     cached.store(slots.size(), std::memory_order_relaxed);
+    active.store(n_active, std::memory_order_relaxed);
+    leases.store(n_leases, std::memory_order_relaxed);
   }
 
   /// Gives every lease back (at stop).
@@ -775,6 +817,9 @@ struct Pipeline::Impl::Shard {
       if (s->grant) release.push_back(*s->grant);
     if (!release.empty()) impl.lock->release(release);
     slots.clear();
+    cached.store(0);
+    active.store(0);
+    leases.store(0);
   }
 };
 
@@ -906,7 +951,14 @@ PipelineMetrics Pipeline::metrics() const {
   m.lease_losses = c.lease_losses.load();
   m.queue_depth = c.queue_depth.load();
   m.in_flight = impl_->in_flight.load();
-  for (const auto& sh : impl_->shards) m.partitions_cached += sh->cached.load();
+  for (std::size_t i = 0; i < retry_cause_count; ++i) m.retries_by_cause[i] = c.retries_by_cause[i].load();
+  for (const auto& sh : impl_->shards) {
+    m.partitions_cached += sh->cached.load();
+    m.partitions_active += sh->active.load();
+    m.leases_held += sh->leases.load();
+  }
+  m.lock_wait_us = c.lock_wait_us.snapshot();
+  m.store = impl_->store->stats();
   m.batch_size = c.batch_size.snapshot();
   m.commit_latency_us = c.commit_latency_us.snapshot();
   m.latency_us = c.latency_us.snapshot();

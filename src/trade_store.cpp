@@ -1,5 +1,7 @@
 #include <tradecapture/trade_store.hpp>
 
+#include <tuple>
+
 namespace tradecapture {
 
 result<void> TradeStore::commit(const CommitBatch& batch) {
@@ -14,6 +16,16 @@ result<void> TradeStore::commit(const CommitBatch& batch) {
       if (e.seq != ++seq || e.event.partition != p.partition) return errc::internal;
     }
   }
+  const SourceOffset* prev_source = nullptr;
+  for (const auto& s : batch.sources) {
+    if (prev_source != nullptr &&
+        !(std::tie(prev_source->consumer, prev_source->topic, prev_source->partition) <
+          std::tie(s.consumer, s.topic, s.partition)))
+      return errc::internal;
+    if (s.next_offset < 0) return errc::internal;
+    prev_source = &s;
+  }
+  if (batch.partitions.empty() && batch.sources.empty()) return boost::outcome_v2::success();
   return do_commit_(batch);
 }
 

@@ -7,6 +7,8 @@
 #include <map>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -75,6 +77,25 @@ class MemoryStore final : public TradeStore {
     return boost::outcome_v2::success();
   }
 
+  result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
+                                    std::int32_t partition) override {
+    std::unique_lock lock(mutex_);
+    auto key = std::make_tuple(std::string(consumer), std::string(topic), partition);
+    auto [it, inserted] =
+        sources_.try_emplace(key, SourceOffset{std::string(consumer), std::string(topic),
+                                               partition, 0, 0});
+    ++it->second.epoch;
+    return it->second;
+  }
+
+  result<std::vector<SourceOffset>> source_offsets(std::string_view consumer) override {
+    std::vector<SourceOffset> out;
+    std::shared_lock lock(mutex_);
+    for (const auto& [key, row] : sources_)
+      if (row.consumer == consumer) out.push_back(row);
+    return out;
+  }
+
   result<void> ping() override { return boost::outcome_v2::success(); }
 
   std::string describe() const override { return "memory:"; }
@@ -83,6 +104,10 @@ class MemoryStore final : public TradeStore {
   result<void> do_commit_(const CommitBatch& batch) override {
     std::unique_lock lock(mutex_);
     // Validate everything first, in batch order (the order a SQL store meets the errors in).
+    for (const auto& src : batch.sources) {
+      auto it = sources_.find(std::make_tuple(src.consumer, src.topic, src.partition));
+      if (it != sources_.end() && it->second.epoch > src.epoch) return errc::fenced_off;
+    }
     for (const auto& update : batch.partitions) {
       auto it = partitions_.find(update.partition);
       const std::uint64_t stored_seq = it == partitions_.end() ? 0 : it->second.state.seq;
@@ -105,6 +130,10 @@ class MemoryStore final : public TradeStore {
       }
     }
     // Apply: nothing below can fail except by running out of memory.
+    for (const auto& src : batch.sources) {
+      auto& row = sources_[std::make_tuple(src.consumer, src.topic, src.partition)];
+      row = src;
+    }
     for (const auto& update : batch.partitions) {
       Partition& p = partitions_[update.partition];
       p.state.seq = update.new_seq;
@@ -134,6 +163,7 @@ class MemoryStore final : public TradeStore {
   mutable std::shared_mutex mutex_;
   std::map<PartitionKey, Partition> partitions_;
   std::unordered_map<IdempotencyKey, EventRef, IdempotencyKeyHash> keys_;
+  std::map<std::tuple<std::string, std::string, std::int32_t>, SourceOffset> sources_;
 };
 
 }  // namespace

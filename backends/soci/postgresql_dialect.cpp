@@ -156,8 +156,12 @@ class PostgresqlDialect final : public Dialect {
       // Connection exception (SOCI reports a session that died under a statement as 08000),
       // shutdown, starting up, too many connections, disk full, out of memory.
       c.fault = Fault::unavailable;
-    } else if (state == "40001" || state == "40P01" || state == "55P03" || state == "57014") {
-      c.fault = Fault::busy;  // serialization failure, deadlock, lock not available, timeout
+    } else if (state == "40001") {
+      c.fault = Fault::serialization;
+    } else if (state == "40P01") {
+      c.fault = Fault::deadlock;
+    } else if (state == "55P03" || state == "57014") {
+      c.fault = Fault::busy;  // lock not available, statement timeout
     } else if (state == "23505") {
       c.fault = Fault::unique_violation;
     } else if (state.find_first_not_of(' ') == std::string::npos && connection_lost(message)) {

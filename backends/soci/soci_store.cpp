@@ -82,6 +82,12 @@ errc convert_current_exception(const Dialect& dialect, std::string_view during, 
       case Fault::busy:
         code = errc::store_busy;
         break;
+      case Fault::deadlock:
+        code = errc::deadlock;
+        break;
+      case Fault::serialization:
+        code = errc::serialization_failure;
+        break;
       case Fault::unavailable:
         code = errc::store_unavailable;
         break;
@@ -93,9 +99,10 @@ errc convert_current_exception(const Dialect& dialect, std::string_view during, 
         break;
     }
     // Conflicts and busy databases are part of normal operation (the caller retries).
-    const auto level = code == errc::key_conflict || code == errc::store_busy ? spdlog::level::debug
-                       : code == errc::store_unavailable                      ? spdlog::level::warn
-                                                                              : spdlog::level::err;
+    const auto level = code == errc::store_unavailable ? spdlog::level::warn
+                       : code == errc::key_conflict || classify(code) == retry_class::retry_now
+                           ? spdlog::level::debug
+                           : spdlog::level::err;
     spdlog::log(level, "tradecapture: {}: {}: {} [{}]: {}", dialect.describe(), during,
                 make_error_code(code).message(), c.native, message);
   } catch (...) {
@@ -193,6 +200,12 @@ class Pool {
     }
   }
 
+  /// Pool use now (open counts connections being opened too).
+  StoreStats stats() const {
+    std::lock_guard lock(mutex_);
+    return StoreStats{size_, open_, open_ - idle_.size()};
+  }
+
   /// Closes every idle connection: after one lost its session, the others most likely did too.
   void discard_idle() noexcept {
     std::vector<std::unique_ptr<Connection>> stale;
@@ -230,7 +243,7 @@ class Pool {
 
   const Dialect& dialect_;
   const std::size_t size_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable available_;
   std::vector<std::unique_ptr<Connection>> idle_;
   std::size_t open_ = 0;  ///< idle plus leased plus being opened
@@ -448,6 +461,16 @@ class SqlStore final : public TradeStore {
       return boost::outcome_v2::success();
     });
   }
+
+  // TODO(kafka offsets): source offsets in SQL (being implemented); refused until then.
+  result<SourceOffset> claim_source(std::string_view, std::string_view, std::int32_t) override {
+    return errc::store_error;
+  }
+  result<std::vector<SourceOffset>> source_offsets(std::string_view) override {
+    return errc::store_error;
+  }
+
+  StoreStats stats() const override { return pool_.stats(); }
 
   std::string describe() const override { return dialect_->describe(); }
 

@@ -21,7 +21,9 @@ namespace tradecapture::detail::sql {
 
 /// What a database failure means to the store.
 enum class Fault {
-  busy,              ///< lock timeout, deadlock, serialization failure: retry the same call
+  busy,              ///< lock timeout, busy database: retry the same call
+  deadlock,          ///< chosen as a deadlock victim: retry the same call
+  serialization,     ///< serialization failure: retry the same call
   unavailable,       ///< cannot open or reach the database, I/O failure: retry later
   unique_violation,  ///< a UNIQUE or PRIMARY KEY constraint refused a row
   other,             ///< anything else: a retry will not fix it

@@ -38,6 +38,9 @@ enum class errc : int {
   processor_error,          ///< the processor threw
   retry_budget_exhausted,   ///< a retryable failure persisted past the retry budget
   internal,                 ///< a broken invariant inside the library
+  // Added later (numbered after the above); retry the same call after a short backoff.
+  deadlock,                 ///< the database chose this transaction as a deadlock victim
+  serialization_failure,    ///< the database could not serialize this transaction
 };
 
 /// What a caller should do about an error.

@@ -19,7 +19,9 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <functional>
 #include <optional>
+#include <span>
 
 namespace tradecapture {
 
@@ -55,6 +57,14 @@ struct PipelineOptions {
   std::size_t max_cached_partitions = 200000;
   OverloadPolicy on_overload = OverloadPolicy::wait;
   RetryPolicy retry;
+  /// Called on a shard right before each store commit with the source tags (see
+  /// `async_submit`) of every event the batch decided (non-zero tags only, any outcome) and the
+  /// batch, to which it may add `sources`. The commit makes the batch's events and those offsets
+  /// durable together. It may run again for the same events when a commit is refused and the
+  /// batch is decided again, so it must not assume that a call means a commit. Runs
+  /// concurrently on several shards; must not throw.
+  std::function<void(std::span<const std::uint64_t> source_tags, CommitBatch& batch)>
+      before_commit;
   /// Where the pipeline logs; null means spdlog's default logger.
   std::shared_ptr<spdlog::logger> logger;
 };
@@ -85,10 +95,19 @@ class Pipeline {
   /// re-sending it is safe. Works with callbacks, `use_future` and `use_awaitable`.
   template <class CompletionToken>
   auto async_submit(TradeEvent event, CompletionToken&& token) {
+    return async_submit(std::move(event), 0, std::forward<CompletionToken>(token));
+  }
+  /// Submits one event with a host-defined non-zero `source_tag` (a Kafka partition and offset,
+  /// say) that the pipeline hands to `PipelineOptions::before_commit` with the batch that
+  /// decides the event. Otherwise the same as the overload above.
+  template <class CompletionToken>
+  auto async_submit(TradeEvent event, std::uint64_t source_tag, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Outcome)>(
-        [this](auto handler, TradeEvent ev) {
+        [this, source_tag](auto handler, TradeEvent ev) {
           using H = std::decay_t<decltype(handler)>;
-          enqueue_(std::make_unique<detail::SubmitOpImpl<H>>(std::move(ev), std::move(handler)));
+          auto op = std::make_unique<detail::SubmitOpImpl<H>>(std::move(ev), std::move(handler));
+          op->source_tag = source_tag;
+          enqueue_(std::move(op));
         },
         token, std::move(event));
   }

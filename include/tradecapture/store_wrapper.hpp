@@ -29,7 +29,15 @@ class TradeStoreWrapper : public TradeStore {
   result<void> scan_events(const std::function<bool(const StoredEvent&)>& fn) override {
     return target_->scan_events(fn);
   }
+  result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
+                                    std::int32_t partition) override {
+    return target_->claim_source(consumer, topic, partition);
+  }
+  result<std::vector<SourceOffset>> source_offsets(std::string_view consumer) override {
+    return target_->source_offsets(consumer);
+  }
   result<void> ping() override { return target_->ping(); }
+  StoreStats stats() const override { return target_->stats(); }
   std::string describe() const override { return target_->describe(); }
 
   /// The wrapped store.

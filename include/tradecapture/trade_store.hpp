@@ -3,6 +3,7 @@
 /// The TradeStore interface: durable per-partition state, applied events and idempotency keys.
 
 #include <tradecapture/error.hpp>
+#include <tradecapture/metrics.hpp>
 #include <tradecapture/types.hpp>
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,9 +30,25 @@ struct PartitionUpdate {
   std::vector<StoredEvent> events;
 };
 
-/// One atomic write: many events of many partitions.
+/// The consumed position of one partition of an external source (a Kafka topic partition),
+/// written in the same transaction as the events it covers (exactly-once effect).
+struct SourceOffset {
+  std::string consumer;          ///< the consumer (Kafka consumer group)
+  std::string topic;             ///< the topic
+  std::int32_t partition = 0;    ///< the source partition
+  std::int64_t next_offset = 0;  ///< the first offset not covered yet (where to resume)
+  /// The claim epoch of the writer (see `TradeStore::claim_source`); the store refuses a write
+  /// whose epoch is below the stored one.
+  std::uint64_t epoch = 0;
+  friend bool operator==(const SourceOffset&, const SourceOffset&) = default;
+};
+
+/// One atomic write: many events of many partitions, and source offsets.
 struct CommitBatch {
   std::vector<PartitionUpdate> partitions;  ///< strictly ascending by partition key
+  /// Source offsets to store with the events, strictly ascending by (consumer, topic,
+  /// partition). A batch may carry offsets only (no partitions).
+  std::vector<SourceOffset> sources;
 };
 
 /// Durable state: applied events with their sequence numbers, per-partition state (position,
@@ -41,8 +59,9 @@ struct CommitBatch {
 /// Guarantees: `commit` is atomic (all of a batch or nothing) and durable when it returns
 /// success. It fails with `errc::fenced_off` when a partition's stored fence is above the
 /// batch's token, `errc::sequence_conflict` when a partition's stored seq is not
-/// `expected_seq`, and `errc::key_conflict` when an idempotency key already exists; in each
-/// case nothing of the batch is written. Transient faults are `errc::store_busy` or
+/// `expected_seq`, `errc::key_conflict` when an idempotency key already exists, and
+/// `errc::fenced_off` when a source offset's stored epoch is above the batch's; in each case
+/// nothing of the batch is written. Transient faults are `errc::store_busy` or
 /// `errc::store_unavailable` and leave nothing written either.
 class TradeStore {
  public:
@@ -70,8 +89,20 @@ class TradeStore {
   /// `fn` returns false.
   virtual result<void> scan_events(const std::function<bool(const StoredEvent&)>& fn) = 0;
 
+  /// Claims one partition of an external source for a new owner: atomically increments its
+  /// epoch (creating the row, offset 0 and epoch 1, when it does not exist) and returns the
+  /// stored row with the new epoch. Every write of an earlier claimant is refused from then on.
+  virtual result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
+                                            std::int32_t partition) = 0;
+
+  /// Every stored source offset of `consumer`, ascending by (topic, partition).
+  virtual result<std::vector<SourceOffset>> source_offsets(std::string_view consumer) = 0;
+
   /// Answers when the store is reachable (health checks).
   virtual result<void> ping() = 0;
+
+  /// Connection-pool use (for metrics); zeros when the store has no connections.
+  virtual StoreStats stats() const { return {}; }
 
   /// A short description for logs ("sqlite:/path", "memory:").
   virtual std::string describe() const = 0;

@@ -29,6 +29,7 @@ struct SubmitOp {
   std::atomic<bool> gate_head{false};  ///< first of the ops carrying its key: may be decided
   std::size_t key_hash = 0;       ///< hash of (trade_id, version)
   int redecides = 0;              ///< times its batch was decided again after a conflict
+  std::uint64_t source_tag = 0;   ///< the host's tag (0: none), see PipelineOptions::before_commit
   explicit SubmitOp(TradeEvent e) : event(std::move(e)), submitted(std::chrono::steady_clock::now()) {}
   virtual ~SubmitOp() = default;
   SubmitOp(const SubmitOp&) = delete;
