@@ -23,6 +23,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -620,4 +621,100 @@ TEST_CASE("the pipeline runs on a host's io_context") {
   }
   guard.reset();
   t.join();
+}
+
+TEST_CASE("retries are counted by cause; lock wait, leases held and store stats are reported") {
+  auto inner = make_memory_store();
+  auto store = std::make_shared<ControlledStore>(inner);
+  PipelineOptions o = quiet_options(1);
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  std::int64_t version = 1;
+  const std::pair<errc, RetryCause> cases[] = {
+      {errc::deadlock, RetryCause::deadlock},
+      {errc::serialization_failure, RetryCause::serialization},
+      {errc::store_unavailable, RetryCause::connection},
+      {errc::store_busy, RetryCause::busy},
+      {errc::fenced_off, RetryCause::fenced_off},
+      {errc::sequence_conflict, RetryCause::conflict},
+  };
+  for (auto [code, cause] : cases) {
+    CAPTURE(to_string(cause));
+    const auto before = pl.metrics().retries_by_cause[static_cast<std::size_t>(cause)];
+    store->fail_with = code;
+    store->fail_next = 2;
+    auto r = pl.submit(ev("C", version, version == 1 ? TradeType::New : TradeType::Amend,
+                          pk("cause")));
+    ++version;
+    REQUIRE(r);
+    CHECK(r.value().kind == OutcomeKind::Accepted);
+    CHECK(pl.metrics().retries_by_cause[static_cast<std::size_t>(cause)] >= before + 2);
+  }
+  auto m = pl.metrics();
+  std::uint64_t sum = 0;
+  for (auto n : m.retries_by_cause) sum += n;
+  CHECK(sum == m.retries);
+  CHECK(m.lock_wait_us.count == m.lock_grants);
+  CHECK(m.lock_grants >= 1);
+  // The memory store has no connection pool.
+  CHECK(m.store.pool_size == 0);
+  CHECK(to_string(RetryCause::fenced_off) == "fenced_off");
+}
+
+#ifdef TRADECAPTURE_HAVE_SOCI
+TEST_CASE("the SQL store reports its connection pool in the pipeline metrics") {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("tc-pool-" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  SociStoreOptions so;
+  so.pool_size = 3;
+  auto store = open_soci_store("sqlite:" + (dir / "s.db").string(), so);
+  REQUIRE(store);
+  {
+    Pipeline pl(store.value(), make_local_lock(), make_position_processor(), quiet_options(1));
+    REQUIRE(pl.submit(ev("P", 1, TradeType::New, pk("pool"))));
+    auto m = pl.metrics();
+    CHECK(m.store.pool_size == 3);
+    CHECK(m.store.connections_open >= 1);
+    CHECK(m.store.connections_in_use <= m.store.connections_open);
+  }
+  std::filesystem::remove_all(dir);
+}
+#endif
+
+TEST_CASE("before_commit sees the source tags of every event the batch decided") {
+  auto store = make_memory_store();
+  std::mutex mu;
+  std::vector<std::uint64_t> seen;
+  PipelineOptions o = quiet_options(2);
+  o.before_commit = [&](std::span<const std::uint64_t> tags, CommitBatch& batch) {
+    std::lock_guard lk(mu);
+    seen.insert(seen.end(), tags.begin(), tags.end());
+    // The hook may add source offsets: they are written with the batch.
+    for (auto t : tags) {
+      if (t == 3) batch.sources.push_back(SourceOffset{"g", "t", 0, 4, 0});
+    }
+  };
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  std::vector<std::future<Outcome>> fs;
+  fs.push_back(pl.async_submit(ev("S1", 1, TradeType::New, pk("src")), 1,
+                               boost::asio::use_future));
+  fs.push_back(pl.async_submit(ev("S2", 1, TradeType::New, pk("src")), 2,
+                               boost::asio::use_future));
+  for (auto& f : fs) CHECK(f.get().kind == OutcomeKind::Accepted);
+  fs.clear();
+  fs.push_back(pl.async_submit(ev("S3", 1, TradeType::New, pk("src")), 3,
+                               boost::asio::use_future));
+  CHECK(fs.back().get().kind == OutcomeKind::Accepted);
+  // Untagged events pass no tag.
+  REQUIRE(pl.submit(ev("S4", 1, TradeType::New, pk("src"))));
+  pl.drain();
+  {
+    std::lock_guard lk(mu);
+    std::sort(seen.begin(), seen.end());
+    CHECK(seen == std::vector<std::uint64_t>{1, 2, 3});
+  }
+  auto offsets = store->source_offsets("g");
+  REQUIRE(offsets);
+  REQUIRE(offsets.value().size() == 1);
+  CHECK(offsets.value()[0].next_offset == 4);
 }
