@@ -26,74 +26,8 @@ namespace {
 
 using namespace tcbench;
 
-/// Like tctest::PostgresServer (same helpers, same settings: default durability), but waits with
-/// pg_isready until the server accepts connections before createdb: on a loaded machine the port
-/// opens while the server still answers "the database system is starting up".
-class BenchPostgres {
- public:
-  BenchPostgres() {
-    dir_ = tctest::make_temp_dir("tc-pgbench");
-    port_ = tctest::free_port();
-    const std::string bin = "/usr/lib/postgresql/15/bin/";
-    if (::geteuid() == 0)
-      tctest::run_checked({"chown", "-R", "postgres:postgres", dir_.string()}, dir_ / "setup.log");
-    tctest::run_checked(as_pg({bin + "initdb", "-D", (dir_ / "data").string(), "-A", "trust", "-U",
-                               "postgres", "--no-sync", "-E", "UTF8", "--locale=C"}),
-                        dir_ / "initdb.log");
-    pid_ = tctest::spawn(as_pg({bin + "postgres", "-D", (dir_ / "data").string(), "-p",
-                                std::to_string(port_), "-k", dir_.string(), "-c",
-                                "listen_addresses=127.0.0.1", "-c", "max_connections=200"}),
-                         dir_ / "postgres.log");
-    try {
-      bool up = false;
-      for (int i = 0; i < 600 && !up; ++i) {
-        pid_t p = tctest::spawn({bin + "pg_isready", "-q", "-h", "127.0.0.1", "-p",
-                                 std::to_string(port_), "-U", "postgres"},
-                                dir_ / "isready.log");
-        int status = 0;
-        ::waitpid(p, &status, 0);
-        up = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      if (!up) throw std::runtime_error("postgres did not start:\n" + tctest::slurp(dir_ / "postgres.log"));
-      tctest::run_checked({bin + "createdb", "-h", "127.0.0.1", "-p", std::to_string(port_), "-U",
-                           "postgres", "tradecapture"},
-                          dir_ / "createdb.log");
-    } catch (...) {
-      stop();
-      throw;
-    }
-  }
-  ~BenchPostgres() {
-    stop();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGINT);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  int port() const { return port_; }
-  std::string uri() const {
-    return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/tradecapture";
-  }
-
- private:
-  static std::vector<std::string> as_pg(std::vector<std::string> argv) {
-    if (::geteuid() != 0) return argv;
-    std::vector<std::string> out{"setpriv", "--reuid=postgres", "--regid=postgres",
-                                 "--init-groups", "--"};
-    out.insert(out.end(), argv.begin(), argv.end());
-    return out;
-  }
-  std::filesystem::path dir_;
-  int port_ = 0;
-  pid_t pid_ = -1;
-};
-
-std::unique_ptr<BenchPostgres> g_pg;
+/// The throwaway servers of the test suite (default durability; waits for pg_isready).
+std::unique_ptr<tctest::PostgresServer> g_pg;
 std::unique_ptr<tctest::RedisServer> g_redis;
 int g_run = 0;
 
@@ -557,7 +491,7 @@ BENCHMARK(BM_SeedBaseline)
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  g_pg = std::make_unique<BenchPostgres>();
+  g_pg = std::make_unique<tctest::PostgresServer>();
   g_redis = std::make_unique<tctest::RedisServer>();
   std::fprintf(stderr, "servers: %s %s\n", g_pg->uri().c_str(), g_redis->uri().c_str());
   try {
