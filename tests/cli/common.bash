@@ -33,6 +33,33 @@ check_same() {
   echo "ok: $label ($(wc -l <"$actual") lines)"
 }
 
+# summarize_outcomes FILE [ids]: one line per outcome for comparison with a hand-checked table:
+# line, outcome, reason reduced to its spec-fixed prefix ('-' when empty), seq, and with `ids`
+# also trade_id and version as JSON.
+summarize_outcomes() {
+  python3 - "$@" <<'PY'
+import json, sys
+ids = len(sys.argv) > 2 and sys.argv[2] == "ids"
+for text in open(sys.argv[1], encoding="utf-8"):
+    o = json.loads(text)
+    r = o["reason"]
+    for p in ("invalid:", "conflict:", "out of range"):
+        if r.startswith(p):
+            r = p
+    fields = [o["line"], o["outcome"], r.replace(" ", "_") or "-", json.dumps(o["seq"])]
+    if ids:
+        fields += [json.dumps(o["trade_id"]), json.dumps(o["version"])]
+    print(*fields)
+PY
+}
+
+# check_table GOLDEN OUTCOMES LABEL [ids]: the summarized outcomes must equal the golden table.
+check_table() {
+  local golden=$1 outcomes=$2 label=$3
+  summarize_outcomes "$outcomes" ${4:-} >"$TMP/table.summary"
+  diff -u "$golden" "$TMP/table.summary" || fail "$label disagrees with the hand-checked table"
+}
+
 # A hung host fails the test long before CTest's own timeout.
 TC_TIMEOUT=${TC_TIMEOUT:-180}
 

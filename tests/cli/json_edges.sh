@@ -77,24 +77,9 @@ cat >"$TMP/golden" <<'GOLDEN'
 28 ACCEPTED - 1 "E28" 1
 29 REJECTED conflict: null "E28" 1
 GOLDEN
-summarize() {
-  python3 - "$1" <<'PY'
-import json, sys
-for text in open(sys.argv[1], encoding="utf-8"):
-    o = json.loads(text)
-    r = o["reason"]
-    for p in ("invalid:", "conflict:", "out of range"):
-        if r.startswith(p):
-            r = p
-    print(o["line"], o["outcome"], r.replace(" ", "_") or "-", json.dumps(o["seq"]),
-          json.dumps(o["trade_id"]), json.dumps(o["version"]))
-PY
-}
 model run --outcomes "$TMP/model" "$TMP/edges.jsonl"
-summarize "$TMP/model" >"$TMP/model.summary"
-diff -u "$TMP/golden" "$TMP/model.summary" || fail "the model disagrees with the hand-checked table"
+check_table "$TMP/golden" "$TMP/model" "the model" ids
 replay_ok --store memory: --outcomes "$TMP/actual" "$TMP/edges.jsonl"
-summarize "$TMP/actual" >"$TMP/actual.summary"
-diff -u "$TMP/golden" "$TMP/actual.summary" || fail "tradecapture disagrees with the hand-checked table"
+check_table "$TMP/golden" "$TMP/actual" "tradecapture" ids
 check_same "$TMP/model" "$TMP/actual" "edge-case outcomes"
 echo "PASS json_edges"

@@ -55,23 +55,8 @@ cat >"$TMP/golden" <<'GOLDEN'
 40 REJECTED unknown_trade null
 41 ACCEPTED - 2
 GOLDEN
-summarize() {
-  python3 - "$1" <<'PY'
-import json, sys
-for text in open(sys.argv[1], encoding="utf-8"):
-    o = json.loads(text)
-    r = o["reason"]
-    for p in ("invalid:", "conflict:", "out of range"):
-        if r.startswith(p):
-            r = p
-    r = r.replace(" ", "_") or "-"
-    print(o["line"], o["outcome"], r, "null" if o["seq"] is None else o["seq"])
-PY
-}
-summarize "$TMP/m.outcomes" >"$TMP/m.summary"
-diff -u "$TMP/golden" "$TMP/m.summary" || fail "the model disagrees with the hand-checked outcomes"
-summarize "$TMP/outcomes" >"$TMP/summary"
-diff -u "$TMP/golden" "$TMP/summary" || fail "tradecapture disagrees with the hand-checked outcomes"
+check_table "$TMP/golden" "$TMP/m.outcomes" "the model"
+check_table "$TMP/golden" "$TMP/outcomes" "tradecapture"
 echo "ok: hand-checked outcomes"
 
 # Hand-computed positions of three partitions (T1001 v4 150@188 + T1006 v2 25@188.02; the
