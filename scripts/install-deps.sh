@@ -9,6 +9,9 @@ pkgs=(
   libhiredis-dev libspdlog-dev libfmt-dev doctest-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev librdkafka-dev
   postgresql redis-server
+  prometheus
+  nginx curl gnuplot-nox
+  clang-14 libclang-rt-14-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -253,6 +253,20 @@ inline CommitBatch batch(std::vector<PartitionUpdate> updates) {
   return b;
 }
 
+/// A source offset row (consumer, topic, partition, next_offset, epoch).
+inline SourceOffset source(std::string consumer, std::string topic, std::int32_t partition,
+                           std::int64_t next_offset, std::uint64_t epoch) {
+  return SourceOffset{std::move(consumer), std::move(topic), partition, next_offset, epoch};
+}
+
+/// A batch of updates and source offsets (both already in ascending order for a valid batch).
+inline CommitBatch batch(std::vector<PartitionUpdate> updates, std::vector<SourceOffset> sources) {
+  CommitBatch b;
+  b.partitions = std::move(updates);
+  b.sources = std::move(sources);
+  return b;
+}
+
 /// The error of a failed result, or a default error_code on success.
 template <class R>
 boost::system::error_code error_of(const R& r) {

@@ -522,6 +522,202 @@ TEST_CASE("store: ping and describe") {
   });
 }
 
+// ---- source offsets (TradeStore::claim_source, CommitBatch::sources) --------------------------
+
+namespace {
+
+SourceOffset claim(StoreUnderTest& s, const std::string& consumer, const std::string& topic,
+                   std::int32_t partition) {
+  auto r = s->claim_source(consumer, topic, partition);
+  REQUIRE_MESSAGE(r.has_value(), (r.has_value() ? std::string() : r.error().message()));
+  return r.value();
+}
+
+std::vector<SourceOffset> offsets(StoreUnderTest& s, const std::string& consumer) {
+  auto r = s->source_offsets(consumer);
+  REQUIRE_MESSAGE(r.has_value(), (r.has_value() ? std::string() : r.error().message()));
+  return r.value();
+}
+
+}  // namespace
+
+TEST_CASE("store: claim_source creates the row at epoch 1, then increments the epoch") {
+  for_each_store([](StoreUnderTest& s) {
+    CHECK(offsets(s, "g").empty());
+    CHECK(claim(s, "g", "trades", 0) == source("g", "trades", 0, 0, 1));
+    CHECK(claim(s, "g", "trades", 0) == source("g", "trades", 0, 0, 2));
+    CHECK(claim(s, "g", "trades", 0) == source("g", "trades", 0, 0, 3));
+    // Each (consumer, topic, partition) has its own epoch.
+    CHECK(claim(s, "g", "trades", 1) == source("g", "trades", 1, 0, 1));
+    CHECK(claim(s, "g", "other", 0) == source("g", "other", 0, 0, 1));
+    CHECK(claim(s, "h", "trades", 0) == source("h", "trades", 0, 0, 1));
+    CHECK(offsets(s, "g") == std::vector<SourceOffset>{source("g", "other", 0, 0, 1),
+                                                       source("g", "trades", 0, 0, 3),
+                                                       source("g", "trades", 1, 0, 1)});
+    // A claim keeps the stored offset and returns it with the new epoch.
+    require_commit(s, batch({}, {source("g", "trades", 0, 1234, 3)}));
+    CHECK(claim(s, "g", "trades", 0) == source("g", "trades", 0, 1234, 4));
+    CHECK(offsets(s, "g")[1] == source("g", "trades", 0, 1234, 4));
+  });
+}
+
+TEST_CASE("store: concurrent claims of one source partition each get their own epoch") {
+  for_each_store([](StoreUnderTest& s) {
+    constexpr int threads = 4, per_thread = 10;
+    std::vector<std::vector<std::uint64_t>> epochs(threads);
+    std::atomic<int> failures{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (int i = 0; i < per_thread; ++i) {
+          auto r = s->claim_source("g", "trades", 7);
+          if (r) {
+            epochs[t].push_back(r.value().epoch);
+          } else {
+            ++failures;
+          }
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    CHECK(failures.load() == 0);
+    std::vector<std::uint64_t> all;
+    for (const auto& e : epochs) all.insert(all.end(), e.begin(), e.end());
+    std::sort(all.begin(), all.end());
+    std::vector<std::uint64_t> expected(threads * per_thread);
+    for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = i + 1;
+    CHECK(all == expected);  // no epoch handed out twice, none skipped
+    CHECK(offsets(s, "g") ==
+          std::vector<SourceOffset>{source("g", "trades", 7, 0, threads * per_thread)});
+  });
+}
+
+TEST_CASE("store: a batch may carry source offsets only") {
+  for_each_store([](StoreUnderTest& s) {
+    CHECK(claim(s, "g", "t", 0).epoch == 1);
+    CHECK(claim(s, "g", "t", 1).epoch == 1);
+    require_commit(s, batch({}, {source("g", "t", 0, 42, 1), source("g", "t", 1, 7, 1)}));
+    CHECK(offsets(s, "g") ==
+          std::vector<SourceOffset>{source("g", "t", 0, 42, 1), source("g", "t", 1, 7, 1)});
+    // A row never claimed is created by the commit as it is.
+    require_commit(s, batch({}, {source("g", "u", 3, 5, 0)}));
+    CHECK(offsets(s, "g").back() == source("g", "u", 3, 5, 0));
+    // The same epoch again moves the offset (also backwards: the writer decides).
+    require_commit(s, batch({}, {source("g", "t", 0, 40, 1)}));
+    CHECK(offsets(s, "g")[0] == source("g", "t", 0, 40, 1));
+    CHECK(positions(s).empty());
+    CHECK(scan(s).empty());
+  });
+}
+
+TEST_CASE("store: source offsets commit with the events, atomically") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), b = key("B");
+    CHECK(claim(s, "g", "t", 0).epoch == 1);
+    require_commit(
+        s, batch({UpdateBuilder(a, 1, 0).add(new_trade("T1"))}, {source("g", "t", 0, 1, 1)}));
+    CHECK(load(s, a).seq == 1);
+    CHECK(offsets(s, "g") == std::vector<SourceOffset>{source("g", "t", 0, 1, 1)});
+    const std::vector<SourceOffset> before = offsets(s, "g");
+
+    // Refused for an idempotency key: the offsets of the batch are not written either.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(b, 1, 0).add(new_trade("T1"))},
+                                   {source("g", "t", 0, 2, 1), source("g", "t", 1, 9, 1)}))) ==
+          errc::key_conflict);
+    CHECK(offsets(s, "g") == before);
+    require_untouched(s, b);
+    // Refused for a sequence number: the same.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("T2"))},
+                                   {source("g", "t", 0, 2, 1)}))) == errc::sequence_conflict);
+    CHECK(offsets(s, "g") == before);
+    CHECK_FALSE(find(s, "T2", 1).has_value());
+    // Refused for a partition's fencing token: the same.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 0, 1).add(new_trade("T2"))},
+                                   {source("g", "t", 0, 2, 1)}))) == errc::fenced_off);
+    CHECK(offsets(s, "g") == before);
+
+    // Refused for a stale source epoch: no event, partition or trade is written.
+    CHECK(claim(s, "g", "t", 0).epoch == 2);
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 1).add(new_trade("T2")),
+                                    UpdateBuilder(b, 1, 0).add(new_trade("T3"))},
+                                   {source("g", "t", 0, 3, 1)}))) == errc::fenced_off);
+    CHECK(load(s, a).seq == 1);
+    CHECK(load(s, a).trades.size() == 1);
+    require_untouched(s, b);
+    CHECK_FALSE(find(s, "T2", 1).has_value());
+    CHECK_FALSE(find(s, "T3", 1).has_value());
+    CHECK(offsets(s, "g") == std::vector<SourceOffset>{source("g", "t", 0, 1, 2)});
+    // The stale source last in the batch: the fresh ones before it are not written either.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 1).add(new_trade("T2"))},
+                                   {source("g", "s", 0, 8, 0), source("g", "t", 0, 3, 1)}))) ==
+          errc::fenced_off);
+    CHECK(offsets(s, "g") == std::vector<SourceOffset>{source("g", "t", 0, 1, 2)});
+    CHECK(load(s, a).seq == 1);
+
+    // The new owner's batch lands whole.
+    require_commit(s, batch({UpdateBuilder(a, 1, 1).add(new_trade("T2")),
+                             UpdateBuilder(b, 1, 0).add(new_trade("T3"))},
+                            {source("g", "s", 0, 8, 0), source("g", "t", 0, 3, 2)}));
+    CHECK(load(s, a).seq == 2);
+    CHECK(load(s, b).seq == 1);
+    CHECK(offsets(s, "g") ==
+          std::vector<SourceOffset>{source("g", "s", 0, 8, 0), source("g", "t", 0, 3, 2)});
+  });
+}
+
+TEST_CASE("store: a source write with an older epoch is refused after a newer claim") {
+  for_each_store([](StoreUnderTest& s) {
+    CHECK(claim(s, "g", "t", 0).epoch == 1);  // the first owner
+    require_commit(s, batch({}, {source("g", "t", 0, 10, 1)}));
+    CHECK(claim(s, "g", "t", 0) == source("g", "t", 0, 10, 2));  // a rebalance: a new owner
+    CHECK(error_of(s->commit(batch({}, {source("g", "t", 0, 11, 1)}))) == errc::fenced_off);
+    CHECK(offsets(s, "g") == std::vector<SourceOffset>{source("g", "t", 0, 10, 2)});
+    require_commit(s, batch({}, {source("g", "t", 0, 12, 2)}));
+    // A higher epoch than stored is written (and raises the stored epoch).
+    require_commit(s, batch({}, {source("g", "t", 0, 13, 5)}));
+    CHECK(offsets(s, "g") == std::vector<SourceOffset>{source("g", "t", 0, 13, 5)});
+    CHECK(error_of(s->commit(batch({}, {source("g", "t", 0, 14, 4)}))) == errc::fenced_off);
+    CHECK(claim(s, "g", "t", 0) == source("g", "t", 0, 13, 6));
+    // Other source partitions are not fenced by it.
+    require_commit(s, batch({}, {source("g", "t", 1, 1, 1)}));
+  });
+}
+
+TEST_CASE("store: source_offsets lists one consumer's rows sorted by topic, then partition") {
+  for_each_store([](StoreUnderTest& s) {
+    // Written out of order, in several batches; topics compared bytewise, partitions as numbers.
+    const std::string e_acute = "\xC3\xA9";
+    claim(s, "g", "b", 10);
+    claim(s, "g", e_acute, 0);
+    claim(s, "g", "b", 2);
+    claim(s, "g2", "a", 0);  // other consumers, one a prefix of the other
+    claim(s, "", "a", 0);
+    require_commit(s, batch({}, {source("g", "B", 0, 5, 1), source("g", "a", 3, 6, 1)}));
+    claim(s, "g", "b", -1);
+    const std::vector<SourceOffset> expected{
+        source("g", "B", 0, 5, 1), source("g", "a", 3, 6, 1),  source("g", "b", -1, 0, 1),
+        source("g", "b", 2, 0, 1), source("g", "b", 10, 0, 1), source("g", e_acute, 0, 0, 1)};
+    CHECK(offsets(s, "g") == expected);
+    CHECK(offsets(s, "g2") == std::vector<SourceOffset>{source("g2", "a", 0, 0, 1)});
+    CHECK(offsets(s, "") == std::vector<SourceOffset>{source("", "a", 0, 0, 1)});
+    CHECK(offsets(s, "G").empty());
+    CHECK(offsets(s, "nobody").empty());
+  });
+}
+
+TEST_CASE("store: commit refuses source offsets out of order, repeated or negative") {
+  for_each_store([](StoreUnderTest& s) {
+    CHECK(error_of(s->commit(batch({}, {source("g", "t", 1, 0, 1), source("g", "t", 0, 0, 1)}))) ==
+          errc::internal);
+    CHECK(error_of(s->commit(batch({}, {source("g", "t", 0, 0, 1), source("g", "t", 0, 1, 1)}))) ==
+          errc::internal);
+    CHECK(error_of(s->commit(batch({UpdateBuilder(key("A"), 1, 0).add(new_trade("T1"))},
+                                   {source("g", "t", 0, -1, 1)}))) == errc::internal);
+    CHECK(offsets(s, "g").empty());
+    require_untouched(s, key("A"));
+  });
+}
+
 // ---- SQLite only
 // ---------------------------------------------------------------------------------
 #ifdef TRADECAPTURE_HAVE_SOCI
@@ -630,6 +826,45 @@ TEST_CASE("sqlite: two stores on one file see each other and detect the other wr
         errc::key_conflict);
   CHECK(load(s1, k).seq == 2);
   CHECK(positions(s1).size() == 1);
+}
+
+TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains their table") {
+  StoreUnderTest s = make_sqlite_store();
+  CHECK(claim(s, "g", "t", 0).epoch == 1);
+  require_commit(
+      s, batch({UpdateBuilder(key("A"), 1, 0).add(new_trade("T1"))}, {source("g", "t", 0, 77, 1)}));
+  s.store.reset();
+  {
+    soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+    long long version = 0, next_offset = 0, epoch = 0;
+    sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
+    CHECK(version == 2);
+    sql << "SELECT next_offset, epoch FROM source_offsets WHERE consumer = 'g' AND topic = 't' "
+           "AND partition = 0",
+        soci::into(next_offset), soci::into(epoch);
+    CHECK(next_offset == 77);
+    CHECK(epoch == 1);
+  }
+  auto reopened = open_soci_store(s.uri);
+  REQUIRE(reopened.has_value());
+  StoreUnderTest again{reopened.value(), s.uri, s.storage};
+  CHECK(offsets(again, "g") == std::vector<SourceOffset>{source("g", "t", 0, 77, 1)});
+  CHECK(claim(again, "g", "t", 0) == source("g", "t", 0, 77, 2));
+  again.store.reset();
+
+  // Back to the schema of version 1 (as a database written by an older library): the migration
+  // adds the table on the next open, and the events stay.
+  {
+    soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+    sql << "DROP TABLE source_offsets";
+    sql << "DELETE FROM schema_version WHERE version = 2";
+  }
+  auto migrated = open_soci_store(s.uri);
+  REQUIRE(migrated.has_value());
+  StoreUnderTest third{migrated.value(), s.uri, s.storage};
+  CHECK(offsets(third, "g").empty());
+  CHECK(claim(third, "g", "t", 0).epoch == 1);
+  CHECK(load(third, key("A")).seq == 1);
 }
 
 TEST_CASE("sqlite: bad URIs and unreachable files are errors, not crashes") {
@@ -766,6 +1001,91 @@ TEST_CASE("postgresql: two stores on one database see each other and detect the 
                             UpdateBuilder(l, 2, 0).add(new_trade("T4"))}));
   CHECK(load(s2, k).seq == 3);
   CHECK(load(s2, l).seq == 1);
+}
+
+TEST_CASE("postgresql: a source claimed by another host fences this host's offsets") {
+  StoreUnderTest s1 = make_postgres_store();
+  auto opened = open_soci_store(s1.uri);
+  REQUIRE(opened.has_value());
+  StoreUnderTest s2{opened.value(), s1.uri, s1.storage};  // another host's store
+  const PartitionKey k = key("K");
+
+  CHECK(claim(s1, "g", "t", 0).epoch == 1);
+  require_commit(s1,
+                 batch({UpdateBuilder(k, 1, 0).add(new_trade("T1"))}, {source("g", "t", 0, 1, 1)}));
+  // A rebalance moves the source partition to s2, which resumes where s1 stopped.
+  CHECK(claim(s2, "g", "t", 0) == source("g", "t", 0, 1, 2));
+  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 1, 1).add(new_trade("T2"))},
+                                  {source("g", "t", 0, 2, 1)}))) == errc::fenced_off);
+  CHECK(load(s2, k).seq == 1);
+  CHECK_FALSE(find(s2, "T2", 1).has_value());
+  require_commit(s2,
+                 batch({UpdateBuilder(k, 1, 1).add(new_trade("T2"))}, {source("g", "t", 0, 2, 2)}));
+  CHECK(offsets(s1, "g") == std::vector<SourceOffset>{source("g", "t", 0, 2, 2)});
+  // The table is plain SQL with the documented key.
+  auto sql = pg_sql(s1);
+  long long version = 0, columns = 0;
+  *sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
+  CHECK(version == 2);
+  *sql << "SELECT count(*) FROM information_schema.key_column_usage "
+          "WHERE table_name = 'source_offsets' AND constraint_name = 'source_offsets_pkey'",
+      soci::into(columns);
+  CHECK(columns == 3);
+}
+
+TEST_CASE("postgresql: concurrent commits and claims of shared sources never deadlock") {
+  // Writers commit events with the offsets of two sources in ascending order while claimers
+  // move the sources' epochs; every commit either lands or is fenced off, and nothing hangs.
+  StoreUnderTest first = make_postgres_store();
+  constexpr int hosts = 3, rounds = 20;
+  std::vector<std::shared_ptr<TradeStore>> stores;
+  for (int h = 0; h < hosts; ++h) {
+    auto opened = open_soci_store(first.uri);
+    REQUIRE(opened.has_value());
+    stores.push_back(opened.value());
+  }
+  std::atomic<int> landed{0}, fenced{0}, other{0};
+  std::vector<std::thread> pool;
+  for (int h = 0; h < hosts; ++h) {
+    pool.emplace_back([&, h] {
+      TradeStore& st = *stores[h];
+      for (int r = 0; r < rounds; ++r) {
+        auto c0 = st.claim_source("g", "t", 0);
+        auto c1 = st.claim_source("g", "t", 1);
+        if (!c0 || !c1) {
+          ++other;
+          continue;
+        }
+        const PartitionKey k = key("H" + std::to_string(h));
+        auto state = st.load_partitions(std::vector<PartitionKey>{k});
+        if (!state) {
+          ++other;
+          continue;
+        }
+        const std::uint64_t seq = state.value()[0].seq;
+        auto res = st.commit(batch(
+            {UpdateBuilder(k, 1, seq).add(new_trade(std::to_string(h) + "/" + std::to_string(r)))},
+            {source("g", "t", 0, r, c0.value().epoch), source("g", "t", 1, r, c1.value().epoch)}));
+        if (res) {
+          ++landed;
+        } else if (res.error() == errc::fenced_off) {
+          ++fenced;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK(other.load() == 0);
+  CHECK(landed.load() + fenced.load() == hosts * rounds);
+  CHECK(landed.load() >= 1);
+  const auto rows = offsets(first, "g");
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].epoch == hosts * rounds);
+  CHECK(rows[1].epoch == hosts * rounds);
+  // Every landed commit wrote its events; no fenced one did.
+  CHECK(scan(first).size() == static_cast<std::size_t>(landed.load()));
 }
 
 TEST_CASE("postgresql: concurrent hosts on shared partitions neither deadlock nor lose events") {

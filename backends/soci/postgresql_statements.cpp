@@ -19,6 +19,12 @@
 // table and the same INSERT ... SELECT on top of it.
 //
 // A commit (`write`), inside the caller's READ COMMITTED transaction:
+//   0. upsert_sources (only when the batch carries source offsets): every source offset in one
+//      INSERT, in batch order, which is ascending (consumer, topic, partition), ON CONFLICT DO
+//      UPDATE ... WHERE the stored epoch is not above the batch's. The epoch is checked inside the
+//      write, on the locked row (a conflicting row is locked whether or not the WHERE lets the
+//      update through), so a claim committed by a new owner while we waited is seen; fewer rows
+//      written than sent means fenced_off and the caller rolls back;
 //   1. lock_partitions: creates the missing partition rows (seq 0, empty position) and locks the
 //      existing ones, one row after the other in batch order, which is ascending key order
 //      (INSERT ... ON CONFLICT DO UPDATE ... WHERE false locks a conflicting row, FOR NO KEY
@@ -36,17 +42,21 @@
 //      batch again, which gives every event of the batch its correct outcome;
 //   4. upsert_trades: the trade records, in (partition, trade_id) order.
 //
-// No deadlock by construction. A transaction waits only (a) in step 1, for a partition row locked
-// or being inserted by another transaction, or (b) in step 3, for an events key inserted by another
-// uncommitted transaction. Step 2 locks nothing new (step 1 holds every row it updates, in the same
-// NO KEY EXCLUSIVE mode, so no lock is upgraded), and step 4 writes only trade rows of partitions
-// this transaction has locked, which no other writer can be touching. Rank a waiting transaction
-// by (step, key it waits for): in (a) the holder locked that row earlier in its own ascending walk
-// of step 1, so it is further along step 1 or past it; in (b) the holder inserted that key in its
-// own ascending walk of step 3, so it is further along step 3 or past it; either way its rank is
-// strictly higher (or it does not wait at all). Ranks strictly increase along every wait-for edge,
-// so no cycle can form. (No foreign-key check takes further locks: the PostgreSQL schema declares
-// none, see sql_schema.cpp.)
+// No deadlock by construction. A transaction waits only (o) in step 0, for a source row locked or
+// being inserted by another transaction (a commit, or a claim_source, which is a transaction of
+// one statement locking one source row and waiting for nothing else), (a) in step 1, for a
+// partition row locked or being inserted by another transaction, or (b) in step 3, for an events
+// key inserted by another uncommitted transaction. Step 2 locks nothing new (step 1 holds every
+// row it updates, in the same NO KEY EXCLUSIVE mode, so no lock is upgraded), and step 4 writes
+// only trade rows of partitions this transaction has locked, which no other writer can be
+// touching. Rank a waiting transaction by (step, key it waits for): in (o) the holder locked that
+// row earlier in its own ascending walk of step 0 (or is a claim, which waits for nothing), in (a)
+// the holder locked that row earlier in its own ascending walk of step 1, so it is further along
+// step 1 or past it; in (b) the holder inserted that key in its own ascending walk of step 3, so
+// it is further along step 3 or past it; either way its rank is strictly higher (or it does not
+// wait at all). Ranks strictly increase along every wait-for edge, so no cycle can form. (No
+// foreign-key check takes further locks: the PostgreSQL schema declares none, see
+// sql_schema.cpp.)
 
 #include "sql_dialect.hpp"
 #include "sql_values.hpp"
@@ -120,6 +130,18 @@ constexpr const char* upsert_trades_sql =
     "ON CONFLICT (partition_id, trade_id) DO UPDATE SET version = excluded.version, "
     "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
     "cancelled = excluded.cancelled";
+
+constexpr const char* upsert_sources_sql =
+    "WITH written AS ("
+    "INSERT INTO source_offsets AS s (consumer, topic, partition, next_offset, epoch) "
+    "SELECT u.consumer, u.topic, u.partition, u.next_offset, u.epoch "
+    "FROM unnest(:consumer::text[], :topic::text[], :partition::bigint[], "
+    ":next_offset::bigint[], :epoch::bigint[]) WITH ORDINALITY "
+    "AS u(consumer, topic, partition, next_offset, epoch, ord) "
+    "ORDER BY u.ord "
+    "ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, "
+    "epoch = excluded.epoch WHERE s.epoch <= excluded.epoch RETURNING 1) "
+    "SELECT count(*) FROM written";
 
 constexpr const char* select_partitions_sql =
     "SELECT u.ord, p.partition_id, p.seq, p.fence, p.net_quantity::text, "
@@ -206,6 +228,7 @@ class PostgresqlStatements final : public BatchStatements {
         select_heads_(s),
         insert_events_(s),
         upsert_trades_(s),
+        upsert_sources_(s),
         select_partitions_(s),
         select_trades_(s),
         find_events_(s) {
@@ -234,6 +257,10 @@ class PostgresqlStatements final : public BatchStatements {
                       use(trade_id_.bound(), "trade_id"), use(version_.bound(), "version"),
                       use(side_.bound(), "side"), use(quantity_.bound(), "quantity"),
                       use(price_.bound(), "price"), use(cancelled_.bound(), "cancelled"));
+    upsert_sources_ =
+        (s.prepare << upsert_sources_sql, use(consumer_.bound(), "consumer"),
+         use(topic_.bound(), "topic"), use(source_partition_.bound(), "partition"),
+         use(next_offset_.bound(), "next_offset"), use(epoch_.bound(), "epoch"), into(written_));
     select_partitions_ =
         (s.prepare << select_partitions_sql, use(account_.bound(), "account"),
          use(book_.bound(), "book"), use(security_.bound(), "security"), into(ord_out_),
@@ -311,8 +338,29 @@ class PostgresqlStatements final : public BatchStatements {
   }
 
   std::optional<errc> write(const CommitBatch& batch, errc& on_unique) override {
+    // 0. The source offsets, each conditional on its stored epoch, in batch order.
+    if (!batch.sources.empty()) {
+      for (ArrayParam* a : {&consumer_, &topic_, &source_partition_, &next_offset_, &epoch_}) {
+        a->reset();
+      }
+      for (const SourceOffset& src : batch.sources) {
+        consumer_.add_text(src.consumer);
+        topic_.add_text(src.topic);
+        source_partition_.add_integer(src.partition);
+        next_offset_.add_integer(src.next_offset);
+        epoch_.add_integer(static_cast<long long>(src.epoch));
+      }
+      for (ArrayParam* a : {&consumer_, &topic_, &source_partition_, &next_offset_, &epoch_}) {
+        a->finish();
+      }
+      written_ = 0;
+      upsert_sources_.execute(true);
+      if (static_cast<std::size_t>(written_) != batch.sources.size()) return errc::fenced_off;
+    }
+
     const auto& updates = batch.partitions;
     const std::size_t n = updates.size();
+    if (n == 0) return std::nullopt;  // offsets only
 
     // 1. Create or lock every partition row, in batch order (ascending keys).
     set_keys(updates.begin(), updates.end(),
@@ -500,6 +548,7 @@ class PostgresqlStatements final : public BatchStatements {
   ArrayParam expected_seq_, seq_, fence_, net_quantity_, bought_quantity_, sold_quantity_,
       bought_notional_, sold_notional_, live_trades_;
   ArrayParam partition_id_, ords_, trade_id_, version_, type_, side_, quantity_, price_, cancelled_;
+  ArrayParam consumer_, topic_, source_partition_, next_offset_, epoch_;
   // Outputs, one element per fetched row (each statement binds the ones it selects).
   std::vector<long long> ord_out_, id_out_, seq_out_, fence_out_, version_out_, live_trades_out_,
       cancelled_out_;
@@ -509,6 +558,7 @@ class PostgresqlStatements final : public BatchStatements {
       side_out_, quantity_out_, price_out_;
   std::vector<soci::indicator> side_ind_, quantity_ind_, price_ind_;
   long long inserted_ = 0;
+  long long written_ = 0;  // source rows written by upsert_sources_
   // Scratch space of `write`, kept to reuse its capacity.
   std::vector<long long> ids_;  // partition_id by batch index (0: not updated)
   std::vector<EventRow> events_;
@@ -520,6 +570,7 @@ class PostgresqlStatements final : public BatchStatements {
   soci::statement select_heads_;       // seq and fence of the batch's partitions (refusals)
   soci::statement insert_events_;      // every event of a batch; counts the inserted rows
   soci::statement upsert_trades_;      // every trade record of a batch
+  soci::statement upsert_sources_;     // every source offset of a batch; counts the rows written
   soci::statement select_partitions_;  // keys -> id, seq, fence, position
   soci::statement select_trades_;      // partition ids -> their trade records
   soci::statement find_events_;        // idempotency keys -> events and their partitions

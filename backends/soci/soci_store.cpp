@@ -32,9 +32,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
 
 namespace tradecapture {
@@ -326,6 +328,25 @@ constexpr const char* scan_events_sql =
     "SELECT seq, trade_id, version, type, side, quantity, price "
     "FROM events WHERE partition_id = :partition_id ORDER BY seq";
 
+// A claim in one statement, the same in both dialects (SQLite has UPSERT and RETURNING since
+// 3.35): the row is created with epoch 1 or its epoch incremented, atomically, and read back.
+constexpr const char* claim_source_sql =
+    "INSERT INTO source_offsets (consumer, topic, partition, next_offset, epoch) "
+    "VALUES (:consumer, :topic, :partition, 0, 1) "
+    "ON CONFLICT (consumer, topic, partition) DO UPDATE SET epoch = source_offsets.epoch + 1 "
+    "RETURNING next_offset, epoch";
+
+constexpr const char* source_offsets_sql =
+    "SELECT topic, partition, next_offset, epoch FROM source_offsets WHERE consumer = :consumer";
+
+/// False (and logged) when a source name holds a NUL byte: PostgreSQL text cannot, and libpq
+/// would cut the bound value short; refused in both dialects so they behave alike.
+bool storable_source_name(std::string_view name, std::string_view store) {
+  if (name.find('\0') == std::string_view::npos) return true;
+  spdlog::error("tradecapture: {}: a source consumer or topic name contains a NUL byte", store);
+  return false;
+}
+
 class SqlStore final : public TradeStore {
  public:
   SqlStore(std::unique_ptr<Dialect> dialect, std::size_t pool_size)
@@ -462,12 +483,59 @@ class SqlStore final : public TradeStore {
     });
   }
 
-  // TODO(kafka offsets): source offsets in SQL (being implemented); refused until then.
-  result<SourceOffset> claim_source(std::string_view, std::string_view, std::int32_t) override {
-    return errc::store_error;
+  result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
+                                    std::int32_t partition) override {
+    if (!storable_source_name(consumer, describe()) || !storable_source_name(topic, describe())) {
+      return errc::store_error;
+    }
+    std::unique_lock<std::mutex> writer(write_mutex_, std::defer_lock);
+    if (dialect_->single_writer()) writer.lock();
+    // Repeating a claim whose COMMIT answer was lost (see `run`) is safe: the caller then holds
+    // the next epoch, and nobody holds the one skipped.
+    return run("claim_source", [&](Connection& c, Attempt&) -> result<SourceOffset> {
+      SourceOffset out{std::string(consumer), std::string(topic), partition, 0, 0};
+      long long source_partition = partition, next_offset = 0, epoch = 0;
+      Transaction tx(c, dialect_->begin_write());
+      c.session << claim_source_sql, soci::use(out.consumer, "consumer"),
+          soci::use(out.topic, "topic"), soci::use(source_partition, "partition"),
+          soci::into(next_offset), soci::into(epoch);
+      tx.commit();
+      if (next_offset < 0 || epoch < 1) {
+        throw detail::sql::CorruptData("stored source offset " + std::to_string(next_offset) +
+                                       " epoch " + std::to_string(epoch));
+      }
+      out.next_offset = next_offset;
+      out.epoch = static_cast<std::uint64_t>(epoch);
+      return out;
+    });
   }
-  result<std::vector<SourceOffset>> source_offsets(std::string_view) override {
-    return errc::store_error;
+
+  result<std::vector<SourceOffset>> source_offsets(std::string_view consumer) override {
+    if (!storable_source_name(consumer, describe())) return errc::store_error;
+    return run("source_offsets", [&](Connection& c, Attempt&) -> result<std::vector<SourceOffset>> {
+      std::vector<SourceOffset> out;
+      std::string name(consumer), topic;
+      long long partition = 0, next_offset = 0, epoch = 0;
+      soci::statement st =
+          (c.session.prepare << source_offsets_sql, soci::use(name, "consumer"), soci::into(topic),
+           soci::into(partition), soci::into(next_offset), soci::into(epoch));
+      if (st.execute(true)) {
+        do {
+          if (partition < std::numeric_limits<std::int32_t>::min() ||
+              partition > std::numeric_limits<std::int32_t>::max() || next_offset < 0 ||
+              epoch < 0) {
+            throw detail::sql::CorruptData("stored source offset row of topic '" + topic + "'");
+          }
+          out.push_back(SourceOffset{name, topic, static_cast<std::int32_t>(partition), next_offset,
+                                     static_cast<std::uint64_t>(epoch)});
+        } while (st.fetch());
+      }
+      // Bytewise order, whatever the database's collation.
+      std::sort(out.begin(), out.end(), [](const SourceOffset& a, const SourceOffset& b) {
+        return std::tie(a.topic, a.partition) < std::tie(b.topic, b.partition);
+      });
+      return out;
+    });
   }
 
   StoreStats stats() const override { return pool_.stats(); }
@@ -476,11 +544,21 @@ class SqlStore final : public TradeStore {
 
  protected:
   result<void> do_commit_(const CommitBatch& batch) override {
-    if (batch.partitions.empty()) return boost::outcome_v2::success();
+    if (batch.partitions.empty() && batch.sources.empty()) return boost::outcome_v2::success();
     for (const auto& u : batch.partitions) {
       if (u.new_seq > detail::sql::max_sql_integer || u.fence > detail::sql::max_sql_integer) {
         spdlog::error("tradecapture: {}: sequence number or fencing token beyond 2^63-1",
                       describe());
+        return errc::store_error;
+      }
+    }
+    for (const auto& src : batch.sources) {
+      if (src.epoch > detail::sql::max_sql_integer) {
+        spdlog::error("tradecapture: {}: source epoch beyond 2^63-1", describe());
+        return errc::store_error;
+      }
+      if (!storable_source_name(src.consumer, describe()) ||
+          !storable_source_name(src.topic, describe())) {
         return errc::store_error;
       }
     }

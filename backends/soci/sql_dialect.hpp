@@ -68,8 +68,9 @@ class BatchStatements {
   /// `keys[i]`; `out` comes sized and empty).
   virtual void find_events(std::span<const IdempotencyKey> keys,
                            std::vector<std::optional<StoredEvent>>& out) = 0;
-  /// Inside the open write transaction: writes `batch` (its invariants checked), or returns why
-  /// the store refuses it (`fenced_off`, `sequence_conflict`, `key_conflict`); the caller then
+  /// Inside the open write transaction: writes `batch` (its invariants checked), its source
+  /// offsets first, or returns why the store refuses it (`fenced_off` for a stale partition
+  /// fencing token or a stale source epoch, `sequence_conflict`, `key_conflict`); the caller then
   /// rolls back. `on_unique` is kept set to what a unique-key violation would mean at the
   /// statement being executed (`key_conflict` while inserting events, else `store_error`).
   virtual std::optional<errc> write(const CommitBatch& batch, errc& on_unique) = 0;

@@ -4,8 +4,10 @@
 // set-based form and far simpler; on a networked database each execution is a round trip (see
 // postgresql_statements.cpp).
 //
-// A commit, per partition in batch order: create the partition row when it is new, else update it
-// on condition (WHERE seq = expected AND fence <= token); then insert its events
+// A commit: first each source offset in batch order, upserted on condition (the stored epoch not
+// above the batch's, checked in the statement itself: a row it leaves alone is fenced off); then,
+// per partition in batch order, create the partition row when it is new, else update it on
+// condition (WHERE seq = expected AND fence <= token); then insert its events
 // (UNIQUE(trade_id, version) is the global idempotency key) and upsert its trades. SQLite has one
 // writer at a time, so the order of the rows touched cannot deadlock.
 
@@ -63,6 +65,13 @@ constexpr const char* upsert_trades_sql =
     "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
     "cancelled = excluded.cancelled";
 
+// A row whose stored epoch is above the batch's is left alone (no row changed): fenced off.
+constexpr const char* upsert_source_sql =
+    "INSERT INTO source_offsets (consumer, topic, partition, next_offset, epoch) "
+    "VALUES (:consumer, :topic, :partition, :next_offset, :epoch) "
+    "ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, "
+    "epoch = excluded.epoch WHERE source_offsets.epoch <= excluded.epoch";
+
 /// Executes a single-row query and runs it to completion, so the statement holds no read lock
 /// while the connection waits in the pool. Returns whether the row was there.
 bool fetch_one(soci::statement& st) {
@@ -83,7 +92,8 @@ class RowStatements final : public BatchStatements {
         insert_partition(s),
         update_partition(s),
         insert_events(s),
-        upsert_trades(s) {
+        upsert_trades(s),
+        upsert_source(s) {
     using soci::into;
     using soci::use;
     find_event =
@@ -123,6 +133,9 @@ class RowStatements final : public BatchStatements {
         (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
          use(tr_trade_id, "trade_id"), use(tr_version, "version"), use(tr_side, "side"),
          use(tr_quantity, "quantity"), use(tr_price, "price"), use(tr_cancelled, "cancelled"));
+    upsert_source = (s.prepare << upsert_source_sql, use(src_consumer, "consumer"),
+                     use(src_topic, "topic"), use(src_partition, "partition"),
+                     use(src_next_offset, "next_offset"), use(src_epoch, "epoch"));
   }
 
   void load_partitions(std::span<const PartitionKey> keys,
@@ -172,6 +185,15 @@ class RowStatements final : public BatchStatements {
   }
 
   std::optional<errc> write(const CommitBatch& batch, errc& on_unique) override {
+    for (const auto& source : batch.sources) {
+      src_consumer = source.consumer;
+      src_topic = source.topic;
+      src_partition = source.partition;
+      src_next_offset = source.next_offset;
+      src_epoch = static_cast<long long>(source.epoch);
+      upsert_source.execute(true);
+      if (upsert_source.get_affected_rows() != 1) return errc::fenced_off;
+    }
     for (const auto& u : batch.partitions) {
       if (auto refused = write_partition(u, on_unique)) return refused;
     }
@@ -285,6 +307,9 @@ class RowStatements final : public BatchStatements {
   std::vector<long long> tr_partition_id, tr_version;
   std::vector<std::string> tr_trade_id, tr_side, tr_quantity, tr_price;
   std::vector<int> tr_cancelled;
+  // The source offset being written.
+  std::string src_consumer, src_topic;
+  long long src_partition = 0, src_next_offset = 0, src_epoch = 0;
 
   soci::statement find_event;        // (trade_id, version) -> the event and its partition
   soci::statement select_partition;  // key -> id, seq, fence, position
@@ -294,6 +319,7 @@ class RowStatements final : public BatchStatements {
   soci::statement update_partition;  // conditional on seq and fence
   soci::statement insert_events;     // bulk
   soci::statement upsert_trades;     // bulk
+  soci::statement upsert_source;     // one source offset, conditional on its epoch
 };
 
 }  // namespace

@@ -109,6 +109,22 @@ std::vector<Migration> schema_migrations(const ColumnTypes& types) {
                 "PRIMARY KEY (partition_id, trade_id)){keyed}{upd}",
                 types),
       }});
+  // Version 2: the consumed position of each partition of an external source (a Kafka topic
+  // partition), written in the commit transaction of the events it covers, and the claim epoch
+  // that fences off a source partition's earlier owners (TradeStore::claim_source).
+  m.push_back(Migration{
+      2,
+      "source offsets",
+      {
+          spell("CREATE TABLE source_offsets ("
+                "consumer {text} NOT NULL, "
+                "topic {text} NOT NULL, "
+                "partition {int} NOT NULL, "
+                "next_offset {int} NOT NULL CHECK (next_offset >= 0), "
+                "epoch {int} NOT NULL CHECK (epoch >= 0), "
+                "PRIMARY KEY (consumer, topic, partition)){keyed}{upd}",
+                types),
+      }});
   return m;
 }
 

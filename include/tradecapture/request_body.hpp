@@ -30,14 +30,25 @@ struct BodyEvent {
 struct ParsedBody {
   std::vector<BodyEvent> events;  ///< in request order
   /// Non-empty (and `events` empty) when an application/json body is not JSON at all: the
-  /// request is answered 400 with this reason. Never set for NDJSON, whose lines stand alone.
+  /// request is answered 400 with this reason ("invalid: not valid JSON: ... at byte N", N
+  /// 1-based in the body as sent). Never set for NDJSON, whose lines stand alone.
   std::string error;
 };
 
 /// Splits `body`. Each array element or NDJSON line is handed to `parse_event` as its own text,
 /// so an element is accepted or rejected exactly as the same text on a replay line would be;
 /// an element that is not an object is one REJECTED event. A leading UTF-8 byte-order mark is
-/// skipped. Never throws on bad input; needs no recursion for deep nesting.
+/// skipped.
+///
+/// application/json: the whole body must be RFC 8259 JSON in valid UTF-8, else `error` is set
+/// (an empty body, truncated or trailing text, invalid UTF-8, an escaped lone surrogate, a raw
+/// NUL). Numbers of any magnitude, repeated keys and unknown fields are JSON: they reach
+/// `parse_event`, which rejects the one element. A top-level array gives one event per element
+/// (none for `[]`); any other top-level value (an object, or a scalar, which is REJECTED) gives
+/// one event with line 1.
+///
+/// Never throws on bad input (only `std::bad_alloc`); needs no recursion for deep nesting and
+/// runs in time linear in the body size.
 ParsedBody parse_request_body(std::string_view body, BodyFormat format);
 
 }  // namespace tradecapture
