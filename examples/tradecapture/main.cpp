@@ -1,6 +1,10 @@
 // The example host: `tradecapture replay|positions|events` (spec section 4).
 
 #include "host.hpp"
+#include "serve.hpp"
+#ifdef TRADECAPTURE_HAVE_KAFKA
+#include "consume.hpp"
+#endif
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -90,6 +94,15 @@ int main(int argc, char** argv) {
   events->add_option("--store", events_store, "store URI: sqlite:PATH or memory:")
       ->capture_default_str();
 
+  ServeOptions so;
+  so.instance_id = default_instance_id();
+  auto* serve = add_serve_command(app, so);
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  ConsumeOptions co;
+  co.instance_id = default_instance_id();
+  auto* consume = add_consume_command(app, co);
+#endif
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -105,6 +118,10 @@ int main(int argc, char** argv) {
     if (replay->parsed()) return run_replay(ro);
     if (positions->parsed()) return run_positions(positions_store);
     if (events->parsed()) return run_events(events_store);
+    if (serve->parsed()) return run_serve(so);
+#ifdef TRADECAPTURE_HAVE_KAFKA
+    if (consume->parsed()) return run_consume(co);
+#endif
   } catch (const HostError& e) {
     std::fprintf(stderr, "tradecapture: %s\n", e.what());
     return exit_failure;

@@ -1,0 +1,354 @@
+#include "offset_tracker.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <tuple>
+
+namespace tradecapture::kafka_detail {
+
+std::string replay_marker_id(std::string_view group, std::string_view topic,
+                             std::int32_t partition) {
+  // "\x1f" is a control character (no valid trade id has one) and sorts before every byte a
+  // valid trade id can start with.
+  std::string id = "\x1fkafka\x1f";
+  id += group;
+  id += '\x1f';
+  id += topic;
+  id += '\x1f';
+  id += std::to_string(partition);
+  return id;
+}
+
+std::size_t OffsetTracker::KeyHash::operator()(
+    const std::pair<std::string, std::int64_t>& k) const noexcept {
+  return IdempotencyKeyHash{}(IdempotencyKey{k.first, k.second});
+}
+
+OffsetTracker::OffsetTracker(std::string group, std::chrono::milliseconds grant_expiry)
+    : group_(std::move(group)), grant_expiry_(grant_expiry) {}
+
+const OffsetTracker::Slot* OffsetTracker::slot_(SlotIndex i) const {
+  if (i == 0 || i >= slots_.size() || !slots_[i].open) return nullptr;
+  return &slots_[i];
+}
+
+OffsetTracker::Slot* OffsetTracker::slot_(SlotIndex i) {
+  if (i == 0 || i >= slots_.size() || !slots_[i].open) return nullptr;
+  return &slots_[i];
+}
+
+std::int64_t OffsetTracker::watermark_(const Slot& s) {
+  return s.in_flight.empty() ? s.position : s.in_flight.begin()->first;
+}
+
+SourceOffset OffsetTracker::row_(const std::string& group, const Slot& s, std::int64_t next) {
+  // A dead slot's rows carry epoch 0: below every claimed epoch, so the store refuses them.
+  return SourceOffset{group, s.topic, s.partition, next,
+                      s.state == SlotState::dead ? 0 : s.epoch};
+}
+
+// ---- assignment -----------------------------------------------------------------------------
+
+SlotIndex OffsetTracker::open(std::string topic, std::int32_t partition, std::uint64_t epoch,
+                              std::int64_t start) {
+  SlotIndex i;
+  if (!free_.empty()) {
+    i = free_.back();
+    free_.pop_back();
+  } else {
+    i = static_cast<SlotIndex>(slots_.size());
+    slots_.emplace_back();
+  }
+  Slot& s = slots_[i];
+  s = Slot{};
+  s.open = true;
+  s.marker_id = replay_marker_id(group_, topic, partition);
+  s.topic = std::move(topic);
+  s.partition = partition;
+  s.epoch = epoch;
+  s.generation = ++generations_;
+  s.state = SlotState::live;
+  s.position = std::max<std::int64_t>(start, 0);
+  if (auto c = clean_.find({s.topic, partition}); c != clean_.end()) {
+    if (c->second.second + 1 == epoch) {
+      s.predecessor_generation = c->second.first;
+      s.predecessor_epoch = c->second.second;
+    }
+    clean_.erase(c);
+  }
+  return i;
+}
+
+void OffsetTracker::released_cleanly(SlotIndex slot) {
+  const Slot* s = slot_(slot);
+  if (s == nullptr || s->state != SlotState::draining || !s->in_flight.empty()) return;
+  clean_[{s->topic, s->partition}] = {s->generation, s->epoch};
+}
+
+std::optional<SlotIndex> OffsetTracker::find(std::string_view topic,
+                                             std::int32_t partition) const {
+  for (SlotIndex i = 1; i < slots_.size(); ++i) {
+    const Slot& s = slots_[i];
+    if (s.open && s.partition == partition && s.topic == topic) return i;
+  }
+  return std::nullopt;
+}
+
+void OffsetTracker::set_state(SlotIndex slot, SlotState state) {
+  Slot* s = slot_(slot);
+  if (s == nullptr) return;
+  if (s->state == SlotState::dead) return;  // never revived
+  if (state == SlotState::live) return;
+  s->state = state;
+}
+
+bool OffsetTracker::idle(SlotIndex slot) const {
+  const Slot* s = slot_(slot);
+  return s == nullptr || s->in_flight.empty();
+}
+
+void OffsetTracker::close(SlotIndex slot) {
+  Slot* s = slot_(slot);
+  if (s == nullptr || !s->in_flight.empty()) return;
+  *s = Slot{};
+  free_.push_back(slot);
+}
+
+SlotView OffsetTracker::view(SlotIndex slot) const {
+  SlotView v;
+  const Slot* s = slot_(slot);
+  if (s == nullptr) return v;
+  v.index = slot;
+  v.topic = s->topic;
+  v.partition = s->partition;
+  v.epoch = s->epoch;
+  v.generation = s->generation;
+  v.state = s->state;
+  v.position = s->position;
+  v.watermark = watermark_(*s);
+  v.flushed = s->flushed;
+  v.in_flight = s->in_flight.size();
+  return v;
+}
+
+std::vector<SlotView> OffsetTracker::slots() const {
+  std::vector<SlotView> out;
+  for (SlotIndex i = 1; i < slots_.size(); ++i)
+    if (slots_[i].open) out.push_back(view(i));
+  return out;
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+Admit OffsetTracker::check(SlotIndex slot, std::int64_t offset,
+                           const PartitionKey* partition) const {
+  const Slot* s = slot_(slot);
+  if (s == nullptr || s->state != SlotState::live) return Admit::not_live;
+  if (offset < s->position) return Admit::stale;
+  if (partition != nullptr) {
+    auto it = partitions_.find(*partition);
+    if (it != partitions_.end() && it->second.slot != slot) return Admit::split_key;
+  }
+  return Admit::submit;
+}
+
+std::uint64_t OffsetTracker::submitted(SlotIndex slot, std::int64_t offset,
+                                       const TradeEvent& event) {
+  Slot& s = *slot_(slot);
+  auto& p = *partitions_.try_emplace(event.partition, PartitionInfo{slot, 0}).first;
+  ++p.second.count;
+  auto& k = *keys_.try_emplace(std::make_pair(event.trade_id, event.version)).first;
+  k.second.emplace_back(slot, offset);
+  s.in_flight.emplace(offset, Entry{&p, &k, false});
+  s.position = offset + 1;
+  return make_tag(slot, offset);
+}
+
+void OffsetTracker::answered(SlotIndex slot, std::int64_t offset) {
+  Slot* s = slot_(slot);
+  if (s != nullptr && offset >= s->position) s->position = offset + 1;
+}
+
+Completion OffsetTracker::completed(std::uint64_t tag) {
+  Completion c;
+  Slot* s = slot_(tag_slot(tag));
+  if (s == nullptr) return c;
+  auto it = s->in_flight.find(tag_offset(tag));
+  if (it == s->in_flight.end()) return c;
+  const Entry e = it->second;
+  c.known = true;
+  c.replayed = e.replayed;
+  c.state = s->state;
+  c.topic = s->topic;
+  c.partition = s->partition;
+  c.offset = it->first;
+  auto& refs = e.key->second;
+  refs.erase(std::find(refs.begin(), refs.end(), std::make_pair(tag_slot(tag), it->first)));
+  if (refs.empty()) keys_.erase(e.key->first);
+  if (--e.partition->second.count == 0) partitions_.erase(e.partition->first);
+  s->in_flight.erase(it);
+  return c;
+}
+
+// ---- pipeline hooks -------------------------------------------------------------------------
+
+void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch& batch) const {
+  if (tags.empty()) return;
+  // The accepted events of the batch, by idempotency key: their partition update.
+  struct ViewHash {
+    std::size_t operator()(const std::pair<std::string_view, std::int64_t>& k) const noexcept {
+      return std::hash<std::string_view>{}(k.first) ^
+             (static_cast<std::size_t>(k.second) * 0x9E3779B97F4A7C15ull);
+    }
+  };
+  std::unordered_map<std::pair<std::string_view, std::int64_t>, std::size_t, ViewHash> accepted;
+  for (std::size_t i = 0; i < batch.partitions.size(); ++i)
+    for (const auto& e : batch.partitions[i].events)
+      accepted.emplace(std::make_pair(std::string_view(e.event.trade_id), e.event.version), i);
+
+  // Per slot: the offsets of this batch; per (update, slot): the last accepted offset.
+  std::map<SlotIndex, std::vector<std::int64_t>> per_slot;
+  std::map<std::pair<std::size_t, SlotIndex>, std::int64_t> markers;
+  for (std::uint64_t tag : tags) {
+    const SlotIndex si = tag_slot(tag);
+    const Slot* s = slot_(si);
+    if (s == nullptr) continue;
+    const std::int64_t offset = tag_offset(tag);
+    per_slot[si].push_back(offset);
+    auto it = s->in_flight.find(offset);
+    if (it == s->in_flight.end()) continue;
+    const Entry& e = it->second;
+    auto a = accepted.find(std::make_pair(std::string_view(e.key->first.first), e.key->first.second));
+    if (a == accepted.end() || batch.partitions[a->second].partition != e.partition->first) continue;
+    auto& m = markers[{a->second, si}];
+    m = std::max(m, offset);
+  }
+
+  std::vector<SourceOffset> rows;
+  for (auto& [si, offsets] : per_slot) {
+    const Slot& s = *slot_(si);
+    std::sort(offsets.begin(), offsets.end());
+    // The smallest offset in flight that is not decided by this batch.
+    std::int64_t next = s.position;
+    auto o = offsets.begin();
+    for (const auto& [offset, entry] : s.in_flight) {
+      while (o != offsets.end() && *o < offset) ++o;
+      if (o != offsets.end() && *o == offset) continue;
+      next = offset;
+      break;
+    }
+    rows.push_back(row_(group_, s, next));
+  }
+  for (auto& r : batch.sources) rows.push_back(std::move(r));
+  auto key = [](const SourceOffset& r) { return std::tie(r.consumer, r.topic, r.partition); };
+  std::sort(rows.begin(), rows.end(), [&](const SourceOffset& a, const SourceOffset& b) {
+    return key(a) < key(b) || (key(a) == key(b) && a.epoch < b.epoch);
+  });
+  // Two rows of one partition (a dead generation and a new one): keep the one that refuses.
+  batch.sources.clear();
+  for (auto& r : rows) {
+    if (!batch.sources.empty() && key(batch.sources.back()) == key(r)) {
+      batch.sources.back().next_offset = std::min(batch.sources.back().next_offset, r.next_offset);
+      continue;
+    }
+    batch.sources.push_back(std::move(r));
+  }
+
+  // Replay markers: the Kafka offset of each partition's last accepted event, as a trade record
+  // whose id sorts before every valid trade id (the trades stay sorted by id).
+  for (const auto& [where, offset] : markers) {
+    const Slot& s = *slot_(where.second);
+    auto& trades = batch.partitions[where.first].trades;
+    TradeRecord marker;
+    marker.version = offset;
+    auto pos = std::lower_bound(
+        trades.begin(), trades.end(), s.marker_id,
+        [](const std::pair<std::string, TradeRecord>& t, const std::string& id) {
+          return t.first < id;
+        });
+    if (pos != trades.end() && pos->first == s.marker_id) {
+      pos->second.version = std::max(pos->second.version, offset);
+    } else {
+      trades.emplace(pos, s.marker_id, marker);
+    }
+  }
+}
+
+bool OffsetTracker::replayed(const TradeEvent& event, const PartitionState& state) {
+  auto k = keys_.find(std::make_pair(event.trade_id, event.version));
+  if (k == keys_.end()) return false;
+  for (const auto& [si, offset] : k->second) {
+    Slot* s = slot_(si);
+    if (s == nullptr) continue;
+    auto it = s->in_flight.find(offset);
+    if (it == s->in_flight.end() || it->second.partition->first != event.partition) continue;
+    // The first in-flight event with this key and partition is the one being decided (the
+    // pipeline decides one key at a time, in submission order).
+    auto m = state.trades.find(s->marker_id);
+    if (m == state.trades.end() || offset > m->second.version) return false;
+    it->second.replayed = true;
+    return true;
+  }
+  return false;
+}
+
+// ---- lock -----------------------------------------------------------------------------------
+
+result<Grant> OffsetTracker::acquire(const PartitionKey& partition, Clock::time_point now) {
+  auto it = partitions_.find(partition);
+  if (it == partitions_.end()) return errc::lease_lost;
+  const Slot* s = slot_(it->second.slot);
+  if (s == nullptr || s->state == SlotState::dead) return errc::lease_lost;
+  if (s->epoch >= (std::uint64_t{1} << 32)) return errc::internal;
+  Grant g;
+  g.partition = partition;
+  g.fence = (s->epoch << 32) | ++grants_;
+  g.token = std::to_string(s->generation);
+  g.expires = now + grant_expiry_;
+  return g;
+}
+
+result<void> OffsetTracker::renew(Grant& grant, Clock::time_point now) {
+  auto it = partitions_.find(grant.partition);
+  if (it == partitions_.end()) return errc::lease_lost;
+  const Slot* s = slot_(it->second.slot);
+  if (s == nullptr || s->state == SlotState::dead) return errc::lease_lost;
+  const bool current =
+      grant.token == std::to_string(s->generation) && (grant.fence >> 32) == s->epoch;
+  const bool inherited = s->predecessor_generation != 0 &&
+                         grant.token == std::to_string(s->predecessor_generation) &&
+                         (grant.fence >> 32) == s->predecessor_epoch;
+  if (!current && !inherited) return errc::lease_lost;
+  grant.expires = now + grant_expiry_;
+  return boost::outcome_v2::success();
+}
+
+// ---- offsets-only commits -------------------------------------------------------------------
+
+std::vector<SourceOffset> OffsetTracker::due_offsets(std::span<const SlotIndex> only,
+                                                     bool all) const {
+  std::vector<SourceOffset> rows;
+  for (SlotIndex i = 1; i < slots_.size(); ++i) {
+    const Slot& s = slots_[i];
+    if (!s.open || s.state == SlotState::dead) continue;
+    if (!only.empty() && std::find(only.begin(), only.end(), i) == only.end()) continue;
+    const std::int64_t w = watermark_(s);
+    if (w == s.flushed && !all) continue;
+    rows.push_back(row_(group_, s, w));
+  }
+  std::sort(rows.begin(), rows.end(), [](const SourceOffset& a, const SourceOffset& b) {
+    return std::tie(a.consumer, a.topic, a.partition) < std::tie(b.consumer, b.topic, b.partition);
+  });
+  return rows;
+}
+
+void OffsetTracker::flushed(std::span<const SourceOffset> rows) {
+  for (const auto& r : rows) {
+    auto i = find(r.topic, r.partition);
+    if (!i) continue;
+    Slot& s = slots_[*i];
+    if (s.epoch == r.epoch) s.flushed = std::max(s.flushed, r.next_offset);
+  }
+}
+
+}  // namespace tradecapture::kafka_detail

@@ -1,0 +1,238 @@
+#pragma once
+// Internal: the sans-I/O core of the Kafka source (backends/kafka). No librdkafka here: the shell
+// in kafka_source.cpp feeds it assignments, messages, completions and pipeline hooks under one
+// mutex, and tests drive it directly (tests/test_offset_tracker.cpp).
+//
+// What it decides:
+// - Tags: every event handed to the pipeline carries `make_tag(slot, offset)` (never 0).
+// - Offsets: per assigned Kafka partition (a "slot", one per assignment generation) the offsets in
+//   flight; the watermark is the smallest offset not yet decided. `add_sources` computes, for the
+//   batch a shard is about to commit, one SourceOffset row per Kafka partition the batch touches
+//   (the batch's own events count as decided: the row commits with them) with the slot's claim
+//   epoch, or epoch 0 once the slot is dead so the store refuses the whole batch.
+// - Replay guard: re-reading the uncommitted tail after a crash is harmless for ACCEPTED events
+//   (their idempotency key makes them DUPLICATE) but not for the others: an AMEND rejected as
+//   "unknown trade" before its NEW would be accepted if decided again after the NEW. So every
+//   commit also writes, into each trade partition it changes, a marker record (a trade whose id no
+//   event can have, see `replay_marker_id`) holding the Kafka offset of the partition's last
+//   accepted event; a re-read event at or below its partition's marker was decided before the
+//   crash and is not decided again (`replayed`). Trade partitions commit in seq order, so the
+//   marker never goes backwards; it is durable exactly when the events it covers are.
+// - Lock: a trade partition may be granted only while the Kafka partition its in-flight events
+//   come from is assigned here; fence = (claim epoch << 32) | grant counter. Grants expire soon
+//   after each renew and the pipeline renews on every batch, so a new generation forces the
+//   pipeline to drop state cached under an older one.
+
+#include <tradecapture/error.hpp>
+#include <tradecapture/partition_lock.hpp>
+#include <tradecapture/trade_store.hpp>
+#include <tradecapture/types.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace tradecapture::kafka_detail {
+
+/// Index of a slot in the tracker's table (1-based; reused once a slot is closed).
+using SlotIndex = std::uint32_t;
+
+/// Bits of a tag that hold the offset; the slot index takes the rest.
+inline constexpr int tag_offset_bits = 44;
+/// The largest Kafka offset a tag can carry.
+inline constexpr std::int64_t max_tag_offset = (std::int64_t{1} << tag_offset_bits) - 1;
+
+/// The pipeline tag of (slot, offset): (slot << 44) | offset. Never 0 (slots start at 1).
+constexpr std::uint64_t make_tag(SlotIndex slot, std::int64_t offset) noexcept {
+  return (std::uint64_t{slot} << tag_offset_bits) | static_cast<std::uint64_t>(offset);
+}
+constexpr SlotIndex tag_slot(std::uint64_t tag) noexcept {
+  return static_cast<SlotIndex>(tag >> tag_offset_bits);
+}
+constexpr std::int64_t tag_offset(std::uint64_t tag) noexcept {
+  return static_cast<std::int64_t>(tag & static_cast<std::uint64_t>(max_tag_offset));
+}
+
+/// The trade id of the replay marker of (group, topic, partition): starts with a control
+/// character, so no valid event has it, and sorts before every valid trade id.
+std::string replay_marker_id(std::string_view group, std::string_view topic,
+                             std::int32_t partition);
+
+/// The reason of the outcome the replay guard gives an event decided before a restart (the
+/// source does not report it again).
+inline constexpr std::string_view replayed_reason = "replayed: decided before a restart";
+
+enum class SlotState : std::uint8_t {
+  live,      ///< assigned: messages are accepted, commits carry the claim epoch
+  draining,  ///< being revoked: no new messages; in-flight events still commit
+  dead,      ///< revoked, lost, fenced or failed: every commit with its events is refused
+};
+
+/// What `check` says about a message.
+enum class Admit : std::uint8_t {
+  submit,      ///< hand it to the pipeline (or answer it at the source)
+  stale,       ///< below the slot's position (a duplicate delivery): drop it
+  not_live,    ///< the slot does not take messages: drop it (the next owner reads it)
+  split_key,   ///< its trade partition is in flight from another Kafka partition
+};
+
+/// What a completion was.
+struct Completion {
+  bool known = false;     ///< the tag was in flight in a slot of this tracker
+  bool replayed = false;  ///< the replay guard answered it: decided before a restart
+  SlotState state = SlotState::dead;  ///< the slot's state when it completed
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+};
+
+/// A copy of one slot's bookkeeping (for logs, metrics and tests).
+struct SlotView {
+  SlotIndex index = 0;
+  std::string topic;
+  std::int32_t partition = 0;
+  std::uint64_t epoch = 0;
+  std::uint64_t generation = 0;
+  SlotState state = SlotState::dead;
+  std::int64_t position = 0;   ///< the next offset expected from Kafka
+  std::int64_t watermark = 0;  ///< the smallest offset not decided yet
+  std::int64_t flushed = -1;   ///< the last offset stored by an offsets-only commit, -1: none
+  std::size_t in_flight = 0;
+};
+
+/// The bookkeeping of one consumer (one Kafka consumer group member). Not thread-safe: the
+/// caller serialises every call.
+class OffsetTracker {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  /// `group` names the stored offsets; grants expire `grant_expiry` after each acquire or renew.
+  explicit OffsetTracker(std::string group,
+                         std::chrono::milliseconds grant_expiry = std::chrono::seconds(10));
+
+  const std::string& group() const noexcept { return group_; }
+
+  // ---- assignment ---------------------------------------------------------------------------
+
+  /// Opens the slot of a new assignment of (topic, partition), claimed with `epoch`, consuming
+  /// from `start`. Any earlier slot of the same partition must have been closed. When the
+  /// previous generation here was released cleanly with epoch - 1 (nobody claimed it in
+  /// between), its grants stay valid: the state the pipeline cached under them is still the
+  /// durable state.
+  SlotIndex open(std::string topic, std::int32_t partition, std::uint64_t epoch,
+                 std::int64_t start);
+  /// Records that a draining slot was given up cleanly: nothing in flight and its final offset
+  /// stored (see `open`).
+  void released_cleanly(SlotIndex slot);
+  /// The open slot of (topic, partition), whatever its state.
+  std::optional<SlotIndex> find(std::string_view topic, std::int32_t partition) const;
+  /// Moves a slot to `draining` or `dead` (never back to live).
+  void set_state(SlotIndex slot, SlotState state);
+  /// True when nothing of the slot is in flight.
+  bool idle(SlotIndex slot) const;
+  /// Forgets an idle slot.
+  void close(SlotIndex slot);
+  /// A copy of a slot's bookkeeping.
+  SlotView view(SlotIndex slot) const;
+  /// Every open slot.
+  std::vector<SlotView> slots() const;
+
+  // ---- messages -----------------------------------------------------------------------------
+
+  /// Whether a message at `offset` of `slot` whose event belongs to `partition` (null when the
+  /// message is not a valid event) may be taken.
+  Admit check(SlotIndex slot, std::int64_t offset, const PartitionKey* partition) const;
+  /// Records an event handed to the pipeline (after `check` said submit); returns its tag.
+  std::uint64_t submitted(SlotIndex slot, std::int64_t offset, const TradeEvent& event);
+  /// Records a message answered without the pipeline (malformed): decided at once.
+  void answered(SlotIndex slot, std::int64_t offset);
+  /// Records the completion of a tagged event (with an outcome or with an error).
+  Completion completed(std::uint64_t tag);
+
+  // ---- pipeline hooks -----------------------------------------------------------------------
+
+  /// PipelineOptions::before_commit: adds the source offset rows and replay markers of a batch
+  /// whose decided events carry `tags`. Changes nothing in the tracker (the batch may be refused
+  /// and decided again).
+  void add_sources(std::span<const std::uint64_t> tags, CommitBatch& batch) const;
+  /// The replay guard, called instead of deciding `event` on `state`: true when the event is a
+  /// re-read message at or below its trade partition's replay marker (it is then flagged, and its
+  /// completion says `replayed`).
+  bool replayed(const TradeEvent& event, const PartitionState& state);
+
+  // ---- lock ---------------------------------------------------------------------------------
+
+  /// A grant on a trade partition, or `errc::lease_lost` when its in-flight events do not come
+  /// from a live or draining slot.
+  result<Grant> acquire(const PartitionKey& partition, Clock::time_point now);
+  /// Extends a grant, or `errc::lease_lost` when its slot generation is over.
+  result<void> renew(Grant& grant, Clock::time_point now);
+
+  // ---- offsets-only commits -----------------------------------------------------------------
+
+  /// Rows for live and draining slots whose watermark moved since their last offsets-only
+  /// commit (`only`: just these slots; `all`: moved or not), sorted as CommitBatch::sources must
+  /// be. A final write needs `all`: an event commit decided earlier may have landed after the
+  /// last offsets-only commit with a lower offset.
+  std::vector<SourceOffset> due_offsets(std::span<const SlotIndex> only = {},
+                                        bool all = false) const;
+  /// Records rows of `due_offsets` as stored.
+  void flushed(std::span<const SourceOffset> rows);
+
+ private:
+  struct KeyHash {
+    std::size_t operator()(const std::pair<std::string, std::int64_t>& k) const noexcept;
+  };
+  using KeyMap = std::unordered_map<std::pair<std::string, std::int64_t>,
+                                    std::vector<std::pair<SlotIndex, std::int64_t>>, KeyHash>;
+  struct PartitionInfo {
+    SlotIndex slot = 0;
+    std::size_t count = 0;  // events in flight
+  };
+  using PartitionMap = std::unordered_map<PartitionKey, PartitionInfo, PartitionKeyHash>;
+  struct Entry {
+    PartitionMap::value_type* partition = nullptr;
+    KeyMap::value_type* key = nullptr;
+    bool replayed = false;
+  };
+  struct Slot {
+    bool open = false;
+    std::string topic;
+    std::int32_t partition = 0;
+    std::uint64_t epoch = 0;
+    std::uint64_t generation = 0;
+    SlotState state = SlotState::dead;
+    std::int64_t position = 0;
+    std::int64_t flushed = -1;
+    std::map<std::int64_t, Entry> in_flight;
+    std::string marker_id;
+    // The generation and epoch whose grants stay valid (a clean handover), if any.
+    std::uint64_t predecessor_generation = 0;
+    std::uint64_t predecessor_epoch = 0;
+  };
+
+  const Slot* slot_(SlotIndex i) const;
+  Slot* slot_(SlotIndex i);
+  static std::int64_t watermark_(const Slot& s);
+  static SourceOffset row_(const std::string& group, const Slot& s, std::int64_t next);
+
+  std::string group_;
+  std::chrono::milliseconds grant_expiry_;
+  std::vector<Slot> slots_{1};  // index 0 unused
+  std::vector<SlotIndex> free_;
+  std::uint64_t generations_ = 0;
+  std::uint32_t grants_ = 0;
+  PartitionMap partitions_;
+  KeyMap keys_;
+  // Clean releases by (topic, partition): generation and epoch.
+  std::map<std::pair<std::string, std::int32_t>, std::pair<std::uint64_t, std::uint64_t>> clean_;
+};
+
+}  // namespace tradecapture::kafka_detail

@@ -1,0 +1,334 @@
+// `tradecapture consume`: a Kafka consumer-group member feeding the pipeline (issue #5), with
+// logs, optional Prometheus metrics over HTTP, and a clean shutdown on SIGTERM/SIGINT.
+
+#ifdef TRADECAPTURE_HAVE_KAFKA
+
+#include "consume.hpp"
+
+#include "host.hpp"
+#include "http_server.hpp"
+
+#include <tradecapture/kafka_source.hpp>
+#include <tradecapture/processor.hpp>
+#include <tradecapture/prometheus.hpp>
+
+#include <utility>  // must precede asio with Boost 1.74 and C++20
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#ifndef TRADECAPTURE_VERSION
+#define TRADECAPTURE_VERSION "unknown"
+#endif
+
+namespace tradecapture::host {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// SIGINT/SIGTERM: stop consuming cleanly (KafkaSource::stop is async-signal-safe). A second
+// signal has the default effect.
+KafkaSource* g_source = nullptr;
+volatile sig_atomic_t g_signal = 0;
+
+extern "C" void on_consume_signal(int sig) {
+  g_signal = sig;
+  if (g_source != nullptr) g_source->stop();
+  ::signal(sig, SIG_DFL);
+}
+
+class SignalGuard {
+ public:
+  explicit SignalGuard(KafkaSource& source) {
+    g_source = &source;
+    struct sigaction sa {};
+    sa.sa_handler = on_consume_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalGuard() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+    g_source = nullptr;
+  }
+  SignalGuard(const SignalGuard&) = delete;
+  SignalGuard& operator=(const SignalGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+tcp::endpoint resolve_endpoint(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size())
+    throw HostError("--metrics-listen '" + listen + "' is not HOST:PORT");
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  asio::io_context ioc;
+  tcp::resolver resolver(ioc);
+  boost::system::error_code ec;
+  auto results = resolver.resolve(host, listen.substr(colon + 1),
+                                  tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || results.empty())
+    throw HostError("--metrics-listen '" + listen + "': cannot resolve: " + ec.message());
+  return results.begin()->endpoint();
+}
+
+/// The metrics of a consumer in the Prometheus text format: the pipeline's, then the source's.
+std::string consumer_metrics(const KafkaSource& source) {
+  const KafkaSourceMetrics k = source.metrics();
+  PrometheusWriter w;
+  append_pipeline_metrics(w, source.pipeline_metrics(),
+                          {.version = TRADECAPTURE_VERSION, .rejected_before_submit = k.invalid});
+  w.counter("tradecapture_kafka_messages_total", "Kafka messages received.", k.messages);
+  w.counter("tradecapture_kafka_invalid_total",
+            "Messages rejected by the consumer itself (not JSON, not an event, bad key).",
+            k.invalid);
+  w.counter("tradecapture_kafka_replayed_total",
+            "Re-read messages found decided before a restart (not reported again; the "
+            "pipeline counts them as rejected).",
+            k.replayed);
+  w.counter("tradecapture_kafka_failed_total", "Messages without an outcome.", k.failed);
+  w.counter("tradecapture_kafka_offset_commits_total", "Offsets-only store commits.",
+            k.offset_commits);
+  w.counter("tradecapture_kafka_offset_commit_failures_total",
+            "Offsets-only store commits that failed.", k.offset_commit_failures);
+  w.counter("tradecapture_kafka_fenced_total",
+            "Partitions given up because another member claimed them.", k.fenced);
+  w.counter("tradecapture_kafka_assignments_total", "Partitions assigned (and claimed).",
+            k.assignments);
+  w.counter("tradecapture_kafka_revocations_total", "Partitions revoked or lost.",
+            k.revocations);
+  w.counter("tradecapture_kafka_results_produced_total",
+            "Outcome messages delivered to the results topic.", k.results_produced);
+  w.counter("tradecapture_kafka_results_failed_total",
+            "Outcome messages that could not be delivered.", k.results_failed);
+  w.gauge("tradecapture_kafka_partitions_assigned", "Partitions assigned now.", k.partitions);
+  w.gauge("tradecapture_kafka_in_flight", "Messages in the pipeline now.", k.in_flight);
+  w.gauge("tradecapture_kafka_lag_messages",
+          "Messages between the consumed positions and the partitions' high watermarks.", k.lag);
+  w.histogram("tradecapture_kafka_end_to_end_latency_seconds",
+              "Message timestamp to durable outcome.", k.end_to_end_us,
+              HistogramUnit::microseconds_as_seconds);
+  return w.take();
+}
+
+/// GET /metrics, /health/live and /health/ready for a consumer.
+class MetricsHandler final : public HttpHandler {
+ public:
+  MetricsHandler(const KafkaSource& source, std::shared_ptr<TradeStore> store,
+                 asio::thread_pool& workers)
+      : source_(source), store_(std::move(store)), workers_(workers) {}
+
+  std::optional<HttpResponse> check_header(const HttpRequestHeader& h) override {
+    const auto target = h.target();
+    if (target != "/metrics" && target != "/health/live" && target != "/health/ready")
+      return make_error_response(http::status::not_found, "no such resource");
+    if (h.method() != http::verb::get) {
+      HttpResponse res = make_error_response(http::status::method_not_allowed, "GET only");
+      res.set(http::field::allow, "GET");
+      return res;
+    }
+    return std::nullopt;
+  }
+
+  void handle(HttpRequest req, std::function<void(HttpResponse)> respond) override {
+    const std::string target(req.target());
+    asio::post(workers_, [this, target, respond = std::move(respond)] {
+      HttpResponse res{http::status::ok, 11};
+      if (target == "/metrics") {
+        res.set(http::field::content_type, std::string(prometheus_content_type));
+        res.body() = consumer_metrics(source_);
+      } else if (target == "/health/live") {
+        res.set(http::field::content_type, "application/json");
+        res.body() = "{\"status\": \"live\"}\n";
+      } else {
+        auto ping = store_->ping();
+        res.set(http::field::content_type, "application/json");
+        if (ping) {
+          res.body() = "{\"status\": \"ready\"}\n";
+        } else {
+          res.result(http::status::service_unavailable);
+          res.body() = "{\"status\": \"unavailable\"}\n";
+        }
+      }
+      res.prepare_payload();
+      respond(std::move(res));
+    });
+  }
+
+ private:
+  const KafkaSource& source_;
+  std::shared_ptr<TradeStore> store_;
+  asio::thread_pool& workers_;
+};
+
+}  // namespace
+
+CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
+  auto* cmd = app.add_subcommand(
+      "consume", "Consume trade events from Kafka topics in a consumer group (exactly-once effect)");
+  cmd->footer(
+      "Message key: the event's partition, PartitionKey::encode() (e.g. 4:ACC13:EQ-FLOW4:AAPL);\n"
+      "value: one event JSON object (spec section 1). A malformed message (not JSON, not a valid\n"
+      "event, no key, a key that is not the event's partition) is REJECTED with an 'invalid:'\n"
+      "reason, counted, logged (or sent to --results-topic) and consumed.\n"
+      "Offsets live in the store (source_offsets, consumer = the group), written in the same\n"
+      "transaction as the events they cover; an assignment resumes there, not at Kafka's\n"
+      "committed offset (offsets are also committed to Kafka, for monitoring only).\n"
+      "--results-topic gets one JSON per message, keyed like it: {\"topic\", \"partition\",\n"
+      "\"offset\", \"trade_id\", \"version\", \"outcome\", \"reason\", \"seq\"}.\n"
+      "SIGTERM/SIGINT: stop fetching, let in-flight events reach their durable outcomes, store\n"
+      "the final offsets, leave the group, exit 0. Exits 2 when the store fails past the retry\n"
+      "budget or Kafka reports a fatal error (a restart resumes from the stored offsets).\n"
+      "--metrics-listen serves GET /metrics (Prometheus), /health/live and /health/ready.");
+  cmd->add_option("--brokers", o.brokers, "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")
+      ->required();
+  cmd->add_option("--topic", o.topics, "input topic (repeat for several)")->required();
+  cmd->add_option("--group", o.group, "consumer group id (also names the stored offsets)")
+      ->required();
+  cmd->add_option("--store", o.store,
+                  "store URI: sqlite:PATH or postgresql://user@host:port/db (memory: for tests)")
+      ->capture_default_str();
+  cmd->add_option("--results-topic", o.results_topic,
+                  "topic for one outcome JSON per message (keyed like the input)");
+  cmd->add_option("--kafka-config", o.kafka_config,
+                  "extra librdkafka consumer property KEY=VALUE (repeat; e.g. "
+                  "session.timeout.ms=10000, security.protocol=ssl)");
+  cmd->add_option("--metrics-listen", o.metrics_listen,
+                  "serve /metrics, /health/live and /health/ready on HOST:PORT");
+  cmd->add_option("--threads", o.threads, "pipeline worker shards")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--max-in-flight", o.max_in_flight,
+                  "messages in the pipeline and not yet completed, at most (back-pressure: "
+                  "fetching waits)")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--batch", o.batch, "events per store transaction, at most")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--offsets-interval-ms", o.offsets_interval_ms,
+                  "how often offsets moved by outcomes without a commit (rejects, duplicates) "
+                  "are stored")
+      ->check(CLI::Range(1LL, 3600LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--revoke-timeout-ms", o.revoke_timeout_ms,
+                  "how long a revoked partition's in-flight events may take before they are "
+                  "abandoned to the next owner")
+      ->check(CLI::Range(1LL, 3600LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--progress-interval-ms", o.progress_interval_ms,
+                  "a progress line at info level every N ms (0: none)")
+      ->check(CLI::Range(0LL, 3600LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--log-level", o.log_level, "log level on stderr")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--instance-id", o.instance_id, "name of this instance in logs")
+      ->capture_default_str();
+  return cmd;
+}
+
+int run_consume(const ConsumeOptions& o) {
+  auto logger = spdlog::default_logger();
+  logger->set_level(spdlog::level::from_str(o.log_level));
+
+  KafkaSourceOptions options;
+  options.brokers = o.brokers;
+  options.topics = o.topics;
+  options.group = o.group;
+  options.results_topic = o.results_topic;
+  for (const auto& kv : o.kafka_config) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw HostError("--kafka-config '" + kv + "' is not KEY=VALUE");
+    options.consumer_config.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  options.max_in_flight = o.max_in_flight;
+  options.offsets_interval = std::chrono::milliseconds(o.offsets_interval_ms);
+  options.revoke_timeout = std::chrono::milliseconds(o.revoke_timeout_ms);
+  options.progress_interval = std::chrono::milliseconds(o.progress_interval_ms);
+  options.pipeline.threads = o.threads;
+  options.pipeline.max_batch = o.batch;
+  options.pipeline.max_batch_per_partition =
+      std::min(options.pipeline.max_batch_per_partition, o.batch);
+  options.logger = logger;
+
+  std::optional<tcp::endpoint> endpoint;
+  if (!o.metrics_listen.empty()) endpoint = resolve_endpoint(o.metrics_listen);
+  auto store = open_store(o.store, {.concurrency = o.threads + 2, .must_exist = false});
+  KafkaSource source(store, make_position_processor(), std::move(options));
+  SignalGuard signals(source);
+
+  // The metrics endpoint, when asked for: one I/O thread and one worker.
+  asio::thread_pool workers(1);
+  MetricsHandler handler(source, store, workers);
+  asio::io_context ioc(1);
+  std::optional<HttpServer> server;
+  std::thread io_thread;
+  auto work = asio::make_work_guard(ioc);
+  if (endpoint) {
+    HttpServerOptions http_options;
+    http_options.listen = *endpoint;
+    http_options.max_connections = 64;
+    server.emplace(ioc, http_options, handler, logger);
+    const tcp::endpoint bound = server->listen();
+    server->start();
+    io_thread = std::thread([&ioc] { ioc.run(); });
+    logger->info("instance {}: metrics on http://{}:{}/metrics", o.instance_id,
+                 bound.address().to_string(), bound.port());
+  }
+
+  logger->info("instance {}: consuming {} topic(s) in group {} from {} into {}", o.instance_id,
+               o.topics.size(), o.group, o.brokers, store->describe());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = source.run();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (server) {
+    server->shutdown([] {});
+    server->abort();
+  }
+  work.reset();
+  ioc.stop();
+  if (io_thread.joinable()) io_thread.join();
+  workers.join();
+
+  const KafkaSourceMetrics m = source.metrics();
+  std::fprintf(stderr,
+               "tradecapture consume: %llu messages (accepted %llu, duplicate %llu, stale %llu, "
+               "rejected %llu of which invalid %llu), %llu replayed after a restart, %llu "
+               "failed, in %.3f s\n",
+               static_cast<unsigned long long>(m.messages),
+               static_cast<unsigned long long>(m.accepted),
+               static_cast<unsigned long long>(m.duplicate),
+               static_cast<unsigned long long>(m.stale),
+               static_cast<unsigned long long>(m.rejected),
+               static_cast<unsigned long long>(m.invalid),
+               static_cast<unsigned long long>(m.replayed),
+               static_cast<unsigned long long>(m.failed), secs);
+  if (!r) {
+    std::fprintf(stderr, "tradecapture consume: failed: %s (%s)\n", r.error().message().c_str(),
+                 source.last_error().c_str());
+    return exit_failure;
+  }
+  return 0;
+}
+
+}  // namespace tradecapture::host
+
+#endif  // TRADECAPTURE_HAVE_KAFKA

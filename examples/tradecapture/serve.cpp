@@ -1,0 +1,824 @@
+// `tradecapture serve`: the HTTP gateway of spec section 5 on top of the pipeline.
+//
+//   POST /v1/trades          application/json (an event or an array) or application/x-ndjson
+//   GET  /v1/positions       ?account=&book=&security= (optional exact filters)
+//   GET  /v1/trades/{id}     the accepted events of one trade id
+//   GET  /health/live, /health/ready, /metrics
+//
+// Threads: the io_context (--http-threads) only reads and writes; body parsing, admission,
+// store reads and health checks run on a small worker pool (--worker-threads); the pipeline has
+// its own shards (--threads). Completions post back to the connection's strand.
+
+#include "serve.hpp"
+
+#include "host.hpp"
+#include "http_server.hpp"
+
+#include <tradecapture/event_codec.hpp>
+#include <tradecapture/pipeline.hpp>
+#include <tradecapture/processor.hpp>
+#include <tradecapture/prometheus.hpp>
+#include <tradecapture/request_body.hpp>
+
+#include <utility>  // must precede asio with Boost 1.74 and C++20
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core/string.hpp>
+
+#include <unistd.h>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#ifndef TRADECAPTURE_VERSION
+#define TRADECAPTURE_VERSION "unknown"
+#endif
+
+namespace tradecapture::host {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using Respond = std::function<void(HttpResponse)>;
+
+// ---- small HTTP helpers ------------------------------------------------------------------
+
+/// Beast of Boost 1.74 has its own string_view.
+std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  return beast::iequals(beast::string_view(a.data(), a.size()),
+                        beast::string_view(b.data(), b.size()));
+}
+
+HttpResponse json_response(http::status status, std::string body) {
+  HttpResponse res{status, 11};
+  res.set(http::field::content_type, "application/json");
+  res.body() = std::move(body);
+  return res;
+}
+
+HttpResponse unavailable(std::string_view reason) {
+  HttpResponse res = make_error_response(http::status::service_unavailable, reason);
+  res.set(http::field::retry_after, "1");
+  return res;
+}
+
+enum class Route { not_found, trades, trade, positions, live, ready, metrics };
+
+struct Target {
+  Route route = Route::not_found;
+  std::string_view query;     ///< after '?', raw
+  std::string_view trade_id;  ///< Route::trade: the raw (percent-encoded) path segment
+};
+
+Target parse_target(std::string_view target) {
+  Target t;
+  std::string_view path = target;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    path = target.substr(0, q);
+    t.query = target.substr(q + 1);
+  }
+  constexpr std::string_view trade_prefix = "/v1/trades/";
+  if (path == "/v1/trades") {
+    t.route = Route::trades;
+  } else if (path.substr(0, trade_prefix.size()) == trade_prefix &&
+             path.size() > trade_prefix.size() &&
+             path.find('/', trade_prefix.size()) == std::string_view::npos) {
+    t.route = Route::trade;
+    t.trade_id = path.substr(trade_prefix.size());
+  } else if (path == "/v1/positions") {
+    t.route = Route::positions;
+  } else if (path == "/health/live") {
+    t.route = Route::live;
+  } else if (path == "/health/ready") {
+    t.route = Route::ready;
+  } else if (path == "/metrics") {
+    t.route = Route::metrics;
+  }
+  return t;
+}
+
+http::verb allowed_method(Route r) {
+  return r == Route::trades ? http::verb::post : http::verb::get;
+}
+
+/// Percent-decodes `s` ('+' is a space when `plus_is_space`); nothing on a bad escape.
+std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
+  const auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+/// The body format of a Content-Type value (its parameters are ignored); nothing otherwise.
+std::optional<BodyFormat> body_format(std::string_view content_type) {
+  std::string_view type = content_type.substr(0, content_type.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+  if (iequals(type, "application/json")) return BodyFormat::json;
+  if (iequals(type, "application/x-ndjson")) return BodyFormat::ndjson;
+  return std::nullopt;
+}
+
+/// Compares in time that depends only on the length of `expected` (the secret), not on where
+/// the first difference is.
+bool constant_time_equal(std::string_view expected, std::string_view given) noexcept {
+  unsigned char diff = expected.size() == given.size() ? 0 : 1;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    diff |= static_cast<unsigned char>(static_cast<unsigned char>(expected[i]) ^ g);
+  }
+  return diff == 0;
+}
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw HostError("cannot read --auth-token-file '" + path + "': " + std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string token = ss.str();
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||
+                            token.back() == '\t'))
+    token.pop_back();
+  if (token.empty()) throw HostError("--auth-token-file '" + path + "' holds no token");
+  for (char c : token) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      throw HostError("--auth-token-file '" + path +
+                      "': the token must be one line of printable characters without spaces");
+  }
+  return token;
+}
+
+tcp::endpoint resolve_listen(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 == listen.size())
+    throw HostError("--listen '" + listen + "' is not HOST:PORT");
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host.empty()) throw HostError("--listen '" + listen + "' has no host");
+  asio::io_context ioc;
+  tcp::resolver resolver(ioc);
+  boost::system::error_code ec;
+  auto results =
+      resolver.resolve(host, port, tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || results.empty())
+    throw HostError("--listen '" + listen + "': cannot resolve: " + ec.message());
+  return results.begin()->endpoint();
+}
+
+/// Writes `text` to `path` atomically (a temporary file renamed over it).
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw HostError("cannot write '" + tmp + "': " + std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw HostError("cannot write '" + path + "': " + std::strerror(errno));
+}
+
+// ---- the gateway -------------------------------------------------------------------------
+
+/// The events of one POST /v1/trades, from submission to the response.
+struct TradesJob {
+  std::vector<BodyEvent> events;  ///< in request order (parsed; the TradeEvents moved out)
+  std::vector<Outcome> outcomes;
+  std::vector<boost::system::error_code> errors;  ///< per event; set only by its completion
+  std::uint64_t submitted = 0;
+  std::uint64_t rejected_at_parse = 0;
+  std::atomic<std::uint64_t> remaining{0};
+  Respond respond;
+};
+
+class Gateway final : public HttpHandler {
+ public:
+  Gateway(Pipeline& pipeline, std::shared_ptr<TradeStore> store,
+          std::shared_ptr<PartitionLock> lock, asio::thread_pool& workers,
+          std::size_t max_in_flight, std::string token, std::shared_ptr<spdlog::logger> logger)
+      : pipeline_(pipeline),
+        store_(std::move(store)),
+        lock_(std::move(lock)),
+        workers_(workers),
+        max_in_flight_(max_in_flight),
+        token_(std::move(token)),
+        logger_(std::move(logger)) {}
+
+  void set_server(const HttpServer* server) { server_ = server; }
+
+  /// POST /v1/trades requests whose events all completed (answered 200 or 503), for the summary.
+  std::uint64_t trade_requests() const { return trades_requests_.load(); }
+  /// Events answered REJECTED at parse, without the pipeline.
+  std::uint64_t rejected_at_parse() const { return rejected_before_submit_.load(); }
+
+  std::optional<HttpResponse> check_header(const HttpRequestHeader& h) override {
+    const Target t = parse_target(sv(h.target()));
+    if (t.route == Route::not_found)
+      return make_error_response(http::status::not_found, "no such resource");
+    if (needs_auth_(t.route) && !authorized_(h)) {
+      HttpResponse res = make_error_response(http::status::unauthorized,
+                                             "missing or wrong 'Authorization: Bearer' token");
+      res.set(http::field::www_authenticate, "Bearer realm=\"tradecapture\"");
+      return res;
+    }
+    if (h.method() != allowed_method(t.route)) {
+      HttpResponse res =
+          make_error_response(http::status::method_not_allowed, "method not allowed");
+      res.set(http::field::allow, t.route == Route::trades ? "POST" : "GET");
+      return res;
+    }
+    if (t.route == Route::trades && !body_format(sv(h[http::field::content_type]))) {
+      return make_error_response(
+          http::status::unsupported_media_type,
+          "POST /v1/trades takes Content-Type application/json or application/x-ndjson");
+    }
+    return std::nullopt;
+  }
+
+  void handle(HttpRequest req, Respond respond) override {
+    const Target t = parse_target(sv(req.target()));
+    switch (t.route) {
+      case Route::live:
+        return respond(json_response(http::status::ok, "{\"status\": \"live\"}\n"));
+      case Route::ready:
+        return asio::post(workers_, [this, respond] { respond(ready_()); });
+      case Route::metrics:
+        return asio::post(workers_, [this, respond] { respond(metrics_()); });
+      case Route::positions: {
+        PositionFilter filter;
+        if (auto err = parse_filter_(t.query, filter))
+          return respond(make_error_response(http::status::bad_request, *err));
+        return asio::post(
+            workers_, [this, respond, filter = std::move(filter)] { respond(positions_(filter)); });
+      }
+      case Route::trade: {
+        auto id = percent_decode(t.trade_id, false);
+        if (!id)
+          return respond(make_error_response(http::status::bad_request,
+                                             "bad percent-encoding in the trade id"));
+        return asio::post(workers_, [this, respond, id = std::move(*id)] { respond(trade_(id)); });
+      }
+      case Route::trades: {
+        const BodyFormat format = *body_format(sv(req[http::field::content_type]));
+        auto body = std::make_shared<std::string>(std::move(req.body()));
+        return asio::post(workers_,
+                          [this, respond, format, body] { post_trades_(*body, format, respond); });
+      }
+      case Route::not_found:
+        break;
+    }
+    respond(make_error_response(http::status::not_found, "no such resource"));
+  }
+
+ private:
+  struct PositionFilter {
+    std::optional<std::string> account, book, security;
+  };
+
+  static bool needs_auth_(Route r) { return r != Route::live && r != Route::ready; }
+
+  bool authorized_(const HttpRequestHeader& h) const {
+    if (token_.empty()) return true;
+    std::string_view v = sv(h[http::field::authorization]);
+    constexpr std::string_view scheme = "bearer";
+    if (v.size() <= scheme.size() || !iequals(v.substr(0, scheme.size()), scheme) ||
+        (v[scheme.size()] != ' ' && v[scheme.size()] != '\t'))
+      return false;
+    v.remove_prefix(scheme.size());
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return constant_time_equal(token_, v);
+  }
+
+  /// Parses account=, book=, security= (form encoding); an error message otherwise.
+  static std::optional<std::string> parse_filter_(std::string_view query, PositionFilter& f) {
+    while (!query.empty()) {
+      const auto amp = query.find('&');
+      std::string_view pair = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+      if (pair.empty()) continue;
+      const auto eq = pair.find('=');
+      auto key = percent_decode(pair.substr(0, eq), true);
+      auto value = percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), true);
+      if (!key || !value) return "bad percent-encoding in the query";
+      std::optional<std::string>* slot = nullptr;
+      if (*key == "account") slot = &f.account;
+      if (*key == "book") slot = &f.book;
+      if (*key == "security") slot = &f.security;
+      if (slot == nullptr)
+        return "unknown query parameter '" + *key + "' (filters: account, book, security)";
+      if (*slot) return "query parameter '" + *key + "' given twice";
+      *slot = std::move(*value);
+    }
+    return std::nullopt;
+  }
+
+  HttpResponse ready_() {
+    if (server_ != nullptr && server_->draining()) {
+      HttpResponse res =
+          json_response(http::status::service_unavailable, "{\"status\": \"draining\"}\n");
+      return res;
+    }
+    auto s = store_->ping();
+    auto l = lock_->ping();
+    if (s && l) return json_response(http::status::ok, "{\"status\": \"ready\"}\n");
+    std::string body = "{\"status\": \"unavailable\", \"store\": ";
+    append_json_string(body, s ? std::string("ok") : s.error().message());
+    body += ", \"lock\": ";
+    append_json_string(body, l ? std::string("ok") : l.error().message());
+    body += "}\n";
+    HttpResponse res = json_response(http::status::service_unavailable, std::move(body));
+    res.set(http::field::retry_after, "1");
+    return res;
+  }
+
+  HttpResponse metrics_() {
+    PrometheusWriter w;
+    append_pipeline_metrics(w, pipeline_.metrics(),
+                            {.version = TRADECAPTURE_VERSION,
+                             .rejected_before_submit = rejected_before_submit_.load()});
+    if (server_ != nullptr) {
+      const HttpStats hs = server_->stats();
+      w.family("tradecapture_http_requests_total", "counter",
+               "HTTP responses sent, by status code.");
+      bool has_200 = false;
+      for (const auto& [code, n] : hs.responses_by_code) has_200 = has_200 || code == 200;
+      if (!has_200) w.sample("tradecapture_http_requests_total", {{"code", "200"}}, 0);
+      for (const auto& [code, n] : hs.responses_by_code) {
+        const std::string c = std::to_string(code);
+        w.sample("tradecapture_http_requests_total", {{"code", c}}, n);
+      }
+      w.histogram("tradecapture_http_request_duration_seconds",
+                  "Time from the first byte of a request to its response written.",
+                  hs.request_duration_us, HistogramUnit::microseconds_as_seconds);
+      w.gauge("tradecapture_http_connections_active", "Open HTTP connections.",
+              hs.connections_active);
+      w.counter("tradecapture_http_connections_accepted_total", "HTTP connections accepted.",
+                hs.connections_accepted);
+      w.counter("tradecapture_http_connections_refused_total",
+                "HTTP connections refused because --max-connections were open.",
+                hs.connections_refused);
+      w.gauge("tradecapture_gateway_draining", "1 while the gateway drains before exiting.",
+              server_->draining() ? 1 : 0);
+    }
+    w.gauge("tradecapture_gateway_admitted_events",
+            "Events of admitted POST /v1/trades requests not answered yet.", admitted_.load());
+    w.counter("tradecapture_gateway_overload_refusals_total",
+              "POST /v1/trades requests refused with 503 by the in-flight limit.",
+              overload_refusals_.load());
+    HttpResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, std::string(prometheus_content_type));
+    res.body() = w.take();
+    return res;
+  }
+
+  HttpResponse positions_(const PositionFilter& f) {
+    auto rows = store_->positions();
+    if (!rows) {
+      logger_->warn("GET /v1/positions: {}", rows.error().message());
+      return unavailable("cannot read positions: " + rows.error().message());
+    }
+    std::string body = "{\"positions\": [";
+    bool first = true;
+    for (const PositionRow& row : rows.value()) {
+      if ((f.account && *f.account != row.partition.account) ||
+          (f.book && *f.book != row.partition.book) ||
+          (f.security && *f.security != row.partition.security))
+        continue;
+      if (!first) body += ", ";
+      first = false;
+      append_position_json(body, row);
+      body.pop_back();  // its '\n'
+    }
+    body += "]}\n";
+    return json_response(http::status::ok, std::move(body));
+  }
+
+  HttpResponse trade_(const std::string& trade_id) {
+    // A full scan of the accepted events: fine for the example host, not for a big store (a real
+    // gateway would add an index lookup to TradeStore).
+    std::string events;
+    std::size_t n = 0;
+    auto scanned = store_->scan_events([&](const StoredEvent& e) {
+      if (e.event.trade_id == trade_id) {
+        if (n++ != 0) events += ", ";
+        append_event_json(events, e);
+        events.pop_back();  // its '\n'
+      }
+      return true;
+    });
+    if (!scanned) {
+      logger_->warn("GET /v1/trades/{{id}}: {}", scanned.error().message());
+      return unavailable("cannot read events: " + scanned.error().message());
+    }
+    if (n == 0)
+      return make_error_response(http::status::not_found, "no accepted event of this trade id");
+    std::string body = "{\"trade_id\": ";
+    append_json_string(body, trade_id);
+    body += ", \"events\": [";
+    body += events;
+    body += "]}\n";
+    return json_response(http::status::ok, std::move(body));
+  }
+
+  /// Admits `n` events whole, or refuses them whole: room for all of them under the in-flight
+  /// limit, or nothing else in flight (a request bigger than the limit then runs alone, the
+  /// pipeline's own back-pressure pacing its submission).
+  bool admit_(std::uint64_t n) {
+    std::uint64_t cur = admitted_.load();
+    for (;;) {
+      if (cur != 0 && cur + n > max_in_flight_) return false;
+      if (admitted_.compare_exchange_weak(cur, cur + n)) return true;
+    }
+  }
+
+  // Runs on a worker thread.
+  void post_trades_(const std::string& raw, BodyFormat format, const Respond& respond) {
+    ParsedBody parsed = parse_request_body(raw, format);
+    if (!parsed.error.empty())
+      return respond(make_error_response(http::status::bad_request, parsed.error));
+    auto job = std::make_shared<TradesJob>();
+    job->events = std::move(parsed.events);
+    job->outcomes.resize(job->events.size());
+    job->errors.resize(job->events.size());
+    job->respond = respond;
+    for (const BodyEvent& e : job->events) {
+      if (e.parsed.event) {
+        ++job->submitted;
+      } else {
+        ++job->rejected_at_parse;
+      }
+    }
+    if (job->submitted > 0 && !admit_(job->submitted)) {
+      overload_refusals_.fetch_add(1);
+      return respond(unavailable("overloaded: " + std::to_string(admitted_.load()) +
+                                 " events in flight, --max-in-flight " +
+                                 std::to_string(max_in_flight_) + "; retry later"));
+    }
+    job->remaining.store(job->submitted);
+    for (std::size_t i = 0; i < job->events.size(); ++i) {
+      BodyEvent& e = job->events[i];
+      if (!e.parsed.event) {
+        job->outcomes[i] = Outcome::rejected(std::move(e.parsed.reason));
+        continue;
+      }
+      TradeEvent ev = std::move(*e.parsed.event);
+      e.parsed.event.reset();
+      pipeline_.async_submit(std::move(ev),
+                             [this, job, i](boost::system::error_code ec, Outcome o) {
+                               if (ec) {
+                                 job->errors[i] = ec;
+                               } else {
+                                 job->outcomes[i] = std::move(o);
+                               }
+                               if (job->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
+                                 asio::post(workers_, [this, job] { finish_trades_(*job); });
+                             });
+    }
+    if (job->submitted == 0) finish_trades_(*job);
+  }
+
+  // Runs on a worker thread once every submitted event has completed.
+  void finish_trades_(TradesJob& job) {
+    admitted_.fetch_sub(job.submitted);
+    trades_requests_.fetch_add(1);
+    std::uint64_t failed = 0;
+    const boost::system::error_code* first = nullptr;
+    for (const auto& ec : job.errors) {
+      if (ec) {
+        ++failed;
+        if (first == nullptr) first = &ec;
+      }
+    }
+    if (failed > 0) {
+      // No outcome for some events: the whole request fails; the outcomes that were decided are
+      // durable, and sending the same request again is safe (DUPLICATE for those).
+      logger_->warn("POST /v1/trades: {} of {} events have no outcome: {}", failed,
+                    job.events.size(), first->message());
+      job.respond(unavailable(std::to_string(failed) + " of " + std::to_string(job.events.size()) +
+                              " events have no outcome (" + first->message() +
+                              "); re-sending the whole request is safe"));
+      return;
+    }
+    rejected_before_submit_.fetch_add(job.rejected_at_parse);
+    std::string body;
+    body.reserve(32 + job.events.size() * 96);
+    body += "{\"outcomes\": [";
+    for (std::size_t i = 0; i < job.events.size(); ++i) {
+      if (i != 0) body += ", ";
+      const BodyEvent& e = job.events[i];
+      append_outcome_json(body, e.line, e.parsed.echo_trade_id, e.parsed.echo_version,
+                          job.outcomes[i]);
+      body.pop_back();  // its '\n'
+    }
+    body += "]}\n";
+    job.respond(json_response(http::status::ok, std::move(body)));
+  }
+
+  Pipeline& pipeline_;
+  const std::shared_ptr<TradeStore> store_;
+  const std::shared_ptr<PartitionLock> lock_;
+  asio::thread_pool& workers_;
+  const std::uint64_t max_in_flight_;
+  const std::string token_;
+  const std::shared_ptr<spdlog::logger> logger_;
+  const HttpServer* server_ = nullptr;
+  std::atomic<std::uint64_t> admitted_{0};
+  std::atomic<std::uint64_t> rejected_before_submit_{0};
+  std::atomic<std::uint64_t> overload_refusals_{0};
+  std::atomic<std::uint64_t> trades_requests_{0};
+};
+
+/// What the main thread waits for: the first signal, then the end of the drain.
+class ShutdownLatch {
+ public:
+  void signalled() {
+    std::lock_guard lock(mutex_);
+    ++signals_;
+    cv_.notify_all();
+  }
+  void idle() {
+    std::lock_guard lock(mutex_);
+    idle_ = true;
+    cv_.notify_all();
+  }
+  void wait_signal() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return signals_ > 0; });
+  }
+  /// True when idle; false when the time ran out or a second signal came.
+  bool wait_idle_for(std::chrono::milliseconds d) {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, d, [&] { return idle_ || signals_ > 1; });
+    return idle_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int signals_ = 0;
+  bool idle_ = false;
+};
+
+void arm_signals(asio::signal_set& signals, HttpServer& server, ShutdownLatch& latch,
+                 spdlog::logger& log) {
+  signals.async_wait([&signals, &server, &latch, &log](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    if (!server.draining()) {
+      log.info("signal {}: draining (no new connections; in-flight requests are finished)", sig);
+      server.shutdown([&latch] { latch.idle(); });
+    } else {
+      log.warn("signal {} again: closing every connection now", sig);
+      server.abort();
+    }
+    latch.signalled();
+    arm_signals(signals, server, latch, log);
+  });
+}
+
+}  // namespace
+
+CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
+  auto* cmd = app.add_subcommand(
+      "serve", "Run the HTTP gateway: POST trades, read positions, health, Prometheus metrics");
+  cmd->footer(
+      "Endpoints:\n"
+      "  POST /v1/trades        Content-Type application/json (one event object, or an array)\n"
+      "                         or application/x-ndjson (one event per line); answers 200\n"
+      "                         {\"outcomes\": [...]} once every outcome is durable, one object\n"
+      "                         per event in request order, as a replay --outcomes line ('line'\n"
+      "                         is the 1-based array index, or the NDJSON physical line)\n"
+      "  GET  /v1/positions     {\"positions\": [...]}; optional filters "
+      "?account=&book=&security=\n"
+      "  GET  /v1/trades/ID     {\"trade_id\", \"events\": [...]}: the accepted events, or 404\n"
+      "  GET  /health/live      200 while the process runs\n"
+      "  GET  /health/ready     200 while the store and the lock answer (503 when not, or "
+      "draining)\n"
+      "  GET  /metrics          Prometheus text format 0.0.4\n"
+      "Status codes: 400 body not JSON at all / malformed HTTP, 401 no valid bearer token,\n"
+      "404 unknown path or trade, 405 wrong method, 413 body over --max-body-bytes, 415 wrong or\n"
+      "missing Content-Type, 431 header over --max-header-bytes, 503 + Retry-After when "
+      "overloaded\n"
+      "(the whole request is refused), draining, out of connections, or when some event got no\n"
+      "outcome (store/lock failure past the retry budget): re-sending the same request is safe.\n"
+      "With --auth-token-file every path but /health/* needs 'Authorization: Bearer TOKEN'.\n"
+      "SIGTERM/SIGINT: stop accepting, finish in-flight requests, drain the pipeline, exit 0\n"
+      "(a second signal closes the remaining connections at once).\n"
+      "Every flag can also be set by the environment variable shown (flags win).");
+  cmd->add_option("--listen", o.listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->envname("TRADECAPTURE_LISTEN")
+      ->capture_default_str();
+  cmd->add_option("--store", o.store, "store URI: sqlite:PATH, memory: or postgresql://...")
+      ->envname("TRADECAPTURE_STORE")
+      ->capture_default_str();
+  cmd->add_option("--lock", o.lock, "partition lock URI: local: or redis://...")
+      ->envname("TRADECAPTURE_LOCK")
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "pipeline worker shards")
+      ->envname("TRADECAPTURE_THREADS")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd->add_option("--max-in-flight", o.max_in_flight,
+                  "events admitted and not yet answered, at most; a request that does not fit "
+                  "is refused whole with 503")
+      ->envname("TRADECAPTURE_MAX_IN_FLIGHT")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--batch", o.batch, "events per store transaction, at most")
+      ->envname("TRADECAPTURE_BATCH")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--log-level", o.log_level, "log level on stderr")
+      ->envname("TRADECAPTURE_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--instance-id", o.instance_id,
+                  "name of this host instance in logs (and, with a shared lock, its owner id)")
+      ->envname("TRADECAPTURE_INSTANCE_ID")
+      ->capture_default_str();
+  cmd->add_option("--lease-ms", o.lease_ms, "partition lease length in milliseconds")
+      ->envname("TRADECAPTURE_LEASE_MS")
+      ->check(CLI::Range(1LL, 3600LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--http-threads", o.http_threads, "HTTP I/O threads")
+      ->envname("TRADECAPTURE_HTTP_THREADS")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--worker-threads", o.worker_threads,
+                  "threads for body parsing, store reads and health checks")
+      ->envname("TRADECAPTURE_WORKER_THREADS")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--max-connections", o.max_connections,
+                  "open connections, at most; more are answered 503 and closed")
+      ->envname("TRADECAPTURE_MAX_CONNECTIONS")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--max-body-bytes", o.max_body_bytes, "request body size, at most (413)")
+      ->envname("TRADECAPTURE_MAX_BODY_BYTES")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 34))
+      ->capture_default_str();
+  cmd->add_option("--max-header-bytes", o.max_header_bytes,
+                  "request line and header size, at most (431)")
+      ->envname("TRADECAPTURE_MAX_HEADER_BYTES")
+      ->check(CLI::Range(std::uint32_t{256}, std::uint32_t{1} << 24))
+      ->capture_default_str();
+  cmd->add_option("--idle-timeout-ms", o.idle_timeout_ms,
+                  "a keep-alive connection without a new request is closed after this")
+      ->envname("TRADECAPTURE_IDLE_TIMEOUT_MS")
+      ->check(CLI::Range(1LL, 86400LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--read-timeout-ms", o.read_timeout_ms,
+                  "one request (header and body) must arrive within this, else the connection "
+                  "is closed")
+      ->envname("TRADECAPTURE_READ_TIMEOUT_MS")
+      ->check(CLI::Range(1LL, 86400LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--write-timeout-ms", o.write_timeout_ms,
+                  "one response must be written within this, else the connection is closed")
+      ->envname("TRADECAPTURE_WRITE_TIMEOUT_MS")
+      ->check(CLI::Range(1LL, 86400LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--shutdown-timeout-ms", o.shutdown_timeout_ms,
+                  "after SIGTERM, connections still busy after this are closed")
+      ->envname("TRADECAPTURE_SHUTDOWN_TIMEOUT_MS")
+      ->check(CLI::Range(1LL, 86400LL * 1000))
+      ->capture_default_str();
+  cmd->add_option("--auth-token-file", o.auth_token_file,
+                  "require 'Authorization: Bearer TOKEN' (TOKEN: this file's first line) on every "
+                  "path but /health/*")
+      ->envname("TRADECAPTURE_AUTH_TOKEN_FILE");
+  cmd->add_option("--port-file", o.port_file, "write the bound port number to FILE once listening")
+      ->envname("TRADECAPTURE_PORT_FILE");
+  return cmd;
+}
+
+int run_serve(const ServeOptions& o) {
+  auto logger = spdlog::default_logger();
+  logger->set_level(spdlog::level::from_str(o.log_level));
+
+  const std::string token = o.auth_token_file.empty() ? "" : read_token_file(o.auth_token_file);
+  const tcp::endpoint endpoint = resolve_listen(o.listen);
+  auto store =
+      open_store(o.store, {.concurrency = o.threads + o.worker_threads + 1, .must_exist = false});
+  auto lock = open_lock(o.lock, std::chrono::milliseconds(o.lease_ms), o.instance_id);
+
+  PipelineOptions options;
+  options.threads = o.threads;
+  options.max_in_flight = o.max_in_flight;
+  options.max_batch = o.batch;
+  options.max_batch_per_partition = std::min(options.max_batch_per_partition, o.batch);
+  // The gateway admits whole requests within max_in_flight, so the pipeline's own wait only
+  // paces a single request larger than the limit (on a worker thread, never an I/O thread).
+  options.on_overload = OverloadPolicy::wait;
+  options.logger = logger;
+
+  HttpServerOptions http_options;
+  http_options.listen = endpoint;
+  http_options.max_connections = o.max_connections;
+  http_options.max_body_bytes = o.max_body_bytes;
+  http_options.max_header_bytes = o.max_header_bytes;
+  http_options.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms);
+  http_options.read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
+  http_options.write_timeout = std::chrono::milliseconds(o.write_timeout_ms);
+
+  // Destroyed in reverse: the server, the io_context (with any connection left), the gateway,
+  // the pipeline (stopped explicitly before), the workers (joined before), the latch (which the
+  // last connection notifies).
+  ShutdownLatch latch;
+  asio::thread_pool workers(o.worker_threads);
+  Pipeline pipeline(store, lock, make_position_processor(), options);
+  Gateway gateway(pipeline, store, lock, workers, o.max_in_flight, token, logger);
+  asio::io_context ioc(static_cast<int>(o.http_threads));
+  HttpServer server(ioc, http_options, gateway, logger);
+  gateway.set_server(&server);
+
+  const tcp::endpoint bound = server.listen();
+  std::string address = bound.address().to_string();
+  if (bound.address().is_v6()) address = "[" + address + "]";
+  const std::string where = address + ":" + std::to_string(bound.port());
+
+  // The socket already listens (connections wait in its backlog): announce it before any thread
+  // starts, and write the port file after the line, so a script that sees the file sees the line.
+  std::fprintf(stderr, "tradecapture serve: listening on %s\n", where.c_str());
+  std::fflush(stderr);
+  if (!o.port_file.empty()) write_file_atomically(o.port_file, std::to_string(bound.port()) + "\n");
+  logger->info("instance {}: serving {} with lock {} ({} pipeline threads, {} http threads{})",
+               o.instance_id, store->describe(), lock->describe(), o.threads, o.http_threads,
+               token.empty() ? "" : ", bearer token required");
+
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  arm_signals(signals, server, latch, *logger);
+  auto work = asio::make_work_guard(ioc);
+  server.start();
+  std::vector<std::thread> io_threads;
+  for (std::size_t i = 0; i < o.http_threads; ++i) io_threads.emplace_back([&ioc] { ioc.run(); });
+
+  latch.wait_signal();
+  const bool idle = latch.wait_idle_for(std::chrono::milliseconds(o.shutdown_timeout_ms));
+  if (!idle) {
+    logger->warn("closing {} connections that are still busy", server.stats().connections_active);
+    server.abort();
+  }
+  // Every admitted event completes (durably) before stop returns; then the last responses are
+  // built and handed to their connections.
+  pipeline.stop();
+  workers.join();
+  if (!idle) latch.wait_idle_for(std::chrono::milliseconds(2000));
+  signals.cancel();
+  work.reset();
+  ioc.stop();
+  for (auto& t : io_threads) t.join();
+
+  const PipelineMetrics m = pipeline.metrics();
+  std::fprintf(stderr,
+               "tradecapture serve: stopped after %llu trade requests (accepted %llu, duplicate "
+               "%llu, stale %llu, rejected %llu, failed %llu)\n",
+               static_cast<unsigned long long>(gateway.trade_requests()),
+               static_cast<unsigned long long>(m.accepted),
+               static_cast<unsigned long long>(m.duplicate),
+               static_cast<unsigned long long>(m.stale),
+               static_cast<unsigned long long>(m.rejected + gateway.rejected_at_parse()),
+               static_cast<unsigned long long>(m.failed));
+  return 0;
+}
+
+}  // namespace tradecapture::host

@@ -1,0 +1,49 @@
+#pragma once
+/// \file serve.hpp
+/// `tradecapture serve`: the HTTP gateway of spec section 5.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace tradecapture::host {
+
+/// Options of `tradecapture serve` (each also read from a TRADECAPTURE_* environment variable).
+struct ServeOptions {
+  std::string listen = "127.0.0.1:8080";
+  std::string store = "sqlite:tradecapture.db";
+  std::string lock = "local:";
+  // The pipeline, as in `replay`.
+  std::size_t threads = 2;
+  std::size_t max_in_flight = 65536;
+  std::size_t batch = 8192;
+  std::string log_level = "info";
+  std::string instance_id;
+  long long lease_ms = 30000;
+  // HTTP.
+  std::size_t http_threads = 2;    ///< I/O threads (the io_context)
+  std::size_t worker_threads = 4;  ///< threads for body parsing, store reads and health checks
+  std::size_t max_connections = 1024;
+  std::uint64_t max_body_bytes = std::uint64_t{64} << 20;
+  std::uint32_t max_header_bytes = 16 * 1024;
+  long long idle_timeout_ms = 60000;
+  long long read_timeout_ms = 30000;
+  long long write_timeout_ms = 30000;
+  long long shutdown_timeout_ms = 30000;
+  std::string auth_token_file;  ///< empty: no authentication
+  std::string port_file;        ///< empty: not written
+};
+
+/// Adds the `serve` subcommand, its flags and their environment variables to `app`.
+/// `o` must outlive the parse.
+CLI::App* add_serve_command(CLI::App& app, ServeOptions& o);
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains; returns the exit code (0 after a
+/// drain). Throws HostError for bad options or an unreachable store or lock at start.
+int run_serve(const ServeOptions& o);
+
+}  // namespace tradecapture::host

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# `tradecapture consume` against librdkafka's mock cluster (a tradecapture-kafka-mock process):
+# an adversarial trace (gen_trace.py) produced keyed per the contract to a 6-partition topic is
+# consumed into SQLite; the outcomes on the results topic, the positions and the events equal
+# the independent model's, and the stored offsets are the end offsets. Then two members share
+# a group, one is killed with SIGKILL mid-run and later a third one is started and stopped with
+# SIGTERM: the final state is still exactly the model's (nothing lost, nothing applied twice).
+source "$(dirname "$0")/common.bash" "$1"
+
+MOCK="$BIN_DIR/tradecapture-kafka-mock"
+if [[ ! -x $MOCK ]]; then
+  echo "skip: built without Kafka (no $MOCK)"
+  exit 0
+fi
+command -v sqlite3 >/dev/null || fail "sqlite3 is needed to read the stored offsets"
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# ---- the mock cluster ------------------------------------------------------------------------
+mkfifo "$TMP/mock.in"
+"$MOCK" cluster --brokers 3 --topic trades:6:2 --topic outcomes:3 \
+  <"$TMP/mock.in" >"$TMP/mock.out" 2>"$TMP/mock.err" &
+PIDS+=($!)
+disown  # no job-control noise when the clean-up kills it
+exec 7>"$TMP/mock.in"  # keeps the command channel open
+for _ in $(seq 100); do [[ -s $TMP/mock.out ]] && break; sleep 0.1; done
+BOOT=$(head -n 1 "$TMP/mock.out")
+[[ -n $BOOT ]] || { cat "$TMP/mock.err" >&2; fail "the mock cluster did not start"; }
+echo "mock cluster at $BOOT"
+
+# ---- the trace -------------------------------------------------------------------------------
+# Outcomes may depend on the order of events with the same (trade_id, version) in different
+# trade partitions (the key is global); Kafka orders only within a partition. So lines whose key
+# already appeared in another Kafka partition are left out; everything else of the adversarial
+# trace stays (blank lines are not messages).
+gen --seed 505 --lines 3000 --out "$TMP/raw.jsonl"
+"$MOCK" produce --brokers "$BOOT" --topic trades --dry-run --mapping "$TMP/raw.map" "$TMP/raw.jsonl"
+python3 - "$TMP/raw.jsonl" "$TMP/raw.map" "$TMP/trace.jsonl" <<'PY'
+import json, sys
+raw = open(sys.argv[1], "rb").read().split(b"\n")
+part = {int(l.split()[0]): int(l.split()[1]) for l in open(sys.argv[2])}
+first, kept, dropped = {}, [], 0
+for n, line in enumerate(raw, 1):
+    if n not in part:
+        continue  # blank
+    try:
+        o = json.loads(line.decode("utf-8"))
+        key = (o["trade_id"], o["version"]) if isinstance(o, dict) else None
+        key = key if isinstance(key[0], str) and type(key[1]) is int else None
+    except Exception:
+        key = None
+    if key is not None and first.setdefault(key, part[n]) != part[n]:
+        dropped += 1
+        continue
+    kept.append(line)
+open(sys.argv[3], "wb").write(b"\n".join(kept) + b"\n")
+print("trace: %d messages (%d cross-partition key collisions left out)" % (len(kept), dropped))
+PY
+model run --outcomes "$TMP/model.outcomes" --positions "$TMP/model.positions" \
+  --events "$TMP/model.events" "$TMP/trace.jsonl"
+for what in '"ACCEPTED"' '"DUPLICATE"' '"STALE"' '"conflict:' '"unknown trade"' \
+  '"trade cancelled"' '"invalid:'; do
+  grep -qF -- "$what" "$TMP/model.outcomes" || fail "the model reports no $what"
+done
+"$MOCK" produce --brokers "$BOOT" --topic trades --mapping "$TMP/trace.map" "$TMP/trace.jsonl"
+N=$(wc -l <"$TMP/trace.map")
+
+# end_offsets: "PARTITION END" per partition, from the produce mapping.
+awk '{ if ($3 + 1 > e[$2]) e[$2] = $3 + 1 } END { for (p in e) print p, e[p] }' \
+  "$TMP/trace.map" | sort -n >"$TMP/end.offsets"
+
+# stored_offsets DB GROUP: "PARTITION NEXT_OFFSET" per partition, from the store.
+stored_offsets() {
+  sqlite3 "$1" "SELECT partition, next_offset FROM source_offsets WHERE consumer = '$2' \
+    AND topic = 'trades' ORDER BY partition" 2>/dev/null | tr '|' ' '
+}
+
+# wait_stored DB GROUP SECONDS: until the stored offsets are the end offsets.
+wait_stored() {
+  local i
+  for ((i = 0; i < $3 * 10; ++i)); do
+    [[ "$(stored_offsets "$1" "$2")" == "$(cat "$TMP/end.offsets")" ]] && return 0
+    sleep 0.1
+  done
+  echo "stored offsets:" >&2
+  stored_offsets "$1" "$2" >&2
+  echo "end offsets:" >&2
+  cat "$TMP/end.offsets" >&2
+  return 1
+}
+
+CONSUME_ARGS=(--brokers "$BOOT" --topic trades --kafka-config session.timeout.ms=3000
+  --kafka-config heartbeat.interval.ms=200 --progress-interval-ms 0)
+
+# stop_ok PID NAME: SIGTERM, which must end the consumer with exit code 0 within 60 s.
+stop_ok() {
+  kill -TERM "$1"
+  local rc=0
+  timeout 60 tail --pid="$1" -f /dev/null || fail "$2 did not stop within 60 s of SIGTERM"
+  wait "$1" || rc=$?
+  [[ $rc -eq 0 ]] || { tail -n 20 "$TMP/$2.err" >&2; fail "$2 exited $rc after SIGTERM"; }
+}
+
+# ---- one member ------------------------------------------------------------------------------
+"$TC" consume "${CONSUME_ARGS[@]}" --group g1 --store "sqlite:$TMP/one.db" \
+  --results-topic outcomes --metrics-listen 127.0.0.1:0 --log-level info 2>"$TMP/one.err" &
+ONE=$!
+PIDS+=($ONE)
+sleep 1
+kill -0 "$ONE" 2>/dev/null || { cat "$TMP/one.err" >&2; fail "consume did not start"; }
+timeout 120 "$MOCK" dump --brokers "$BOOT" --topic outcomes --count "$N" --timeout-ms 90000 \
+  >"$TMP/results.jsonl" || { tail -n 20 "$TMP/one.err" >&2; fail "not every message got an outcome"; }
+wait_stored "$TMP/one.db" g1 30 || fail "one member: the stored offsets are not the end offsets"
+# The Prometheus endpoint.
+url=$(grep -o 'metrics on http://[0-9.:]*/metrics' "$TMP/one.err" | head -n 1 | cut -d' ' -f3)
+[[ -n $url ]] || fail "one member: no metrics endpoint in the log"
+python3 - "$url" "$N" <<'PY' || fail "one member: /metrics is wrong"
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+want = "tradecapture_kafka_messages_total %s" % sys.argv[2]
+assert want in text.splitlines(), "no line %r in:\n%s" % (want, text[:2000])
+for name in ("tradecapture_kafka_lag_messages", "tradecapture_kafka_end_to_end_latency_seconds_count",
+             "tradecapture_trades_total"):
+    assert name in text, name
+PY
+stop_ok "$ONE" one
+grep -q "tradecapture consume: $N messages" "$TMP/one.err" ||
+  { tail -n 5 "$TMP/one.err" >&2; fail "one member: the summary does not count $N messages"; }
+# The results topic as --outcomes lines (line numbers through the produce mapping).
+python3 - "$TMP/results.jsonl" "$TMP/trace.map" "$TMP/one.outcomes" <<'PY'
+import json, sys
+line_of = {(int(p), int(o)): int(l) for l, p, o in (x.split() for x in open(sys.argv[2]))}
+seen, out = set(), []
+for text in open(sys.argv[1], encoding="utf-8"):
+    r = json.loads(text)
+    at = (r["partition"], r["offset"])
+    assert r["topic"] == "trades", r
+    assert at not in seen, "two outcomes for %s" % (at,)
+    seen.add(at)
+    out.append((line_of[at], r))
+with open(sys.argv[3], "w", encoding="utf-8") as f:
+    for line, r in sorted(out, key=lambda x: x[0]):
+        f.write(json.dumps({"line": line, "trade_id": r["trade_id"], "version": r["version"],
+                            "outcome": r["outcome"], "reason": r["reason"], "seq": r["seq"]},
+                           ensure_ascii=False) + "\n")
+PY
+# The model numbers lines of its own input (the filtered trace), like the mapping.
+check_same "$TMP/model.outcomes" "$TMP/one.outcomes" "one member: results topic"
+dump_ok positions "sqlite:$TMP/one.db" "$TMP/one.positions"
+dump_ok events "sqlite:$TMP/one.db" "$TMP/one.events"
+check_same "$TMP/model.positions" "$TMP/one.positions" "one member: positions"
+check_same "$TMP/model.events" "$TMP/one.events" "one member: events"
+
+# ---- two members, one killed -----------------------------------------------------------------
+# Small batches and in-flight windows so that there is work left when the kill comes.
+SLOW=(--batch 2 --max-in-flight 16 --threads 2)
+"$TC" consume "${CONSUME_ARGS[@]}" "${SLOW[@]}" --log-level warn --group g2 --store "sqlite:$TMP/two.db" \
+  2>"$TMP/a.err" &
+A=$!
+PIDS+=($A)
+"$TC" consume "${CONSUME_ARGS[@]}" "${SLOW[@]}" --log-level warn --group g2 --store "sqlite:$TMP/two.db" \
+  2>"$TMP/b.err" &
+B=$!
+PIDS+=($B)
+# Both members consume (each stored some offsets), then A dies without a word.
+for _ in $(seq 300); do
+  total=$(stored_offsets "$TMP/two.db" g2 | awk '{ s += $2 } END { print s + 0 }')
+  ((total > N / 4)) && break
+  sleep 0.1
+done
+((total > N / 4)) || fail "the members made no progress"
+((total < N)) || fail "the members were done before the kill (make the run slower)"
+kill -KILL "$A"
+wait "$A" 2>/dev/null || true
+echo "killed member A after $total of $N offsets were stored"
+# B takes A's partitions over after the session timeout; a third member joins later and is
+# stopped again (one more rebalance) before B finishes.
+sleep 1
+"$TC" consume "${CONSUME_ARGS[@]}" "${SLOW[@]}" --log-level warn --group g2 --store "sqlite:$TMP/two.db" \
+  2>"$TMP/c.err" &
+C=$!
+PIDS+=($C)
+sleep 5
+stop_ok "$C" c
+wait_stored "$TMP/two.db" g2 120 || fail "two members: the stored offsets are not the end offsets"
+stop_ok "$B" b
+grep -ah "replayed after a restart" "$TMP/b.err" "$TMP/c.err" >&2 || true
+dump_ok positions "sqlite:$TMP/two.db" "$TMP/two.positions"
+dump_ok events "sqlite:$TMP/two.db" "$TMP/two.events"
+python3 "$HERE/check_store.py" "$TMP/two.events" "$TMP/two.positions" ||
+  fail "two members: the store breaks an invariant"
+check_same "$TMP/model.positions" "$TMP/two.positions" "killed member: positions"
+check_same "$TMP/model.events" "$TMP/two.events" "killed member: events"
+echo "ok: kafka consume"

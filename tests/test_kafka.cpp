@@ -1,0 +1,848 @@
+// Kafka ingress against librdkafka's in-process mock cluster (no broker install): an
+// adversarial trace consumed into memory, SQLite and PostgreSQL stores equals a sequential
+// reference; members that stop cleanly, die mid-run, or get fenced off hand over without
+// applying anything twice; broker failures are survived.
+
+#if defined(TRADECAPTURE_HAVE_KAFKA) && defined(__SANITIZE_THREAD__)
+
+#include <doctest/doctest.h>
+
+// Debian's librdkafka starts its threads with C11 thrd_create, which ThreadSanitizer does not
+// intercept: its first allocation on such a thread crashes. The sans-I/O core
+// (test_offset_tracker.cpp) still runs here; the Kafka tests run in the other builds.
+TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisible to it)") {
+  MESSAGE("skipped: librdkafka's C11 threads crash ThreadSanitizer");
+}
+
+#elif defined(TRADECAPTURE_HAVE_KAFKA)
+
+#include <tradecapture/event_codec.hpp>
+#include <tradecapture/kafka_source.hpp>
+#include <tradecapture/memory.hpp>
+#include <tradecapture/store_wrapper.hpp>
+#ifdef TRADECAPTURE_HAVE_SOCI
+#include <tradecapture/soci_store.hpp>
+#include "store_conformance.hpp"  // make_sqlite_store, make_postgres_store
+#endif
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+using namespace tradecapture;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Kafka API keys (librdkafka's rdkafka_protocol.h is not public).
+constexpr std::int16_t api_fetch = 1;
+constexpr std::int16_t api_offset_commit = 8;
+constexpr std::int16_t api_heartbeat = 12;
+
+std::shared_ptr<spdlog::logger> quiet_logger() {
+  static auto log = [] {
+    auto l = std::make_shared<spdlog::logger>("kafka-test",
+                                              std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    const char* level = std::getenv("TC_KAFKA_TEST_LOG");  // e.g. "info" when debugging
+    l->set_level(level ? spdlog::level::from_str(level) : spdlog::level::err);
+    return l;
+  }();
+  return log;
+}
+
+/// librdkafka's mock cluster, living in this process.
+class MockCluster {
+ public:
+  explicit MockCluster(int brokers) {
+    char err[256];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "2", err, sizeof err);
+    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    REQUIRE(rk_ != nullptr);
+    mc_ = rd_kafka_mock_cluster_new(rk_, brokers);
+    REQUIRE(mc_ != nullptr);
+    bootstraps_ = rd_kafka_mock_cluster_bootstraps(mc_);
+  }
+  ~MockCluster() {
+    rd_kafka_mock_cluster_destroy(mc_);
+    rd_kafka_destroy(rk_);
+  }
+  MockCluster(const MockCluster&) = delete;
+  MockCluster& operator=(const MockCluster&) = delete;
+
+  const std::string& bootstraps() const { return bootstraps_; }
+  rd_kafka_mock_cluster_t* get() const { return mc_; }
+  void create_topic(const std::string& topic, int partitions, int replication = 1) {
+    REQUIRE(rd_kafka_mock_topic_create(mc_, topic.c_str(), partitions, replication) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+
+ private:
+  rd_kafka_t* rk_ = nullptr;
+  rd_kafka_mock_cluster_t* mc_ = nullptr;
+  std::string bootstraps_;
+};
+
+/// One message of a trace, with what a sequential run must answer for it.
+struct Message {
+  std::optional<std::string> key;
+  std::string value;
+  // Filled by produce().
+  std::int32_t partition = -1;
+  std::int64_t offset = -1;
+};
+
+/// Produces `messages` in order (keyed, default partitioner); records partition and offset.
+void produce(const std::string& brokers, const std::string& topic,
+             std::vector<Message>& messages) {
+  char err[256];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "max.in.flight.requests.per.connection", "1", err, sizeof err);
+  rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err);
+  rd_kafka_conf_set(conf, "log_level", "2", err, sizeof err);
+  rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+    auto* msg = static_cast<Message*>(m->_private);
+    REQUIRE(m->err == RD_KAFKA_RESP_ERR_NO_ERROR);
+    msg->partition = m->partition;
+    msg->offset = m->offset;
+  });
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  REQUIRE(rk != nullptr);
+  for (auto& m : messages) {
+    const void* key = m.key ? static_cast<const void*>(m.key->data()) : nullptr;
+    const std::size_t key_len = m.key ? m.key->size() : 0;
+    for (;;) {
+      auto e = rd_kafka_producev(
+          rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_KEY(key, key_len),
+          RD_KAFKA_V_VALUE(m.value.data(), m.value.size()),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&m), RD_KAFKA_V_END);
+      if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        rd_kafka_poll(rk, 10);
+        continue;
+      }
+      REQUIRE(e == RD_KAFKA_RESP_ERR_NO_ERROR);
+      break;
+    }
+  }
+  REQUIRE(rd_kafka_flush(rk, 30000) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(rk);
+  for (const auto& m : messages) REQUIRE(m.offset >= 0);
+}
+
+/// Every message of `topic` (all partitions, from the start) until `count` are read.
+std::vector<std::pair<std::optional<std::string>, std::string>> read_topic(
+    const std::string& brokers, const std::string& topic, int partitions, std::size_t count) {
+  char err[256];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", "reader", err, sizeof err);
+  rd_kafka_conf_set(conf, "log_level", "2", err, sizeof err);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  REQUIRE(rk != nullptr);
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
+  for (int p = 0; p < partitions; ++p)
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  REQUIRE(rd_kafka_assign(rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(list);
+  std::vector<std::pair<std::optional<std::string>, std::string>> out;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (out.size() < count && std::chrono::steady_clock::now() < deadline) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
+    if (m == nullptr) continue;
+    if (!m->err) {
+      std::optional<std::string> key;
+      if (m->key) key.emplace(static_cast<const char*>(m->key), m->key_len);
+      out.emplace_back(key, std::string(static_cast<const char*>(m->payload), m->len));
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return out;
+}
+
+// ---- an adversarial trace -------------------------------------------------------------------
+
+std::string event_json(const std::string& id, std::int64_t version, const char* type,
+                       const PartitionKey& k, const char* side, const std::string& qty,
+                       const std::string& px) {
+  std::string s = "{\"trade_id\": ";
+  append_json_string(s, id);
+  s += ", \"version\": " + std::to_string(version) + ", \"type\": \"" + type + "\", \"account\": ";
+  append_json_string(s, k.account);
+  s += ", \"book\": ";
+  append_json_string(s, k.book);
+  s += ", \"security\": ";
+  append_json_string(s, k.security);
+  if (std::string_view(type) != "CANCEL") {
+    s += std::string(", \"side\": \"") + side + "\", \"quantity\": \"" + qty + "\", \"price\": \"" +
+         px + "\"";
+  }
+  return s + "}";
+}
+
+/// A seeded trace over `partitions` trade partitions: NEWs, AMENDs (side changes), CANCELs,
+/// exact resends, conflicting resends, stale versions, AMENDs before their NEW, unknown trades,
+/// amends after cancels, bad JSON, invalid events, missing and wrong keys. Trade ids are unique
+/// per trade partition, so no outcome depends on the order of different Kafka partitions.
+std::vector<Message> make_trace(unsigned seed, std::size_t n, int partitions) {
+  std::mt19937 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::vector<PartitionKey> keys;
+  for (int i = 0; i < partitions; ++i)
+    keys.push_back(PartitionKey{"ACC" + std::to_string(i % 5), i % 2 ? "B_C" : "EQ",
+                                "SEC" + std::to_string(i)});
+  struct Trade {
+    std::string id;
+    int k;
+    std::int64_t version;
+    bool cancelled;
+  };
+  std::vector<Trade> trades;
+  std::vector<Message> out;
+  std::vector<std::pair<std::size_t, Message>> later;  // NEWs sent after their AMEND
+  int next_id = 0;
+  auto qty = [&] { return std::to_string(pick(1, 500)) + (pick(0, 1) ? ".5" : ""); };
+  auto px = [&] { return std::to_string(pick(1, 99)) + "." + std::to_string(pick(10, 99)); };
+  auto side = [&] { return pick(0, 1) ? "BUY" : "SELL"; };
+  auto emit = [&](int k, std::string value) {
+    out.push_back(Message{keys[k].encode(), std::move(value)});
+  };
+  while (out.size() < n) {
+    for (auto it = later.begin(); it != later.end();) {
+      if (it->first <= out.size()) {
+        out.push_back(std::move(it->second));
+        it = later.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    const int r = pick(0, 99);
+    if (r < 30 || trades.empty()) {  // NEW
+      const int k = pick(0, partitions - 1);
+      Trade t{"T" + std::to_string(seed) + "-" + std::to_string(next_id++) + "-k" +
+                  std::to_string(k),
+              k, 1, false};
+      emit(k, event_json(t.id, 1, "NEW", keys[k], side(), qty(), px()));
+      trades.push_back(t);
+    } else if (r < 52) {  // AMEND the current version + 1 (maybe of a cancelled trade)
+      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
+      emit(t.k, event_json(t.id, ++t.version, "AMEND", keys[t.k], side(), qty(), px()));
+    } else if (r < 58) {  // CANCEL
+      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
+      emit(t.k, event_json(t.id, ++t.version, "CANCEL", keys[t.k], "BUY", "1", "1"));
+      t.cancelled = true;
+    } else if (r < 64) {  // AMEND before its NEW: the NEW comes a few messages later
+      const int k = pick(0, partitions - 1);
+      Trade t{"E" + std::to_string(seed) + "-" + std::to_string(next_id++) + "-k" +
+                  std::to_string(k),
+              k, 2, false};
+      emit(k, event_json(t.id, 2, "AMEND", keys[k], side(), qty(), px()));
+      later.emplace_back(out.size() + pick(1, 40),
+                         Message{keys[k].encode(), event_json(t.id, 1, "NEW", keys[k], side(),
+                                                              qty(), px())});
+      trades.push_back(t);
+    } else if (r < 74 && !out.empty()) {  // exact resend of an earlier message
+      out.push_back(out[pick(0, static_cast<int>(out.size()) - 1)]);
+    } else if (r < 78) {  // conflicting resend: same key, other content
+      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
+      emit(t.k, event_json(t.id, t.version, t.version == 1 ? "NEW" : "AMEND", keys[t.k], side(),
+                           "777", "7.77"));
+    } else if (r < 84) {  // stale version
+      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
+      if (t.version >= 2)
+        emit(t.k, event_json(t.id, pick(2, static_cast<int>(t.version)), "AMEND", keys[t.k],
+                             side(), qty(), px()));
+    } else if (r < 87) {  // unknown trade
+      const int k = pick(0, partitions - 1);
+      emit(k, event_json("U" + std::to_string(next_id++), 3, "CANCEL", keys[k], "BUY", "1", "1"));
+    } else if (r < 90) {  // not JSON
+      out.push_back(Message{keys[pick(0, partitions - 1)].encode(), "{\"trade_id\": \"X\","});
+    } else if (r < 93) {  // invalid event (bad quantity)
+      const int k = pick(0, partitions - 1);
+      emit(k, event_json("Q" + std::to_string(next_id++), 1, "NEW", keys[k], "BUY", "-1", "1"));
+    } else if (r < 95) {  // no key
+      const int k = pick(0, partitions - 1);
+      out.push_back(Message{std::nullopt, event_json("N" + std::to_string(next_id++), 1, "NEW",
+                                                     keys[k], "BUY", "1", "1")});
+    } else if (r < 97) {  // the key of another partition
+      const int k = pick(0, partitions - 1);
+      out.push_back(Message{keys[(k + 1) % partitions].encode(),
+                            event_json("W" + std::to_string(next_id++), 1, "NEW", keys[k], "BUY",
+                                       "1", "1")});
+    } else {  // no value at all is not producible with a key here: an empty object instead
+      out.push_back(Message{keys[pick(0, partitions - 1)].encode(), "{}"});
+    }
+  }
+  for (auto& [at, m] : later) out.push_back(std::move(m));
+  return out;
+}
+
+/// What a sequential run of the trace answers and leaves in a store.
+struct Reference {
+  std::vector<Outcome> outcomes;  // by message index
+  std::vector<PositionRow> positions;
+  std::vector<std::string> events;  // `events` lines
+};
+
+Reference reference_of(const std::vector<Message>& trace) {
+  Reference ref;
+  auto store = make_memory_store();
+  PipelineOptions o;
+  o.threads = 1;
+  o.logger = quiet_logger();
+  Pipeline pipeline(store, make_local_lock(), make_position_processor(), o);
+  for (const auto& m : trace) {
+    ParsedEvent p = parse_event(m.value);
+    if (!p.event) {
+      ref.outcomes.push_back(Outcome::rejected(p.reason));
+    } else if (!m.key || *m.key != kafka_message_key(p.event->partition)) {
+      ref.outcomes.push_back(Outcome::rejected("invalid: key"));
+    } else {
+      ref.outcomes.push_back(pipeline.submit(*p.event).value());
+    }
+  }
+  ref.positions = store->positions().value();
+  REQUIRE(store->scan_events([&](const StoredEvent& e) {
+    std::string line;
+    append_event_json(line, e);
+    ref.events.push_back(line);
+    return true;
+  }));
+  return ref;
+}
+
+std::vector<std::string> events_of(TradeStore& store) {
+  std::vector<std::string> out;
+  REQUIRE(store.scan_events([&](const StoredEvent& e) {
+    std::string line;
+    append_event_json(line, e);
+    out.push_back(line);
+    return true;
+  }));
+  return out;
+}
+
+/// The state of `store` equals the reference; its stored offsets are the end offsets.
+void check_store(TradeStore& store, const Reference& ref, const std::vector<Message>& trace,
+                 const std::string& group, const std::string& topic) {
+  CHECK(store.positions().value() == ref.positions);
+  const auto events = events_of(store);
+  CHECK(events.size() == ref.events.size());
+  CHECK(events == ref.events);
+  std::map<std::int32_t, std::int64_t> end;
+  for (const auto& m : trace) end[m.partition] = std::max(end[m.partition], m.offset + 1);
+  auto offsets = store.source_offsets(group);
+  REQUIRE(offsets);
+  std::map<std::int32_t, std::int64_t> stored;
+  for (const auto& o : offsets.value())
+    if (o.topic == topic) stored[o.partition] = o.next_offset;
+  CHECK(stored == end);
+}
+
+/// Records every outcome a source reports.
+struct Reported {
+  std::mutex mu;
+  std::map<std::pair<std::int32_t, std::int64_t>, std::vector<Outcome>> by_offset;
+  std::atomic<std::size_t> count{0};
+  void add(const KafkaOutcome& k) {
+    std::lock_guard lk(mu);
+    by_offset[{k.partition, k.offset}].push_back(k.outcome);
+    count.fetch_add(1);
+  }
+};
+
+KafkaSourceOptions source_options(const std::string& brokers, const std::string& topic,
+                                  const std::string& group) {
+  KafkaSourceOptions o;
+  o.brokers = brokers;
+  o.topics = {topic};
+  o.group = group;
+  o.consumer_config = {{"session.timeout.ms", "4000"},
+                       {"heartbeat.interval.ms", "250"},
+                       {"fetch.wait.max.ms", "20"},
+                       {"log_level", "2"}};
+  o.producer_config = {{"log_level", "2"}};
+  if (const char* strategy = std::getenv("TC_KAFKA_TEST_STRATEGY"))  // e.g. cooperative-sticky
+    o.consumer_config.emplace_back("partition.assignment.strategy", strategy);
+  if (const char* debug = std::getenv("TC_KAFKA_DEBUG")) {  // e.g. "cgrp,fetch" when debugging
+    o.consumer_config.emplace_back("debug", debug);
+    o.consumer_config.emplace_back("log_level", "7");
+  }
+  o.offsets_interval = 50ms;
+  o.revoke_timeout = 10s;
+  o.progress_interval = 0ms;
+  o.pipeline.threads = 2;
+  o.pipeline.retry.budget = 2000ms;
+  o.pipeline.retry.max_backoff = 100ms;
+  o.logger = quiet_logger();
+  return o;
+}
+
+/// Runs a source on its own thread.
+class Running {
+ public:
+  Running(std::shared_ptr<TradeStore> store, KafkaSourceOptions o)
+      : source_(std::make_unique<KafkaSource>(std::move(store), make_position_processor(),
+                                              std::move(o))) {
+    thread_ = std::thread([this] {
+      result_ = source_->run();
+      finished_.store(true);
+    });
+  }
+  ~Running() { (void)stop(); }
+  /// Stops and joins; the result of run().
+  result<void> stop() {
+    if (thread_.joinable()) {
+      source_->stop();
+      thread_.join();
+    }
+    return result_;
+  }
+  /// Waits for run() to return on its own.
+  result<void> join(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+    REQUIRE(done());
+    thread_.join();
+    return result_;
+  }
+  bool done() const { return finished_.load(); }
+  KafkaSource& source() { return *source_; }
+
+ private:
+  std::unique_ptr<KafkaSource> source_;
+  result<void> result_ = boost::outcome_v2::success();
+  std::atomic<bool> finished_{false};
+  std::thread thread_;
+};
+
+/// Waits until `pred` or fails the test after `timeout`.
+template <class Pred>
+void wait_for(Pred pred, std::chrono::milliseconds timeout, const char* what) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) FAIL("timed out waiting for " << std::string(what));
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+std::uint64_t outcomes_of(const KafkaSourceMetrics& m) {
+  return m.accepted + m.duplicate + m.stale + m.rejected + m.replayed;
+}
+
+/// A store that slows every commit down (so that members hand over mid-run), can hold the
+/// commits of chosen partitions, and can "crash": from then on every call fails and nothing
+/// lands, like a process that died at that instant.
+class ControlledStore final : public TradeStoreWrapper {
+ public:
+  using TradeStoreWrapper::TradeStoreWrapper;
+  std::atomic<int> delay_ms{0};
+  std::atomic<bool> crashed{false};
+  /// Crash right after the first successful commit that accepts an event with this trade id.
+  std::string crash_after_trade;
+  /// Commits that touch this partition wait until released (or the crash).
+  std::optional<PartitionKey> hold;
+  std::atomic<int> commits{0};
+  std::atomic<int> crash_after_commits{-1};
+
+  void release() {
+    std::lock_guard lk(mu_);
+    hold.reset();
+    cv_.notify_all();
+  }
+  void crash() {
+    crashed.store(true);
+    release();
+  }
+
+  result<std::vector<PartitionState>> load_partitions(
+      std::span<const PartitionKey> partitions) override {
+    if (crashed) return errc::store_unavailable;
+    return TradeStoreWrapper::load_partitions(partitions);
+  }
+  result<std::vector<std::optional<StoredEvent>>> find_events(
+      std::span<const IdempotencyKey> keys) override {
+    if (crashed) return errc::store_unavailable;
+    return TradeStoreWrapper::find_events(keys);
+  }
+  result<SourceOffset> claim_source(std::string_view c, std::string_view t,
+                                    std::int32_t p) override {
+    if (crashed) return errc::store_unavailable;
+    return TradeStoreWrapper::claim_source(c, t, p);
+  }
+
+ protected:
+  result<void> do_commit_(const CommitBatch& b) override {
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] {
+        if (!hold) return true;
+        for (const auto& p : b.partitions)
+          if (p.partition == *hold) return false;
+        return true;
+      });
+    }
+    if (crashed) return errc::store_unavailable;
+    if (int d = delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(d));
+    auto r = TradeStoreWrapper::do_commit_(b);
+    if (!r) return r;
+    const int n = ++commits;
+    if (crash_after_commits.load() >= 0 && n >= crash_after_commits.load()) crashed.store(true);
+    if (!crash_after_trade.empty()) {
+      for (const auto& p : b.partitions)
+        for (const auto& e : p.events)
+          if (e.event.trade_id == crash_after_trade) crash();
+    }
+    return r;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+/// Every store backend of this build (memory, SQLite, PostgreSQL): name and a factory of a
+/// fresh store (with whatever keeps its storage alive).
+std::vector<std::pair<std::string, std::function<std::pair<std::shared_ptr<TradeStore>,
+                                                           std::shared_ptr<void>>()>>>
+all_stores() {
+  std::vector<std::pair<std::string, std::function<std::pair<std::shared_ptr<TradeStore>,
+                                                              std::shared_ptr<void>>()>>>
+      stores = {{"memory", [] {
+                   return std::make_pair(make_memory_store(), std::shared_ptr<void>());
+                 }}};
+#ifdef TRADECAPTURE_HAVE_SOCI
+  for (const auto& f : tctest::store_factories()) {
+    if (f.name == "memory") continue;
+    stores.push_back({f.name, [make = f.make] {
+                        auto s = make();
+                        return std::make_pair(s.store, s.storage);
+                      }});
+  }
+#endif
+  return stores;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+
+TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequential run") {
+  MockCluster cluster(3);
+  const std::string topic = "trades";
+  cluster.create_topic(topic, 6, 2);
+  cluster.create_topic("outcomes", 3, 1);
+  auto trace = make_trace(11, 2500, 24);
+  produce(cluster.bootstraps(), topic, trace);
+  const Reference ref = reference_of(trace);
+
+  const auto stores = all_stores();
+  for (auto& [name, make] : stores) {
+    SUBCASE(name.c_str()) {
+      auto [store, keep] = make();
+      const std::string group = "g-" + name;
+      Reported reported;
+      auto o = source_options(cluster.bootstraps(), topic, group);
+      o.results_topic = name == "memory" ? "outcomes" : "";
+      o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+      Running run(store, o);
+      wait_for([&] { return reported.count.load() >= trace.size(); }, 60s, "every outcome");
+      std::this_thread::sleep_for(100ms);
+      REQUIRE(run.stop());
+      const auto m = run.source().metrics();
+      CHECK(m.replayed == 0);
+      CHECK(m.failed == 0);
+      CHECK(m.messages == trace.size());
+      CHECK(reported.count.load() == trace.size());
+      // One outcome per message, the sequential one (invalid reasons by prefix only).
+      for (std::size_t i = 0; i < trace.size(); ++i) {
+        const auto& got = reported.by_offset[{trace[i].partition, trace[i].offset}];
+        REQUIRE(got.size() == 1);
+        INFO("message " << i << ": " << trace[i].value);
+        CHECK(got[0].kind == ref.outcomes[i].kind);
+        CHECK(got[0].seq == ref.outcomes[i].seq);
+        if (ref.outcomes[i].reason.rfind("invalid:", 0) == 0) {
+          CHECK(got[0].reason.rfind("invalid:", 0) == 0);
+        } else {
+          CHECK(got[0].reason == ref.outcomes[i].reason);
+        }
+      }
+      check_store(*store, ref, trace, group, topic);
+      if (!o.results_topic.empty()) {
+        // The results topic: one JSON outcome per message, keyed like it.
+        auto results = read_topic(cluster.bootstraps(), "outcomes", 3, trace.size());
+        REQUIRE(results.size() == trace.size());
+        CHECK(m.results_produced == trace.size());
+        std::map<std::pair<int, long long>, std::size_t> index;
+        for (std::size_t i = 0; i < trace.size(); ++i)
+          index[{trace[i].partition, trace[i].offset}] = i;
+        std::set<std::pair<int, long long>> seen;
+        for (const auto& [key, value] : results) {
+          auto j = nlohmann::json::parse(value);
+          const int p = j["partition"].get<int>();
+          const long long off = j["offset"].get<long long>();
+          CHECK(seen.insert({p, off}).second);
+          REQUIRE(index.count({p, off}) == 1);
+          const auto& input_key = trace[index[{p, off}]].key;
+          CHECK(key.value_or("") == input_key.value_or(""));  // keyed like the input
+          CHECK(j["topic"] == topic);
+          const auto& want = reported.by_offset[{p, off}].at(0);
+          CHECK(j["outcome"] == std::string(to_string(want.kind)));
+          if (want.kind == OutcomeKind::Accepted) CHECK(j["seq"] == want.seq);
+        }
+        CHECK(seen.size() == trace.size());
+      }
+    }
+  }
+}
+
+TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided twice") {
+  MockCluster cluster(3);
+  const std::string topic = "trades";
+  cluster.create_topic(topic, 6, 1);
+  auto trace = make_trace(23, 3000, 30);
+  produce(cluster.bootstraps(), topic, trace);
+  const Reference ref = reference_of(trace);
+  auto memory = make_memory_store();
+  auto store = std::make_shared<ControlledStore>(memory);
+  store->delay_ms = 15;  // slow enough that the handovers happen mid-run
+  Reported reported;
+  auto o = source_options(cluster.bootstraps(), topic, "g2");
+  o.pipeline.max_batch = 4;
+  o.max_in_flight = 32;
+  o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+  auto a = std::make_unique<Running>(store, o);
+  wait_for([&] { return reported.count.load() >= trace.size() / 5; }, 30s, "member A to start");
+  Running b(store, o);
+  // B joins: the group rebalances, A drains and hands over half of the partitions.
+  wait_for([&] { return b.source().metrics().partitions > 0; }, 30s, "member B's assignment");
+  wait_for([&] { return outcomes_of(b.source().metrics()) > 100; }, 30s, "member B to consume");
+  // A leaves (a clean stop): B takes everything over.
+  REQUIRE(a->stop());
+  const auto ma = a->source().metrics();
+  wait_for([&] { return reported.count.load() >= trace.size(); }, 60s, "every outcome");
+  REQUIRE(b.stop());
+  const auto mb = b.source().metrics();
+  CHECK(ma.assignments >= 6);
+  CHECK(ma.revocations >= 6);
+  CHECK(mb.assignments >= 6);
+  CHECK(ma.accepted > 0);
+  CHECK(mb.accepted > 0);
+  // Clean handovers store the final offsets first: no message is read twice.
+  CHECK(ma.replayed + mb.replayed == 0);
+  CHECK(reported.count.load() == trace.size());
+  for (std::size_t i = 0; i < trace.size(); ++i) {
+    const auto& got = reported.by_offset[{trace[i].partition, trace[i].offset}];
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].kind == ref.outcomes[i].kind);
+    CHECK(got[0].seq == ref.outcomes[i].seq);
+  }
+  check_store(*memory, ref, trace, "g2", topic);
+}
+
+TEST_CASE("kafka: a member that dies mid-run is replaced; the re-read tail changes nothing") {
+  MockCluster cluster(3);
+  const std::string topic = "trades";
+  cluster.create_topic(topic, 4, 1);
+  auto trace = make_trace(37, 3000, 20);
+  produce(cluster.bootstraps(), topic, trace);
+  const Reference ref = reference_of(trace);
+  auto memory = make_memory_store();
+  auto dying = std::make_shared<ControlledStore>(memory);
+  dying->delay_ms = 1;
+  dying->crash_after_commits = 40;
+  auto o = source_options(cluster.bootstraps(), topic, "g3");
+  o.pipeline.retry.budget = 300ms;  // the dead member gives up sooner
+  o.pipeline.max_batch = 32;
+  o.max_in_flight = 512;
+  {
+    // The first member dies: from its 40th commit on nothing of it reaches the store (not its
+    // offsets either); its events have no outcome and it stops with an error.
+    Running a(dying, o);
+    auto r = a.join(60s);
+    CHECK(!r);
+    CHECK(a.source().metrics().failed > 0);
+    CHECK(!a.source().last_error().empty());
+  }
+  REQUIRE(dying->commits.load() >= 40);
+  // A new member resumes at the stored offsets and re-reads what the dead one had decided.
+  Running b(memory, o);
+  wait_for([&] {
+    auto stored = memory->source_offsets("g3").value();
+    std::map<std::int32_t, std::int64_t> end;
+    for (const auto& m : trace) end[m.partition] = std::max(end[m.partition], m.offset + 1);
+    std::size_t done = 0;
+    for (const auto& s : stored)
+      if (s.next_offset == end[s.partition]) ++done;
+    return done == end.size() && b.source().metrics().in_flight == 0;
+  }, 60s, "the end offsets to be stored");
+  REQUIRE(b.stop());
+  const auto mb = b.source().metrics();
+  MESSAGE("re-read after the crash: replayed " << mb.replayed << ", duplicate " << mb.duplicate);
+  CHECK(mb.replayed + mb.duplicate > 0);
+  check_store(*memory, ref, trace, "g3", topic);
+}
+
+TEST_CASE("kafka: a rejection decided before a crash is not decided again on the re-read") {
+  // One Kafka partition: [0] NEW X in partition K2, [1] AMEND T v2 in K1 (REJECTED: unknown
+  // trade), [2] NEW T v1 in K1 (ACCEPTED). K2's commit is held, so K1's commit stores offset 0
+  // with NEW T; then the member dies. A sequential re-read from offset 0 would accept the AMEND
+  // (T now exists); the replay marker stored with NEW T says offsets <= 2 of K1 are decided.
+  MockCluster cluster(1);
+  const std::string topic = "trades";
+  cluster.create_topic(topic, 1, 1);
+  const PartitionKey k1{"ACC", "B", "K1"};
+  // K2 on the other shard of a 2-thread pipeline, so that holding it does not hold K1.
+  PartitionKey k2{"ACC", "B", "K2"};
+  for (int i = 0; PartitionKeyHash{}(k2) % 2 == PartitionKeyHash{}(k1) % 2; ++i)
+    k2.security = "K2-" + std::to_string(i);
+  std::vector<Message> trace = {
+      {k2.encode(), event_json("X", 1, "NEW", k2, "BUY", "5", "1")},
+      {k1.encode(), event_json("T", 2, "AMEND", k1, "SELL", "9", "9")},
+      {k1.encode(), event_json("T", 1, "NEW", k1, "BUY", "1", "2")},
+  };
+  produce(cluster.bootstraps(), topic, trace);
+  const Reference ref = reference_of(trace);
+  REQUIRE(ref.outcomes[1].kind == OutcomeKind::Rejected);
+
+  // Every store: the marker is a trade record whose id holds control characters.
+  const auto stores = all_stores();
+  for (auto& [name, make] : stores) {
+    SUBCASE(name.c_str()) {
+      auto [store, keep] = make();
+      auto dying = std::make_shared<ControlledStore>(store);
+      dying->hold = k2;
+      dying->crash_after_trade = "T";
+      auto o = source_options(cluster.bootstraps(), topic, "g4");
+      o.pipeline.retry.budget = 300ms;  // the dead member gives up sooner
+      {
+        Running a(dying, o);
+        CHECK(!a.join(60s));
+      }
+      auto offsets = store->source_offsets("g4").value();
+      REQUIRE(offsets.size() == 1);
+      CHECK(offsets[0].next_offset == 0);  // the dead member's commit covered nothing
+      REQUIRE(store->positions().value().size() == 1);  // but NEW T is stored
+      Running b(store, o);
+      wait_for([&] { return outcomes_of(b.source().metrics()) >= 3; }, 30s, "the re-read");
+      REQUIRE(b.stop());
+      const auto mb = b.source().metrics();
+      CHECK(mb.replayed == 1);   // the AMEND
+      CHECK(mb.duplicate == 1);  // NEW T
+      CHECK(mb.accepted == 1);   // NEW X
+      check_store(*store, ref, trace, "g4", topic);
+    }
+  }
+}
+
+TEST_CASE("kafka: a member whose partition is claimed by another cannot commit it any more") {
+  MockCluster cluster(1);
+  const std::string topic = "trades";
+  cluster.create_topic(topic, 2, 1);
+  auto first = make_trace(41, 600, 8);
+  produce(cluster.bootstraps(), topic, first);
+  auto memory = make_memory_store();
+  auto store = std::make_shared<ControlledStore>(memory);
+  store->delay_ms = 3;
+  auto o = source_options(cluster.bootstraps(), topic, "g5");
+  o.pipeline.max_batch = 8;
+  o.max_in_flight = 32;
+  o.pipeline.retry.budget = 500ms;
+  Running a(store, o);
+  wait_for([&] { return outcomes_of(a.source().metrics()) > 50; }, 30s, "member A to start");
+  // Another member (a zombie's successor) claims partition 0 behind A's back.
+  REQUIRE(memory->claim_source("g5", topic, 0));
+  std::set<PartitionKey> of_p0;
+  for (const auto& m : first) {
+    auto p = parse_event(m.value);
+    if (m.partition == 0 && p.event && m.key == kafka_message_key(p.event->partition))
+      of_p0.insert(p.event->partition);
+  }
+  auto snapshot = [&] {
+    std::map<PartitionKey, std::uint64_t> seqs;
+    const auto rows = memory->positions().value();
+    for (const auto& row : rows)
+      if (of_p0.count(row.partition)) seqs[row.partition] = row.seq;
+    return seqs;
+  };
+  const auto at_claim = snapshot();
+  wait_for([&] { return a.source().metrics().fenced >= 1; }, 30s, "A to notice the claim");
+  // Partition 1 goes on; partition 0 gets nothing more from A.
+  auto more = make_trace(43, 300, 8);
+  produce(cluster.bootstraps(), topic, more);
+  std::this_thread::sleep_for(1500ms);
+  CHECK(snapshot() == at_claim);
+  CHECK(a.stop());
+  CHECK(snapshot() == at_claim);
+}
+
+TEST_CASE("kafka: broker failures and leader moves are survived") {
+  MockCluster cluster(3);
+  const std::string topic = "trades";
+  cluster.create_topic(topic, 6, 3);
+  auto trace = make_trace(59, 3000, 24);
+  produce(cluster.bootstraps(), topic, trace);
+  const Reference ref = reference_of(trace);
+  auto memory = make_memory_store();
+  auto store = std::make_shared<ControlledStore>(memory);
+  store->delay_ms = 15;  // slow enough that the failures happen mid-run
+  Reported reported;
+  auto o = source_options(cluster.bootstraps(), topic, "g6");
+  o.consumer_config.emplace_back("session.timeout.ms", "6000");
+  o.pipeline.max_batch = 4;
+  o.max_in_flight = 32;
+  o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+  Running a(store, o);
+  wait_for([&] { return reported.count.load() > 200; }, 30s, "consumption to start");
+  auto* mc = cluster.get();
+  // Fetch errors that make the consumer refresh its leaders and retry.
+  rd_kafka_mock_push_request_errors(mc, api_fetch, 4, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                    RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                                    RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                    RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+  rd_kafka_mock_push_request_errors(mc, api_offset_commit, 2,
+                                    RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                    RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
+  rd_kafka_mock_push_request_errors(mc, api_heartbeat, 1, RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
+  std::this_thread::sleep_for(300ms);
+  // Every broker down for a moment, in turn; then the leaders move.
+  for (int b = 1; b <= 3; ++b) {
+    rd_kafka_mock_broker_set_down(mc, b);
+    std::this_thread::sleep_for(400ms);
+    rd_kafka_mock_broker_set_up(mc, b);
+    std::this_thread::sleep_for(200ms);
+  }
+  for (int p = 0; p < 6; ++p) rd_kafka_mock_partition_set_leader(mc, topic.c_str(), p, 1 + p % 3);
+  {
+    // The failures happened while there was work left.
+    std::lock_guard lk(reported.mu);
+    CHECK(reported.by_offset.size() < trace.size() * 3 / 4);
+  }
+  wait_for([&] {
+    std::lock_guard lk(reported.mu);
+    return reported.by_offset.size() >= trace.size();
+  }, 60s, "every message");
+  std::this_thread::sleep_for(200ms);
+  REQUIRE(a.stop());
+  const auto m = a.source().metrics();
+  CHECK(m.failed == 0);
+  MESSAGE("after broker failures: " << m.assignments << " assignments, " << m.replayed
+                                    << " replayed");
+  check_store(*memory, ref, trace, "g6", topic);
+}
+
+#endif  // TRADECAPTURE_HAVE_KAFKA
