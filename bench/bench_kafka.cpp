@@ -156,6 +156,14 @@ class Producer {
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err);
     rd_kafka_conf_set(conf, "linger.ms", "2", err, sizeof err);
+    // In order and exactly once per partition, whatever the broker does (retries never reorder).
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err);
+    rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+      if (m->err) {
+        std::fprintf(stderr, "bench producer: delivery failed: %s\n", rd_kafka_err2str(m->err));
+        std::_Exit(3);
+      }
+    });
     rd_kafka_conf_set(conf, "queue.buffering.max.messages", "2000000", err, sizeof err);
     rd_kafka_conf_set(conf, "log_level", "2", err, sizeof err);
     rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);

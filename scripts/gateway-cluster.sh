@@ -185,7 +185,7 @@ EOF
 
 gc_start_nginx() {
   command -v nginx >/dev/null 2>&1 || {
-    echo "FATAL: nginx is not installed (scripts/install-deps.sh installs nginx-light)" >&2
+    echo "FATAL: nginx is not installed (scripts/install-deps.sh installs it)" >&2
     return 1
   }
   GC_NGINX_PORT=${GC_NGINX_PORT:-$(tc_free_port)}

@@ -16,6 +16,7 @@
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange without it
 
+#include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -23,7 +24,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <sys/resource.h>
@@ -111,7 +111,8 @@ Target parse_target(const std::string& url, asio::io_context& ioc) {
     auto close = hostport.find(']');
     if (close == std::string::npos) throw std::invalid_argument("bad URL: " + url);
     host = hostport.substr(1, close - 1);
-    if (close + 1 < hostport.size() && hostport[close + 1] == ':') port = hostport.substr(close + 2);
+    if (close + 1 < hostport.size() && hostport[close + 1] == ':')
+      port = hostport.substr(close + 2);
   } else if (auto colon = hostport.rfind(':'); colon != std::string::npos) {
     host = hostport.substr(0, colon);
     port = hostport.substr(colon + 1);
@@ -228,8 +229,8 @@ struct Connection {
 /// What one attempt of a request came to.
 struct Attempt {
   enum class Result { ok, retry, fatal } result;
-  std::string kind;                    ///< error kind for the counts ("" when ok)
-  std::optional<double> retry_after;   ///< seconds, from a Retry-After header
+  std::string kind;                   ///< error kind for the counts ("" when ok)
+  std::optional<double> retry_after;  ///< seconds, from a Retry-After header
 };
 
 class Worker {
@@ -256,10 +257,9 @@ class Worker {
 
   void run(Clock::time_point start) {
     start_ = start;
-    end_of_sending_ = o_.duration > 0
-                          ? start + std::chrono::duration_cast<Clock::duration>(
-                                        std::chrono::duration<double>(o_.duration))
-                          : Clock::time_point::max();
+    end_of_sending_ = o_.duration > 0 ? start + std::chrono::duration_cast<Clock::duration>(
+                                                    std::chrono::duration<double>(o_.duration))
+                                      : Clock::time_point::max();
     asio::co_spawn(ioc_, tick(), asio::detached);
     if (rate_ > 0) {
       asio::co_spawn(ioc_, schedule(), asio::detached);
@@ -294,7 +294,8 @@ class Worker {
         if (g_stop) break;
       }
       std::size_t n = o_.batch;
-      if (quota_ > 0) n = static_cast<std::size_t>(std::min<std::uint64_t>(n, quota_ - scheduled_events));
+      if (quota_ > 0)
+        n = static_cast<std::size_t>(std::min<std::uint64_t>(n, quota_ - scheduled_events));
       scheduled_events += n;
       pending_.push_back({due, n});
       dispatch();
@@ -428,11 +429,12 @@ class Worker {
       ++progress_.retries;
       // Full jitter around an exponential step (5 ms, 10 ms, ... up to --max-backoff); a
       // Retry-After from the server is honoured up to --max-backoff.
-      double step = std::min(o_.max_backoff, 0.005 * static_cast<double>(1u << std::min(attempt, 16)));
+      double step =
+          std::min(o_.max_backoff, 0.005 * static_cast<double>(1u << std::min(attempt, 16)));
       if (a.retry_after) step = std::min(o_.max_backoff, std::max(step, *a.retry_after));
       double wait = step * (0.5 + 0.5 * PartitionChooser::unit(jitter_));
-      c.timer.expires_after(std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(wait)));
+      c.timer.expires_after(
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait)));
       error_code ec;
       co_await c.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (aborted_) {
@@ -468,8 +470,8 @@ class Worker {
 
   asio::awaitable<Attempt> attempt_once(Connection& c, Request& r) {
     using R = Attempt::Result;
-    auto timeout = std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(o_.timeout));
+    auto timeout =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.timeout));
     error_code ec;
     if (!c.stream.socket().is_open()) {
       c.buffer.consume(c.buffer.size());
@@ -497,7 +499,8 @@ class Worker {
     r.body = std::move(req.body());
     if (ec) {
       close(c);
-      if (targets_.size() > 1 && io_kind(ec) != "timeout") c.target = (c.target + 1) % targets_.size();
+      if (targets_.size() > 1 && io_kind(ec) != "timeout")
+        c.target = (c.target + 1) % targets_.size();
       co_return Attempt{R::retry, io_kind(ec), {}};
     }
     http::response_parser<http::string_body> parser;
@@ -506,7 +509,8 @@ class Worker {
                               asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       close(c);
-      if (targets_.size() > 1 && io_kind(ec) != "timeout") c.target = (c.target + 1) % targets_.size();
+      if (targets_.size() > 1 && io_kind(ec) != "timeout")
+        c.target = (c.target + 1) % targets_.size();
       co_return Attempt{R::retry, io_kind(ec), {}};
     }
     c.stream.expires_never();
@@ -566,7 +570,9 @@ class Worker {
         log_buf_ += "{\"trade_id\":";
         append_json_string(log_buf_, e.trade_id);
         log_buf_ += ",\"version\":" + std::to_string(e.version) + ",\"type\":\"";
-        log_buf_ += e.type == EventType::new_trade ? "NEW" : e.type == EventType::amend ? "AMEND" : "CANCEL";
+        log_buf_ += e.type == EventType::new_trade ? "NEW"
+                    : e.type == EventType::amend   ? "AMEND"
+                                                   : "CANCEL";
         log_buf_ += "\",\"account\":";
         append_json_string(log_buf_, account);
         log_buf_ += ",\"book\":";
@@ -609,7 +615,8 @@ class Worker {
 std::string with_commas(double v) {
   auto n = static_cast<long long>(v + 0.5);
   std::string s = std::to_string(n < 0 ? -n : n);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
+    s.insert(static_cast<std::size_t>(i), ",");
   return n < 0 ? "-" + s : s;
 }
 
@@ -764,12 +771,13 @@ int run(Options& o) {
   j["retries"] = s.retries;
   j["events_per_s"] = static_cast<double>(s.events_ok) / elapsed;
   j["requests_per_s"] = static_cast<double>(s.requests_ok) / elapsed;
-  j["latency_ms"] = {{"p50", percentile_ms(s.latency_ns, 0.50)},
-                     {"p90", percentile_ms(s.latency_ns, 0.90)},
-                     {"p99", percentile_ms(s.latency_ns, 0.99)},
-                     {"p99_9", percentile_ms(s.latency_ns, 0.999)},
-                     {"max", s.latency_ns.empty() ? 0.0 : static_cast<double>(s.latency_ns.back()) / 1e6},
-                     {"mean", mean}};
+  j["latency_ms"] = {
+      {"p50", percentile_ms(s.latency_ns, 0.50)},
+      {"p90", percentile_ms(s.latency_ns, 0.90)},
+      {"p99", percentile_ms(s.latency_ns, 0.99)},
+      {"p99_9", percentile_ms(s.latency_ns, 0.999)},
+      {"max", s.latency_ns.empty() ? 0.0 : static_cast<double>(s.latency_ns.back()) / 1e6},
+      {"mean", mean}};
   j["outcomes"] = s.outcomes;
   j["errors"] = s.errors;
   j["accepted_log_ok"] = log_ok;
@@ -784,12 +792,12 @@ int run(Options& o) {
   std::string outcomes, errors;
   for (auto& [k, v] : s.outcomes) outcomes += " " + k + " " + with_commas(static_cast<double>(v));
   for (auto& [k, v] : s.errors) errors += " " + k + " " + with_commas(static_cast<double>(v));
-  std::fprintf(human,
-               "tradecapture-load: %zu server(s), %zu connection(s), %zu thread(s), batch %zu (%s), "
-               "%s\n",
-               targets.size(), o.connections, o.threads, o.batch, o.format.c_str(),
-               o.rate > 0 ? ("open loop at " + with_commas(o.rate) + " events/s").c_str()
-                          : "closed loop");
+  std::fprintf(
+      human,
+      "tradecapture-load: %zu server(s), %zu connection(s), %zu thread(s), batch %zu (%s), "
+      "%s\n",
+      targets.size(), o.connections, o.threads, o.batch, o.format.c_str(),
+      o.rate > 0 ? ("open loop at " + with_commas(o.rate) + " events/s").c_str() : "closed loop");
   std::fprintf(human, "  events:     %s sent, %s with an outcome, %s failed (outcome unknown)",
                with_commas(static_cast<double>(s.events_sent)).c_str(),
                with_commas(static_cast<double>(s.events_ok)).c_str(),
@@ -836,8 +844,9 @@ int main(int argc, char** argv) {
                  "connections are spread round-robin and move to the next URL after a "
                  "connection error)")
       ->delimiter(',');
-  app.add_option("-c,--connections", o.connections, "keep-alive connections (one request in "
-                                                    "flight on each)")
+  app.add_option("-c,--connections", o.connections,
+                 "keep-alive connections (one request in "
+                 "flight on each)")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   app.add_option("-r,--rate", o.rate,
@@ -849,8 +858,7 @@ int main(int argc, char** argv) {
   app.add_option("-b,--batch", o.batch, "events per POST (1 = a single JSON object per POST)")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
-  app.add_option("-p,--partitions", o.partitions,
-                 "distinct (account, book, security) partitions")
+  app.add_option("-p,--partitions", o.partitions, "distinct (account, book, security) partitions")
       ->check(CLI::Range(1, 10000000))
       ->capture_default_str();
   app.add_option("--skew", o.skew,

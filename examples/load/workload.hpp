@@ -24,8 +24,8 @@ struct Event {
   EventType type = EventType::new_trade;
   std::uint32_t partition = 0;
   bool buy = true;
-  std::uint64_t quantity_cents = 0;   ///< quantity in units of 0.01
-  std::uint64_t price_units = 0;      ///< price in units of 0.0001
+  std::uint64_t quantity_cents = 0;  ///< quantity in units of 0.01
+  std::uint64_t price_units = 0;     ///< price in units of 0.0001
 };
 
 /// How events are spread over partitions: `zipf:S` / a bare number S (weight of the k-th
@@ -52,7 +52,8 @@ class PartitionChooser {
       if (colon == std::string::npos) throw std::invalid_argument("--skew hot:F:W needs F and W");
       double f = number(s.substr(4, colon - 4), "hot fraction");
       share_ = number(s.substr(colon + 1), "hot share");
-      if (f <= 0 || f > 1 || share_ > 1) throw std::invalid_argument("--skew hot:F:W needs 0<F<=1, 0<=W<=1");
+      if (f <= 0 || f > 1 || share_ > 1)
+        throw std::invalid_argument("--skew hot:F:W needs 0<F<=1, 0<=W<=1");
       hot_ = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(f * n_ + 0.5));
       hot_ = std::min(hot_, n_);
       mode_ = Mode::hot;
@@ -185,8 +186,8 @@ class Workload {
     unsigned new_trade = 85, amend = 10, cancel = 5;
   };
 
-  Workload(std::string trade_prefix, const PartitionChooser& chooser, Mix mix,
-           std::uint64_t seed, std::uint32_t partitions = 0, std::uint32_t route_groups = 0)
+  Workload(std::string trade_prefix, const PartitionChooser& chooser, Mix mix, std::uint64_t seed,
+           std::uint32_t partitions = 0, std::uint32_t route_groups = 0)
       : prefix_(std::move(trade_prefix)),
         chooser_(chooser),
         mix_(mix),

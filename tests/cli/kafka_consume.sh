@@ -77,8 +77,9 @@ awk '{ if ($3 + 1 > e[$2]) e[$2] = $3 + 1 } END { for (p in e) print p, e[p] }' 
 
 # stored_offsets DB GROUP: "PARTITION NEXT_OFFSET" per partition, from the store.
 stored_offsets() {
-  sqlite3 "$1" "SELECT partition, next_offset FROM source_offsets WHERE consumer = '$2' \
-    AND topic = 'trades' ORDER BY partition" 2>/dev/null | tr '|' ' '
+  # Nothing (not an error) while the store or its table does not exist yet.
+  { sqlite3 "$1" "SELECT partition, next_offset FROM source_offsets WHERE consumer = '$2' \
+    AND topic = 'trades' ORDER BY partition" 2>/dev/null || true; } | tr '|' ' '
 }
 
 # wait_stored DB GROUP SECONDS: until the stored offsets are the end offsets.
