@@ -242,7 +242,6 @@ class Worker {
         targets_(targets),
         workload_(o.trade_prefix + std::to_string(index) + "-", chooser, mix,
                   o.seed * 0x9E3779B97F4A7C15ull + index, o.partitions, o.route_groups),
-        index_(index),
         rate_(rate),
         quota_(quota),
         progress_(progress),
@@ -591,7 +590,6 @@ class Worker {
   const std::vector<Target>& targets_;
   asio::io_context ioc_{1};
   Workload workload_;
-  unsigned index_;
   double rate_;
   std::uint64_t quota_;
   Progress& progress_;

@@ -245,8 +245,6 @@ class Workload {
     ++idle_count_;
   }
 
-  std::uint64_t trades_started() const noexcept { return next_trade_; }
-
   static constexpr std::size_t max_idle = 65536;
 
  private:

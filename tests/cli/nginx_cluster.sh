@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Three `tradecapture serve` instances behind nginx (scripts/gateway-cluster.sh) on one
-# PostgreSQL and one Redis, requests routed by partition group. tradecapture-load drives POST /v1/trades through nginx (NEW, AMEND,
-# CANCEL over 200 skewed partitions); one instance is killed with SIGKILL in the middle; the
-# load finishes through the survivors (nginx re-sends to another instance, the client re-sends
-# after errors: both safe, events are idempotent). Then:
+# PostgreSQL and one Redis, requests routed by partition group. tradecapture-load drives
+# POST /v1/trades through nginx (NEW, AMEND, CANCEL over 200 skewed partitions); one instance is
+# killed with SIGKILL in the middle, while it has requests in flight; the load finishes through
+# the survivors (nginx re-sends to another instance, the client re-sends after errors: both
+# safe, events are idempotent). Then:
 # - every event the client saw ACCEPTED is stored exactly once, in its partition, at the seq the
 #   client was told; the store holds exactly the events answered ACCEPTED or DUPLICATE (a
 #   DUPLICATE answers a re-send of an event that an earlier attempt had applied);
@@ -55,8 +56,18 @@ kill -0 "$load_pid" 2>/dev/null || { show_logs; fail "the load generator ended e
 victim_port=${GC_PORTS[$VICTIM]}
 sleep 1.2  # the access log is flushed every second
 before=$(grep -c "127.0.0.1:$victim_port" "$GC_DIR/access.log" || true)
+# Kill it while it has requests in flight (its gauge of admitted events), so that nginx has
+# requests to re-send; after 5 s without any, kill it anyway.
+inflight=0
+for _ in $(seq 1 250); do
+  inflight=$(curl -s --max-time 1 "http://127.0.0.1:$victim_port/metrics" |
+    awk '$1 == "tradecapture_gateway_admitted_events" { print $2 + 0 }' || true)
+  [[ "${inflight:-0}" -gt 0 ]] && break
+  sleep 0.02
+done
 kill_time=$(date +%s.%N)
-echo "killing gw$VICTIM (PID ${GC_PIDS[$VICTIM]}, port $victim_port) with SIGKILL; it had answered ~$before requests"
+echo "killing gw$VICTIM (PID ${GC_PIDS[$VICTIM]}, port $victim_port) with SIGKILL; it had answered" \
+  "~$before requests and had ${inflight:-0} events in flight"
 gc_kill_instance "$VICTIM"
 
 if ! wait "$load_pid"; then
