@@ -1,5 +1,5 @@
 // Kafka ingress (issue #5): a KafkaSource consuming the benchmark trace from librdkafka's mock
-// cluster (in this process, 1 broker, 6 partitions) into the memory, SQLite and PostgreSQL
+// cluster (in this process, 1 broker, 24 partitions) into the memory, SQLite and PostgreSQL
 // stores, against the same pipeline fed directly (bench_common's saturated run).
 //
 //   build/bin/bench_kafka [--benchmark_filter=...]
@@ -11,7 +11,9 @@
 //   kafka_vs_direct.
 // BM_KafkaLag/<store>: an open-loop producer at a fixed rate (half the Kafka throughput just
 //   measured, or TC_BENCH_RATE) while the source consumes; lag = outcome reported (durable)
-//   minus the message's CreateTime, in milliseconds (Kafka timestamps have ms resolution).
+//   minus the message's CreateTime, in milliseconds (Kafka timestamps have ms resolution);
+//   direct_p50_ms/direct_p99_ms: the same pipeline fed directly at the same rate (bench_common's
+//   paced run: scheduled submit time to durable completion).
 //
 // Stores: 0 memory, 1 SQLite (a file in /tmp, synchronous=FULL), 2 PostgreSQL (a throwaway
 // server started here, as in bench_pg_redis). TC_KAFKA_EVENTS sets the events per run.
@@ -102,7 +104,9 @@ StoreFactory store_factory(std::int64_t kind) {
 
 // ---- Kafka ----------------------------------------------------------------------------------
 
-constexpr int kPartitions = 6;
+// 24 partitions: the mock broker keeps at most 5 MB per partition (older messages are deleted,
+// like retention), and 200,000 events are ~36 MB.
+constexpr int kPartitions = 24;
 
 class Cluster {
  public:
@@ -267,7 +271,14 @@ KafkaRun run_kafka(const StoreFactory& sf, std::size_t n, double rate) {
       seen = done.load();
       progress = Clock::now();
     } else if (Clock::now() - progress > std::chrono::seconds(60)) {
-      std::fprintf(stderr, "kafka run stalled at %zu of %zu\n", seen, n);
+      const auto m = source.metrics();
+      const auto pm = source.pipeline_metrics();
+      std::fprintf(stderr,
+                   "kafka run stalled at %zu of %zu: %llu messages received, %llu in flight, "
+                   "lag %llu, %llu partitions; pipeline in flight %llu, queue %llu\n",
+                   seen, n, (unsigned long long)m.messages, (unsigned long long)m.in_flight,
+                   (unsigned long long)m.lag, (unsigned long long)m.partitions,
+                   (unsigned long long)pm.in_flight, (unsigned long long)pm.queue_depth);
       std::_Exit(3);
     }
   }
@@ -340,11 +351,14 @@ void BM_KafkaLag(benchmark::State& state) {
   if (rate <= 0) rate = 10000;
   // About 5 s of paced load after the warm-up.
   const std::size_t n = kWarmUp + std::min<std::size_t>(kafka_events(), std::size_t(rate * 5));
-  std::vector<std::int64_t> lags;
+  std::vector<std::int64_t> lags, direct_us;
   for (auto _ : state) {
     KafkaRun r = run_kafka(sf, n, rate);
     state.SetIterationTime(double(n - kWarmUp) / rate);
     lags.insert(lags.end(), r.lag_ms.begin(), r.lag_ms.end());
+    // The same pipeline fed directly at the same rate (submit-to-durable, microseconds).
+    RunResult d = run_paced(sf, 2, 8192, n - kWarmUp, rate);
+    for (auto ns : d.latency_ns) direct_us.push_back(ns / 1000);
   }
   if (const char* dump = std::getenv("TC_KAFKA_LAG_DUMP")) {  // arrival-ordered lags, for plots
     if (FILE* f = std::fopen(dump, "w")) {
@@ -357,6 +371,8 @@ void BM_KafkaLag(benchmark::State& state) {
   state.counters["lag_p99_ms"] = pct(lags, 0.99);
   state.counters["lag_p999_ms"] = pct(lags, 0.999);
   state.counters["lag_max_ms"] = lags.empty() ? 0.0 : double(*std::max_element(lags.begin(), lags.end()));
+  state.counters["direct_p50_ms"] = pct(direct_us, 0.50) / 1000.0;
+  state.counters["direct_p99_ms"] = pct(direct_us, 0.99) / 1000.0;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "offset_tracker.hpp"
 
+#include <tradecapture/kafka_source.hpp>
 #include <tradecapture/memory.hpp>
 
 #include <doctest/doctest.h>
@@ -47,6 +48,15 @@ CommitBatch accepted(std::vector<TradeEvent> events) {
 }
 
 }  // namespace
+
+TEST_CASE("kafka: the message key of a trade partition is PartitionKey::encode()") {
+  // The example of the README and of `consume --help`.
+  CHECK(kafka_message_key(PartitionKey{"ACC1", "EQ-FLOW", "AAPL"}) == "4:ACC17:EQ-FLOW4:AAPL");
+  // Byte lengths, unambiguous: ("A_B", "C") and ("A", "B_C") differ.
+  CHECK(kafka_message_key(PartitionKey{"A_B", "C", "S"}) !=
+        kafka_message_key(PartitionKey{"A", "B_C", "S"}));
+  CHECK(kafka_message_key(PartitionKey{"\xc3\xa9", "b", "s"}) == "2:\xc3\xa9" "1:b1:s");
+}
 
 TEST_CASE("offset tracker: tags carry slot and offset and are never zero") {
   CHECK(make_tag(1, 0) != 0);

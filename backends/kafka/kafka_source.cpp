@@ -654,6 +654,14 @@ struct KafkaSource::Impl {
       }
       if (a != Admit::submit) return;
       slot = *s;
+      const SlotView v = tracker.view(slot);
+      if (v.position == v.start && offset > v.start) {
+        // The first message after the stored offset is further on: the ones in between are gone
+        // from Kafka (retention, or a compacted or transactional topic), never decided here.
+        log->warn("kafka source: {}[{}]: resuming at stored offset {}, but the first message is "
+                  "at offset {} ({} offsets no longer in Kafka, or not data)",
+                  topic, partition, v.start, offset, offset - v.start);
+      }
     }
     rd_kafka_timestamp_type_t ts_type;
     const std::int64_t ts = rd_kafka_message_timestamp(m, &ts_type);

@@ -69,6 +69,7 @@ SlotIndex OffsetTracker::open(std::string topic, std::int32_t partition, std::ui
   s.generation = ++generations_;
   s.state = SlotState::live;
   s.position = std::max<std::int64_t>(start, 0);
+  s.start = s.position;
   if (auto c = clean_.find({s.topic, partition}); c != clean_.end()) {
     if (c->second.second + 1 == epoch) {
       s.predecessor_generation = c->second.first;
@@ -124,6 +125,7 @@ SlotView OffsetTracker::view(SlotIndex slot) const {
   v.epoch = s->epoch;
   v.generation = s->generation;
   v.state = s->state;
+  v.start = s->start;
   v.position = s->position;
   v.watermark = watermark_(*s);
   v.flushed = s->flushed;

@@ -101,6 +101,7 @@ struct SlotView {
   std::uint64_t epoch = 0;
   std::uint64_t generation = 0;
   SlotState state = SlotState::dead;
+  std::int64_t start = 0;      ///< where the assignment resumed (the stored offset)
   std::int64_t position = 0;   ///< the next offset expected from Kafka
   std::int64_t watermark = 0;  ///< the smallest offset not decided yet
   std::int64_t flushed = -1;   ///< the last offset stored by an offsets-only commit, -1: none
@@ -209,6 +210,7 @@ class OffsetTracker {
     std::uint64_t epoch = 0;
     std::uint64_t generation = 0;
     SlotState state = SlotState::dead;
+    std::int64_t start = 0;
     std::int64_t position = 0;
     std::int64_t flushed = -1;
     std::map<std::int64_t, Entry> in_flight;

@@ -181,7 +181,7 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
   auto* cmd = app.add_subcommand(
       "consume", "Consume trade events from Kafka topics in a consumer group (exactly-once effect)");
   cmd->footer(
-      "Message key: the event's partition, PartitionKey::encode() (e.g. 4:ACC13:EQ-FLOW4:AAPL);\n"
+      "Message key: the event's partition, PartitionKey::encode() (e.g. 4:ACC17:EQ-FLOW4:AAPL);\n"
       "value: one event JSON object (spec section 1). A malformed message (not JSON, not a valid\n"
       "event, no key, a key that is not the event's partition) is REJECTED with an 'invalid:'\n"
       "reason, counted, logged (or sent to --results-topic) and consumed.\n"

@@ -4,7 +4,7 @@
 /// Pipeline with an exactly-once effect. No librdkafka type appears here.
 ///
 /// Keying contract for producers: the message key is `kafka_message_key(partition)` (the
-/// trade partition's `PartitionKey::encode()`, e.g. "4:ACC13:EQ-FLOW4:AAPL"), the value one
+/// trade partition's `PartitionKey::encode()`, e.g. "4:ACC17:EQ-FLOW4:AAPL"), the value one
 /// event JSON object (spec section 1). With a key-hashing partitioner (librdkafka's and Java's
 /// defaults) one trade partition then always lands in one Kafka partition, so its events are
 /// consumed in the order they were produced. Do not change a topic's partition count while
@@ -161,9 +161,8 @@ class KafkaSource {
   /// A description of the failure that ended `run`, empty otherwise.
   std::string last_error() const;
 
-  struct Impl;
-
  private:
+  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
