@@ -740,6 +740,15 @@ def check_timeouts(port, read_ms, idle_ms, max_conns, max_body):
     check(s == 200, "after a connection closed: %d" % s)
     for c in held:
         c.close()
+    # Let the server notice those closes before the next checks open connections of their own.
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        s, _, data = request(port, "GET", "/metrics")
+        active = [l for l in data.decode("utf-8", "replace").splitlines()
+                  if l.startswith("tradecapture_http_connections_active ")] if s == 200 else []
+        if active and float(active[0].split()[1]) <= 1:
+            break
+        time.sleep(0.05)
     ok("--max-connections %d: one more connection -> 503 + Retry-After and closed; served again "
        "once one closes" % max_conns)
 
