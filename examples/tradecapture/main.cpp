@@ -1,4 +1,5 @@
-// The example host: `tradecapture replay|positions|events` (spec section 4).
+// The example host: `tradecapture replay|positions|events` (spec section 4), `serve` (the HTTP
+// gateway, section 5) and `consume` (Kafka ingress).
 
 #include "host.hpp"
 #include "serve.hpp"
@@ -34,9 +35,9 @@ int main(int argc, char** argv) {
   CLI::App app{
       "tradecapture: partition-sequential trade capture (example host)\n"
       "Store URIs: sqlite:PATH (default sqlite:tradecapture.db), memory: (one process),\n"
-      "postgresql://user@host:port/db (not in this build yet).\n"
+      "postgresql://user@host:port/db (shared by several hosts).\n"
       "Lock URIs: local: (default, one process), redis://[:password@]host:port[/db] "
-      "(not in this build yet).",
+      "(shared by several hosts).",
       "tradecapture"};
   app.set_version_flag("--version", TRADECAPTURE_VERSION);
   app.require_subcommand(1);
