@@ -32,6 +32,9 @@ class Category final : public boost::system::error_category {
       case errc::internal: return "internal error";
       case errc::deadlock: return "deadlock detected (transaction rolled back)";
       case errc::serialization_failure: return "serialization failure (transaction rolled back)";
+      case errc::deadline_exceeded: return "deadline passed before the event was decided (withdrawn)";
+      case errc::predecessor_failed:
+        return "an earlier event of the partition ended without an outcome";
     }
     return "unknown tradecapture error";
   }

@@ -11,6 +11,7 @@ result<void> TradeStore::commit(const CommitBatch& batch) {
     if (previous != nullptr && !(*previous < p.partition)) return errc::internal;
     previous = &p.partition;
     if (p.new_seq != p.expected_seq + p.events.size()) return errc::internal;
+    if (p.events.empty() && !p.trades.empty()) return errc::internal;  // check-only: no writes
     std::uint64_t seq = p.expected_seq;
     for (const auto& e : p.events) {
       if (e.seq != ++seq || e.event.partition != p.partition) return errc::internal;
@@ -25,7 +26,10 @@ result<void> TradeStore::commit(const CommitBatch& batch) {
     if (s.next_offset < 0) return errc::internal;
     prev_source = &s;
   }
-  if (batch.partitions.empty() && batch.sources.empty()) return boost::outcome_v2::success();
+  for (std::size_t i = 1; i < batch.absent_keys.size(); ++i)
+    if (!(batch.absent_keys[i - 1] < batch.absent_keys[i])) return errc::internal;
+  if (batch.partitions.empty() && batch.sources.empty() && batch.absent_keys.empty())
+    return boost::outcome_v2::success();
   return do_commit_(batch);
 }
 

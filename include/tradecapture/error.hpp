@@ -41,6 +41,10 @@ enum class errc : int {
   // Added later (numbered after the above); retry the same call after a short backoff.
   deadlock,                 ///< the database chose this transaction as a deadlock victim
   serialization_failure,    ///< the database could not serialize this transaction
+  // Added with the fault contract (spec section 6); terminal: the event has no outcome and
+  // re-sending it (in order, with the rest of its partition) is safe.
+  deadline_exceeded,        ///< the submission's deadline passed before it was decided (withdrawn)
+  predecessor_failed,       ///< an earlier event of the same partition ended without an outcome
 };
 
 /// What a caller should do about an error.

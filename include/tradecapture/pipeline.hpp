@@ -16,7 +16,9 @@
 #include <boost/asio/async_result.hpp>
 #include <spdlog/fwd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstddef>
 #include <memory>
 #include <functional>
@@ -31,12 +33,37 @@ enum class OverloadPolicy {
   fail_fast,  ///< complete at once with `errc::overloaded`
 };
 
-/// Bounded, jittered exponential backoff for retryable failures.
+/// Bounded, jittered exponential backoff for retryable failures. One type for every retry
+/// loop of the library (pipeline store calls, lock acquisition, the Kafka source).
 struct RetryPolicy {
   int max_attempts = 200;                            ///< attempts per call, the first included
   std::chrono::milliseconds initial_backoff{2};      ///< backoff before the first retry
   std::chrono::milliseconds max_backoff{500};        ///< cap of one backoff
-  std::chrono::milliseconds budget{15000};           ///< total time a batch may spend retrying
+  /// Total time a batch may spend retrying a store call, and a partition may wait for its lease
+  /// (lock unavailable or held by another holder), before its events end without an outcome.
+  std::chrono::milliseconds budget{15000};
+
+  /// The backoff before retry number `attempt` (1-based): exponential from `initial_backoff`,
+  /// capped at `max_backoff`, jittered into its upper half by `unit` in [0, 1).
+  std::chrono::milliseconds backoff(int attempt, double unit) const {
+    const auto base = initial_backoff.count() << (attempt < 20 ? attempt - 1 : 19);
+    const auto capped = std::max<std::int64_t>(1, std::min<std::int64_t>(base, max_backoff.count()));
+    return std::chrono::milliseconds(capped / 2 +
+                                     static_cast<std::int64_t>(unit * static_cast<double>(capped - capped / 2)));
+  }
+};
+
+/// Per-submission options.
+struct SubmitOptions {
+  /// A host-defined tag (a Kafka partition and offset, say) handed to
+  /// `PipelineOptions::before_commit` with the batch that decides the event; 0 means none.
+  std::uint64_t source_tag = 0;
+  /// When set: if the event is not decided by then, it is withdrawn and completes with
+  /// `errc::deadline_exceeded` (no outcome), and it is never decided later by this pipeline
+  /// (spec section 6, point 5), so a client or proxy may re-send it elsewhere after the
+  /// deadline. The deadline is checked before every commit attempt; a commit already under way
+  /// when it passes still decides (a proxy's timeout must leave room for one commit).
+  std::optional<std::chrono::steady_clock::time_point> deadline;
 };
 
 /// Pipeline configuration.
@@ -95,18 +122,26 @@ class Pipeline {
   /// re-sending it is safe. Works with callbacks, `use_future` and `use_awaitable`.
   template <class CompletionToken>
   auto async_submit(TradeEvent event, CompletionToken&& token) {
-    return async_submit(std::move(event), 0, std::forward<CompletionToken>(token));
+    return async_submit(std::move(event), SubmitOptions{}, std::forward<CompletionToken>(token));
   }
   /// Submits one event with a host-defined non-zero `source_tag` (a Kafka partition and offset,
   /// say) that the pipeline hands to `PipelineOptions::before_commit` with the batch that
   /// decides the event. Otherwise the same as the overload above.
   template <class CompletionToken>
   auto async_submit(TradeEvent event, std::uint64_t source_tag, CompletionToken&& token) {
+    SubmitOptions o;
+    o.source_tag = source_tag;
+    return async_submit(std::move(event), o, std::forward<CompletionToken>(token));
+  }
+  /// Submits one event with options (source tag, deadline). Otherwise the same as above.
+  template <class CompletionToken>
+  auto async_submit(TradeEvent event, SubmitOptions options, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Outcome)>(
-        [this, source_tag](auto handler, TradeEvent ev) {
+        [this, options](auto handler, TradeEvent ev) {
           using H = std::decay_t<decltype(handler)>;
           auto op = std::make_unique<detail::SubmitOpImpl<H>>(std::move(ev), std::move(handler));
-          op->source_tag = source_tag;
+          op->source_tag = options.source_tag;
+          if (options.deadline) op->deadline = *options.deadline;
           enqueue_(std::move(op));
         },
         token, std::move(event));
@@ -119,8 +154,14 @@ class Pipeline {
   void drain();
 
   /// Refuses new submissions (`errc::stopped`), finishes every accepted one, stops the shards.
-  /// Idempotent.
+  /// Idempotent. Waits as long as the accepted submissions take (each bounded by the retry
+  /// budget); see the overload with a timeout.
   void stop();
+
+  /// As `stop()`, but once `timeout` has passed every submission not yet decided is withdrawn
+  /// (completes with `errc::stopped`, no outcome; spec section 6, point 2); a store call under
+  /// way finishes first. Returns true when everything finished within the timeout.
+  bool stop(std::chrono::milliseconds timeout);
 
   /// A copy of the counters.
   PipelineMetrics metrics() const;

@@ -21,6 +21,10 @@ class TradeStoreWrapper : public TradeStore {
       std::span<const PartitionKey> partitions) override {
     return target_->load_partitions(partitions);
   }
+  result<std::vector<PartitionState>> claim_partitions(
+      std::span<const PartitionKey> partitions) override {
+    return target_->claim_partitions(partitions);
+  }
   result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) override {
     return target_->find_events(keys);

@@ -17,10 +17,19 @@
 
 namespace tradecapture {
 
-/// Everything one batch changes in one partition.
+/// Everything one batch changes in one partition, or (no events) a check that the partition is
+/// still as the batch's decisions read it.
+///
+/// A *check-only* update (no `events`, no `trades`, `new_seq == expected_seq`) writes nothing: the
+/// commit fails unless the stored seq is still `expected_seq` and the stored fence is not above
+/// `fence`. The pipeline sends one for every partition whose events of the batch were all
+/// decided without a write (DUPLICATE, STALE, REJECTED), so those outcomes are validated in the
+/// same transaction as the writes (spec section 6, point 1).
 struct PartitionUpdate {
   PartitionKey partition;
-  std::uint64_t fence = 0;         ///< the writer's fencing token; the store refuses older ones
+  /// The writer's fencing token, as issued by `TradeStore::claim_partitions`; the store refuses
+  /// a token below the stored fence.
+  std::uint64_t fence = 0;
   std::uint64_t expected_seq = 0;  ///< the partition's seq before this batch (optimistic check)
   std::uint64_t new_seq = 0;       ///< the partition's seq after it (= expected + events.size())
   Position position;               ///< the position after this batch
@@ -49,6 +58,11 @@ struct CommitBatch {
   /// Source offsets to store with the events, strictly ascending by (consumer, topic,
   /// partition). A batch may carry offsets only (no partitions).
   std::vector<SourceOffset> sources;
+  /// Idempotency keys that the batch's decisions found absent and that no event of the batch
+  /// inserts (an AMEND rejected as `unknown trade`, say), strictly ascending. The commit fails
+  /// with `errc::key_conflict` when one of them is stored by then (another partition accepted
+  /// it concurrently), so such an outcome is never reported on a stale global view.
+  std::vector<IdempotencyKey> absent_keys;
 };
 
 /// Durable state: applied events with their sequence numbers, per-partition state (position,
@@ -59,7 +73,8 @@ struct CommitBatch {
 /// Guarantees: `commit` is atomic (all of a batch or nothing) and durable when it returns
 /// success. It fails with `errc::fenced_off` when a partition's stored fence is above the
 /// batch's token, `errc::sequence_conflict` when a partition's stored seq is not
-/// `expected_seq`, `errc::key_conflict` when an idempotency key already exists, and
+/// `expected_seq` (check-only updates included), `errc::key_conflict` when an idempotency key
+/// of an event already exists or a key of `absent_keys` exists, and
 /// `errc::fenced_off` when a source offset's stored epoch is above the batch's; in each case
 /// nothing of the batch is written. Transient faults are `errc::store_busy` or
 /// `errc::store_unavailable` and leave nothing written either.
@@ -71,7 +86,20 @@ class TradeStore {
   TradeStore& operator=(const TradeStore&) = delete;
 
   /// Loads the state of each partition, in the order asked (an empty state when never written).
+  /// Read-only; a writer uses `claim_partitions` instead.
   virtual result<std::vector<PartitionState>> load_partitions(
+      std::span<const PartitionKey> partitions) = 0;
+
+  /// Claims each partition for a new writer and loads its state, in one transaction: the stored
+  /// fence of each partition is incremented (a row with seq 0 and fence 1 is created when the
+  /// partition was never written) and the states are returned, in the order asked, with the
+  /// new fence in `PartitionState::fence`. That fence is the writer's fencing token: it is above
+  /// every token issued before for the partition, by any host, lock or clock, so every later
+  /// commit of an earlier claimant is refused (`errc::fenced_off`). Fencing tokens are thus
+  /// anchored in the store and never depend on a clock or on a lock server's memory (spec
+  /// section 6, points 3 and 4). A partition claimed but never written (seq 0) is not listed by
+  /// `positions`. `partitions` must be strictly ascending (one global row order).
+  virtual result<std::vector<PartitionState>> claim_partitions(
       std::span<const PartitionKey> partitions) = 0;
 
   /// Looks up idempotency keys: for each key, the accepted event that holds it, if any.

@@ -30,6 +30,9 @@ struct SubmitOp {
   std::size_t key_hash = 0;       ///< hash of (trade_id, version)
   int redecides = 0;              ///< times its batch was decided again after a conflict
   std::uint64_t source_tag = 0;   ///< the host's tag (0: none), see PipelineOptions::before_commit
+  /// Withdrawn when not decided by then (SubmitOptions::deadline); max() means none.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::uint64_t stamp = 0;        ///< submission order within the pipeline (set on entry)
   explicit SubmitOp(TradeEvent e) : event(std::move(e)), submitted(std::chrono::steady_clock::now()) {}
   virtual ~SubmitOp() = default;
   SubmitOp(const SubmitOp&) = delete;
