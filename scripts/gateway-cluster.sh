@@ -20,6 +20,10 @@
 # events and must then reload its state from the store: a few seconds cost throughput),
 # GC_NGINX_WORKERS (1), GC_ACCESS_LOG (1: $GC_DIR/access.log with the upstream of each request),
 # GC_BALANCE (least_conn, the default, or hash: partition affinity, see the nginx config below).
+# GC_REQUEST_DEADLINE_MS (the instances' --request-deadline-ms, default serve's 20000; passed
+# to the instances when set) and GC_COMMIT_MARGIN_MS (15000): nginx's proxy_read_timeout is
+# their sum, rounded up to seconds, so nginx never gives up on a request an instance can still
+# decide (see the nginx config below).
 # Set by gc_start: GC_URL, GC_STORE, GC_LOCK, GC_DIR, GC_PORTS[I], GC_PIDS[I], GC_NGINX_PORT,
 # GC_NGINX_PID, GC_BIN.
 
@@ -57,6 +61,9 @@ gc_start_instance() {
   if [ -n "${GC_LEASE_MS:-}" ] && [[ $help == *--lease-ms* ]]; then
     extra+=(--lease-ms "$GC_LEASE_MS")
   fi
+  if [ -n "${GC_REQUEST_DEADLINE_MS:-}" ] && [[ $help == *--request-deadline-ms* ]]; then
+    extra+=(--request-deadline-ms "$GC_REQUEST_DEADLINE_MS")
+  fi
   "$GC_BIN/tradecapture" serve --listen "127.0.0.1:$port" --store "$GC_STORE" --lock "$GC_LOCK" \
     --instance-id "gw$i" "${extra[@]}" "${GC_SERVE_ARGS[@]}" >>"$GC_DIR/gw$i.log" 2>&1 &
   GC_PIDS[$i]=$!
@@ -92,6 +99,8 @@ gc_stop_instance() {
 
 gc_write_nginx_conf() {
   local user="" i access="off"
+  # nginx's read timeout: above the instances' request deadline plus a commit's margin (below).
+  GC_PROXY_READ_TIMEOUT_S=$(( (${GC_REQUEST_DEADLINE_MS:-20000} + ${GC_COMMIT_MARGIN_MS:-15000}) / 1000 + 1 ))
   if [ "$(id -u)" -eq 0 ]; then
     if id www-data >/dev/null 2>&1; then user="user www-data;"; else user="user nobody nogroup;"; fi
   fi
@@ -161,19 +170,30 @@ EOF
       proxy_set_header Host \$host;
       proxy_connect_timeout 1s;
       proxy_send_timeout 60s;
-      proxy_read_timeout 60s;     # a batch is answered once durable: commits can take a while
+      # Never re-send a request whose first copy can still be decided (spec section 6, point 5).
+      # Each instance withdraws every event of a request not decided within its request
+      # deadline (serve --request-deadline-ms, default 20 s, counted from the request's
+      # arrival; a commit already under way still finishes), and then answers 503. nginx waits
+      # longer than that plus a commit's margin, so the instance's own answer (200, or 503 once
+      # its events are withdrawn) always comes back, and nginx times out only on an instance
+      # that is stuck (paused, swapping) — and even then it does not re-send the POST
+      # elsewhere: it answers 504 and the client re-sends, after the deadline, when the first
+      # copy can no longer be decided.
+      proxy_read_timeout ${GC_PROXY_READ_TIMEOUT_S}s;
       proxy_buffer_size 64k;
       proxy_buffers 16 64k;
-      # Try the next instance on a connection error or a timeout. nginx normally never
-      # re-sends a POST once it went to an upstream, because that upstream may have applied it
-      # before it died. Here that is safe: events are idempotent by (trade_id, version), so an
-      # event the dead instance had already committed comes back DUPLICATE from the next one and
-      # nothing is applied twice. Hence "non_idempotent". A 503 (an instance draining or
-      # shedding load, with Retry-After) is passed on to the client, which backs off and
-      # re-sends (the same property again): listing http_503 here would also count every
-      # back-pressure answer as a failure for max_fails, and under load nginx would take all
-      # instances out at once ("no live upstreams", 502).
-      proxy_next_upstream error timeout non_idempotent;
+      # Fail over only when the request cannot have reached an instance: "error" and "timeout"
+      # without "non_idempotent" make nginx try the next instance on a failed or timed-out
+      # connect, but never re-send a POST that was (even partly) sent to an instance: that
+      # instance might still decide it, and a second copy decided elsewhere at the same time
+      # could race it (a later event of the same partition overtaking it, or a NEW and its
+      # AMEND decided in the wrong order). A POST that fails after it was sent is answered
+      # 502/504 and the client re-sends it (events are idempotent by (trade_id, version)). A
+      # 503 (an instance draining or shedding load, or events withdrawn at the deadline, with
+      # Retry-After) is passed on to the client, which backs off and re-sends: listing http_503
+      # here would also count every back-pressure answer as a failure for max_fails, and under
+      # load nginx would take all instances out at once ("no live upstreams", 502).
+      proxy_next_upstream error timeout;
       proxy_next_upstream_tries 3;
       proxy_next_upstream_timeout 30s;
     }

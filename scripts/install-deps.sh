@@ -10,7 +10,7 @@ pkgs=(
   nlohmann-json3-dev libcli11-dev librdkafka-dev
   postgresql redis-server
   prometheus
-  nginx curl gnuplot-nox
+  nginx curl gnuplot-nox faketime
   clang-14 libclang-rt-14-dev
 )
 missing=()

@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -69,7 +70,21 @@ struct HttpServer::State {
   std::atomic<std::uint64_t> active{0};
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> memory_refusals{0};
+  std::atomic<std::uint64_t> bodies_bytes{0};  // request body bytes held (max_bodies_bytes)
   Histogram duration_us;
+
+  /// Reserves `n` bytes of request bodies; false (nothing reserved) when they do not fit.
+  bool reserve_body(std::uint64_t n) noexcept {
+    std::uint64_t cur = bodies_bytes.load(std::memory_order_relaxed);
+    for (;;) {
+      if (n > options.max_bodies_bytes || cur > options.max_bodies_bytes - n) return false;
+      if (bodies_bytes.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed)) return true;
+    }
+  }
+  void release_body(std::uint64_t n) noexcept {
+    if (n != 0) bodies_bytes.fetch_sub(n, std::memory_order_relaxed);
+  }
 
   void count_response(unsigned code) noexcept {
     if (code < responses.size()) responses[code].fetch_add(1, std::memory_order_relaxed);
@@ -108,6 +123,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   ~Session() {
+    release_body_();
     if (!counted_) return;
     std::function<void()> idle;
     {
@@ -160,6 +176,33 @@ class Session : public std::enable_shared_from_this<Session> {
 
   static unsigned st_retry(const Session& s) { return s.st_->options.retry_after_seconds; }
 
+  /// Counts `n` more bytes of this request's body against max_bodies_bytes; false when they do
+  /// not fit (then `memory_refused_` is set).
+  bool reserve_body_(std::uint64_t n) {
+    if (n == 0) return true;
+    if (!st_->reserve_body(n)) {
+      memory_refused_ = true;
+      return false;
+    }
+    held_ += n;
+    return true;
+  }
+  void release_body_() noexcept {
+    st_->release_body(held_);
+    held_ = 0;
+  }
+  /// The 503 of a body that does not fit under max_bodies_bytes; the connection closes.
+  void refuse_memory_() {
+    st_->memory_refusals.fetch_add(1, std::memory_order_relaxed);
+    st_->logger->warn("{}: request refused: request bodies held would exceed {} bytes "
+                      "(--max-bodies-bytes)",
+                      peer_(), st_->options.max_bodies_bytes);
+    refuse_(unavailable("request bodies held by the server would exceed " +
+                            std::to_string(st_->options.max_bodies_bytes) +
+                            " bytes; retry later",
+                        st_retry(*this), version_));
+  }
+
   /// True when the client has sent bytes we have not read yet.
   bool input_waiting_() {
     beast::error_code ec;
@@ -191,6 +234,7 @@ class Session : public std::enable_shared_from_this<Session> {
     phase_ = Phase::reading;
     started_ = Clock::now();
     parser_.emplace();
+    memory_refused_ = false;
     parser_->body_limit(st_->options.max_body_bytes);
     parser_->header_limit(st_->options.max_header_bytes);
     // One deadline for the whole request, header and body.
@@ -203,7 +247,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool read_failed_(beast::error_code ec) {
     if (!ec) return false;
     const unsigned version = 11;
-    if (ec == beast::error::timeout) {
+    if (memory_refused_) {
+      refuse_memory_();  // a chunk did not fit under max_bodies_bytes
+    } else if (ec == beast::error::timeout) {
       st_->logger->info("{}: request not read within {} ms; connection closed", peer_(),
                         st_->options.read_timeout.count());
       close_now_();
@@ -242,6 +288,16 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       return refuse_(std::move(*refusal));
     }
+    // The global bound on request bodies: a known length is reserved whole before the body is
+    // read (and before 100-continue), a chunked body chunk by chunk as it arrives.
+    version_ = req.version() == 10 ? 10 : 11;
+    if (auto len = parser_->content_length(); len && !reserve_body_(*len)) return refuse_memory_();
+    if (req.chunked()) {
+      chunk_cb_ = [this](std::uint64_t size, beast::string_view, beast::error_code& cec) {
+        if (!reserve_body_(size)) cec = asio::error::no_buffer_space;
+      };
+      parser_->on_chunk_header(chunk_cb_);
+    }
     if (beast::iequals(req[http::field::expect], "100-continue") && req.version() >= 11) {
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
                                                                      req.version());
@@ -274,7 +330,7 @@ class Session : public std::enable_shared_from_this<Session> {
       method_ = std::string(req.method_string());
       target_ = std::string(req.target());
     }
-    st_->handler.handle(std::move(req), [self = shared_from_this()](HttpResponse res) {
+    st_->handler.handle_at(std::move(req), started_, [self = shared_from_this()](HttpResponse res) {
       asio::post(self->stream_.get_executor(),
                  [self, res = std::move(res)]() mutable { self->write_(std::move(res), false); });
     });
@@ -309,6 +365,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_write_(beast::error_code ec, std::size_t) {
     res_.reset();
+    release_body_();  // the request's body is no longer held once its response is written
     if (counted_ && started_ != Clock::time_point{}) {
       st_->duration_us.record(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started_).count()));
@@ -370,6 +427,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool close_after_ = false;
   bool aborted_ = false;
+  bool memory_refused_ = false;  // the current request's body did not fit (max_bodies_bytes)
+  std::uint64_t held_ = 0;       // bytes of the current request's body counted in bodies_bytes
+  std::function<void(std::uint64_t, beast::string_view, beast::error_code&)> chunk_cb_;
   unsigned version_ = 11;
   Clock::time_point started_{};
   std::string method_;  // for the debug log only
@@ -499,6 +559,8 @@ HttpStats HttpServer::stats() const {
   s.connections_active = st.active.load(std::memory_order_relaxed);
   s.connections_accepted = st.accepted.load(std::memory_order_relaxed);
   s.connections_refused = st.refused.load(std::memory_order_relaxed);
+  s.memory_refusals = st.memory_refusals.load(std::memory_order_relaxed);
+  s.bodies_bytes = st.bodies_bytes.load(std::memory_order_relaxed);
   s.request_duration_us = st.duration_us.snapshot();
   return s;
 }

@@ -37,6 +37,11 @@ struct HttpServerOptions {
   std::size_t max_connections = 1024;
   /// Request body size, at most (413 beyond).
   std::uint64_t max_body_bytes = std::uint64_t{64} << 20;
+  /// Bytes of request bodies held across all connections, at most: a body counts from the moment
+  /// its size is known (Content-Length, or each chunk header of a chunked body) until its
+  /// response is written. A request whose body does not fit is answered 503 with `Retry-After`
+  /// and the connection is closed (a chunked body may be refused part-way).
+  std::uint64_t max_bodies_bytes = std::uint64_t{256} << 20;
   /// Request line and header fields, at most (431 beyond).
   std::uint32_t max_header_bytes = 16 * 1024;
   /// How long a connection may wait for the first byte of its next request.
@@ -56,6 +61,8 @@ struct HttpStats {
   std::uint64_t connections_active = 0;     ///< open connections now
   std::uint64_t connections_accepted = 0;   ///< connections accepted since start
   std::uint64_t connections_refused = 0;    ///< connections refused (max_connections)
+  std::uint64_t memory_refusals = 0;        ///< requests refused 503 by max_bodies_bytes
+  std::uint64_t bodies_bytes = 0;           ///< request body bytes held now (max_bodies_bytes)
   Histogram::Snapshot request_duration_us;  ///< first byte of a request to its response written
 };
 
@@ -72,6 +79,13 @@ class HttpHandler {
   virtual std::optional<HttpResponse> check_header(const HttpRequestHeader& header) = 0;
   /// Handles a complete request. `respond` must be called exactly once, from any thread.
   virtual void handle(HttpRequest request, std::function<void(HttpResponse)> respond) = 0;
+  /// What the server calls: `handle` with the time the request's first byte arrived (for
+  /// per-request deadlines). The default ignores the time and calls `handle`.
+  virtual void handle_at(HttpRequest request, std::chrono::steady_clock::time_point arrival,
+                         std::function<void(HttpResponse)> respond) {
+    (void)arrival;
+    handle(std::move(request), std::move(respond));
+  }
 };
 
 /// A JSON error response `{"error": "<reason>"}` for `request_version` (11 for HTTP/1.1).
@@ -85,7 +99,7 @@ HttpResponse make_error_response(http::status status, std::string_view reason,
 /// hands it to the handler, writes the response, and only then reads the next one, so pipelined
 /// requests are answered in order. Errors the server detects itself are answered and the
 /// connection is closed: 400 (malformed HTTP), 413 (body too large), 431 (header too large),
-/// 503 (draining, too many connections).
+/// 503 (draining, too many connections, request bodies over `max_bodies_bytes`).
 ///
 /// Thread-safety: every method may be called from any thread. The handler must outlive the
 /// io_context's threads.

@@ -32,14 +32,17 @@
 #include <boost/beast/core/string.hpp>
 
 #include <unistd.h>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -77,6 +80,24 @@ HttpResponse unavailable(std::string_view reason) {
   HttpResponse res = make_error_response(http::status::service_unavailable, reason);
   res.set(http::field::retry_after, "1");
   return res;
+}
+
+/// The optional request header that shortens --request-deadline-ms for one request.
+constexpr std::string_view deadline_header = "X-Request-Deadline-Ms";
+constexpr long long max_deadline_ms = 86400LL * 1000;
+
+/// A deadline header value: a decimal number of milliseconds, 1 to one day; nothing otherwise.
+std::optional<long long> parse_deadline_ms(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  if (v.empty() || v.size() > 12) return std::nullopt;
+  long long n = 0;
+  for (char c : v) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  if (n < 1 || n > max_deadline_ms) return std::nullopt;
+  return n;
 }
 
 enum class Route { not_found, trades, trade, positions, live, ready, metrics };
@@ -220,6 +241,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 
 /// The events of one POST /v1/trades, from submission to the response.
 struct TradesJob {
+  std::chrono::steady_clock::time_point deadline;  ///< arrival + the request's deadline
   std::vector<BodyEvent> events;  ///< in request order (parsed; the TradeEvents moved out)
   std::vector<Outcome> outcomes;
   std::vector<boost::system::error_code> errors;  ///< per event; set only by its completion
@@ -233,12 +255,14 @@ class Gateway final : public HttpHandler {
  public:
   Gateway(Pipeline& pipeline, std::shared_ptr<TradeStore> store,
           std::shared_ptr<PartitionLock> lock, asio::thread_pool& workers,
-          std::size_t max_in_flight, std::string token, std::shared_ptr<spdlog::logger> logger)
+          std::size_t max_in_flight, std::chrono::milliseconds request_deadline, std::string token,
+          std::shared_ptr<spdlog::logger> logger)
       : pipeline_(pipeline),
         store_(std::move(store)),
         lock_(std::move(lock)),
         workers_(workers),
         max_in_flight_(max_in_flight),
+        request_deadline_(request_deadline),
         token_(std::move(token)),
         logger_(std::move(logger)) {}
 
@@ -270,10 +294,25 @@ class Gateway final : public HttpHandler {
           http::status::unsupported_media_type,
           "POST /v1/trades takes Content-Type application/json or application/x-ndjson");
     }
+    if (t.route == Route::trades) {
+      const auto n = h.count(beast::string_view(deadline_header.data(), deadline_header.size()));
+      if (n > 1 || (n == 1 && !parse_deadline_ms(sv(h[beast::string_view(
+                                   deadline_header.data(), deadline_header.size())])))) {
+        return make_error_response(http::status::bad_request,
+                                   std::string(deadline_header) +
+                                       " must appear once, as a number of milliseconds from 1 "
+                                       "to 86400000");
+      }
+    }
     return std::nullopt;
   }
 
   void handle(HttpRequest req, Respond respond) override {
+    handle_at(std::move(req), std::chrono::steady_clock::now(), std::move(respond));
+  }
+
+  void handle_at(HttpRequest req, std::chrono::steady_clock::time_point arrival,
+                 Respond respond) override {
     const Target t = parse_target(sv(req.target()));
     switch (t.route) {
       case Route::live:
@@ -298,9 +337,17 @@ class Gateway final : public HttpHandler {
       }
       case Route::trades: {
         const BodyFormat format = *body_format(sv(req[http::field::content_type]));
+        // The request's deadline runs from the arrival of its first byte: the smaller of
+        // --request-deadline-ms and X-Request-Deadline-Ms (validated in check_header).
+        auto limit = request_deadline_;
+        if (auto h = parse_deadline_ms(sv(req[beast::string_view(deadline_header.data(),
+                                                                 deadline_header.size())])))
+          limit = std::min(limit, std::chrono::milliseconds(*h));
+        const auto deadline = arrival + limit;
         auto body = std::make_shared<std::string>(std::move(req.body()));
-        return asio::post(workers_,
-                          [this, respond, format, body] { post_trades_(*body, format, respond); });
+        return asio::post(workers_, [this, respond, format, body, deadline] {
+          post_trades_(*body, format, deadline, respond);
+        });
       }
       case Route::not_found:
         break;
@@ -404,6 +451,20 @@ class Gateway final : public HttpHandler {
     w.counter("tradecapture_gateway_overload_refusals_total",
               "POST /v1/trades requests refused with 503 by the in-flight limit.",
               overload_refusals_.load());
+    w.counter("tradecapture_gateway_deadline_failures_total",
+              "POST /v1/trades requests answered 503 because some event was withdrawn at the "
+              "request deadline (--request-deadline-ms, X-Request-Deadline-Ms).",
+              deadline_failures_.load());
+    if (server_ != nullptr) {
+      const HttpStats hs = server_->stats();
+      w.counter("tradecapture_gateway_memory_refusals_total",
+                "Requests refused with 503 because their body did not fit under "
+                "--max-bodies-bytes.",
+                hs.memory_refusals);
+      w.gauge("tradecapture_gateway_body_bytes",
+              "Bytes of request bodies held now (bounded by --max-bodies-bytes).",
+              hs.bodies_bytes);
+    }
     HttpResponse res{http::status::ok, 11};
     res.set(http::field::content_type, std::string(prometheus_content_type));
     res.body() = w.take();
@@ -471,11 +532,13 @@ class Gateway final : public HttpHandler {
   }
 
   // Runs on a worker thread.
-  void post_trades_(const std::string& raw, BodyFormat format, const Respond& respond) {
+  void post_trades_(const std::string& raw, BodyFormat format,
+                    std::chrono::steady_clock::time_point deadline, const Respond& respond) {
     ParsedBody parsed = parse_request_body(raw, format);
     if (!parsed.error.empty())
       return respond(make_error_response(http::status::bad_request, parsed.error));
     auto job = std::make_shared<TradesJob>();
+    job->deadline = deadline;
     job->events = std::move(parsed.events);
     job->outcomes.resize(job->events.size());
     job->errors.resize(job->events.size());
@@ -494,6 +557,11 @@ class Gateway final : public HttpHandler {
                                  std::to_string(max_in_flight_) + "; retry later"));
     }
     job->remaining.store(job->submitted);
+    // Every event carries the request's deadline: one not decided by then is withdrawn by the
+    // pipeline (no outcome, never decided later), so the client or a proxy may re-send the
+    // request elsewhere once the deadline has passed (spec section 6, point 5).
+    SubmitOptions submit_options;
+    submit_options.deadline = job->deadline;
     for (std::size_t i = 0; i < job->events.size(); ++i) {
       BodyEvent& e = job->events[i];
       if (!e.parsed.event) {
@@ -502,7 +570,7 @@ class Gateway final : public HttpHandler {
       }
       TradeEvent ev = std::move(*e.parsed.event);
       e.parsed.event.reset();
-      pipeline_.async_submit(std::move(ev),
+      pipeline_.async_submit(std::move(ev), submit_options,
                              [this, job, i](boost::system::error_code ec, Outcome o) {
                                if (ec) {
                                  job->errors[i] = ec;
@@ -521,17 +589,21 @@ class Gateway final : public HttpHandler {
     admitted_.fetch_sub(job.submitted);
     trades_requests_.fetch_add(1);
     std::uint64_t failed = 0;
+    bool withdrawn = false;
     const boost::system::error_code* first = nullptr;
     for (const auto& ec : job.errors) {
       if (ec) {
         ++failed;
         if (first == nullptr) first = &ec;
+        if (ec == make_error_code(errc::deadline_exceeded)) withdrawn = true;
       }
     }
     if (failed > 0) {
-      // No outcome for some events: the whole request fails; the outcomes that were decided are
-      // durable, and sending the same request again is safe (DUPLICATE for those).
-      logger_->warn("POST /v1/trades: {} of {} events have no outcome: {}", failed,
+      // No outcome for some events (deadline passed, store or lock down past the retry budget,
+      // stopping): the whole request fails; the outcomes that were decided are durable, and
+      // sending the same request again is safe (DUPLICATE for those).
+      if (withdrawn) deadline_failures_.fetch_add(1);
+      warn_limited_("POST /v1/trades: {} of {} events have no outcome: {}", failed,
                     job.events.size(), first->message());
       job.respond(unavailable(std::to_string(failed) + " of " + std::to_string(job.events.size()) +
                               " events have no outcome (" + first->message() +
@@ -553,11 +625,31 @@ class Gateway final : public HttpHandler {
     job.respond(json_response(http::status::ok, std::move(body)));
   }
 
+  /// A warning, at most one a second (a persistent fault fails every request: bounded noise,
+  /// spec section 6, point 6); the next one says how many were suppressed.
+  template <typename... Args>
+  void warn_limited_(spdlog::format_string_t<Args...> fmt, Args&&... args) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    auto last = last_warn_.load();
+    if (last != 0 && now - last < std::chrono::steady_clock::duration(std::chrono::seconds(1)).count()) {
+      suppressed_warns_.fetch_add(1);
+      return;
+    }
+    if (!last_warn_.compare_exchange_strong(last, now)) {
+      suppressed_warns_.fetch_add(1);
+      return;
+    }
+    if (const auto n = suppressed_warns_.exchange(0); n != 0)
+      logger_->warn("({} similar warnings suppressed in the last second(s))", n);
+    logger_->warn(fmt, std::forward<Args>(args)...);
+  }
+
   Pipeline& pipeline_;
   const std::shared_ptr<TradeStore> store_;
   const std::shared_ptr<PartitionLock> lock_;
   asio::thread_pool& workers_;
   const std::uint64_t max_in_flight_;
+  const std::chrono::milliseconds request_deadline_;
   const std::string token_;
   const std::shared_ptr<spdlog::logger> logger_;
   const HttpServer* server_ = nullptr;
@@ -565,6 +657,9 @@ class Gateway final : public HttpHandler {
   std::atomic<std::uint64_t> rejected_before_submit_{0};
   std::atomic<std::uint64_t> overload_refusals_{0};
   std::atomic<std::uint64_t> trades_requests_{0};
+  std::atomic<std::uint64_t> deadline_failures_{0};
+  std::atomic<std::chrono::steady_clock::rep> last_warn_{0};
+  std::atomic<std::uint64_t> suppressed_warns_{0};
 };
 
 /// What the main thread waits for: the first signal, then the end of the drain.
@@ -637,11 +732,23 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "404 unknown path or trade, 405 wrong method, 413 body over --max-body-bytes, 415 wrong or\n"
       "missing Content-Type, 431 header over --max-header-bytes, 503 + Retry-After when "
       "overloaded\n"
-      "(the whole request is refused), draining, out of connections, or when some event got no\n"
-      "outcome (store/lock failure past the retry budget): re-sending the same request is safe.\n"
+      "(the whole request is refused), draining, out of connections, request bodies held over\n"
+      "--max-bodies-bytes (Connection: close), or when some event got no outcome (withdrawn at\n"
+      "the request deadline, store/lock failure past the retry budget): re-sending the same\n"
+      "request is safe.\n"
+      "Request deadline: every event of a POST /v1/trades must be decided within\n"
+      "--request-deadline-ms of the request's arrival; the optional header\n"
+      "'X-Request-Deadline-Ms: N' (1..86400000; anything else is 400) shortens it (the smaller\n"
+      "wins). An event not decided by then is withdrawn and never decided later by this\n"
+      "instance, so a client or proxy may re-send the request elsewhere once the deadline has\n"
+      "passed (a proxy's read timeout must exceed the deadline plus one commit).\n"
+      "Metrics of refusals: tradecapture_gateway_overload_refusals_total (--max-in-flight),\n"
+      "tradecapture_gateway_memory_refusals_total (--max-bodies-bytes),\n"
+      "tradecapture_gateway_deadline_failures_total (deadline).\n"
       "With --auth-token-file every path but /health/* needs 'Authorization: Bearer TOKEN'.\n"
       "SIGTERM/SIGINT: stop accepting, finish in-flight requests, drain the pipeline, exit 0\n"
-      "(a second signal closes the remaining connections at once).\n"
+      "(a second signal closes the remaining connections at once). --shutdown-timeout-ms bounds\n"
+      "the whole shutdown: events not decided by then are withdrawn (no outcome).\n"
       "Every flag can also be set by the environment variable shown (flags win).");
   cmd->add_option("--listen", o.listen, "HOST:PORT to listen on (port 0: any free port)")
       ->envname("TRADECAPTURE_LISTEN")
@@ -696,6 +803,21 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->envname("TRADECAPTURE_MAX_BODY_BYTES")
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 34))
       ->capture_default_str();
+  cmd->add_option("--max-bodies-bytes", o.max_bodies_bytes,
+                  "bytes of request bodies held across all connections, at most (from the "
+                  "Content-Length or each chunk, until the response is written); a body that "
+                  "does not fit is answered 503 + Retry-After and the connection closed; at "
+                  "least --max-body-bytes")
+      ->envname("TRADECAPTURE_MAX_BODIES_BYTES")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))
+      ->capture_default_str();
+  cmd->add_option("--request-deadline-ms", o.request_deadline_ms,
+                  "every event of a POST /v1/trades not decided within this from the request's "
+                  "arrival is withdrawn and the request answered 503 (header "
+                  "X-Request-Deadline-Ms may shorten it)")
+      ->envname("TRADECAPTURE_REQUEST_DEADLINE_MS")
+      ->check(CLI::Range(1LL, 86400LL * 1000))
+      ->capture_default_str();
   cmd->add_option("--max-header-bytes", o.max_header_bytes,
                   "request line and header size, at most (431)")
       ->envname("TRADECAPTURE_MAX_HEADER_BYTES")
@@ -718,7 +840,8 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->check(CLI::Range(1LL, 86400LL * 1000))
       ->capture_default_str();
   cmd->add_option("--shutdown-timeout-ms", o.shutdown_timeout_ms,
-                  "after SIGTERM, connections still busy after this are closed")
+                  "after SIGTERM, connections still busy after this are closed and events "
+                  "not decided yet are withdrawn")
       ->envname("TRADECAPTURE_SHUTDOWN_TIMEOUT_MS")
       ->check(CLI::Range(1LL, 86400LL * 1000))
       ->capture_default_str();
@@ -735,6 +858,10 @@ int run_serve(const ServeOptions& o) {
   auto logger = spdlog::default_logger();
   logger->set_level(spdlog::level::from_str(o.log_level));
 
+  if (o.max_bodies_bytes < o.max_body_bytes)
+    throw HostError("--max-bodies-bytes (" + std::to_string(o.max_bodies_bytes) +
+                    ") must be at least --max-body-bytes (" + std::to_string(o.max_body_bytes) +
+                    "), or a largest request could never be read");
   const std::string token = o.auth_token_file.empty() ? "" : read_token_file(o.auth_token_file);
   const tcp::endpoint endpoint = resolve_listen(o.listen);
   auto store =
@@ -755,6 +882,7 @@ int run_serve(const ServeOptions& o) {
   http_options.listen = endpoint;
   http_options.max_connections = o.max_connections;
   http_options.max_body_bytes = o.max_body_bytes;
+  http_options.max_bodies_bytes = o.max_bodies_bytes;
   http_options.max_header_bytes = o.max_header_bytes;
   http_options.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms);
   http_options.read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
@@ -766,7 +894,8 @@ int run_serve(const ServeOptions& o) {
   ShutdownLatch latch;
   asio::thread_pool workers(o.worker_threads);
   Pipeline pipeline(store, lock, make_position_processor(), options);
-  Gateway gateway(pipeline, store, lock, workers, o.max_in_flight, token, logger);
+  Gateway gateway(pipeline, store, lock, workers, o.max_in_flight,
+                  std::chrono::milliseconds(o.request_deadline_ms), token, logger);
   asio::io_context ioc(static_cast<int>(o.http_threads));
   HttpServer server(ioc, http_options, gateway, logger);
   gateway.set_server(&server);
@@ -793,14 +922,20 @@ int run_serve(const ServeOptions& o) {
   for (std::size_t i = 0; i < o.http_threads; ++i) io_threads.emplace_back([&ioc] { ioc.run(); });
 
   latch.wait_signal();
+  const auto shutdown_deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(o.shutdown_timeout_ms);
   const bool idle = latch.wait_idle_for(std::chrono::milliseconds(o.shutdown_timeout_ms));
   if (!idle) {
     logger->warn("closing {} connections that are still busy", server.stats().connections_active);
     server.abort();
   }
-  // Every admitted event completes (durably) before stop returns; then the last responses are
-  // built and handed to their connections.
-  pipeline.stop();
+  // Every admitted event completes before stop returns: decided (durably), or, once the
+  // shutdown timeout has passed, withdrawn (no outcome, never decided later; spec section 6,
+  // point 2). Then the last responses are built and handed to their connections.
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      shutdown_deadline - std::chrono::steady_clock::now());
+  if (!pipeline.stop(std::max(left, std::chrono::milliseconds(0))))
+    logger->warn("shutdown timeout: events not decided yet were withdrawn (no outcome)");
   workers.join();
   if (!idle) latch.wait_idle_for(std::chrono::milliseconds(2000));
   signals.cancel();

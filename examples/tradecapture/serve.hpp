@@ -29,6 +29,10 @@ struct ServeOptions {
   std::size_t worker_threads = 4;  ///< threads for body parsing, store reads and health checks
   std::size_t max_connections = 1024;
   std::uint64_t max_body_bytes = std::uint64_t{64} << 20;
+  std::uint64_t max_bodies_bytes = std::uint64_t{256} << 20;  ///< all connections together
+  /// Each POST /v1/trades must be decided within this from its arrival (X-Request-Deadline-Ms
+  /// may shorten it); events not decided by then are withdrawn and the request is answered 503.
+  long long request_deadline_ms = 20000;
   std::uint32_t max_header_bytes = 16 * 1024;
   long long idle_timeout_ms = 60000;
   long long read_timeout_ms = 30000;
