@@ -104,6 +104,7 @@ struct Action {
     renew,     ///< lock.renew(grants) -> on_renewed (the grants as updated by the lock)
     release,   ///< lock.release(grants); no result
     claim,     ///< store.claim_partitions(keys) -> on_claimed
+    load,      ///< store.load_partitions(keys) -> on_claimed (only with Mutation::lock_fences)
     find,      ///< store.find_events(idem_keys) -> on_found
     commit,    ///< store.commit(batch) -> on_committed
     verify,    ///< store.find_events(idem_keys) -> on_verified (did a commit whose ack was lost apply?)

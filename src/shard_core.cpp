@@ -1,0 +1,989 @@
+// The shard state machine (see shard_core.hpp for the protocol and the guarantees).
+//
+// A batch goes through numbered steps, one I/O action each:
+//   1. pick ready partitions round robin until the batch is full;
+//   2. renew leases running out, 3. acquire missing leases, 4. claim partitions without state
+//      (the store increments their fence and returns their state: our fencing token);
+//   5. take events in partition order while the key gate allows, look up their idempotency keys;
+//   6. decide every event; 7. commit the batch (writes, check-only updates for partitions decided
+//      without a write, keys found absent), then complete. A refused commit decides again on
+//      fresh state; a failure past the retry budget fails the batch's partitions entirely.
+// The cached partition state is the durable state as of our claim: it is updated in place while
+// deciding and dropped whenever a commit does not succeed.
+
+#include "shard_core.hpp"
+
+#include "key_gate.hpp"
+#include "log_limiter.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <queue>
+
+namespace tradecapture::detail {
+
+// ------------------------------------------------------------------------------------------
+
+void Counters::retry(const boost::system::error_code& ec) {
+  retries.fetch_add(1, std::memory_order_relaxed);
+  RetryCause cause = RetryCause::other;
+  if (ec.category() == error_category()) {
+    switch (static_cast<errc>(ec.value())) {
+      case errc::deadlock: cause = RetryCause::deadlock; break;
+      case errc::serialization_failure: cause = RetryCause::serialization; break;
+      case errc::store_unavailable:
+      case errc::lock_unavailable: cause = RetryCause::connection; break;
+      case errc::fenced_off:
+      case errc::lease_lost: cause = RetryCause::fenced_off; break;
+      case errc::sequence_conflict:
+      case errc::key_conflict: cause = RetryCause::conflict; break;
+      case errc::store_busy:
+      case errc::lock_busy: cause = RetryCause::busy; break;
+      default: break;
+    }
+  }
+  retries_by_cause[static_cast<std::size_t>(cause)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Counters::count(const boost::system::error_code& ec, const Outcome& o) {
+  if (ec) {
+    failed.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  switch (o.kind) {
+    case OutcomeKind::Accepted: accepted.fetch_add(1, std::memory_order_relaxed); break;
+    case OutcomeKind::Duplicate: duplicate.fetch_add(1, std::memory_order_relaxed); break;
+    case OutcomeKind::Stale: stale.fetch_add(1, std::memory_order_relaxed); break;
+    case OutcomeKind::Rejected: rejected.fetch_add(1, std::memory_order_relaxed); break;
+  }
+}
+
+namespace {
+
+std::uint64_t micros_between(Time a, Time b) {
+  return static_cast<std::uint64_t>(std::max<std::int64_t>(
+      0, std::chrono::duration_cast<std::chrono::microseconds>(b - a).count()));
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+
+struct ShardCore::Impl {
+  struct Slot {
+    PartitionKey key;
+    std::deque<SubmitOp*> queue;
+    std::optional<PartitionState> state;  // as of our claim; state->fence is our token
+    std::optional<Grant> grant;
+    bool ready = false;    // in ready_
+    bool waiting = false;  // in waiting_ (lock backoff)
+    int lock_failures = 0;
+    Time retry_at{};
+    std::optional<Time> lock_trouble_since;  // first lock_busy/unavailable of the current wait
+    Time last_active{};
+    std::optional<Time> lease_wanted;
+    std::uint64_t barrier = 0;  // ops with a lower stamp fail on arrival (predecessor failed)
+  };
+
+  enum class Step { start, renew, acquire, claim, take, commit, verify };
+
+  struct Taken {
+    Slot* slot;
+    std::size_t first;  // index into ops
+    std::size_t count;
+  };
+
+  struct DeadlineEntry {
+    Time at;
+    std::uint64_t stamp;
+    PartitionKey key;
+    bool operator>(const DeadlineEntry& o) const { return at > o.at; }
+  };
+
+  ShardConfig cfg;
+  std::shared_ptr<const Processor> processor;
+  Counters& counters;
+  std::shared_ptr<spdlog::logger> log;
+  BeforeCommit before_commit;
+  std::mt19937_64 rng;
+  LogLimiter limiter;
+  std::uint64_t stamp_now = 0;
+
+  std::unordered_map<PartitionKey, std::unique_ptr<Slot>, PartitionKeyHash> slots;
+  std::deque<Slot*> ready;
+  std::vector<Slot*> waiting;
+  std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<>> deadlines;
+  std::vector<Completion> completions;
+  Time last_housekeeping{};
+  std::size_t n_active = 0, n_leases = 0;
+
+  // The batch under way.
+  Step step = Step::start;
+  bool awaiting = false;        // an I/O action is out; its result has not been fed yet
+  bool aborting = false;        // abort_all: end the batch at the next result, no retry
+  boost::system::error_code abort_ec;
+  std::vector<Slot*> picked;
+  std::vector<Taken> taken;
+  std::vector<SubmitOp*> ops;
+  std::vector<Outcome> outcomes;
+  std::vector<PartitionKey> need;  // of the acquire/claim under way
+  std::vector<Grant> renewing;     // of the renew under way
+  CommitBatch batch;
+  bool uncertain = false;       // a commit attempt failed in a way that may have applied it
+  int attempt = 0;              // attempts of the store call under way
+  std::optional<Time> failing_since;  // first retryable failure of this batch
+  bool retry_pending = false;
+  Time retry_at{};
+  Time commit_started{};
+
+  Impl(ShardConfig c, std::shared_ptr<const Processor> p, Counters& k,
+       std::shared_ptr<spdlog::logger> l, BeforeCommit bc)
+      : cfg(std::move(c)),
+        processor(std::move(p)),
+        counters(k),
+        log(l ? std::move(l) : spdlog::default_logger()),
+        before_commit(std::move(bc)),
+        rng(cfg.seed) {
+    if (cfg.max_batch == 0) cfg.max_batch = 1;
+    if (cfg.max_batch_per_partition == 0) cfg.max_batch_per_partition = 1;
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  std::chrono::milliseconds backoff(int attempt_no) {
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    return cfg.retry.backoff(std::max(attempt_no, 1), unit(rng));
+  }
+
+  Slot& slot_for(const PartitionKey& key) {
+    auto& s = slots[key];
+    if (!s) {
+      s = std::make_unique<Slot>();
+      s->key = key;
+    }
+    return *s;
+  }
+
+  void make_ready(Slot& s) {
+    if (!s.ready && !s.waiting && !s.queue.empty()) {
+      s.ready = true;
+      ready.push_back(&s);
+    }
+  }
+
+  void complete(SubmitOp* op, boost::system::error_code ec, Outcome o = {}) {
+    completions.push_back(Completion{op, ec, std::move(o)});
+  }
+
+  /// Logs a fault line, at most once per episode interval per kind.
+  template <class... Args>
+  void fault_log(const std::string& kind, Time now, spdlog::format_string_t<Args...> fmt,
+                 Args&&... args) {
+    std::uint64_t suppressed = 0, count = 0;
+    if (!limiter.occur(kind, now, suppressed, count)) return;
+    std::string text = fmt::format(fmt, std::forward<Args>(args)...);
+    if (count == 1) {
+      log->warn("{}", text);
+    } else {
+      log->warn("{} ({} times since the episode began, {} similar lines suppressed)", text, count,
+                suppressed);
+    }
+  }
+
+  void recovered(const std::string& kind, Time now) {
+    std::uint64_t count = 0;
+    Time since{};
+    if (limiter.recover(kind, count, since) && count > 1)
+      log->info("{}: recovered after {} failures over {} ms", kind, count,
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count());
+  }
+
+  /// Ends every queued op of `s` without an outcome: the first with `first_ec`, the others with
+  /// predecessor_failed; ops still on their way here (stamp below the barrier) fail on arrival.
+  void fail_partition(Slot& s, boost::system::error_code first_ec, bool first_gets_ec = true) {
+    bool first = first_gets_ec;
+    while (!s.queue.empty()) {
+      SubmitOp* op = s.queue.front();
+      s.queue.pop_front();
+      complete(op, first ? first_ec : make_error_code(errc::predecessor_failed));
+      first = false;
+    }
+    if (cfg.mutation != Mutation::no_failure_barrier) s.barrier = std::max(s.barrier, stamp_now);
+    s.state.reset();
+  }
+
+  void back_off(Slot& s, Time now) {
+    ++s.lock_failures;
+    s.retry_at = now + backoff(s.lock_failures);
+    if (!s.waiting) {
+      s.waiting = true;
+      waiting.push_back(&s);
+    }
+  }
+
+  void end_batch() {
+    step = Step::start;
+    picked.clear();
+    taken.clear();
+    ops.clear();
+    outcomes.clear();
+    need.clear();
+    renewing.clear();
+    batch = CommitBatch{};
+    uncertain = false;
+    attempt = 0;
+    failing_since.reset();
+    retry_pending = false;
+  }
+
+  // ---- arrival, deadlines --------------------------------------------------------------------
+
+  void add(SubmitOp* op, Time now) {
+    Slot& s = slot_for(op->event.partition);
+    if (op->stamp < s.barrier) {
+      complete(op, errc::predecessor_failed);
+      return;
+    }
+    s.queue.push_back(op);
+    s.last_active = now;
+    if (op->deadline != Time::max() && cfg.mutation != Mutation::ignore_deadlines)
+      deadlines.push(DeadlineEntry{op->deadline, op->stamp, s.key});
+    make_ready(s);
+  }
+
+  /// Withdraws queued ops whose deadline passed (and everything of their partition behind them).
+  void expire_deadlines(Time now) {
+    while (!deadlines.empty() && deadlines.top().at <= now) {
+      DeadlineEntry e = deadlines.top();
+      deadlines.pop();
+      auto it = slots.find(e.key);
+      if (it == slots.end()) continue;
+      Slot& s = *it->second;
+      auto pos = std::find_if(s.queue.begin(), s.queue.end(),
+                              [&](SubmitOp* op) { return op->stamp == e.stamp; });
+      if (pos == s.queue.end()) continue;  // decided, failed or in the batch under way
+      withdraw_from(s, pos);
+    }
+  }
+
+  /// Fails `*pos` with deadline_exceeded and everything queued behind it with
+  /// predecessor_failed; ops in front stay queued.
+  void withdraw_from(Slot& s, std::deque<SubmitOp*>::iterator pos) {
+    std::vector<SubmitOp*> tail(pos, s.queue.end());
+    s.queue.erase(pos, s.queue.end());
+    for (std::size_t i = 0; i < tail.size(); ++i)
+      complete(tail[i], i == 0 ? errc::deadline_exceeded : errc::predecessor_failed);
+    s.barrier = std::max(s.barrier, stamp_now);
+  }
+
+  // ---- housekeeping --------------------------------------------------------------------------
+
+  /// Releases leases of partitions idle for a quarter lease and evicts idle state over the cache
+  /// limit. Returns the grants to release.
+  std::vector<Grant> housekeeping(Time now, bool force) {
+    std::vector<Grant> release;
+    if (!force && now - last_housekeeping < std::chrono::milliseconds(100) &&
+        now >= last_housekeeping)
+      return release;
+    last_housekeeping = now;
+    const auto idle_after = cfg.lease / 4;
+    const bool evict = slots.size() > cfg.max_cached_partitions;
+    n_active = 0;
+    n_leases = 0;
+    for (auto it = slots.begin(); it != slots.end();) {
+      Slot& s = *it->second;
+      const bool quiet = s.queue.empty() && !s.ready && !s.waiting;
+      if (!quiet) ++n_active;
+      if (quiet && s.grant && (now - s.last_active > idle_after || now < s.last_active)) {
+        release.push_back(*s.grant);
+        s.grant.reset();
+        s.state.reset();
+      }
+      // A barrier only has to outlive the next absorb of the shell's inbox, which comes first.
+      if (quiet && evict && !s.grant) {
+        it = slots.erase(it);
+        continue;
+      }
+      if (s.grant) ++n_leases;
+      ++it;
+    }
+    return release;
+  }
+
+  /// The earliest time something is due without new input, or max().
+  Time next_due() const {
+    Time t = Time::max();
+    for (const Slot* s : waiting) t = std::min(t, s->retry_at);
+    if (!deadlines.empty()) t = std::min(t, deadlines.top().at);
+    if (n_leases > 0) t = std::min(t, last_housekeeping + cfg.lease / 8);
+    return t;
+  }
+
+  // ---- the steps -----------------------------------------------------------------------------
+
+  Action next(Time now) {
+    if (awaiting) return Action{};  // misuse: an action is still out
+    for (;;) {
+      if (retry_pending) {
+        if (now < retry_at) {
+          Action a;
+          a.kind = Action::Kind::wait;
+          a.until = retry_at;
+          return a;
+        }
+        retry_pending = false;
+      }
+      switch (step) {
+        case Step::start: {
+          if (cfg.mutation != Mutation::ignore_deadlines) expire_deadlines(now);
+          // Partitions whose lock backoff is over.
+          std::erase_if(waiting, [&](Slot* s) {
+            if (s->retry_at <= now) {
+              s->waiting = false;
+              make_ready(*s);
+              return true;
+            }
+            return false;
+          });
+          auto release = housekeeping(now, false);
+          if (!release.empty()) {
+            Action a;
+            a.kind = Action::Kind::release;
+            a.grants = std::move(release);
+            return a;  // no result: next() goes on from here
+          }
+          pick(now);
+          if (picked.empty()) {
+            Action a;
+            const Time due = next_due();
+            if (due == Time::max()) return a;  // idle
+            a.kind = Action::Kind::wait;
+            a.until = due;
+            return a;
+          }
+          step = Step::renew;
+          continue;
+        }
+        case Step::renew: {
+          step = Step::acquire;
+          renewing.clear();
+          for (Slot* s : picked)
+            if (s->grant && s->grant->expires - now < cfg.lease / 2) renewing.push_back(*s->grant);
+          if (renewing.empty()) continue;
+          Action a;
+          a.kind = Action::Kind::renew;
+          a.grants = renewing;
+          awaiting = true;
+          return a;
+        }
+        case Step::acquire: {
+          step = Step::claim;
+          need.clear();
+          for (Slot* s : picked) {
+            if (s->grant) continue;
+            if (!s->lease_wanted) s->lease_wanted = now;
+            need.push_back(s->key);
+          }
+          if (need.empty()) continue;
+          Action a;
+          a.kind = Action::Kind::acquire;
+          a.keys = need;
+          awaiting = true;
+          return a;
+        }
+        case Step::claim: {
+          if (attempt == 0) {
+            std::erase_if(picked, [](Slot* s) { return !s->grant || s->queue.empty(); });
+            if (picked.empty()) {
+              end_batch();
+              continue;
+            }
+            need.clear();
+            for (Slot* s : picked)
+              if (!s->state) need.push_back(s->key);
+            std::sort(need.begin(), need.end());
+          }
+          if (need.empty()) {
+            step = Step::take;
+            continue;
+          }
+          Action a;
+          a.kind = cfg.mutation == Mutation::lock_fences ? Action::Kind::load : Action::Kind::claim;
+          a.keys = need;
+          awaiting = true;
+          return a;
+        }
+        case Step::take: {
+          take(now);
+          if (ops.empty()) {
+            end_batch();
+            continue;
+          }
+          Action a;
+          a.kind = Action::Kind::find;
+          a.idem_keys.reserve(ops.size());
+          for (SubmitOp* op : ops)
+            a.idem_keys.push_back(IdempotencyKey{op->event.trade_id, op->event.version});
+          awaiting = true;
+          return a;
+        }
+        case Step::commit: {
+          if (cfg.mutation != Mutation::ignore_deadlines && withdraw_expired_in_batch(now)) {
+            continue;  // the batch was given up; start over
+          }
+          Action a;
+          a.kind = Action::Kind::commit;
+          a.batch = batch;
+          commit_started = now;
+          awaiting = true;
+          return a;
+        }
+        case Step::verify: {
+          Action a;
+          a.kind = Action::Kind::verify;
+          for (const auto& p : batch.partitions)
+            for (const auto& e : p.events)
+              a.idem_keys.push_back(IdempotencyKey{e.event.trade_id, e.event.version});
+          awaiting = true;
+          return a;
+        }
+      }
+    }
+  }
+
+  void pick(Time now) {
+    picked.clear();
+    std::size_t budget = cfg.max_batch;
+    for (std::size_t n = ready.size(); n > 0 && budget > 0; --n) {
+      Slot* s = ready.front();
+      ready.pop_front();
+      s->ready = false;
+      if (s->queue.empty()) continue;
+      picked.push_back(s);
+      s->last_active = now;
+      budget -= std::min({s->queue.size(), cfg.max_batch_per_partition, budget});
+    }
+  }
+
+  void take(Time now) {
+    ops.clear();
+    taken.clear();
+    for (Slot* s : picked) {
+      if (!s->state || !s->grant) continue;
+      Taken t{s, ops.size(), 0};
+      while (!s->queue.empty() && t.count < cfg.max_batch_per_partition) {
+        SubmitOp* op = s->queue.front();
+        if (!KeyGate::may_take(op)) break;  // woken when the key's earlier event completes
+        s->queue.pop_front();
+        ops.push_back(op);
+        ++t.count;
+      }
+      if (t.count > 0) taken.push_back(t);
+      // Still has work that is not blocked on a key: back to the end of the line.
+      if (!s->queue.empty() && t.count == cfg.max_batch_per_partition) make_ready(*s);
+      s->last_active = now;
+    }
+  }
+
+  /// Step 6: decide every taken op on the claimed state and build the commit batch.
+  void decide(const std::vector<std::optional<StoredEvent>>& found) {
+    outcomes.assign(ops.size(), Outcome{});
+    batch = CommitBatch{};
+    batch.partitions.reserve(taken.size());
+    std::vector<std::string_view> changed_ids;
+    for (const Taken& t : taken) {
+      PartitionState& st = *t.slot->state;
+      PartitionUpdate up;
+      up.partition = t.slot->key;
+      up.fence = st.fence;
+      up.expected_seq = st.seq;
+      for (std::size_t i = t.first; i < t.first + t.count; ++i) {
+        const TradeEvent& e = ops[i]->event;
+        outcomes[i] = decide_one(e, st, found[i]);
+        if (outcomes[i].kind == OutcomeKind::Accepted) {
+          up.events.push_back(StoredEvent{e, outcomes[i].seq});
+        } else if (!found[i]) {
+          batch.absent_keys.push_back(IdempotencyKey{e.trade_id, e.version});
+        }
+      }
+      up.new_seq = st.seq;
+      if (up.events.empty()) {
+        // Check-only: the partition must still be as we read it when the batch commits.
+        if (cfg.mutation != Mutation::unvalidated_noop) batch.partitions.push_back(std::move(up));
+        continue;
+      }
+      up.position = st.position;
+      // The final state of every trade the batch changed, once each (sorted, deduplicated ids).
+      changed_ids.clear();
+      for (const auto& se : up.events) changed_ids.push_back(se.event.trade_id);
+      std::sort(changed_ids.begin(), changed_ids.end());
+      changed_ids.erase(std::unique(changed_ids.begin(), changed_ids.end()), changed_ids.end());
+      up.trades.reserve(changed_ids.size());
+      for (std::string_view id : changed_ids) {
+        std::string key(id);
+        const TradeRecord& rec = st.trades.at(key);
+        up.trades.emplace_back(std::move(key), rec);
+      }
+      batch.partitions.push_back(std::move(up));
+    }
+    if (cfg.mutation == Mutation::unvalidated_noop) batch.absent_keys.clear();
+    std::sort(batch.partitions.begin(), batch.partitions.end(),
+              [](const PartitionUpdate& a, const PartitionUpdate& b) {
+                return a.partition < b.partition;
+              });
+    std::sort(batch.absent_keys.begin(), batch.absent_keys.end());
+    batch.absent_keys.erase(std::unique(batch.absent_keys.begin(), batch.absent_keys.end()),
+                            batch.absent_keys.end());
+    if (before_commit) {
+      std::vector<std::uint64_t> tags;
+      for (SubmitOp* op : ops)
+        if (op->source_tag != 0) tags.push_back(op->source_tag);
+      before_commit(tags, batch);
+    }
+  }
+
+  /// The idempotency check (spec section 2), then the processor (section 3). `prior` is the
+  /// durable event that holds the same key, if any.
+  Outcome decide_one(const TradeEvent& e, PartitionState& st,
+                     const std::optional<StoredEvent>& prior) {
+    if (prior) {
+      if (prior->event.same_content(e)) return Outcome::duplicate();
+      return Outcome::rejected("conflict: trade " + e.trade_id + " version " +
+                               std::to_string(e.version) +
+                               " was accepted before with different content");
+    }
+    Decision d;
+    try {
+      d = processor->decide(e, st);
+    } catch (const std::exception& ex) {
+      log->error("processor threw on trade {} version {}: {}", e.trade_id, e.version, ex.what());
+      return Outcome::rejected(std::string("processor error: ") + ex.what());
+    } catch (...) {
+      log->error("processor threw on trade {} version {}", e.trade_id, e.version);
+      return Outcome::rejected("processor error: unknown exception");
+    }
+    if (d.outcome.kind != OutcomeKind::Accepted) return std::move(d.outcome);
+    st.position = d.position;
+    st.trades[e.trade_id] = d.record;
+    return Outcome::accepted(++st.seq);
+  }
+
+  /// Before a commit attempt: when an op of the batch is past its deadline, the batch is given
+  /// up. Ops in front of the first expired op of each partition go back to their queue (decided
+  /// again on fresh state); the expired op and everything behind it are withdrawn.
+  bool withdraw_expired_in_batch(Time now) {
+    bool any = false;
+    for (SubmitOp* op : ops)
+      if (op->deadline <= now) any = true;
+    if (!any) return false;
+    for (auto t = taken.rbegin(); t != taken.rend(); ++t) {
+      Slot& s = *t->slot;
+      s.state.reset();
+      std::size_t first_expired = t->first + t->count;
+      for (std::size_t i = t->first; i < t->first + t->count; ++i) {
+        if (ops[i]->deadline <= now) {
+          first_expired = i;
+          break;
+        }
+      }
+      for (std::size_t i = t->first + t->count; i-- > t->first;) s.queue.push_front(ops[i]);
+      if (first_expired < t->first + t->count)
+        withdraw_from(s, s.queue.begin() + static_cast<std::ptrdiff_t>(first_expired - t->first));
+      make_ready(s);
+    }
+    end_batch();
+    return true;
+  }
+
+  // ---- results -------------------------------------------------------------------------------
+
+  void on_renewed(std::vector<Grant> renewed, result<std::vector<result<void>>> r, Time now) {
+    awaiting = false;
+    for (std::size_t i = 0; i < renewed.size(); ++i) {
+      auto it = slots.find(renewed[i].partition);
+      if (it == slots.end()) continue;
+      Slot& s = *it->second;
+      if (r && i < r.value().size() && r.value()[i]) {
+        s.grant = renewed[i];
+        continue;
+      }
+      // Lost (or cannot tell): stop using it; re-acquire, claim again.
+      counters.lease_losses.fetch_add(1, std::memory_order_relaxed);
+      fault_log("lease lost", now, "lease lost on {}: {}", s.key.to_string(),
+                !r ? r.error().message()
+                   : i < r.value().size() ? r.value()[i].error().message() : "no answer");
+      s.grant.reset();
+      s.state.reset();
+      s.lease_wanted = now;
+    }
+    if (aborting) abort_batch();
+  }
+
+  void on_acquired(result<std::vector<result<Grant>>> r, Time now) {
+    awaiting = false;
+    if (r) recovered("lock service unavailable", now);
+    for (std::size_t i = 0; i < need.size(); ++i) {
+      auto it = slots.find(need[i]);
+      if (it == slots.end()) continue;
+      Slot& s = *it->second;
+      if (r && i < r.value().size() && r.value()[i]) {
+        s.grant = std::move(r.value()[i]).value();
+        s.state.reset();  // a new holder claims the partition and reads its state again
+        s.lock_failures = 0;
+        s.lock_trouble_since.reset();
+        counters.lock_grants.fetch_add(1, std::memory_order_relaxed);
+        counters.lock_wait_us.record(micros_between(s.lease_wanted.value_or(now), now));
+        s.lease_wanted.reset();
+        continue;
+      }
+      const boost::system::error_code ec =
+          !r ? r.error()
+             : i < r.value().size() ? r.value()[i].error() : make_error_code(errc::lock_unavailable);
+      // The clock went back: start the budget again (a clock step costs time, never events).
+      if (!s.lock_trouble_since || now < *s.lock_trouble_since) s.lock_trouble_since = now;
+      if (now - *s.lock_trouble_since > cfg.retry.budget) {
+        log->error("partition {}: no lease within the retry budget ({} ms): {}",
+                   s.key.to_string(), cfg.retry.budget.count(), ec.message());
+        fail_partition(s, ec);
+        s.lock_trouble_since.reset();
+        s.lock_failures = 0;
+        continue;
+      }
+      if (ec == errc::lock_busy) {
+        counters.lock_busy.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        counters.retry(ec);
+        fault_log("lock service unavailable", now, "lock service unavailable ({}), backing off",
+                  ec.message());
+      }
+      back_off(s, now);
+    }
+    if (aborting) abort_batch();
+  }
+
+  /// A retryable store failure: back off and repeat the call, or give the batch up.
+  void store_retry(const char* what, const boost::system::error_code& ec, Time now) {
+    ++attempt;
+    if (!failing_since || now < *failing_since) failing_since = now;
+    if (attempt >= cfg.retry.max_attempts || now - *failing_since > cfg.retry.budget) {
+      log->error("{} failed after {} attempts over {} ms: {}", what, attempt,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - *failing_since).count(),
+                 ec.message());
+      abandon(ec);
+      return;
+    }
+    counters.retry(ec);
+    fault_log(std::string("store: ") + ec.message(), now, "{} failed ({}), retrying", what,
+              ec.message());
+    retry_pending = true;
+    retry_at = now + backoff(attempt);
+  }
+
+  void on_claimed(result<std::vector<PartitionState>> r, Time now) {
+    awaiting = false;
+    if (aborting) return abort_batch();
+    if (!r) {
+      if (classify(r.error()) == retry_class::retry_now) return store_retry("claim", r.error(), now);
+      log->error("claim failed: {}", r.error().message());
+      return abandon(r.error());
+    }
+    recovered(std::string("store: ") + "store unavailable", now);
+    for (std::size_t i = 0; i < need.size() && i < r.value().size(); ++i) {
+      Slot& s = *slots.at(need[i]);
+      s.state = std::move(r.value()[i]);
+      if (cfg.mutation == Mutation::lock_fences && s.grant) s.state->fence = s.grant->fence;
+    }
+    attempt = 0;
+    failing_since.reset();
+    step = Step::take;
+  }
+
+  void on_found(result<std::vector<std::optional<StoredEvent>>> r, Time now) {
+    awaiting = false;
+    if (aborting) return abort_batch();
+    if (!r) {
+      if (classify(r.error()) == retry_class::retry_now) {
+        store_retry("find events", r.error(), now);
+        if (step == Step::take && !ops.empty()) {
+          // Repeat the lookup: put the ops back and take them again after the backoff.
+          requeue_batch();
+        }
+        return;
+      }
+      return abandon(r.error());
+    }
+    attempt = 0;
+    decide(r.value());
+    if (batch.partitions.empty() && batch.absent_keys.empty() && batch.sources.empty()) {
+      // Only possible with the unvalidated_noop mutation: nothing to validate.
+      finish_batch(now);
+      return;
+    }
+    step = Step::commit;
+  }
+
+  /// Puts the taken ops back at the front of their queues, in order (before a retry of step 5).
+  void requeue_batch() {
+    for (auto t = taken.rbegin(); t != taken.rend(); ++t)
+      for (std::size_t i = t->first + t->count; i-- > t->first;) t->slot->queue.push_front(ops[i]);
+    ops.clear();
+    taken.clear();
+  }
+
+  void on_committed(result<void> r, Time now) {
+    awaiting = false;
+    if (r) {
+      counters.commits.fetch_add(1, std::memory_order_relaxed);
+      counters.commit_latency_us.record(micros_between(commit_started, now));
+      recovered(std::string("store: ") + "store unavailable", now);
+      finish_batch(now);
+      return;
+    }
+    counters.commit_failures.fetch_add(1, std::memory_order_relaxed);
+    const auto ec = r.error();
+    if (ec == errc::store_unavailable) uncertain = true;
+    if (aborting) {
+      if (uncertain && has_writes()) {
+        step = Step::verify;  // one look: did it apply? (a lost acknowledgement)
+        return;
+      }
+      return abort_batch();
+    }
+    switch (classify(ec)) {
+      case retry_class::retry_now:
+        return store_retry("commit", ec, now);
+      case retry_class::retry_higher:
+        if (uncertain && has_writes()) {
+          step = Step::verify;
+          return;
+        }
+        return redecide(ec, now);
+      default:
+        log->error("commit failed: {}", ec.message());
+        return abandon(ec);
+    }
+  }
+
+  bool has_writes() const {
+    for (const auto& p : batch.partitions)
+      if (!p.events.empty()) return true;
+    return false;
+  }
+
+  void on_verified(result<std::vector<std::optional<StoredEvent>>> r, Time now) {
+    awaiting = false;
+    if (!r) {
+      if (!aborting && classify(r.error()) == retry_class::retry_now)
+        return store_retry("verify commit", r.error(), now);
+      return aborting ? abort_batch() : abandon(r.error());
+    }
+    std::size_t i = 0;
+    bool applied = true;
+    for (const auto& p : batch.partitions) {
+      for (const auto& e : p.events) {
+        const auto& f = i < r.value().size() ? r.value()[i] : std::optional<StoredEvent>{};
+        ++i;
+        if (!f || f->seq != e.seq || f->event.partition != e.event.partition ||
+            !f->event.same_content(e.event))
+          applied = false;
+      }
+    }
+    if (applied) {
+      log->warn("commit acknowledgement was lost, but the batch is in the store");
+      counters.commits.fetch_add(1, std::memory_order_relaxed);
+      finish_batch(now);
+      return;
+    }
+    uncertain = false;
+    if (aborting) return abort_batch();
+    redecide(errc::sequence_conflict, now);
+  }
+
+  /// The batch is durable (or, with nothing to validate, decided): complete it.
+  void finish_batch(Time now) {
+    counters.batches.fetch_add(1, std::memory_order_relaxed);
+    counters.batch_size.record(ops.size());
+    for (std::size_t i = 0; i < ops.size(); ++i) complete(ops[i], {}, std::move(outcomes[i]));
+    for (const Taken& t : taken) {
+      t.slot->lock_failures = 0;
+      t.slot->last_active = now;
+      make_ready(*t.slot);
+    }
+    for (Slot* s : picked) make_ready(*s);
+    end_batch();
+  }
+
+  /// The batch was decided on a stale view (fenced off, another writer, a key taken
+  /// concurrently): drop the cached state, put the events back in order, decide again.
+  void redecide(boost::system::error_code ec, Time now) {
+    counters.retry(ec);
+    fault_log("batch refused", now, "batch of {} events refused ({}); deciding it again", ops.size(),
+              ec.message());
+    std::vector<Grant> lost;
+    for (auto t = taken.rbegin(); t != taken.rend(); ++t) {
+      Slot& s = *t->slot;
+      s.state.reset();
+      if (ec == errc::fenced_off && s.grant) {
+        // Another holder claimed the partition after us: let it work, come back later.
+        counters.lease_losses.fetch_add(1, std::memory_order_relaxed);
+        lost.push_back(*s.grant);
+        s.grant.reset();
+      }
+      for (std::size_t i = t->first + t->count; i-- > t->first;) s.queue.push_front(ops[i]);
+    }
+    for (const Taken& t : taken) {
+      bool bounced_out = false;
+      for (std::size_t i = t.first; i < t.first + t.count; ++i)
+        if (++ops[i]->redecides > cfg.retry.max_attempts) bounced_out = true;
+      if (bounced_out) {
+        log->error("partition {} kept conflicting; failing its queued events",
+                   t.slot->key.to_string());
+        fail_partition(*t.slot, ec);
+        continue;
+      }
+      back_off(*t.slot, now);
+    }
+    end_batch();
+    pending_release = std::move(lost);
+  }
+
+  /// The store failed past its retry budget (or for good): the batch's partitions never move
+  /// past this failure, so every event they have queued ends without an outcome too.
+  void abandon(boost::system::error_code ec) {
+    if (cfg.mutation == Mutation::no_failure_barrier) {
+      for (SubmitOp* op : ops) complete(op, ec);
+      for (Slot* s : picked) {
+        s->state.reset();
+        make_ready(*s);
+      }
+      end_batch();
+      return;
+    }
+    for (const Taken& t : taken) {
+      Slot& s = *t.slot;
+      for (std::size_t i = t.first + t.count; i-- > t.first;) s.queue.push_front(ops[i]);
+    }
+    for (Slot* s : picked) fail_partition(*s, ec);
+    end_batch();
+  }
+
+  /// abort_all reached the batch under way: its ops end without an outcome.
+  void abort_batch() {
+    for (const Taken& t : taken) {
+      Slot& s = *t.slot;
+      for (std::size_t i = t.first + t.count; i-- > t.first;) s.queue.push_front(ops[i]);
+    }
+    for (Slot* s : picked) fail_partition(*s, abort_ec);
+    end_batch();
+  }
+
+  void abort_all(boost::system::error_code ec, Time) {
+    aborting = true;
+    abort_ec = ec;
+    if (!awaiting) {
+      if (step != Step::start) abort_batch();
+    }
+    for (auto& [k, s] : slots) {
+      if (awaiting && std::find(picked.begin(), picked.end(), s.get()) != picked.end()) continue;
+      fail_partition(*s, ec);
+    }
+    if (!awaiting) aborting = false;
+  }
+
+  std::vector<Grant> pending_release;
+
+  /// After a result: once an aborted batch has ended, nothing queued here survives the abort.
+  void settle_abort() {
+    if (!aborting || awaiting || step != Step::start) return;
+    for (auto& [k, s] : slots) fail_partition(*s, abort_ec);
+    aborting = false;
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+
+ShardCore::ShardCore(ShardConfig config, std::shared_ptr<const Processor> processor,
+                     Counters& counters, std::shared_ptr<spdlog::logger> log,
+                     BeforeCommit before_commit)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(processor), counters,
+                                   std::move(log), std::move(before_commit))) {}
+
+ShardCore::~ShardCore() = default;
+
+void ShardCore::add(SubmitOp* op, Time now) { impl_->add(op, now); }
+
+void ShardCore::wake(const PartitionKey& key) {
+  auto it = impl_->slots.find(key);
+  if (it != impl_->slots.end()) impl_->make_ready(*it->second);
+}
+
+Action ShardCore::next(Time now) {
+  if (!impl_->pending_release.empty() && !impl_->awaiting) {
+    Action a;
+    a.kind = Action::Kind::release;
+    a.grants = std::move(impl_->pending_release);
+    impl_->pending_release.clear();
+    return a;
+  }
+  return impl_->next(now);
+}
+
+void ShardCore::on_acquired(result<std::vector<result<Grant>>> r, Time now) {
+  impl_->on_acquired(std::move(r), now);
+  impl_->settle_abort();
+}
+void ShardCore::on_renewed(std::vector<Grant> renewed, result<std::vector<result<void>>> r,
+                           Time now) {
+  impl_->on_renewed(std::move(renewed), std::move(r), now);
+  impl_->settle_abort();
+}
+void ShardCore::on_claimed(result<std::vector<PartitionState>> r, Time now) {
+  impl_->on_claimed(std::move(r), now);
+  impl_->settle_abort();
+}
+void ShardCore::on_found(result<std::vector<std::optional<StoredEvent>>> r, Time now) {
+  impl_->on_found(std::move(r), now);
+  impl_->settle_abort();
+}
+void ShardCore::on_committed(result<void> r, Time now) { impl_->on_committed(std::move(r), now);
+  impl_->settle_abort(); }
+void ShardCore::on_verified(result<std::vector<std::optional<StoredEvent>>> r, Time now) {
+  impl_->on_verified(std::move(r), now);
+  impl_->settle_abort();
+}
+
+void ShardCore::abort_all(boost::system::error_code ec, Time now) { impl_->abort_all(ec, now); }
+
+void ShardCore::set_stamp_now(std::uint64_t stamp_now) { impl_->stamp_now = stamp_now; }
+
+std::vector<Grant> ShardCore::shutdown() {
+  std::vector<Grant> out = std::move(impl_->pending_release);
+  impl_->pending_release.clear();
+  for (auto& [k, s] : impl_->slots)
+    if (s->grant) out.push_back(*s->grant);
+  impl_->slots.clear();
+  impl_->ready.clear();
+  impl_->waiting.clear();
+  impl_->n_active = impl_->n_leases = 0;
+  return out;
+}
+
+std::vector<Completion> ShardCore::take_completions() {
+  std::vector<Completion> out;
+  out.swap(impl_->completions);
+  return out;
+}
+
+std::size_t ShardCore::cached() const { return impl_->slots.size(); }
+std::size_t ShardCore::active() const { return impl_->n_active; }
+std::size_t ShardCore::leases() const { return impl_->n_leases; }
+
+bool ShardCore::empty() const {
+  if (!impl_->ops.empty()) return false;
+  for (const auto& [k, s] : impl_->slots)
+    if (!s->queue.empty()) return false;
+  return true;
+}
+
+}  // namespace tradecapture::detail
