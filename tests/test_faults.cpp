@@ -1,0 +1,325 @@
+// Spec section 6 through the real (threaded) pipeline on the memory store: each case is one of
+// the faults of the fault-contract issue, and fails on the code before the fix. The seeded
+// simulator (tests/sim) covers the same points by the thousand without threads.
+
+#include <tradecapture/memory.hpp>
+#include <tradecapture/pipeline.hpp>
+#include <tradecapture/store_wrapper.hpp>
+
+#include "../src/shard_core.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+using namespace tradecapture;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Decimal dec(std::string_view s) { return Decimal::parse(s).value(); }
+
+TradeEvent fev(std::string id, std::int64_t version, TradeType type, PartitionKey p,
+               std::string_view qty = "10") {
+  TradeEvent e;
+  e.trade_id = std::move(id);
+  e.version = version;
+  e.type = type;
+  e.partition = std::move(p);
+  if (type != TradeType::Cancel) {
+    e.side = Side::Buy;
+    e.quantity = dec(qty);
+    e.price = dec("2");
+  }
+  return e;
+}
+
+const PartitionKey P{"ACC", "BOOK", "SEC"};
+
+/// A store that is down (every call store_unavailable) while `down` is set.
+class OutageStore final : public TradeStoreWrapper {
+ public:
+  using TradeStoreWrapper::TradeStoreWrapper;
+  std::atomic<bool> down{false};
+  std::atomic<int> commits{0};
+  result<std::vector<PartitionState>> claim_partitions(
+      std::span<const PartitionKey> p) override {
+    if (down) return errc::store_unavailable;
+    return TradeStoreWrapper::claim_partitions(p);
+  }
+  result<std::vector<std::optional<StoredEvent>>> find_events(
+      std::span<const IdempotencyKey> k) override {
+    if (down) return errc::store_unavailable;
+    return TradeStoreWrapper::find_events(k);
+  }
+
+ protected:
+  result<void> do_commit_(const CommitBatch& b) override {
+    ++commits;
+    if (down) return errc::store_unavailable;
+    return TradeStoreWrapper::do_commit_(b);
+  }
+};
+
+PipelineOptions short_budget() {
+  PipelineOptions o;
+  o.threads = 1;
+  o.max_batch_per_partition = 1;  // one event of a partition per batch: a backlog forms
+  o.retry.initial_backoff = 1ms;
+  o.retry.max_backoff = 5ms;
+  o.retry.budget = 60ms;
+  return o;
+}
+
+struct Result {
+  boost::system::error_code ec;
+  Outcome outcome;
+};
+
+std::vector<std::future<Result>> submit_all(Pipeline& pl, const std::vector<TradeEvent>& evs,
+                                            SubmitOptions so = {}) {
+  std::vector<std::future<Result>> out;
+  for (const auto& e : evs) {
+    auto p = std::make_shared<std::promise<Result>>();
+    out.push_back(p->get_future());
+    pl.async_submit(e, so, [p](boost::system::error_code ec, Outcome o) {
+      p->set_value(Result{ec, std::move(o)});
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("faults: a partition never moves past a failure; a re-send gives the sequential result") {
+  auto inner = make_memory_store();
+  auto store = std::make_shared<OutageStore>(inner);
+  Pipeline pl(store, make_local_lock(), make_position_processor(), short_budget());
+  REQUIRE(pl.submit(fev("T", 1, TradeType::New, P)));  // the trade is live
+
+  // A backlog of the partition behind an outage longer than the budget. The outage ends while
+  // later events are still queued: none of them may be decided after the first failure.
+  std::vector<TradeEvent> evs = {fev("T", 2, TradeType::Cancel, P),
+                                 fev("T", 3, TradeType::Amend, P, "5"),
+                                 fev("U", 1, TradeType::New, P)};
+  store->down = true;
+  auto futs = submit_all(pl, evs);
+  std::thread heal([&] {
+    std::this_thread::sleep_for(100ms);
+    store->down = false;
+  });
+  std::vector<Result> got;
+  for (auto& f : futs) got.push_back(f.get());
+  heal.join();
+  REQUIRE(got[0].ec);  // the cancel failed past the budget
+  for (std::size_t i = 1; i < got.size(); ++i) {
+    INFO("event " << i);
+    CHECK(got[i].ec);  // never decided after the cancel failed
+  }
+  // Re-send from the first event without an outcome, in order: exactly the sequential result.
+  store->down = false;
+  auto again = submit_all(pl, evs);
+  CHECK(again[0].get().outcome == Outcome::accepted(2));
+  auto amend = again[1].get();
+  CHECK(amend.outcome.kind == OutcomeKind::Rejected);
+  CHECK(amend.outcome.reason == "trade cancelled");
+  CHECK(again[2].get().outcome == Outcome::accepted(3));
+  auto rows = inner->positions();
+  REQUIRE(rows);
+  REQUIRE(rows.value().size() == 1);
+  CHECK(rows.value()[0].position.live_trades == 1);
+  CHECK(rows.value()[0].position.net_quantity == dec("10"));
+}
+
+TEST_CASE("faults: outcomes that write nothing are never decided on a copy another host moved past") {
+  // Two hosts share the store; each has its own lock (as after a lock server forgot its keys),
+  // so both believe they hold the partition.
+  auto store = make_memory_store();
+  PipelineOptions o;
+  o.threads = 1;
+  o.retry.initial_backoff = 1ms;
+  o.retry.max_backoff = 5ms;
+  Pipeline a(store, make_local_lock(), make_position_processor(), o);
+  Pipeline b(store, make_local_lock(), make_position_processor(), o);
+  REQUIRE(a.submit(fev("T1", 1, TradeType::New, P)).value() == Outcome::accepted(1));
+  // B claims the partition and accepts a new trade; A's cached copy does not know it.
+  REQUIRE(b.submit(fev("T2", 1, TradeType::New, P)).value() == Outcome::accepted(2));
+  // An amend of T2 sent to A: on A's stale copy it would be "unknown trade".
+  auto r = a.submit(fev("T2", 2, TradeType::Amend, P, "7"));
+  REQUIRE(r);
+  CHECK(r.value() == Outcome::accepted(3));
+  // A STALE decided on a stale copy is refused the same way: B amends T1 to v3 first.
+  REQUIRE(b.submit(fev("T1", 3, TradeType::Amend, P, "4")).value() == Outcome::accepted(4));
+  auto s = a.submit(fev("T1", 2, TradeType::Amend, P, "6"));
+  REQUIRE(s);
+  CHECK(s.value() == Outcome::stale());
+  auto c = a.submit(fev("T1", 4, TradeType::Cancel, P));
+  REQUIRE(c);
+  CHECK(c.value() == Outcome::accepted(5));
+}
+
+TEST_CASE("faults: an absent key seen by a decision is re-checked in the commit") {
+  // A decides AMEND K v2 in P as "unknown trade" (its key absent). Between A's lookup and A's
+  // commit another host accepts (K, 2) in partition Q: at A's commit the right answer is
+  // "conflict", and A must not report "unknown trade" from its stale global view.
+  class RaceStore final : public TradeStoreWrapper {
+   public:
+    using TradeStoreWrapper::TradeStoreWrapper;
+    std::function<void()> after_find;
+    result<std::vector<std::optional<StoredEvent>>> find_events(
+        std::span<const IdempotencyKey> k) override {
+      auto r = TradeStoreWrapper::find_events(k);
+      if (after_find) std::exchange(after_find, {})();
+      return r;
+    }
+  };
+  auto inner = make_memory_store();
+  auto store = std::make_shared<RaceStore>(inner);
+  PipelineOptions o;
+  o.threads = 1;
+  o.retry.initial_backoff = 1ms;
+  o.retry.max_backoff = 5ms;
+  const PartitionKey Q{"ACC", "BOOK", "OTHER"};
+  Pipeline other(inner, make_local_lock(), make_position_processor(), o);
+  REQUIRE(other.submit(fev("K", 1, TradeType::New, Q)).value() == Outcome::accepted(1));
+  Pipeline a(store, make_local_lock(), make_position_processor(), o);
+  store->after_find = [&] {
+    auto r = other.submit(fev("K", 2, TradeType::Amend, Q, "3"));
+    REQUIRE(r);
+    REQUIRE(r.value() == Outcome::accepted(2));
+  };
+  auto r = a.submit(fev("K", 2, TradeType::Amend, P, "7"));
+  REQUIRE(r);
+  CHECK(r.value().kind == OutcomeKind::Rejected);
+  CHECK(r.value().reason.rfind("conflict:", 0) == 0);
+}
+
+TEST_CASE("faults: an event past its deadline is withdrawn, with everything queued behind it") {
+  auto store = make_memory_store();
+  auto lock = make_local_lock(std::chrono::milliseconds(60000));
+  // Another holder keeps the partition: nothing of it can be decided for now.
+  auto held = lock->try_acquire(std::span<const PartitionKey>(&P, 1));
+  REQUIRE(held);
+  REQUIRE(held.value()[0]);
+  PipelineOptions o;
+  o.threads = 1;
+  o.retry.initial_backoff = 1ms;
+  o.retry.max_backoff = 5ms;
+  Pipeline pl(store, lock, make_position_processor(), o);
+  SubmitOptions so;
+  so.deadline = Clock::now() + 50ms;
+  auto first = submit_all(pl, {fev("D", 1, TradeType::New, P)}, so);
+  auto behind = submit_all(pl, {fev("E", 1, TradeType::New, P)});  // no deadline of its own
+  auto r1 = first[0].get();
+  auto r2 = behind[0].get();
+  CHECK(r1.ec == errc::deadline_exceeded);
+  CHECK(r2.ec == errc::predecessor_failed);
+  // The holder lets go: nothing withdrawn is decided later.
+  lock->release(std::span<const Grant>(&held.value()[0].value(), 1));
+  auto later = pl.submit(fev("F", 1, TradeType::New, P));
+  REQUIRE(later);
+  CHECK(later.value() == Outcome::accepted(1));
+  pl.drain();
+  bool found_withdrawn = false;
+  REQUIRE(store->scan_events([&](const StoredEvent& se) {
+    if (se.event.trade_id != "F") found_withdrawn = true;
+    return true;
+  }));
+  CHECK_FALSE(found_withdrawn);
+}
+
+TEST_CASE("faults: a partition held elsewhere fails within the retry budget, not forever") {
+  auto store = make_memory_store();
+  auto lock = make_local_lock(std::chrono::milliseconds(60000));
+  auto held = lock->try_acquire(std::span<const PartitionKey>(&P, 1));
+  REQUIRE(held);
+  PipelineOptions o = short_budget();
+  Pipeline pl(store, lock, make_position_processor(), o);
+  const auto start = Clock::now();
+  auto r = pl.submit(fev("B", 1, TradeType::New, P));
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == errc::lock_busy);
+  CHECK(Clock::now() - start < 5s);
+}
+
+TEST_CASE("faults: stop(timeout) withdraws what is not decided and returns") {
+  auto inner = make_memory_store();
+  auto store = std::make_shared<OutageStore>(inner);
+  PipelineOptions o;
+  o.threads = 1;
+  o.retry.initial_backoff = 1ms;
+  o.retry.max_backoff = 5ms;
+  o.retry.budget = std::chrono::hours(1);  // retries would go on for an hour
+  o.retry.max_attempts = 1 << 30;
+  auto pl = std::make_unique<Pipeline>(store, make_local_lock(), make_position_processor(), o);
+  store->down = true;
+  auto futs = submit_all(*pl, {fev("S", 1, TradeType::New, P), fev("S2", 1, TradeType::New, P)});
+  const auto start = Clock::now();
+  CHECK_FALSE(pl->stop(100ms));
+  CHECK(Clock::now() - start < 5s);
+  for (auto& f : futs) CHECK(f.get().ec);
+  store->down = false;
+  auto rows = inner->positions();
+  REQUIRE(rows);
+  CHECK(rows.value().empty());
+}
+
+TEST_CASE("faults: the shard core is driven without threads, clocks or servers") {
+  // One NEW then an AMEND of an unknown trade, step by step: acquire, claim, find, commit.
+  detail::Counters counters;
+  detail::ShardConfig cfg;
+  detail::ShardCore core(cfg, make_position_processor(), counters, nullptr);
+  struct Op final : detail::SubmitOp {
+    using SubmitOp::SubmitOp;
+    boost::system::error_code* ec_out;
+    Outcome* out;
+    void complete(boost::system::error_code ec, Outcome o) override {
+      *ec_out = ec;
+      *out = std::move(o);
+    }
+  };
+  boost::system::error_code ec1, ec2;
+  Outcome o1, o2;
+  Op a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
+  a.ec_out = &ec1, a.out = &o1, b.ec_out = &ec2, b.out = &o2;
+  a.gate_head = true, b.gate_head = true, a.stamp = 1, b.stamp = 2;
+  const Clock::time_point t0{std::chrono::hours(1000)};
+  core.set_stamp_now(3);
+  core.add(&a, t0);
+  core.add(&b, t0);
+  auto store = make_memory_store();
+  auto lock = make_local_lock();
+  auto act = core.next(t0);
+  REQUIRE(act.kind == detail::Action::Kind::acquire);
+  core.on_acquired(lock->try_acquire(act.keys), t0);
+  act = core.next(t0);
+  REQUIRE(act.kind == detail::Action::Kind::claim);
+  core.on_claimed(store->claim_partitions(act.keys), t0);
+  act = core.next(t0);
+  REQUIRE(act.kind == detail::Action::Kind::find);
+  CHECK(act.idem_keys.size() == 2);
+  core.on_found(store->find_events(act.idem_keys), t0);
+  act = core.next(t0);
+  REQUIRE(act.kind == detail::Action::Kind::commit);
+  CHECK(act.batch.absent_keys.size() == 1);  // the unknown amend's key must still be absent
+  // A lost acknowledgement: the batch applied, the answer says unavailable; the retry is refused
+  // (the sequence moved) and a verification finds the batch in the store.
+  REQUIRE(store->commit(act.batch));
+  core.on_committed(make_error_code(errc::store_unavailable), t0);
+  act = core.next(t0 + 1s);
+  REQUIRE(act.kind == detail::Action::Kind::commit);
+  core.on_committed(store->commit(act.batch), t0 + 1s);
+  act = core.next(t0 + 1s);
+  REQUIRE(act.kind == detail::Action::Kind::verify);
+  core.on_verified(store->find_events(act.idem_keys), t0 + 1s);
+  auto done = core.take_completions();
+  REQUIRE(done.size() == 2);
+  for (auto& c : done) c.op->complete(c.ec, c.outcome);
+  CHECK_FALSE(ec1);
+  CHECK(o1 == Outcome::accepted(1));
+  CHECK_FALSE(ec2);
+  CHECK(o2 == Outcome::rejected("unknown trade"));
+}
