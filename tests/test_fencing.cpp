@@ -2,6 +2,12 @@
 // until its lease has expired, another holder takes the partition over and commits; when the
 // first one resumes, the store refuses its late commit by the fencing token, and its event is
 // decided again on the fresh state. Nothing is lost, nothing is applied twice.
+//
+// And the lock that forgets (spec section 6, point 4): two holders granted the same partition by
+// a lock that lost its state, with the same Grant::fence, are told apart by the store's claim
+// (TradeStore::claim_partitions), whose fence is the write token; on every store backend.
+
+#include "store_conformance.hpp"
 
 #include <tradecapture/memory.hpp>
 #include <tradecapture/pipeline.hpp>
@@ -111,4 +117,50 @@ TEST_CASE("a holder paused past its lease cannot commit: the fence refuses it, n
   CHECK(stored[0].seq == 1);
   CHECK(stored[1].event.trade_id == "T1");
   CHECK(stored[1].seq == 2);
+}
+
+TEST_CASE("a lock that forgets cannot let a stale holder write: the store's claim fences it off") {
+  tctest::for_each_store([](tctest::StoreUnderTest& s) {
+    const PartitionKey p{"FORGET", "B", "S"};
+    const std::vector<PartitionKey> keys{p};
+    // Holder A: granted by a lock, then claims the partition in the store.
+    auto lock_a = make_local_lock(10s);
+    auto grant_a = lock_a->try_acquire(keys);
+    REQUIRE(grant_a);
+    REQUIRE(grant_a.value()[0]);
+    auto claim_a = s->claim_partitions(keys);
+    REQUIRE(claim_a);
+    const std::uint64_t token_a = claim_a.value()[0].fence;
+    REQUIRE(s->commit(tctest::batch({tctest::UpdateBuilder(p, token_a, 0)
+                                         .add(tctest::new_trade("T1"))})));
+
+    // The lock server restarts empty (a fresh lock object): holder B is granted the partition
+    // while A still holds it, with the very same lock fence.
+    auto lock_b = make_local_lock(10s);
+    auto grant_b = lock_b->try_acquire(keys);
+    REQUIRE(grant_b);
+    REQUIRE(grant_b.value()[0]);
+    CHECK(grant_b.value()[0].value().fence == grant_a.value()[0].value().fence);
+    auto claim_b = s->claim_partitions(keys);
+    REQUIRE(claim_b);
+    const std::uint64_t token_b = claim_b.value()[0].fence;
+    CHECK(token_b > token_a);
+    CHECK(claim_b.value()[0].seq == 1);
+
+    // A's next write and A's check-only validation are refused; nothing of them is stored.
+    CHECK(tctest::error_of(s->commit(tctest::batch(
+              {tctest::UpdateBuilder(p, token_a, 1).add(tctest::new_trade("T2"))}))) ==
+          errc::fenced_off);
+    CHECK(tctest::error_of(s->commit(tctest::batch({tctest::UpdateBuilder(p, token_a, 1)}))) ==
+          errc::fenced_off);
+    // B writes on the state it claimed.
+    REQUIRE(s->commit(tctest::batch(
+        {tctest::UpdateBuilder(p, token_b, 1).add(tctest::new_trade("T3"))})));
+    std::vector<std::string> ids;
+    REQUIRE(s->scan_events([&](const StoredEvent& e) {
+      ids.push_back(e.event.trade_id);
+      return true;
+    }));
+    CHECK(ids == std::vector<std::string>{"T1", "T3"});
+  });
 }

@@ -10,12 +10,15 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
 #ifdef TRADECAPTURE_HAVE_SOCI
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
+
+#include "../backends/soci/sql_faults.hpp"  // the SQLSTATE classification (a private header)
 #endif
 
 using namespace tradecapture;
@@ -719,6 +722,289 @@ TEST_CASE("store: commit refuses source offsets out of order, repeated or negati
 }
 
 // ---- SQLite only
+// ---- claims, check-only updates and absent keys (TradeStore::claim_partitions, CommitBatch) ---
+
+namespace {
+
+/// Claims partitions (strictly ascending) and returns their states.
+std::vector<PartitionState> claim_all(StoreUnderTest& s, const std::vector<PartitionKey>& keys) {
+  auto r = s->claim_partitions(keys);
+  REQUIRE_MESSAGE(r.has_value(), (r.has_value() ? std::string() : r.error().message()));
+  REQUIRE(r.value().size() == keys.size());
+  return r.value();
+}
+
+/// Claims one partition and returns its state (the new fence in `fence`).
+PartitionState claim_one(StoreUnderTest& s, const PartitionKey& k) {
+  return claim_all(s, {k}).front();
+}
+
+/// A check-only update: the partition must still be at `seq`, with a fence not above `fence`.
+PartitionUpdate check_update(const PartitionKey& k, std::uint64_t fence, std::uint64_t seq) {
+  return UpdateBuilder(k, fence, seq).build();
+}
+
+/// A batch with updates and absent keys.
+CommitBatch batch_absent(std::vector<PartitionUpdate> updates, std::vector<IdempotencyKey> absent,
+                         std::vector<SourceOffset> sources = {}) {
+  CommitBatch b = batch(std::move(updates), std::move(sources));
+  b.absent_keys = std::move(absent);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("store: claim_partitions creates rows at fence 1, then increments, in the order asked") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), b = key("B"), c = key("C");
+    CHECK(s->claim_partitions({}).value().empty());
+
+    // Never written: created with seq 0, fence 1, the empty position.
+    auto first = claim_all(s, {a, b});
+    for (const auto& st : first) {
+      CHECK(st.fence == 1);
+      CHECK(st.seq == 0);
+      CHECK(st.position == Position{});
+      CHECK(st.trades.empty());
+    }
+    // load_partitions sees the claim and changes nothing.
+    CHECK(load(s, a).fence == 1);
+    CHECK(load(s, a).fence == 1);
+    CHECK(load(s, a).seq == 0);
+
+    // Written with the claimed fence, then claimed again: the state comes back, fence + 1.
+    UpdateBuilder u(a, 1, 0);
+    u.add(new_trade("T1", Side::Buy, "100", "187.25")).position(sample_position());
+    require_commit(s, batch({u}));
+    UpdateBuilder w(c, 7, 0);  // a token from elsewhere (higher) is stored as it is
+    w.add(new_trade("T2")).add(new_trade("T3"));
+    require_commit(s, batch({w}));
+
+    auto second = claim_all(s, {a, b, c});
+    CHECK(second[0].fence == 2);
+    CHECK(second[0].seq == 1);
+    CHECK(second[0].position == sample_position());
+    REQUIRE(second[0].trades.count("T1") == 1);
+    CHECK(second[0].trades.at("T1").quantity == dec("100"));
+    CHECK(second[1].fence == 2);
+    CHECK(second[1].seq == 0);
+    CHECK(second[1].trades.empty());
+    CHECK(second[2].fence == 8);
+    CHECK(second[2].seq == 2);
+    CHECK(second[2].trades.size() == 2);
+    CHECK(second[2].trades.count("T3") == 1);
+
+    // Only some of them: the others keep their fences.
+    CHECK(claim_one(s, b).fence == 3);
+    CHECK(load(s, a).fence == 2);
+    CHECK(load(s, c).fence == 8);
+
+    // Keys must be strictly ascending (one global row order): refused, nothing claimed.
+    CHECK(error_of(s->claim_partitions(std::vector<PartitionKey>{b, a})) == errc::internal);
+    CHECK(error_of(s->claim_partitions(std::vector<PartitionKey>{a, a})) == errc::internal);
+    CHECK(load(s, a).fence == 2);
+    CHECK(load(s, b).fence == 3);
+  });
+}
+
+TEST_CASE("store: positions and scan_events leave out partitions claimed but never written") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), b = key("B"), c = key("C");
+    const auto claimed = claim_all(s, {a, b, c});
+    CHECK(positions(s).empty());
+    CHECK(scan(s).empty());
+    require_commit(s, batch({UpdateBuilder(b, claimed[1].fence, 0).add(new_trade("T1"))}));
+    const auto rows = positions(s);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].partition == b);
+    CHECK(rows[0].seq == 1);
+    const auto events = scan(s);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].event.partition == b);
+    // A check-only batch on the claimed partitions changes nothing of that.
+    require_commit(s, batch({check_update(a, 1, 0), check_update(c, 1, 0)}));
+    CHECK(positions(s).size() == 1);
+  });
+}
+
+TEST_CASE("store: a later claim fences off the earlier claimant's writes and checks") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), p = key("P");
+    const std::uint64_t old_token = claim_one(s, p).fence;
+    const std::uint64_t new_token = claim_one(s, p).fence;
+    CHECK(new_token > old_token);
+
+    // The earlier claimant writes: fenced off, nothing of its batch written.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                                    UpdateBuilder(p, old_token, 0).add(new_trade("T1"))}))) ==
+          errc::fenced_off);
+    require_untouched(s, a);
+    CHECK_FALSE(find(s, "TA", 1).has_value());
+    CHECK_FALSE(find(s, "T1", 1).has_value());
+    CHECK(load(s, p).seq == 0);
+    CHECK(load(s, p).fence == new_token);
+
+    // Its check-only update is fenced off as well, alone or with a valid write.
+    CHECK(error_of(s->commit(batch({check_update(p, old_token, 0)}))) == errc::fenced_off);
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                                    check_update(p, old_token, 0)}))) == errc::fenced_off);
+    require_untouched(s, a);
+
+    // The new claimant writes.
+    require_commit(s, batch({UpdateBuilder(p, new_token, 0).add(new_trade("T1"))}));
+    CHECK(load(s, p).seq == 1);
+    // The stale token wins over the (also) stale sequence number.
+    CHECK(error_of(s->commit(batch({check_update(p, old_token, 0)}))) == errc::fenced_off);
+    CHECK(error_of(s->commit(batch({check_update(p, old_token, 1)}))) == errc::fenced_off);
+    // The new claimant's check passes, and is itself fenced off by a third claim.
+    require_commit(s, batch({check_update(p, new_token, 1)}));
+    const std::uint64_t third = claim_one(s, p).fence;
+    CHECK(third > new_token);
+    CHECK(error_of(s->commit(batch({check_update(p, new_token, 1)}))) == errc::fenced_off);
+    CHECK(error_of(s->commit(batch({UpdateBuilder(p, new_token, 1).add(new_trade("T2"))}))) ==
+          errc::fenced_off);
+    CHECK(load(s, p).seq == 1);
+    CHECK(scan(s).size() == 1);
+  });
+}
+
+TEST_CASE("store: a check-only update whose partition moved is a sequence conflict") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), p = key("P"), z = key("Z");
+    require_commit(s, batch({UpdateBuilder(p, 1, 0).add(new_trade("T1"))}));
+
+    // P moved to seq 1 since the batch read it at 0: the whole batch is refused.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                                    check_update(p, 1, 0)}))) == errc::sequence_conflict);
+    require_untouched(s, a);
+    CHECK_FALSE(find(s, "TA", 1).has_value());
+    // Ahead of the stored seq, and a never-written partition expected at seq 2.
+    CHECK(error_of(s->commit(batch({check_update(p, 1, 2)}))) == errc::sequence_conflict);
+    CHECK(error_of(s->commit(batch({check_update(z, 1, 2)}))) == errc::sequence_conflict);
+    // The check comes after the write in batch order: still refused, nothing written.
+    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                                    check_update(p, 1, 0), check_update(z, 1, 0)}))) ==
+          errc::sequence_conflict);
+    require_untouched(s, a);
+    require_untouched(s, z);
+    CHECK(load(s, p).seq == 1);
+    CHECK(load(s, p).fence == 1);
+    CHECK(positions(s).size() == 1);
+  });
+}
+
+TEST_CASE("store: a batch of check-only updates succeeds and writes nothing") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), p = key("P"), q = key("Q");
+    require_commit(
+        s, batch({UpdateBuilder(p, 3, 0).add(new_trade("T1")).position(sample_position())}));
+
+    // A never-written partition at 0, P at 1 with an equal and with a higher token.
+    require_commit(s, batch({check_update(a, 5, 0), check_update(p, 3, 1)}));
+    require_commit(s, batch({check_update(a, 5, 0), check_update(p, 9, 1)}));
+    require_untouched(s, a);  // no row created, no fence stored
+    PartitionState st = load(s, p);
+    CHECK(st.seq == 1);
+    CHECK(st.fence == 3);  // a check does not raise the stored fence
+    CHECK(st.position == sample_position());
+    CHECK(st.trades.size() == 1);
+    CHECK(positions(s).size() == 1);
+    CHECK(scan(s).size() == 1);
+
+    // Checks beside a write: the write lands, the checked partition is unchanged.
+    require_commit(s, batch({check_update(a, 5, 0), check_update(p, 3, 1),
+                             UpdateBuilder(q, 1, 0).add(new_trade("T2"))}));
+    require_untouched(s, a);
+    CHECK(load(s, p).seq == 1);
+    CHECK(load(s, p).fence == 3);
+    CHECK(load(s, q).seq == 1);
+    CHECK(scan(s).size() == 2);
+
+    // A check-only update carries no trades (commit's invariants).
+    PartitionUpdate with_trade = check_update(p, 3, 1);
+    with_trade.trades.emplace_back("T1", TradeRecord{});
+    CHECK(error_of(s->commit(batch({with_trade}))) == errc::internal);
+  });
+}
+
+TEST_CASE(
+    "store: absent keys that are stored are a key conflict; nothing of the batch is written") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), x = key("X");
+    require_commit(s, batch({UpdateBuilder(x, 1, 0).add(new_trade("T1"))}));
+
+    // T1 v1 is stored: refused with the write of A and the source offset.
+    CHECK(error_of(s->commit(batch_absent({UpdateBuilder(a, 1, 0).add(new_trade("T2"))},
+                                          {IdempotencyKey{"T0", 1}, IdempotencyKey{"T1", 1}},
+                                          {source("g", "t", 0, 5, 1)}))) == errc::key_conflict);
+    require_untouched(s, a);
+    CHECK_FALSE(find(s, "T2", 1).has_value());
+    CHECK(offsets(s, "g").empty());
+    // Alone, and with check-only updates.
+    CHECK(error_of(s->commit(batch_absent({}, {IdempotencyKey{"T1", 1}}))) == errc::key_conflict);
+    CHECK(error_of(s->commit(batch_absent({check_update(x, 1, 1)}, {IdempotencyKey{"T1", 1}}))) ==
+          errc::key_conflict);
+
+    // Keys that are absent indeed: the batch goes through.
+    require_commit(s, batch_absent({}, {IdempotencyKey{"T0", 1}, IdempotencyKey{"T1", 2}}));
+    require_commit(
+        s, batch_absent({check_update(a, 1, 0), check_update(x, 1, 1)}, {IdempotencyKey{"T1", 2}}));
+    require_commit(s, batch_absent({UpdateBuilder(a, 1, 0).add(new_trade("T2"))},
+                                   {IdempotencyKey{"T1", 2}, IdempotencyKey{"T9", 1}},
+                                   {source("g", "t", 0, 5, 1)}));
+    CHECK(load(s, a).seq == 1);
+    REQUIRE(offsets(s, "g").size() == 1);
+    CHECK(offsets(s, "g")[0].next_offset == 5);
+
+    // Absent keys must be strictly ascending.
+    CHECK(error_of(s->commit(batch_absent(
+              {}, {IdempotencyKey{"T9", 1}, IdempotencyKey{"T0", 1}}))) == errc::internal);
+    CHECK(error_of(s->commit(batch_absent(
+              {}, {IdempotencyKey{"T0", 1}, IdempotencyKey{"T0", 1}}))) == errc::internal);
+  });
+}
+
+TEST_CASE("store: concurrent claims of shared partitions each get their own fence") {
+  for_each_store([](StoreUnderTest& s) {
+    const std::vector<PartitionKey> keys{key("A"), key("B"), key("C")};
+    constexpr int threads = 4, rounds = 10;
+    std::mutex mu;
+    std::vector<std::vector<std::uint64_t>> fences(keys.size());
+    std::atomic<int> failures{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+      ts.emplace_back([&, t] {
+        for (int r = 0; r < rounds; ++r) {
+          // Overlapping ascending subsets: every claimant locks rows in the same order.
+          std::vector<PartitionKey> mine;
+          for (std::size_t i = 0; i < keys.size(); ++i) {
+            if ((i + static_cast<std::size_t>(t + r)) % 3 != 0) mine.push_back(keys[i]);
+          }
+          auto got = s->claim_partitions(mine);
+          if (!got) {
+            ++failures;
+            continue;
+          }
+          std::lock_guard lk(mu);
+          for (std::size_t j = 0; j < mine.size(); ++j) {
+            const std::size_t i = static_cast<std::size_t>(mine[j].account[0] - 'A');
+            fences[i].push_back(got.value()[j].fence);
+          }
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    CHECK(failures.load() == 0);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      std::vector<std::uint64_t> f = fences[i];
+      std::sort(f.begin(), f.end());
+      // Each claim got its own fence: 1, 2, ..., n.
+      for (std::size_t j = 0; j < f.size(); ++j) CHECK(f[j] == j + 1);
+      CHECK(load(s, keys[i]).fence == f.size());
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------------
 #ifdef TRADECAPTURE_HAVE_SOCI
 
@@ -970,6 +1256,162 @@ CommitBatch wide_batch(int n, int per_partition, std::uint64_t fence = 1) {
 }
 
 }  // namespace
+
+TEST_CASE("postgresql: every SQLSTATE class has a deliberate classification") {
+  using detail::sql::classify_sqlstate;
+  using detail::sql::fault_errc;
+  // on_unique = key_conflict: what a unique violation means while inserting events.
+  const auto as_errc = [](std::string_view state) {
+    return fault_errc(classify_sqlstate(state), errc::key_conflict);
+  };
+  const std::vector<std::pair<std::string_view, errc>> table{
+      // Connection exceptions: reconnect and retry.
+      {"08000", errc::store_unavailable},  // connection_exception (SOCI: a session that died)
+      {"08003", errc::store_unavailable},  // connection_does_not_exist
+      {"08006", errc::store_unavailable},  // connection_failure
+      {"08001", errc::store_unavailable},  // sqlclient_unable_to_establish_sqlconnection
+      {"08004", errc::store_unavailable},  // sqlserver_rejected_establishment_of_sqlconnection
+      {"08007", errc::store_unavailable},  // transaction_resolution_unknown
+      {"08P01", errc::store_unavailable},  // protocol_violation
+      // The server closed the session: reconnect and retry.
+      {"25P03", errc::store_unavailable},  // idle_in_transaction_session_timeout
+      {"57P05", errc::store_unavailable},  // idle_session_timeout
+      {"57P01", errc::store_unavailable},  // admin_shutdown
+      {"57P02", errc::store_unavailable},  // crash_shutdown
+      {"57P03", errc::store_unavailable},  // cannot_connect_now
+      {"57014", errc::store_busy},         // query_canceled (statement_timeout)
+      {"57000", errc::store_error},        // operator_intervention
+      {"57P04", errc::store_error},        // database_dropped
+      // Insufficient resources, system errors.
+      {"53000", errc::store_unavailable},  // insufficient_resources
+      {"53100", errc::store_unavailable},  // disk_full
+      {"53200", errc::store_unavailable},  // out_of_memory
+      {"53300", errc::store_unavailable},  // too_many_connections
+      {"53400", errc::store_unavailable},  // configuration_limit_exceeded
+      {"58030", errc::store_unavailable},  // io_error
+      {"58000", errc::store_error},        // system_error
+      {"58P01", errc::store_error},        // undefined_file
+      // Transaction rollback.
+      {"40001", errc::serialization_failure},
+      {"40P01", errc::deadlock},
+      {"40003", errc::store_unavailable},  // statement_completion_unknown
+      {"40000", errc::store_error},        // transaction_rollback
+      {"40002", errc::store_error},        // transaction_integrity_constraint_violation
+      // Object not in prerequisite state.
+      {"55P03", errc::store_busy},   // lock_not_available (lock_timeout)
+      {"55000", errc::store_error},  // object_not_in_prerequisite_state
+      {"55006", errc::store_error},  // object_in_use
+      // Integrity constraints.
+      {"23505", errc::key_conflict},  // unique_violation: what the statement says it means
+      {"23503", errc::store_error},   // foreign_key_violation
+      {"23502", errc::store_error},   // not_null_violation
+      {"23514", errc::store_error},   // check_violation
+      // Invalid transaction state (other than the timeout).
+      {"25000", errc::store_error},
+      {"25P02", errc::store_error},  // in_failed_sql_transaction
+      // Syntax, access, data, features, authorization, catalogs, internal errors.
+      {"42601", errc::store_error},
+      {"42P01", errc::store_error},
+      {"42501", errc::store_error},
+      {"22003", errc::store_error},
+      {"22P02", errc::store_error},
+      {"0A000", errc::store_error},
+      {"28P01", errc::store_error},
+      {"3D000", errc::store_error},
+      {"XX000", errc::store_error},
+      {"XX001", errc::store_error},
+      {"XX002", errc::store_error},
+      {"F0000", errc::store_error},
+      {"P0001", errc::store_error},
+      {"HV000", errc::store_error},
+      {"", errc::store_error},  // no SQLSTATE: the dialect decides from libpq's message
+  };
+  for (const auto& [state, expected] : table) {
+    INFO("SQLSTATE '", std::string(state), "'");
+    CHECK(as_errc(state) == expected);
+  }
+  // Outside event inserts a unique violation is a store error.
+  CHECK(fault_errc(classify_sqlstate("23505"), errc::store_error) == errc::store_error);
+  // What the pipeline does with them: connection losses and busy servers are retried.
+  CHECK(classify(make_error_code(as_errc("25P03"))) == retry_class::retry_now);
+  CHECK(classify(make_error_code(as_errc("57P05"))) == retry_class::retry_now);
+  CHECK(classify(make_error_code(as_errc("55P03"))) == retry_class::retry_now);
+}
+
+TEST_CASE("postgresql: a claim by another host fences this host's writes and checks") {
+  StoreUnderTest s1 = make_postgres_store();
+  auto opened = open_soci_store(s1.uri);
+  REQUIRE(opened.has_value());
+  StoreUnderTest s2{opened.value(), s1.uri, s1.storage};  // another host's store
+  const PartitionKey k = key("K"), l = key("L");
+
+  const auto mine = claim_all(s1, {k, l});
+  require_commit(s1, batch({UpdateBuilder(k, mine[0].fence, 0).add(new_trade("T1"))}));
+  // s2 takes both partitions over (a lock server that forgot would let it in just the same).
+  const auto theirs = claim_all(s2, {k, l});
+  CHECK(theirs[0].fence == mine[0].fence + 1);
+  CHECK(theirs[0].seq == 1);
+  CHECK(theirs[0].trades.count("T1") == 1);
+  CHECK(theirs[1].fence == mine[1].fence + 1);
+  // s1's late write and its check are refused; s2's go through.
+  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, mine[0].fence, 1).add(new_trade("T2"))}))) ==
+        errc::fenced_off);
+  CHECK(error_of(s1->commit(batch(
+            {check_update(k, mine[0].fence, 1),
+             UpdateBuilder(l, mine[1].fence + 5, 0).add(new_trade("T3"))}))) == errc::fenced_off);
+  CHECK_FALSE(find(s1, "T3", 1).has_value());
+  CHECK(load(s1, l).seq == 0);
+  require_commit(s2, batch({check_update(k, theirs[0].fence, 1),
+                            UpdateBuilder(l, theirs[1].fence, 0).add(new_trade("T2"))}));
+  CHECK(load(s1, l).seq == 1);
+  CHECK(positions(s1).size() == 2);
+}
+
+TEST_CASE("postgresql: concurrent claims and commits of shared partitions never deadlock") {
+  StoreUnderTest s = make_postgres_store();
+  const std::vector<PartitionKey> keys{key("A"), key("B"), key("C"), key("D")};
+  constexpr int hosts = 4, rounds = 15;
+  std::atomic<int> landed{0}, refused{0}, other{0};
+  std::vector<std::thread> ts;
+  for (int h = 0; h < hosts; ++h) {
+    ts.emplace_back([&, h] {
+      for (int r = 0; r < rounds; ++r) {
+        auto claimed = s->claim_partitions(keys);
+        if (!claimed) {
+          ++other;
+          continue;
+        }
+        // Write two partitions, check the others, with the claimed tokens.
+        std::vector<PartitionUpdate> updates;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          const PartitionState& st = claimed.value()[i];
+          if ((i + static_cast<std::size_t>(h + r)) % 2 == 0) {
+            updates.push_back(UpdateBuilder(keys[i], st.fence, st.seq)
+                                  .add(new_trade("T" + std::to_string(h) + "-" + std::to_string(r) +
+                                                 "-" + std::to_string(i))));
+          } else {
+            updates.push_back(check_update(keys[i], st.fence, st.seq));
+          }
+        }
+        auto c = s->commit(batch(std::move(updates)));
+        if (c) {
+          ++landed;
+        } else if (c.error() == errc::fenced_off || c.error() == errc::sequence_conflict) {
+          ++refused;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(other.load() == 0);
+  CHECK(landed.load() >= 1);
+  CHECK(landed.load() + refused.load() == hosts * rounds);
+  // Every landed commit wrote two events; no refused one wrote any.
+  CHECK(scan(s).size() == static_cast<std::size_t>(2 * landed.load()));
+  CHECK(claim_one(s, keys[0]).fence == hosts * rounds + 1);
+}
 
 TEST_CASE("postgresql: two stores on one database see each other and detect the other writer") {
   StoreUnderTest s1 = make_postgres_store();

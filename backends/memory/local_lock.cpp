@@ -1,5 +1,7 @@
 // The in-process PartitionLock: real mutual exclusion between holders in one process, with
-// leases and fencing tokens, so code written against it behaves as with the Redis lock.
+// leases and a per-partition grant counter (Grant::fence), so code written against it behaves as
+// with the Redis lock. The counter starts again at 1 in a new process (a lock that forgets, as
+// spec section 6 point 4 allows): the write token comes from TradeStore::claim_partitions.
 
 #include <tradecapture/memory.hpp>
 
@@ -28,13 +30,9 @@ class LocalLock final : public PartitionLock {
         out.emplace_back(errc::lock_busy);
         continue;
       }
-      // Tokens must keep increasing across restarts of the process too, because the store
-      // remembers the highest fence that wrote a partition: start from the wall clock.
-      const auto wall = static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(
-              std::chrono::system_clock::now().time_since_epoch())
-              .count());
-      h.fence = std::max(h.fence + 1, wall);
+      // A plain counter per partition, for logs and diagnostics: the writer's fencing token is
+      // issued by the store (TradeStore::claim_partitions), so no clock is involved here.
+      ++h.fence;
       h.token = std::to_string(++grants_) + "@local";
       h.expires = now + lease_;
       out.emplace_back(Grant{key, h.fence, h.token, h.expires});

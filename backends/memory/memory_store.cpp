@@ -1,6 +1,7 @@
 // The in-memory TradeStore: the reference semantics of the TradeStore contract without
 // durability. One shared_mutex guards everything; a commit validates the whole batch before it
-// changes anything, so a refused batch leaves no trace.
+// changes anything, so a refused batch leaves no trace. Fencing tokens are issued by
+// claim_partitions (the stored fence plus one), never by a clock.
 
 #include <tradecapture/memory.hpp>
 
@@ -25,6 +26,23 @@ class MemoryStore final : public TradeStore {
     for (const auto& key : partitions) {
       auto it = partitions_.find(key);
       out.push_back(it == partitions_.end() ? PartitionState{} : it->second.state);
+    }
+    return out;
+  }
+
+  result<std::vector<PartitionState>> claim_partitions(
+      std::span<const PartitionKey> partitions) override {
+    for (std::size_t i = 1; i < partitions.size(); ++i) {
+      if (!(partitions[i - 1] < partitions[i])) return errc::internal;  // strictly ascending
+    }
+    std::vector<PartitionState> out;
+    out.reserve(partitions.size());
+    std::unique_lock lock(mutex_);
+    for (const auto& key : partitions) {
+      // A partition never written gets its row now: seq 0, fence 1, the empty position.
+      Partition& p = partitions_[key];
+      ++p.state.fence;
+      out.push_back(p.state);
     }
     return out;
   }
@@ -115,6 +133,9 @@ class MemoryStore final : public TradeStore {
       if (stored_fence > update.fence) return errc::fenced_off;
       if (stored_seq != update.expected_seq) return errc::sequence_conflict;
     }
+    for (const auto& key : batch.absent_keys) {
+      if (keys_.contains(key)) return errc::key_conflict;
+    }
     // Claim the keys; on a collision (stored, or twice in this batch) give back what was claimed.
     std::vector<decltype(keys_)::iterator> claimed;
     claimed.reserve(batch.partitions.size() * 4);
@@ -135,6 +156,7 @@ class MemoryStore final : public TradeStore {
       row = src;
     }
     for (const auto& update : batch.partitions) {
+      if (check_only(update)) continue;  // validated above; writes nothing
       Partition& p = partitions_[update.partition];
       p.state.seq = update.new_seq;
       p.state.fence = update.fence;
@@ -144,6 +166,7 @@ class MemoryStore final : public TradeStore {
     }
     std::size_t i = 0;
     for (const auto& update : batch.partitions) {
+      if (check_only(update)) continue;
       Partition& p = partitions_.find(update.partition)->second;
       for (const auto& e : update.events) claimed[i++]->second = EventRef{&p, e.seq};
     }
@@ -151,6 +174,11 @@ class MemoryStore final : public TradeStore {
   }
 
  private:
+  /// An update that only checks the partition's seq and fence (see PartitionUpdate).
+  static bool check_only(const PartitionUpdate& u) {
+    return u.events.empty() && u.trades.empty() && u.new_seq == u.expected_seq;
+  }
+
   struct Partition {
     PartitionState state;
     std::vector<StoredEvent> events;  ///< events[i].seq == i + 1

@@ -3,14 +3,12 @@
 // Keys: <prefix>lock:<partition.encode()> holds the grant token with a PX expiry, and
 // <prefix>fence:<partition.encode()> the partition's fencing counter.
 //
-// Fencing tokens come from Redis, at grant time, inside the same script as the SET NX PX: an
-// INCR of the partition's fence counter, raised to the Redis server's clock in microseconds when
-// it is below it. INCR makes tokens strictly increase grant after grant; the clock floor keeps
-// them increasing when Redis lost its data (a restart without persistence resets the counter to
-// nothing, and a fresh INCR would hand out 1 again, which the store would rightly refuse as older
-// than the fence it already holds). One clock, the server's, so hosts' clock skew plays no part.
-// A counter in PostgreSQL would survive the same way but would cost a database round trip per
-// grant and tie the lock to one store; this keeps the lock self-contained.
+// Grant::fence comes from Redis, at grant time, inside the same script as the SET NX PX: an INCR
+// of the partition's fence counter, so it strictly increases grant after grant while Redis keeps
+// its data. It is informational (logs, diagnostics): after Redis loses its data (a restart
+// without persistence, a failover) the counter starts again at 1, and that is fine, because the
+// writer's fencing token is issued by the store (TradeStore::claim_partitions), never by the
+// lock and never by a clock (spec section 6, points 3 and 4).
 //
 // Round trips: try_acquire, renew and release each send all their keys in one pipelined round
 // trip (hiredis append + read), whatever the number of partitions.
@@ -31,14 +29,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kAcquire = R"lua(
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local f = redis.call('INCR', KEYS[2])
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if f < now then
-    redis.call('SET', KEYS[2], string.format('%d', now))
-    f = now
-  end
-  return f
+  return redis.call('INCR', KEYS[2])
 end
 return 0
 )lua";

@@ -150,22 +150,11 @@ class PostgresqlDialect final : public Dialect {
       return {Fault::other, "SOCI"};
     }
     const std::string state = native->sqlstate();
-    Classified c{Fault::other, "SQLSTATE " + state};
-    if (state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03" ||
-        state == "53300" || state == "53100" || state == "53200") {
-      // Connection exception (SOCI reports a session that died under a statement as 08000),
-      // shutdown, starting up, too many connections, disk full, out of memory.
-      c.fault = Fault::unavailable;
-    } else if (state == "40001") {
-      c.fault = Fault::serialization;
-    } else if (state == "40P01") {
-      c.fault = Fault::deadlock;
-    } else if (state == "55P03" || state == "57014") {
-      c.fault = Fault::busy;  // lock not available, statement timeout
-    } else if (state == "23505") {
-      c.fault = Fault::unique_violation;
-    } else if (state.find_first_not_of(' ') == std::string::npos && connection_lost(message)) {
-      c.fault = Fault::unavailable;  // libpq's own report, no SQLSTATE
+    // Every SQLSTATE class has a deliberate answer: see classify_sqlstate (sql_faults.hpp).
+    Classified c{classify_sqlstate(state), "SQLSTATE " + state};
+    if (state.find_first_not_of(' ') == std::string::npos) {
+      c.native = "libpq";
+      if (connection_lost(message)) c.fault = Fault::unavailable;  // libpq's own report
     }
     return c;
   }

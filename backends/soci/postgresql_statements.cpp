@@ -25,6 +25,13 @@
 //      write, on the locked row (a conflicting row is locked whether or not the WHERE lets the
 //      update through), so a claim committed by a new owner while we waited is seen; fewer rows
 //      written than sent means fenced_off and the caller rolls back;
+//   0b. the check-only updates (no events, no trades: the partition must still be at
+//      expected_seq with a fence not above the batch's) read their rows' seq and fence with
+//      select_heads (one SELECT for all, no lock) and compare: a stale fence is fenced_off, a
+//      moved seq sequence_conflict; then the batch's absent_keys are counted in events with one
+//      SELECT (count_keys): any found is key_conflict. Nothing is written for either, and READ
+//      COMMITTED reads the latest committed rows, so each check holds at the instant it ran,
+//      inside the transaction; taking no lock keeps the rows' lock order that of step 1 alone;
 //   1. lock_partitions: creates the missing partition rows (seq 0, empty position) and locks the
 //      existing ones, one row after the other in batch order, which is ascending key order
 //      (INSERT ... ON CONFLICT DO UPDATE ... WHERE false locks a conflicting row, FOR NO KEY
@@ -56,7 +63,9 @@
 // it is further along step 3 or past it; either way its rank is strictly higher (or it does not
 // wait at all). Ranks strictly increase along every wait-for edge, so no cycle can form. (No
 // foreign-key check takes further locks: the PostgreSQL schema declares none, see
-// sql_schema.cpp.)
+// sql_schema.cpp.) A claim (claim_partitions: one upsert of every partition row in ascending key
+// order, then reads) is a transaction that waits only as in (a) and for nothing after it: it
+// ranks like a commit in step 1. The checks of step 0b take no locks and wait for nothing.
 
 #include "sql_dialect.hpp"
 #include "sql_values.hpp"
@@ -87,6 +96,25 @@ constexpr const char* lock_partitions_sql =
     "FROM unnest(:account::text[], :book::text[], :security::text[]) WITH ORDINALITY "
     "AS u(account, book, security, ord) ORDER BY u.ord "
     "ON CONFLICT (account, book, security) DO UPDATE SET fence = p.fence WHERE false";
+
+// A claim: every partition in one statement, rows created (seq 0, fence 1) or their fence
+// incremented, in the order given, which is ascending key order (the same row order as
+// lock_partitions: no deadlock); the caller then reads the states with select_partitions.
+constexpr const char* claim_partitions_sql =
+    "WITH claimed AS ("
+    "INSERT INTO partitions AS p (account, book, security, seq, fence, net_quantity, "
+    "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
+    "SELECT u.account, u.book, u.security, 0, 1, 0, 0, 0, 0, 0, 0 "
+    "FROM unnest(:account::text[], :book::text[], :security::text[]) WITH ORDINALITY "
+    "AS u(account, book, security, ord) ORDER BY u.ord "
+    "ON CONFLICT (account, book, security) DO UPDATE SET fence = p.fence + 1 "
+    "RETURNING p.fence) "
+    "SELECT count(*) FROM claimed";
+
+// The batch's absent keys that are stored after all (any is a key conflict).
+constexpr const char* count_keys_sql =
+    "SELECT count(*) FROM unnest(:trade_id::text[], :version::bigint[]) AS u(trade_id, version) "
+    "JOIN events e ON e.trade_id = u.trade_id AND e.version = u.version";
 
 constexpr const char* update_partitions_sql =
     "UPDATE partitions AS p SET seq = u.seq, fence = u.fence, net_quantity = u.net_quantity, "
@@ -226,6 +254,8 @@ class PostgresqlStatements final : public BatchStatements {
       : lock_partitions_(s),
         update_partitions_(s),
         select_heads_(s),
+        claim_partitions_(s),
+        count_keys_(s),
         insert_events_(s),
         upsert_trades_(s),
         upsert_sources_(s),
@@ -248,6 +278,11 @@ class PostgresqlStatements final : public BatchStatements {
     select_heads_ = (s.prepare << select_heads_sql, use(account_.bound(), "account"),
                      use(book_.bound(), "book"), use(security_.bound(), "security"), into(ord_out_),
                      into(seq_out_), into(fence_out_));
+    claim_partitions_ =
+        (s.prepare << claim_partitions_sql, use(account_.bound(), "account"),
+         use(book_.bound(), "book"), use(security_.bound(), "security"), into(claimed_));
+    count_keys_ = (s.prepare << count_keys_sql, use(trade_id_.bound(), "trade_id"),
+                   use(version_.bound(), "version"), into(found_));
     insert_events_ =
         (s.prepare << insert_events_sql, use(partition_id_.bound(), "partition_id"),
          use(seq_.bound(), "seq"), use(trade_id_.bound(), "trade_id"),
@@ -315,6 +350,19 @@ class PostgresqlStatements final : public BatchStatements {
     });
   }
 
+  void claim_partitions(std::span<const PartitionKey> keys,
+                        std::vector<PartitionState>& out) override {
+    set_keys(keys.begin(), keys.end(),
+             [](const PartitionKey& k) -> const PartitionKey& { return k; });
+    claimed_ = 0;
+    claim_partitions_.execute(true);
+    if (static_cast<std::size_t>(claimed_) != keys.size()) {
+      throw CorruptData("claimed " + std::to_string(claimed_) + " partition rows of " +
+                        std::to_string(keys.size()));
+    }
+    load_partitions(keys, out);  // same transaction: sees the new fences
+  }
+
   void find_events(std::span<const IdempotencyKey> keys,
                    std::vector<std::optional<StoredEvent>>& out) override {
     trade_id_.reset();
@@ -358,13 +406,36 @@ class PostgresqlStatements final : public BatchStatements {
       if (static_cast<std::size_t>(written_) != batch.sources.size()) return errc::fenced_off;
     }
 
-    const auto& updates = batch.partitions;
+    // The check-only updates, then the absent keys: one SELECT each, reading the latest
+    // committed rows (no lock taken, so the ascending row order of the writes below stays the
+    // only order in which this transaction waits).
+    writes_.clear();
+    checks_.clear();
+    for (const auto& u : batch.partitions) (check_only(u) ? checks_ : writes_).push_back(&u);
+    if (!checks_.empty()) {
+      if (auto refused = check(checks_)) return refused;
+    }
+    if (!batch.absent_keys.empty()) {
+      trade_id_.reset();
+      version_.reset();
+      for (const auto& k : batch.absent_keys) {
+        trade_id_.add_text(k.trade_id);
+        version_.add_integer(k.version);
+      }
+      trade_id_.finish();
+      version_.finish();
+      found_ = 0;
+      count_keys_.execute(true);
+      if (found_ != 0) return errc::key_conflict;
+    }
+
+    const auto& updates = writes_;
     const std::size_t n = updates.size();
-    if (n == 0) return std::nullopt;  // offsets only
+    if (n == 0) return std::nullopt;  // offsets and checks only
 
     // 1. Create or lock every partition row, in batch order (ascending keys).
     set_keys(updates.begin(), updates.end(),
-             [](const PartitionUpdate& u) -> const PartitionKey& { return u.partition; });
+             [](const PartitionUpdate* u) -> const PartitionKey& { return u->partition; });
     lock_partitions_.execute(true);
 
     // 2. The conditional update: seq and fencing token checked in the write itself.
@@ -372,16 +443,16 @@ class PostgresqlStatements final : public BatchStatements {
                           &sold_quantity_, &bought_notional_, &sold_notional_, &live_trades_}) {
       a->reset();
     }
-    for (const auto& u : updates) {
-      expected_seq_.add_integer(static_cast<long long>(u.expected_seq));
-      seq_.add_integer(static_cast<long long>(u.new_seq));
-      fence_.add_integer(static_cast<long long>(u.fence));
-      net_quantity_.add_decimal(u.position.net_quantity);
-      bought_quantity_.add_decimal(u.position.bought_quantity);
-      sold_quantity_.add_decimal(u.position.sold_quantity);
-      bought_notional_.add_decimal(u.position.bought_notional);
-      sold_notional_.add_decimal(u.position.sold_notional);
-      live_trades_.add_integer(u.position.live_trades);
+    for (const PartitionUpdate* u : updates) {
+      expected_seq_.add_integer(static_cast<long long>(u->expected_seq));
+      seq_.add_integer(static_cast<long long>(u->new_seq));
+      fence_.add_integer(static_cast<long long>(u->fence));
+      net_quantity_.add_decimal(u->position.net_quantity);
+      bought_quantity_.add_decimal(u->position.bought_quantity);
+      sold_quantity_.add_decimal(u->position.sold_quantity);
+      bought_notional_.add_decimal(u->position.bought_notional);
+      sold_notional_.add_decimal(u->position.sold_notional);
+      live_trades_.add_integer(u->position.live_trades);
     }
     for (ArrayParam* a : {&expected_seq_, &seq_, &fence_, &net_quantity_, &bought_quantity_,
                           &sold_quantity_, &bought_notional_, &sold_notional_, &live_trades_}) {
@@ -398,7 +469,7 @@ class PostgresqlStatements final : public BatchStatements {
     // 3. Every event of the batch in one statement, ascending by (trade_id, version).
     events_.clear();
     for (std::size_t p = 0; p < n; ++p) {
-      for (const StoredEvent& e : updates[p].events) events_.push_back({&e, ids_[p]});
+      for (const StoredEvent& e : updates[p]->events) events_.push_back({&e, ids_[p]});
     }
     if (!events_.empty()) {
       std::sort(events_.begin(), events_.end(), [](const EventRow& a, const EventRow& b) {
@@ -448,7 +519,7 @@ class PostgresqlStatements final : public BatchStatements {
     bool any_trade = false;
     for (std::size_t p = 0; p < n; ++p) {
       trades_.clear();
-      for (const auto& t : updates[p].trades) trades_.push_back(&t);
+      for (const auto& t : updates[p]->trades) trades_.push_back(&t);
       std::stable_sort(trades_.begin(), trades_.end(),
                        [](const auto* a, const auto* b) { return a->first < b->first; });
       for (std::size_t i = 0; i < trades_.size(); ++i) {
@@ -532,15 +603,35 @@ class PostgresqlStatements final : public BatchStatements {
   /// After the conditional update missed partitions: which condition failed? The rows are
   /// locked by this transaction, so what it reads now is what the update saw. A stale token
   /// wins over a wrong sequence number: the writer has lost the partition.
-  errc refusal(const std::vector<PartitionUpdate>& updates) {
+  errc refusal(const std::vector<const PartitionUpdate*>& updates) {
     bool fenced = false;
     for_each_row(select_heads_, [&](std::size_t r) {
       const std::size_t i = index_of(ord_out_[r], updates.size());
-      if (ids_[i] == 0 && static_cast<unsigned long long>(fence_out_[r]) > updates[i].fence) {
+      if (ids_[i] == 0 && static_cast<unsigned long long>(fence_out_[r]) > updates[i]->fence) {
         fenced = true;
       }
     });
     return fenced ? errc::fenced_off : errc::sequence_conflict;
+  }
+
+  /// Checks the check-only updates against the stored seq and fence (a partition without a
+  /// row has seq 0 and fence 0). A stale token wins over a wrong sequence number.
+  std::optional<errc> check(const std::vector<const PartitionUpdate*>& checks) {
+    set_keys(checks.begin(), checks.end(),
+             [](const PartitionUpdate* u) -> const PartitionKey& { return u->partition; });
+    stored_.assign(checks.size(), {0, 0});
+    for_each_row(select_heads_, [&](std::size_t r) {
+      stored_[index_of(ord_out_[r], checks.size())] = {static_cast<std::uint64_t>(seq_out_[r]),
+                                                       static_cast<std::uint64_t>(fence_out_[r])};
+    });
+    bool fenced = false, moved = false;
+    for (std::size_t i = 0; i < checks.size(); ++i) {
+      fenced = fenced || stored_[i].second > checks[i]->fence;
+      moved = moved || stored_[i].first != checks[i]->expected_seq;
+    }
+    if (fenced) return errc::fenced_off;
+    if (moved) return errc::sequence_conflict;
+    return std::nullopt;
   }
 
   // Bound inputs: one array literal each (several statements share them).
@@ -558,16 +649,23 @@ class PostgresqlStatements final : public BatchStatements {
       side_out_, quantity_out_, price_out_;
   std::vector<soci::indicator> side_ind_, quantity_ind_, price_ind_;
   long long inserted_ = 0;
+  long long claimed_ = 0;  // partition rows claimed by claim_partitions_
+  long long found_ = 0;    // absent keys found stored by count_keys_
   long long written_ = 0;  // source rows written by upsert_sources_
   // Scratch space of `write`, kept to reuse its capacity.
-  std::vector<long long> ids_;  // partition_id by batch index (0: not updated)
+  std::vector<const PartitionUpdate*> writes_;  // the batch's updates that write, in batch order
+  std::vector<const PartitionUpdate*> checks_;  // its check-only updates, in batch order
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> stored_;  // seq, fence of each check
+  std::vector<long long> ids_;  // partition_id by index in writes_ (0: not updated)
   std::vector<EventRow> events_;
   std::vector<const std::pair<std::string, TradeRecord>*> trades_;
 
   // After every variable they are bound to, so they are destroyed first.
   soci::statement lock_partitions_;    // create missing partition rows, lock all, in key order
   soci::statement update_partitions_;  // conditional on seq and fence; RETURNING the ids
-  soci::statement select_heads_;       // seq and fence of the batch's partitions (refusals)
+  soci::statement select_heads_;       // seq and fence of partitions (refusals, checks)
+  soci::statement claim_partitions_;   // create rows or increment fences, in key order
+  soci::statement count_keys_;         // how many of the absent keys are stored
   soci::statement insert_events_;      // every event of a batch; counts the inserted rows
   soci::statement upsert_trades_;      // every trade record of a batch
   soci::statement upsert_sources_;     // every source offset of a batch; counts the rows written

@@ -80,26 +80,7 @@ errc convert_current_exception(const Dialect& dialect, std::string_view during, 
       message += "...";
     }
     f = c.fault;
-    switch (c.fault) {
-      case Fault::busy:
-        code = errc::store_busy;
-        break;
-      case Fault::deadlock:
-        code = errc::deadlock;
-        break;
-      case Fault::serialization:
-        code = errc::serialization_failure;
-        break;
-      case Fault::unavailable:
-        code = errc::store_unavailable;
-        break;
-      case Fault::unique_violation:
-        code = on_unique;
-        break;
-      case Fault::other:
-        code = errc::store_error;
-        break;
-    }
+    code = detail::sql::fault_errc(c.fault, on_unique);
     // Conflicts and busy databases are part of normal operation (the caller retries).
     const auto level = code == errc::store_unavailable ? spdlog::level::warn
                        : code == errc::key_conflict || classify(code) == retry_class::retry_now
@@ -378,6 +359,28 @@ class SqlStore final : public TradeStore {
                });
   }
 
+  result<std::vector<PartitionState>> claim_partitions(
+      std::span<const PartitionKey> partitions) override {
+    if (partitions.empty()) return std::vector<PartitionState>{};
+    for (std::size_t i = 1; i < partitions.size(); ++i) {
+      // One global row order for every writer: no deadlocks by construction.
+      if (!(partitions[i - 1] < partitions[i])) return errc::internal;
+    }
+    std::unique_lock<std::mutex> writer(write_mutex_, std::defer_lock);
+    if (dialect_->single_writer()) writer.lock();
+    // Repeating a claim whose COMMIT answer was lost (see `run`) is safe: the caller then holds
+    // the next fence, and nobody holds the one skipped.
+    return run("claim_partitions",
+               [&](Connection& c, Attempt&) -> result<std::vector<PartitionState>> {
+                 std::vector<PartitionState> out(partitions.size());
+                 BatchStatements& st = c.statements();
+                 Transaction tx(c, dialect_->begin_write());
+                 st.claim_partitions(partitions, out);
+                 tx.commit();
+                 return out;
+               });
+  }
+
   result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) override {
     using Found = std::vector<std::optional<StoredEvent>>;
@@ -544,7 +547,9 @@ class SqlStore final : public TradeStore {
 
  protected:
   result<void> do_commit_(const CommitBatch& batch) override {
-    if (batch.partitions.empty() && batch.sources.empty()) return boost::outcome_v2::success();
+    if (batch.partitions.empty() && batch.sources.empty() && batch.absent_keys.empty()) {
+      return boost::outcome_v2::success();
+    }
     for (const auto& u : batch.partitions) {
       if (u.new_seq > detail::sql::max_sql_integer || u.fence > detail::sql::max_sql_integer) {
         spdlog::error("tradecapture: {}: sequence number or fencing token beyond 2^63-1",

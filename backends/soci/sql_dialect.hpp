@@ -8,6 +8,8 @@
 #include <tradecapture/soci_store.hpp>
 #include <tradecapture/trade_store.hpp>
 
+#include "sql_faults.hpp"
+
 #include <soci/soci.h>
 
 #include <memory>
@@ -19,21 +21,12 @@
 
 namespace tradecapture::detail::sql {
 
-/// What a database failure means to the store.
-enum class Fault {
-  busy,              ///< lock timeout, busy database: retry the same call
-  deadlock,          ///< chosen as a deadlock victim: retry the same call
-  serialization,     ///< serialization failure: retry the same call
-  unavailable,       ///< cannot open or reach the database, I/O failure: retry later
-  unique_violation,  ///< a UNIQUE or PRIMARY KEY constraint refused a row
-  other,             ///< anything else: a retry will not fix it
-};
-
-/// A database failure as a dialect reads it.
-struct Classified {
-  Fault fault = Fault::other;
-  std::string native;  ///< the database's own code ("SQLITE_BUSY (5)", "SQLSTATE 40001")
-};
+/// True for a check-only update: no events, no trades, `new_seq == expected_seq`. It writes
+/// nothing; the commit fails unless the stored seq is still `expected_seq` (`sequence_conflict`)
+/// and the stored fence is not above its fence (`fenced_off`, which wins).
+inline bool check_only(const PartitionUpdate& u) {
+  return u.events.empty() && u.trades.empty() && u.new_seq == u.expected_seq;
+}
 
 /// How a dialect spells the column types and table options of the schema.
 struct ColumnTypes {
@@ -68,10 +61,18 @@ class BatchStatements {
   /// `keys[i]`; `out` comes sized and empty).
   virtual void find_events(std::span<const IdempotencyKey> keys,
                            std::vector<std::optional<StoredEvent>>& out) = 0;
+  /// Inside the open write transaction: claims each partition (`keys` strictly ascending): its
+  /// stored fence is incremented, its row created with seq 0 and fence 1 when missing, rows
+  /// locked in key order; then fills `out[i]` with the state of `keys[i]` as it is now, the new
+  /// fence included (`out` comes sized and empty).
+  virtual void claim_partitions(std::span<const PartitionKey> keys,
+                                std::vector<PartitionState>& out) = 0;
   /// Inside the open write transaction: writes `batch` (its invariants checked), its source
   /// offsets first, or returns why the store refuses it (`fenced_off` for a stale partition
-  /// fencing token or a stale source epoch, `sequence_conflict`, `key_conflict`); the caller then
-  /// rolls back. `on_unique` is kept set to what a unique-key violation would mean at the
+  /// fencing token or a stale source epoch, `sequence_conflict`, `key_conflict` for a taken key
+  /// of an event or of `absent_keys`); the caller then rolls back. A check-only update (no
+  /// events, no trades, new_seq == expected_seq) is checked against the stored seq and fence
+  /// and writes nothing. `on_unique` is kept set to what a unique-key violation would mean at the
   /// statement being executed (`key_conflict` while inserting events, else `store_error`).
   virtual std::optional<errc> write(const CommitBatch& batch, errc& on_unique) = 0;
 };

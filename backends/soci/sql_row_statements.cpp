@@ -8,8 +8,15 @@
 // above the batch's, checked in the statement itself: a row it leaves alone is fenced off); then,
 // per partition in batch order, create the partition row when it is new, else update it on
 // condition (WHERE seq = expected AND fence <= token); then insert its events
-// (UNIQUE(trade_id, version) is the global idempotency key) and upsert its trades. SQLite has one
-// writer at a time, so the order of the rows touched cannot deadlock.
+// (UNIQUE(trade_id, version) is the global idempotency key) and upsert its trades. A check-only
+// update reads the partition's seq and fence (select_head) and compares, writing nothing. Last,
+// each of the batch's absent keys is looked up (find_event): one found is a key conflict. SQLite
+// has one writer at a time (the write transaction is BEGIN IMMEDIATE), so what a check reads
+// stays true until COMMIT, and the order of the rows touched cannot deadlock.
+//
+// A claim (claim_partitions): per key, in the (ascending) order given, one upsert that creates
+// the row with seq 0 and fence 1 or increments its fence, then the state is read back as
+// load_partitions reads it.
 
 #include "sql_dialect.hpp"
 #include "sql_values.hpp"
@@ -39,6 +46,12 @@ constexpr const char* select_trades_sql =
 constexpr const char* select_head_sql =
     "SELECT partition_id, seq, fence "
     "FROM partitions WHERE account = :account AND book = :book AND security = :security";
+
+constexpr const char* claim_partition_sql =
+    "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
+    "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
+    "VALUES (:account, :book, :security, 0, 1, '0', '0', '0', '0', '0', 0) "
+    "ON CONFLICT (account, book, security) DO UPDATE SET fence = partitions.fence + 1";
 
 constexpr const char* insert_partition_sql =
     "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
@@ -89,6 +102,7 @@ class RowStatements final : public BatchStatements {
         select_partition(s),
         select_trades(s),
         select_head(s),
+        claim_partition(s),
         insert_partition(s),
         update_partition(s),
         insert_events(s),
@@ -111,6 +125,8 @@ class RowStatements final : public BatchStatements {
     select_head =
         (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out));
+    claim_partition = (s.prepare << claim_partition_sql, use(account, "account"), use(book, "book"),
+                       use(security, "security"));
     insert_partition =
         (s.prepare << insert_partition_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), use(seq, "seq"), use(fence, "fence"),
@@ -168,6 +184,20 @@ class RowStatements final : public BatchStatements {
     }
   }
 
+  void claim_partitions(std::span<const PartitionKey> keys,
+                        std::vector<PartitionState>& out) override {
+    for (const auto& k : keys) {
+      account = k.account;
+      book = k.book;
+      security = k.security;
+      claim_partition.execute(true);
+      if (claim_partition.get_affected_rows() != 1) {
+        throw CorruptData("claiming partition " + k.encode() + " changed no row");
+      }
+    }
+    load_partitions(keys, out);  // the same transaction: sees the new fences
+  }
+
   void find_events(std::span<const IdempotencyKey> keys,
                    std::vector<std::optional<StoredEvent>>& out) override {
     for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -195,12 +225,32 @@ class RowStatements final : public BatchStatements {
       if (upsert_source.get_affected_rows() != 1) return errc::fenced_off;
     }
     for (const auto& u : batch.partitions) {
-      if (auto refused = write_partition(u, on_unique)) return refused;
+      if (auto refused = check_only(u) ? check_partition(u) : write_partition(u, on_unique)) {
+        return refused;
+      }
+    }
+    for (const auto& k : batch.absent_keys) {
+      trade_id = k.trade_id;
+      version = k.version;
+      if (fetch_one(find_event)) return errc::key_conflict;
     }
     return std::nullopt;
   }
 
  private:
+  /// Checks a check-only update against the stored seq and fence. Returns the refusal, if any.
+  std::optional<errc> check_partition(const PartitionUpdate& u) {
+    account = u.partition.account;
+    book = u.partition.book;
+    security = u.partition.security;
+    const bool stored = fetch_one(select_head);  // none: seq 0, fence 0
+    const auto stored_seq = stored ? static_cast<std::uint64_t>(seq_out) : 0;
+    const auto stored_fence = stored ? static_cast<std::uint64_t>(fence_out) : 0;
+    if (stored_fence > u.fence) return errc::fenced_off;  // a stale token wins
+    if (stored_seq != u.expected_seq) return errc::sequence_conflict;
+    return std::nullopt;
+  }
+
   /// Writes one partition of a batch inside the open transaction. Returns the refusal, if any.
   std::optional<errc> write_partition(const PartitionUpdate& u, errc& on_unique) {
     account = u.partition.account;
@@ -315,6 +365,7 @@ class RowStatements final : public BatchStatements {
   soci::statement select_partition;  // key -> id, seq, fence, position
   soci::statement select_trades;     // partition id -> its trade records
   soci::statement select_head;       // key -> id, seq, fence
+  soci::statement claim_partition;   // create the row (seq 0, fence 1) or increment its fence
   soci::statement insert_partition;  // a new partition with its state after the batch
   soci::statement update_partition;  // conditional on seq and fence
   soci::statement insert_events;     // bulk

@@ -1,6 +1,6 @@
 #pragma once
 /// \file partition_lock.hpp
-/// The PartitionLock interface: who may process a partition, with a fencing token.
+/// The PartitionLock interface: who may process a partition, for how long.
 
 #include <tradecapture/error.hpp>
 #include <tradecapture/types.hpp>
@@ -16,17 +16,28 @@ namespace tradecapture {
 /// A lease on one partition.
 struct Grant {
   PartitionKey partition;
-  std::uint64_t fence = 0;  ///< increases monotonically per partition, grant after grant
-  std::string token;        ///< unique per grant; proves ownership on renew and release
+  /// The lock's own grant counter for the partition, for logs and diagnostics only. It increases
+  /// grant after grant while the lock service remembers the partition, and may start again
+  /// after it forgets (a restart without persistence, a failover). It is NOT the write token:
+  /// a writer's fencing token comes from `TradeStore::claim_partitions`.
+  std::uint64_t fence = 0;
+  std::string token;  ///< unique per grant; proves ownership on renew and release
   std::chrono::steady_clock::time_point expires;  ///< when the holder must stop writing
 };
 
-/// Decides who may process a partition. A grant carries a fencing token that the TradeStore
-/// checks on every write, so a holder whose lease was lost cannot write.
+/// Decides who may process a partition, for a lease. The lock keeps writers out of each other's
+/// way (efficiency); it is not what makes writes safe. Safety comes from the store: a new holder
+/// claims the partition with `TradeStore::claim_partitions`, whose store-issued fence is the
+/// token of its writes, so a holder whose lease was lost, or that a forgetting lock server let
+/// in twice, cannot write (its commit is `errc::fenced_off`; spec section 6, points 3 and 4).
 ///
 /// Thread-safety: every method may be called concurrently from several threads.
-/// Guarantees: at most one live grant per partition at any time (as far as the backend's
-/// clock goes); fencing tokens of successive grants of one partition strictly increase.
+/// Guarantees: while the lock service keeps its state, at most one live grant per partition at
+/// any time (as far as the backend's clock and lease bookkeeping go) and `Grant::fence` strictly
+/// increases grant after grant. A lock service that loses its state (restart without
+/// persistence, failover to a replica that missed writes, eviction) may grant a partition that
+/// is still held and may hand out a `Grant::fence` it handed out before; that costs the
+/// earlier holder a retry (its commits are fenced off by the store), never a wrong outcome.
 class PartitionLock {
  public:
   PartitionLock() = default;

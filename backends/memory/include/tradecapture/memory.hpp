@@ -14,8 +14,9 @@ namespace tradecapture {
 std::shared_ptr<TradeStore> make_memory_store();
 
 /// A PartitionLock for one process: one holder per partition at a time within the process, with
-/// leases and fencing tokens that increase per grant (seeded from the wall clock so they keep
-/// increasing across restarts), so hosts behave as with the Redis lock.
+/// leases and a `Grant::fence` counter that increases grant after grant within this lock object
+/// (it starts again at 1 in a new one; no clock is involved), so hosts behave as with the Redis
+/// lock. The write token comes from `TradeStore::claim_partitions`.
 std::shared_ptr<PartitionLock> make_local_lock(
     std::chrono::milliseconds lease = std::chrono::milliseconds(30000));
 
