@@ -1841,7 +1841,7 @@ TEST_CASE("postgresql: URIs: the password stays out of describe, bad ones are er
   const std::string port = std::to_string(shared_postgres().port());
   const std::string db = pg_database(s);
   // The test server trusts every password, so these open.
-  for (const std::string uri :
+  for (const std::string& uri :
        {"postgresql://postgres:s3cret@127.0.0.1:" + port + "/" + db,
         "postgres://postgres@127.0.0.1:" + port + "/" + db + "?password=s3cret&connect_timeout=5",
         "postgresql://postgres:s3cret@127.0.0.1:" + port + "/" + db + "?password=s3cret"}) {
