@@ -114,6 +114,7 @@ struct Pipeline::Impl::Shard {
     c.max_cached_partitions = i.opt.max_cached_partitions;
     c.retry = i.opt.retry;
     c.lease = i.lock->lease();
+    c.sticky_failures = i.opt.sticky_failures;
     c.seed = std::random_device{}() ^ (index * 0x9E3779B97F4A7C15ull);
     return c;
   }

@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
 #include <queue>
 
 namespace tradecapture::detail {
@@ -209,7 +210,7 @@ struct ShardCore::Impl {
       complete(op, first ? first_ec : make_error_code(errc::predecessor_failed));
       first = false;
     }
-    if (cfg.mutation != Mutation::no_failure_barrier) s.barrier = std::max(s.barrier, stamp_now);
+    if (cfg.mutation != Mutation::no_failure_barrier) raise_barrier(s);
     s.state.reset();
   }
 
@@ -274,7 +275,13 @@ struct ShardCore::Impl {
     s.queue.erase(pos, s.queue.end());
     for (std::size_t i = 0; i < tail.size(); ++i)
       complete(tail[i], i == 0 ? errc::deadline_exceeded : errc::predecessor_failed);
-    s.barrier = std::max(s.barrier, stamp_now);
+    raise_barrier(s);
+  }
+
+  /// Ops of `s` submitted before now (or, with sticky failures, ever) fail on arrival.
+  void raise_barrier(Slot& s) {
+    s.barrier = cfg.sticky_failures ? std::numeric_limits<std::uint64_t>::max()
+                                    : std::max(s.barrier, stamp_now);
   }
 
   // ---- housekeeping --------------------------------------------------------------------------
@@ -301,7 +308,7 @@ struct ShardCore::Impl {
         s.state.reset();
       }
       // A barrier only has to outlive the next absorb of the shell's inbox, which comes first.
-      if (quiet && evict && !s.grant) {
+      if (quiet && evict && !s.grant && !(cfg.sticky_failures && s.barrier != 0)) {
         it = slots.erase(it);
         continue;
       }

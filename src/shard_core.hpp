@@ -92,6 +92,7 @@ struct ShardConfig {
   RetryPolicy retry;
   std::chrono::milliseconds lease{10000};  ///< the lock's lease length
   std::uint64_t seed = 1;                  ///< jitter of backoffs (deterministic per seed)
+  bool sticky_failures = false;            ///< PipelineOptions::sticky_failures
   Mutation mutation = Mutation::none;      ///< tests only
 };
 

@@ -323,3 +323,23 @@ TEST_CASE("faults: the shard core is driven without threads, clocks or servers")
   CHECK_FALSE(ec2);
   CHECK(o2 == Outcome::rejected("unknown trade"));
 }
+
+TEST_CASE("faults: sticky failures (batch hosts) fail every later event of a failed partition") {
+  auto inner = make_memory_store();
+  auto store = std::make_shared<OutageStore>(inner);
+  PipelineOptions o = short_budget();
+  o.sticky_failures = true;
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  store->down = true;
+  auto first = pl.submit(fev("Y", 1, TradeType::New, P));
+  REQUIRE_FALSE(first);
+  store->down = false;
+  // Submitted after the failure: still never decided (a replay read it before it heard).
+  auto later = pl.submit(fev("Z", 1, TradeType::New, P));
+  REQUIRE_FALSE(later);
+  CHECK(later.error() == errc::predecessor_failed);
+  // Other partitions go on.
+  auto other = pl.submit(fev("Z", 1, TradeType::New, PartitionKey{"ACC", "BOOK", "ELSE"}));
+  REQUIRE(other);
+  CHECK(other.value() == Outcome::accepted(1));
+}

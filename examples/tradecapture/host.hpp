@@ -81,6 +81,7 @@ struct ReplayOptions {
   std::string log_level = "warn";
   std::string instance_id;
   long long lease_ms = 30000;
+  long long retry_budget_ms = 15000;  ///< RetryPolicy::budget
 };
 
 /// Runs `tradecapture replay`; returns the exit code.

@@ -81,6 +81,12 @@ int main(int argc, char** argv) {
   replay->add_option("--lease-ms", ro.lease_ms, "partition lease length in milliseconds")
       ->check(CLI::Range(1LL, 3600LL * 1000))
       ->capture_default_str();
+  replay
+      ->add_option("--retry-budget-ms", ro.retry_budget_ms,
+                   "how long a batch may retry a failing store, or a partition wait for its lease, "
+                   "before its events end without an outcome")
+      ->check(CLI::Range(1LL, 24LL * 3600 * 1000))
+      ->capture_default_str();
 
   std::string positions_store = "sqlite:tradecapture.db";
   auto* positions = app.add_subcommand(

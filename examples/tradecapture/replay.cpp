@@ -396,6 +396,10 @@ int run_replay(const ReplayOptions& o) {
   options.max_batch = o.batch;
   options.max_batch_per_partition = std::min(options.max_batch_per_partition, o.batch);
   options.on_overload = OverloadPolicy::wait;
+  options.retry.budget = std::chrono::milliseconds(o.retry_budget_ms);
+  // Lines are submitted ahead of their outcomes: once a partition failed, none of its later
+  // lines may be decided, so that re-sending from the first failed line is exact.
+  options.sticky_failures = true;
   options.logger = logger;
 
   const auto t0 = Clock::now();

@@ -785,6 +785,12 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->envname("TRADECAPTURE_LEASE_MS")
       ->check(CLI::Range(1LL, 3600LL * 1000))
       ->capture_default_str();
+  cmd->add_option("--retry-budget-ms", o.retry_budget_ms,
+                  "how long a batch may retry a failing store, or a partition wait for its "
+                  "lease, before its events end without an outcome (503)")
+      ->envname("TRADECAPTURE_RETRY_BUDGET_MS")
+      ->check(CLI::Range(1LL, 24LL * 3600 * 1000))
+      ->capture_default_str();
   cmd->add_option("--http-threads", o.http_threads, "HTTP I/O threads")
       ->envname("TRADECAPTURE_HTTP_THREADS")
       ->check(CLI::Range(1, 256))
@@ -876,6 +882,7 @@ int run_serve(const ServeOptions& o) {
   // The gateway admits whole requests within max_in_flight, so the pipeline's own wait only
   // paces a single request larger than the limit (on a worker thread, never an I/O thread).
   options.on_overload = OverloadPolicy::wait;
+  options.retry.budget = std::chrono::milliseconds(o.retry_budget_ms);
   options.logger = logger;
 
   HttpServerOptions http_options;

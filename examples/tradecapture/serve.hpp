@@ -24,6 +24,7 @@ struct ServeOptions {
   std::string log_level = "info";
   std::string instance_id;
   long long lease_ms = 30000;
+  long long retry_budget_ms = 15000;  ///< RetryPolicy::budget
   // HTTP.
   std::size_t http_threads = 2;    ///< I/O threads (the io_context)
   std::size_t worker_threads = 4;  ///< threads for body parsing, store reads and health checks

@@ -84,6 +84,13 @@ struct PipelineOptions {
   std::size_t max_cached_partitions = 200000;
   OverloadPolicy on_overload = OverloadPolicy::wait;
   RetryPolicy retry;
+  /// When an event of a partition ends without an outcome, every event of that partition
+  /// submitted later to this pipeline ends without one too (`errc::predecessor_failed`), not
+  /// only those submitted before the failure. For batch hosts that submit ahead of their
+  /// outcomes (`tradecapture replay`): a line read after the failure but before the host heard
+  /// of it can never be decided, so re-sending from the first line without an outcome gives the
+  /// sequential result. A gateway leaves it off: its clients' later requests go on.
+  bool sticky_failures = false;
   /// Called on a shard right before each store commit with the source tags (see
   /// `async_submit`) of every event the batch decided (non-zero tags only, any outcome) and the
   /// batch, to which it may add `sources`. The commit makes the batch's events and those offsets
@@ -104,6 +111,22 @@ struct PipelineOptions {
 /// outcome is durable. The global idempotency key (trade_id, version) is decided in submission
 /// order even across partitions and shards: an event waits for an earlier event with the same
 /// key to complete.
+///
+/// Faults (spec section 6, `../shared/spec/trade-events.md#6-faults-what-stays-true`; the README's
+/// "Fault contract" section): whatever fails (store, lock server, clock, this process),
+/// - every outcome it reports, those that write nothing included, is the outcome for the
+///   partition's stored history at one instant between submission and report: each batch is
+///   validated by its commit (check-only updates, absent keys) and decided again when refused;
+/// - fencing tokens come from the store (`TradeStore::claim_partitions`), never from a clock or
+///   a lock server's memory: a lock that forgets or a clock step costs retries, not correctness;
+/// - a partition never moves past a failure: when an event ends without an outcome (retry budget
+///   spent, deadline passed, stop), every event of its partition submitted before that moment and
+///   not yet decided ends without an outcome too, so re-sending from the first event without an
+///   outcome, in order, gives exactly the sequential result;
+/// - an event withdrawn at its deadline (`SubmitOptions::deadline`) is never decided later;
+/// - every wait is bounded (`RetryPolicy`, `stop(timeout)`), fault logs are rate-limited.
+/// The decisions live in a sans-I/O state machine (src/shard_core.hpp) that the seeded simulator
+/// (tests/sim) drives through thousands of fault schedules.
 ///
 /// Thread-safety: every public method may be called from any thread. Destruction stops the
 /// pipeline (see `stop`) and never loses a completion.
