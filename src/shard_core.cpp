@@ -14,7 +14,7 @@
 #include "shard_core.hpp"
 
 #include "key_gate.hpp"
-#include "log_limiter.hpp"
+#include <tradecapture/detail/log_limiter.hpp>
 
 #include <spdlog/spdlog.h>
 
