@@ -1,7 +1,8 @@
 // Kafka ingress against librdkafka's in-process mock cluster (no broker install): an
 // adversarial trace consumed into memory, SQLite and PostgreSQL stores equals a sequential
 // reference; members that stop cleanly, die mid-run, or get fenced off hand over without
-// applying anything twice; broker failures are survived.
+// applying anything twice; broker failures are survived; two topics that carry events of the
+// same trade partitions are applied exactly once, in each Kafka partition's order.
 
 #if defined(TRADECAPTURE_HAVE_KAFKA) && defined(__SANITIZE_THREAD__)
 
@@ -39,6 +40,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 
 using namespace tradecapture;
 using namespace std::chrono_literals;
@@ -479,6 +481,11 @@ class ControlledStore final : public TradeStoreWrapper {
     if (crashed) return errc::store_unavailable;
     return TradeStoreWrapper::find_events(keys);
   }
+  result<std::vector<PartitionState>> claim_partitions(
+      std::span<const PartitionKey> partitions) override {
+    if (crashed) return errc::store_unavailable;
+    return TradeStoreWrapper::claim_partitions(partitions);
+  }
   result<SourceOffset> claim_source(std::string_view c, std::string_view t,
                                     std::int32_t p) override {
     if (crashed) return errc::store_unavailable;
@@ -535,6 +542,186 @@ all_stores() {
   }
 #endif
   return stores;
+}
+
+// ---- several topics feeding the same trade partitions -----------------------------------------
+
+/// One produced message of a multi-topic run, with where it landed.
+struct TopicMessage {
+  std::string topic;
+  Message message;
+  std::string trade_id;
+  std::int64_t version = 0;
+  bool resend = false;  ///< an exact resend of an earlier message of the same topic
+};
+
+/// Events for `topic` over the shared trade partitions `keys`: NEWs, AMENDs and CANCELs of trades
+/// of this topic only (ids prefixed by the topic), in version order, and exact resends of earlier
+/// messages. All of a trade's events share its trade partition, hence one Kafka partition of the
+/// topic: whatever the interleaving with the other topic, every first copy is ACCEPTED and every
+/// resend is DUPLICATE; nothing is REJECTED.
+std::vector<TopicMessage> make_topic_trace(const std::string& topic, unsigned seed, std::size_t n,
+                                           const std::vector<PartitionKey>& keys) {
+  std::mt19937 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  struct Trade {
+    std::string id;
+    int k;
+    std::int64_t version;
+  };
+  std::vector<Trade> open;
+  std::vector<TopicMessage> out;
+  int next_id = 0;
+  auto qty = [&] { return std::to_string(pick(1, 500)) + (pick(0, 1) ? ".25" : ""); };
+  auto px = [&] { return std::to_string(pick(1, 99)) + "." + std::to_string(pick(10, 99)); };
+  auto side = [&] { return pick(0, 1) ? "BUY" : "SELL"; };
+  auto emit = [&](const Trade& t, const char* type) {
+    const PartitionKey& k = keys[static_cast<std::size_t>(t.k)];
+    out.push_back(TopicMessage{topic,
+                               Message{k.encode(), event_json(t.id, t.version, type, k, side(),
+                                                              qty(), px())},
+                               t.id, t.version, false});
+  };
+  while (out.size() < n) {
+    const int r = pick(0, 99);
+    if (r < 35 || open.empty()) {
+      Trade t{topic + "-T" + std::to_string(next_id++), pick(0, static_cast<int>(keys.size()) - 1),
+              1};
+      emit(t, "NEW");
+      open.push_back(t);
+    } else if (r < 80) {
+      Trade& t = open[static_cast<std::size_t>(pick(0, static_cast<int>(open.size()) - 1))];
+      ++t.version;
+      emit(t, "AMEND");
+    } else if (r < 88) {
+      const auto i = static_cast<std::size_t>(pick(0, static_cast<int>(open.size()) - 1));
+      ++open[i].version;
+      emit(open[i], "CANCEL");
+      open.erase(open.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      TopicMessage again = out[static_cast<std::size_t>(pick(0, static_cast<int>(out.size()) - 1))];
+      again.resend = true;
+      out.push_back(std::move(again));
+    }
+  }
+  return out;
+}
+
+/// Produces the messages of each topic in order; fills in partitions and offsets.
+void produce_topics(const std::string& brokers, std::vector<TopicMessage>& all) {
+  std::map<std::string, std::vector<Message>> by_topic;
+  for (const auto& m : all) by_topic[m.topic].push_back(m.message);
+  for (auto& [topic, messages] : by_topic) {
+    produce(brokers, topic, messages);
+    std::size_t i = 0;
+    for (auto& m : all)
+      if (m.topic == topic) m.message = messages[i++];
+  }
+}
+
+/// Every outcome a source reports, by (topic, partition, offset).
+struct TopicReported {
+  std::mutex mu;
+  std::map<std::tuple<std::string, std::int32_t, std::int64_t>, std::vector<Outcome>> by_message;
+  std::atomic<std::size_t> count{0};
+  void add(const KafkaOutcome& k) {
+    std::lock_guard lk(mu);
+    by_message[{std::string(k.topic), k.partition, k.offset}].push_back(k.outcome);
+    count.fetch_add(1);
+  }
+};
+
+/// The end offset of every (topic, partition) that got messages.
+std::map<std::pair<std::string, std::int32_t>, std::int64_t> end_offsets(
+    const std::vector<TopicMessage>& all) {
+  std::map<std::pair<std::string, std::int32_t>, std::int64_t> end;
+  for (const auto& m : all) {
+    auto& e = end[{m.topic, m.message.partition}];
+    e = std::max(e, m.message.offset + 1);
+  }
+  return end;
+}
+
+/// True when the stored offsets of `group` are the end offsets of every (topic, partition).
+bool all_stored(TradeStore& store, const std::string& group,
+                const std::map<std::pair<std::string, std::int32_t>, std::int64_t>& end) {
+  auto rows = store.source_offsets(group);
+  if (!rows) return false;
+  std::map<std::pair<std::string, std::int32_t>, std::int64_t> stored;
+  for (const auto& r : rows.value()) stored[{r.topic, r.partition}] = r.next_offset;
+  return stored == end;
+}
+
+/// The store holds every produced event exactly once (each (trade_id, version) once, the first
+/// copy's content), the positions of a sequential run (order does not matter for them: every
+/// event is accepted), and in each trade partition the events of each Kafka partition in the
+/// order they were produced.
+void check_topics_store(TradeStore& store, const std::vector<TopicMessage>& all,
+                        const Reference& ref) {
+  std::map<std::pair<std::string, std::int64_t>, const TopicMessage*> first;
+  for (const auto& m : all)
+    if (!m.resend) first.emplace(std::make_pair(m.trade_id, m.version), &m);
+  std::set<std::pair<std::string, std::int64_t>> stored;
+  std::size_t twice = 0, unknown = 0, wrong_content = 0, out_of_order = 0;
+  // Per trade partition, per Kafka partition: the last offset seen in seq order.
+  std::map<std::tuple<PartitionKey, std::string, std::int32_t>, std::int64_t> last;
+  REQUIRE(store.scan_events([&](const StoredEvent& e) {
+    const auto key = std::make_pair(e.event.trade_id, e.event.version);
+    if (!stored.insert(key).second) ++twice;
+    auto it = first.find(key);
+    if (it == first.end()) {
+      ++unknown;
+      return true;
+    }
+    const TopicMessage& m = *it->second;
+    const auto parsed = parse_event(m.message.value);
+    if (!parsed.event || !parsed.event->same_content(e.event)) ++wrong_content;
+    auto [pos, fresh] =
+        last.try_emplace({e.event.partition, m.topic, m.message.partition}, m.message.offset);
+    if (!fresh) {
+      if (m.message.offset <= pos->second) ++out_of_order;
+      pos->second = m.message.offset;
+    }
+    return true;
+  }));
+  CHECK(twice == 0);
+  CHECK(unknown == 0);
+  CHECK(wrong_content == 0);
+  CHECK(out_of_order == 0);
+  CHECK(stored.size() == first.size());
+  CHECK(store.positions().value() == ref.positions);
+  // Both topics fed at least one common trade partition (the point of the test).
+  std::map<PartitionKey, std::set<std::string>> topics_of;
+  for (const auto& [key, m] : first) {
+    auto p = parse_event(m->message.value);
+    topics_of[p.event->partition].insert(m->topic);
+  }
+  std::size_t shared = 0;
+  for (const auto& [k, t] : topics_of) shared += t.size() > 1 ? 1 : 0;
+  CHECK(shared > 0);
+}
+
+/// Two topics over the same 20 trade partitions, 4,000 messages in all.
+std::vector<TopicMessage> two_topics_trace(unsigned seed) {
+  std::vector<PartitionKey> keys;
+  for (int i = 0; i < 20; ++i)
+    keys.push_back(PartitionKey{"ACC" + std::to_string(i % 4), i % 2 ? "B_C" : "EQ",
+                                "SEC" + std::to_string(i)});
+  auto all = make_topic_trace("t1", seed, 2000, keys);
+  auto more = make_topic_trace("t2", seed + 1, 2000, keys);
+  all.insert(all.end(), more.begin(), more.end());
+  return all;
+}
+
+/// The sequential reference of all messages (any order gives the same positions here).
+Reference topics_reference(const std::vector<TopicMessage>& all) {
+  std::vector<Message> flat;
+  for (const auto& m : all) flat.push_back(m.message);
+  Reference ref = reference_of(flat);
+  for (std::size_t i = 0; i < all.size(); ++i)
+    REQUIRE(ref.outcomes[i].kind ==
+            (all[i].resend ? OutcomeKind::Duplicate : OutcomeKind::Accepted));
+  return ref;
 }
 
 }  // namespace
@@ -843,6 +1030,142 @@ TEST_CASE("kafka: broker failures and leader moves are survived") {
   MESSAGE("after broker failures: " << m.assignments << " assignments, " << m.replayed
                                     << " replayed");
   check_store(*memory, ref, trace, "g6", topic);
+}
+
+TEST_CASE("kafka: two topics feed the same trade partitions; every event is applied once") {
+  // The order between two Kafka partitions is not defined, so any interleaving is valid: no
+  // valid event may be refused because its trade partition is in flight from the other topic.
+  MockCluster cluster(3);
+  cluster.create_topic("t1", 4, 2);
+  cluster.create_topic("t2", 3, 1);
+  auto all = two_topics_trace(71);
+  produce_topics(cluster.bootstraps(), all);
+  const Reference ref = topics_reference(all);
+  const auto end = end_offsets(all);
+
+  const auto stores = all_stores();
+  for (auto& [name, make] : stores) {
+    SUBCASE(name.c_str()) {
+      auto [store, keep] = make();
+      const std::string group = "gt-" + name;
+      TopicReported reported;
+      auto o = source_options(cluster.bootstraps(), "t1", group);
+      o.topics = {"t1", "t2"};
+      o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+      Running run(store, o);
+      wait_for([&] { return reported.count.load() >= all.size(); }, 120s, "every outcome");
+      wait_for([&] { return all_stored(*store, group, end); }, 30s, "the end offsets");
+      REQUIRE(run.stop());
+      const auto m = run.source().metrics();
+      CHECK(m.messages == all.size());
+      CHECK(m.rejected == 0);
+      CHECK(m.invalid == 0);
+      CHECK(m.failed == 0);
+      CHECK(m.replayed == 0);
+      CHECK(reported.count.load() == all.size());
+      std::size_t wrong = 0;
+      for (const auto& msg : all) {
+        const auto& got =
+            reported.by_message[{msg.topic, msg.message.partition, msg.message.offset}];
+        const auto want = msg.resend ? OutcomeKind::Duplicate : OutcomeKind::Accepted;
+        if (got.size() != 1 || got[0].kind != want) {
+          if (++wrong <= 5)
+            MESSAGE(msg.topic << "[" << msg.message.partition << "]@" << msg.message.offset
+                              << ": " << got.size() << " outcomes, first "
+                              << (got.empty() ? std::string("-")
+                                              : std::string(to_string(got[0].kind)) + " " +
+                                                    got[0].reason));
+        }
+      }
+      CHECK(wrong == 0);
+      check_topics_store(*store, all, ref);
+      CHECK(all_stored(*store, group, end));
+    }
+  }
+}
+
+TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied exactly once") {
+  MockCluster cluster(3);
+  cluster.create_topic("t1", 4, 1);
+  cluster.create_topic("t2", 4, 1);
+  auto all = two_topics_trace(83);
+  produce_topics(cluster.bootstraps(), all);
+  const Reference ref = topics_reference(all);
+  const auto end = end_offsets(all);
+  auto memory = make_memory_store();
+  TopicReported reported;
+  auto o = source_options(cluster.bootstraps(), "t1", "gm");
+  o.topics = {"t1", "t2"};
+  o.pipeline.max_batch = 4;
+  o.max_in_flight = 32;
+  o.pipeline.retry.budget = 1000ms;
+  o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+  // Each member has its own view of the one store: A's can crash (A dies: from then on nothing
+  // of it lands, not even its offsets; its events end without an outcome).
+  auto store_of = [&](int delay_ms) {
+    auto s = std::make_shared<ControlledStore>(memory);
+    s->delay_ms = delay_ms;  // slow enough that the rebalances happen mid-run
+    return s;
+  };
+  auto sa = store_of(10), sb = store_of(10), sc = store_of(10);
+  auto a = std::make_unique<Running>(sa, o);
+  auto b = std::make_unique<Running>(sb, o);
+  wait_for([&] { return reported.count.load() >= all.size() / 8; }, 60s, "A and B to start");
+  Running c(sc, o);
+  wait_for([&] { return c.source().metrics().partitions > 0; }, 30s, "member C's assignment");
+  wait_for([&] { return outcomes_of(a->source().metrics()) > 100; }, 30s, "member A to go on");
+  {
+    std::lock_guard lk(reported.mu);
+    CHECK(reported.by_message.size() < all.size() * 3 / 4);  // work left for the handovers
+  }
+  // A dies: from now on nothing of it lands (its in-flight events end without an outcome), then
+  // it goes away (its final offsets cannot be stored either).
+  sa->crash();
+  (void)a->stop();
+  const auto ma = a->source().metrics();
+  a.reset();
+  // B leaves cleanly a little later.
+  wait_for([&] { return outcomes_of(c.source().metrics()) > 100; }, 30s, "C to go on");
+  REQUIRE(b->stop());
+  const auto mb = b->source().metrics();
+  b.reset();
+  wait_for([&] { return all_stored(*memory, "gm", end) && c.source().metrics().in_flight == 0; },
+           120s, "the end offsets to be stored");
+  REQUIRE(c.stop());
+  const auto mc = c.source().metrics();
+  MESSAGE("A: accepted " << ma.accepted << ", failed " << ma.failed << "; B: accepted "
+                         << mb.accepted << "; C: accepted " << mc.accepted << ", duplicate "
+                         << mc.duplicate << ", replayed " << mc.replayed);
+  CHECK(ma.accepted > 0);
+  CHECK(mb.accepted > 0);
+  CHECK(mc.accepted > 0);
+  CHECK(ma.invalid + mb.invalid + mc.invalid == 0);
+  CHECK(mb.failed == 0);
+  CHECK(mc.failed == 0);
+  // Nothing valid was rejected, and every message has an outcome (a re-read may repeat one:
+  // an event ACCEPTED before A died comes back DUPLICATE).
+  std::size_t missing = 0, rejected = 0;
+  {
+    std::lock_guard lk(reported.mu);
+    for (const auto& msg : all) {
+      auto it = reported.by_message.find({msg.topic, msg.message.partition, msg.message.offset});
+      if (it == reported.by_message.end()) {
+        ++missing;
+        continue;
+      }
+      for (const auto& out : it->second) {
+        if (out.kind == OutcomeKind::Rejected || out.kind == OutcomeKind::Stale) {
+          if (++rejected <= 5)
+            MESSAGE(msg.topic << "[" << msg.message.partition << "]@" << msg.message.offset
+                              << ": " << to_string(out.kind) << " " << out.reason);
+        }
+      }
+    }
+  }
+  CHECK(missing == 0);
+  CHECK(rejected == 0);
+  check_topics_store(*memory, all, ref);
+  CHECK(all_stored(*memory, "gm", end));
 }
 
 #endif  // TRADECAPTURE_HAVE_KAFKA

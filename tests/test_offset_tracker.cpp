@@ -1,5 +1,6 @@
 // The Kafka source's sans-I/O core (backends/kafka/offset_tracker.hpp), driven directly: tags,
-// watermarks, the rows and replay markers a commit carries, the replay guard and the lock.
+// watermarks, the rows and replay markers a commit carries, the guard (replayed and abandoned
+// events), several Kafka partitions feeding one trade partition.
 
 #ifdef TRADECAPTURE_HAVE_KAFKA
 
@@ -9,6 +10,9 @@
 #include <tradecapture/memory.hpp>
 
 #include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
 
 using namespace tradecapture;
 using namespace tradecapture::kafka_detail;
@@ -31,8 +35,9 @@ TradeEvent event(const std::string& id, std::int64_t version, const PartitionKey
 /// A batch that accepted `events` (one partition update per partition, in key order).
 CommitBatch accepted(std::vector<TradeEvent> events) {
   CommitBatch b;
-  std::sort(events.begin(), events.end(),
-            [](const TradeEvent& x, const TradeEvent& y) { return x.partition < y.partition; });
+  std::stable_sort(events.begin(), events.end(), [](const TradeEvent& x, const TradeEvent& y) {
+    return x.partition < y.partition;
+  });
   for (const auto& e : events) {
     if (b.partitions.empty() || b.partitions.back().partition != e.partition) {
       PartitionUpdate u;
@@ -44,6 +49,9 @@ CommitBatch accepted(std::vector<TradeEvent> events) {
     u.new_seq = u.events.size();
     u.trades.emplace_back(e.trade_id, TradeRecord{e.version});
   }
+  for (auto& u : b.partitions)
+    std::sort(u.trades.begin(), u.trades.end(),
+              [](const auto& x, const auto& y) { return x.first < y.first; });
   return b;
 }
 
@@ -90,8 +98,8 @@ TEST_CASE("offset tracker: the watermark is the smallest undecided offset") {
   CHECK(!t.completed(c).known);  // twice: unknown
   CHECK(t.idle(s));
   // Duplicate deliveries below the position are dropped.
-  CHECK(t.check(s, 13, nullptr) == Admit::stale);
-  CHECK(t.check(s, 14, nullptr) == Admit::submit);
+  CHECK(t.check(s, 13) == Admit::stale);
+  CHECK(t.check(s, 14) == Admit::submit);
 }
 
 TEST_CASE("offset tracker: a commit carries one row per Kafka partition, its own events decided") {
@@ -143,20 +151,124 @@ TEST_CASE("offset tracker: a commit carries one row per Kafka partition, its own
     CHECK(b.sources[0].next_offset == 3);
   }
 
-  SUBCASE("a dead slot's rows carry epoch 0, which every claimed row refuses") {
+  SUBCASE("a write of a dead slot carries epoch 0, which every claimed row refuses") {
+    // Decided (accepted) while the slot was live; the slot died before the commit.
     t.set_state(s0, SlotState::dead);
     CommitBatch b = accepted({e0});
     const std::uint64_t tags[] = {t0};
     t.add_sources(tags, b);
     REQUIRE(b.sources.size() == 1);
     CHECK(b.sources[0].epoch == 0);
+    CHECK(b.partitions[0].trades.size() == 1);  // no marker for it
     auto store = make_memory_store();
     REQUIRE(store->claim_source("g", "t", 0));
     CHECK(store->commit(b).error() == errc::fenced_off);
     CHECK(store->positions().value().empty());
     // Dead slots take no messages and owe no offsets-only commit.
-    CHECK(t.check(s0, 5, nullptr) == Admit::not_live);
+    CHECK(t.check(s0, 5) == Admit::not_live);
     for (const auto& r : t.due_offsets()) CHECK(r.partition != 0);
+  }
+
+  SUBCASE("a dead slot whose events the batch does not write needs no row") {
+    // Decided again after the slot died: the guard abandons its events; the batch goes on with
+    // the other slots' events.
+    t.set_state(s0, SlotState::dead);
+    PartitionState st;
+    CHECK(t.guard(e0, st) == Verdict::abandoned);
+    CHECK(t.guard(e3, st) == Verdict::decide);
+    CommitBatch b = accepted({e3});
+    const std::uint64_t tags[] = {t0, t3};
+    t.add_sources(tags, b);
+    REQUIRE(b.sources.size() == 1);
+    CHECK(b.sources[0] == SourceOffset{"g", "t", 1, 101, 9});
+    const auto c = t.completed(t0);
+    CHECK(c.abandoned);
+    CHECK(!c.replayed);
+    CHECK(c.state == SlotState::dead);
+    CHECK(!t.completed(t3).abandoned);
+  }
+}
+
+TEST_CASE("offset tracker: a trade partition fed by several Kafka partitions at once") {
+  // Two topics carry events of the same trade partitions: nothing is refused at the source,
+  // each Kafka partition gets its own row and its own marker in each trade partition.
+  OffsetTracker t("g");
+  const SlotIndex a = t.open("t1", 0, 3, 0);
+  const SlotIndex b = t.open("t2", 0, 7, 40);
+  const PartitionKey k = key("A");
+  const PartitionKey other = key("B");
+  const auto a0 = event("A-1", 1, k);
+  const auto b0 = event("B-1", 1, k);
+  const auto a1 = event("A-2", 1, k);
+  const auto b1 = event("B-2", 1, other);
+  CHECK(t.check(a, 0) == Admit::submit);
+  const auto ta0 = t.submitted(a, 0, a0);
+  CHECK(t.check(b, 40) == Admit::submit);  // the same trade partition, in flight from t1
+  const auto tb0 = t.submitted(b, 40, b0);
+  const auto ta1 = t.submitted(a, 1, a1);
+  const auto tb1 = t.submitted(b, 41, b1);
+
+  SUBCASE("rows and markers") {
+    CommitBatch batch = accepted({a0, b0, a1, b1});
+    const std::uint64_t tags[] = {ta0, tb0, ta1, tb1};
+    t.add_sources(tags, batch);
+    REQUIRE(batch.sources.size() == 2);
+    CHECK(batch.sources[0] == SourceOffset{"g", "t1", 0, 2, 3});
+    CHECK(batch.sources[1] == SourceOffset{"g", "t2", 0, 42, 7});
+    REQUIRE(batch.partitions.size() == 2);
+    const auto& trades = batch.partitions[0].trades;  // k
+    std::map<std::string, std::int64_t> markers;
+    for (const auto& [id, rec] : trades)
+      if (id[0] == '\x1f') markers[id] = rec.version;
+    CHECK(markers == std::map<std::string, std::int64_t>{{replay_marker_id("g", "t1", 0), 1},
+                                                         {replay_marker_id("g", "t2", 0), 40}});
+    CHECK(std::is_sorted(trades.begin(), trades.end(),
+                         [](const auto& x, const auto& y) { return x.first < y.first; }));
+    // The other trade partition only got t2's marker.
+    const auto& other_trades = batch.partitions[1].trades;
+    CHECK(other_trades.front().first == replay_marker_id("g", "t2", 0));
+    CHECK(other_trades.front().second.version == 41);
+  }
+
+  SUBCASE("the replay guard reads the marker of the event's own Kafka partition") {
+    // Before a crash t1's event at 0 was accepted in k (marker 0); nothing of t2 was. t2's
+    // marker in the other trade partition is far ahead: it says nothing about k.
+    PartitionState st;
+    st.trades["A-1"] = TradeRecord{1};
+    st.trades[replay_marker_id("g", "t1", 0)] = TradeRecord{0};
+    CHECK(t.guard(a0, st) == Verdict::replayed);
+    CHECK(t.guard(b0, st) == Verdict::decide);  // t2 has no marker in k: decided again
+    CHECK(t.guard(a1, st) == Verdict::decide);  // above t1's marker
+    // A marker of t2 far above does not make t1's later events decided.
+    st.trades[replay_marker_id("g", "t2", 0)] = TradeRecord{1000};
+    CHECK(t.guard(b0, st) == Verdict::replayed);
+    CHECK(t.guard(a1, st) == Verdict::decide);
+    CHECK(t.completed(ta0).replayed);
+    CHECK(t.completed(tb0).replayed);
+    CHECK(!t.completed(ta1).replayed);
+  }
+
+  SUBCASE("one source dies: its events are abandoned, the other's go on") {
+    t.set_state(a, SlotState::dead);
+    PartitionState st;
+    CHECK(t.guard(a0, st) == Verdict::abandoned);
+    CHECK(t.guard(b0, st) == Verdict::decide);
+    CHECK(t.guard(a1, st) == Verdict::abandoned);
+    CommitBatch batch = accepted({b0, b1});
+    const std::uint64_t tags[] = {ta0, tb0, ta1, tb1};
+    t.add_sources(tags, batch);
+    REQUIRE(batch.sources.size() == 1);
+    CHECK(batch.sources[0] == SourceOffset{"g", "t2", 0, 42, 7});
+    CHECK(t.completed(ta0).abandoned);
+    CHECK(t.completed(ta1).abandoned);
+    CHECK(t.idle(a));
+    t.close(a);
+    // A new generation of t1 (claimed again) feeds the same trade partition at once.
+    const SlotIndex a2 = t.open("t1", 0, 4, 0);
+    CHECK(t.check(a2, 0) == Admit::submit);
+    const auto ta2 = t.submitted(a2, 0, a0);
+    CHECK(t.guard(a0, st) == Verdict::decide);
+    CHECK(!t.completed(ta2).abandoned);
   }
 }
 
@@ -173,88 +285,17 @@ TEST_CASE("offset tracker: the replay guard answers re-read events at or below t
   PartitionState st;
   st.trades["T"] = TradeRecord{1};
   st.trades[replay_marker_id("g", "t", 0)] = TradeRecord{6};
-  CHECK(t.replayed(amend, st));
-  CHECK(t.replayed(nw, st));
-  CHECK(!t.replayed(later, st));
+  CHECK(t.guard(amend, st) == Verdict::replayed);
+  CHECK(t.guard(nw, st) == Verdict::replayed);
+  CHECK(t.guard(later, st) == Verdict::decide);
   // Another partition's marker does not count, nor does another trade partition's event.
   PartitionState other;
   other.trades[replay_marker_id("g", "t", 1)] = TradeRecord{100};
-  CHECK(!t.replayed(later, other));
-  CHECK(!t.replayed(event("T", 2, key("Z")), st));
+  CHECK(t.guard(later, other) == Verdict::decide);
+  CHECK(t.guard(event("T", 2, key("Z")), st) == Verdict::decide);
   CHECK(t.completed(ta).replayed);
   CHECK(t.completed(tn).replayed);
   CHECK(!t.completed(tl).replayed);
-}
-
-TEST_CASE("offset tracker: grants follow the assignment; fences rise with the claim epoch") {
-  OffsetTracker t("g", std::chrono::seconds(10));
-  const auto now = OffsetTracker::Clock::now();
-  const PartitionKey k = key("A");
-  // Nothing in flight for the partition: no grant.
-  CHECK(t.acquire(k, now).error() == errc::lease_lost);
-  const SlotIndex s = t.open("t", 0, 3, 0);
-  const auto tag = t.submitted(s, 0, event("A", 1, k));
-  auto g1 = t.acquire(k, now);
-  REQUIRE(g1);
-  CHECK((g1.value().fence >> 32) == 3);
-  auto g2 = t.acquire(k, now);
-  REQUIRE(g2);
-  CHECK(g2.value().fence > g1.value().fence);
-  Grant g = g2.value();
-  CHECK(t.renew(g, now + std::chrono::seconds(5)));
-  CHECK(g.expires == now + std::chrono::seconds(15));
-  // A split key: the same trade partition from another Kafka partition is refused.
-  const SlotIndex other = t.open("t", 1, 1, 0);
-  CHECK(t.check(other, 0, &k) == Admit::split_key);
-  // Revoked: renewals and new grants fail.
-  t.set_state(s, SlotState::dead);
-  CHECK(t.renew(g, now).error() == errc::lease_lost);
-  CHECK(t.acquire(k, now).error() == errc::lease_lost);
-  CHECK(t.completed(tag).state == SlotState::dead);
-  t.close(s);
-  // A new generation (a new claim, epoch 4): the old grant stays refused, new fences are higher.
-  const SlotIndex s2 = t.open("t", 0, 4, 1);
-  t.submitted(s2, 1, event("A", 2, k));
-  CHECK(t.renew(g, now).error() == errc::lease_lost);
-  auto g3 = t.acquire(k, now);
-  REQUIRE(g3);
-  CHECK(g3.value().fence > g2.value().fence);
-}
-
-TEST_CASE("offset tracker: a clean handover to the same member keeps its grants valid") {
-  OffsetTracker t("g", std::chrono::seconds(10));
-  const auto now = OffsetTracker::Clock::now();
-  const PartitionKey k = key("A");
-  const SlotIndex s = t.open("t", 0, 5, 0);
-  const auto tag = t.submitted(s, 0, event("A", 1, k));
-  Grant g = t.acquire(k, now).value();
-  t.completed(tag);
-  t.set_state(s, SlotState::draining);
-  t.released_cleanly(s);  // drained, final offset stored
-  t.set_state(s, SlotState::dead);
-  t.close(s);
-  SUBCASE("nobody claimed it in between: epoch + 1, the old grant renews") {
-    const SlotIndex s2 = t.open("t", 0, 6, 1);
-    t.submitted(s2, 1, event("A", 2, k));
-    CHECK(t.renew(g, now));
-    CHECK((t.acquire(k, now).value().fence >> 32) == 6);
-  }
-  SUBCASE("another member had it (epoch + 2): the old grant is refused") {
-    const SlotIndex s2 = t.open("t", 0, 7, 1);
-    t.submitted(s2, 1, event("A", 2, k));
-    CHECK(t.renew(g, now).error() == errc::lease_lost);
-  }
-  SUBCASE("a dirty end (lost, abandoned) leaves nothing to inherit") {
-    const SlotIndex s2 = t.open("t", 0, 6, 1);
-    t.submitted(s2, 1, event("A", 2, k));
-    t.set_state(s2, SlotState::dead);  // lost, not released cleanly
-    const auto tag2 = make_tag(s2, 1);
-    t.completed(tag2);
-    t.close(s2);
-    const SlotIndex s3 = t.open("t", 0, 7, 1);
-    t.submitted(s3, 1, event("A", 2, k));
-    CHECK(t.renew(g, now).error() == errc::lease_lost);
-  }
 }
 
 TEST_CASE("offset tracker: offsets-only commits owe only what moved") {

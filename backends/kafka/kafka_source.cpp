@@ -1,10 +1,11 @@
 // The Kafka source: a thin librdkafka shell around OffsetTracker (offset_tracker.hpp).
 //
-// Threads: `run` polls the consumer (messages, rebalance callbacks), stores offsets-only commits
-// and serves the results producer; the pipeline's shards call the hooks (before_commit, the
-// replay guard, the assignment lock) and complete events inline (callback handlers run on the
-// shard, before it takes its next batch). Everything the tracker knows is guarded by one mutex,
-// never held across a call into the pipeline, the store or librdkafka.
+// Threads: `run` polls the consumer (messages, rebalance callbacks) and stores offsets-only
+// commits; a producer thread sends the results topic's messages and serves their delivery
+// reports; the pipeline's shards call the hooks (before_commit, the guard) and complete events
+// inline (callback handlers run on the shard, before it takes its next batch), so nothing that
+// runs on a shard sleeps or waits for Kafka. Everything the tracker knows is guarded by one
+// mutex, never held across a call into the pipeline, the store or librdkafka.
 
 #include <tradecapture/kafka_source.hpp>
 
@@ -20,7 +21,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -123,49 +126,64 @@ struct KafkaSource::Impl {
     std::atomic<bool>& suspect_;
   };
 
-  // Grants a trade partition only while the Kafka partition its events come from is ours.
-  class AssignmentLock final : public PartitionLock {
+  // The pipeline's lock for Kafka-fed events. Within this process one shard owns a trade
+  // partition (by hash), whatever Kafka partitions feed it; between processes the store does the
+  // fencing: the pipeline writes with the token of `TradeStore::claim_partitions`, so a stale
+  // writer's commits (and checks) of a trade partition are refused once another member claimed
+  // it, and the claim epochs of the source offsets, carried by every commit that holds a Kafka
+  // event, fence a zombie member. So this lock never refuses: it only decides who works on a
+  // partition here, and there is nobody else here. Its grants carry no fencing token (fence 0;
+  // no store compares it). That a revoked or lost Kafka partition feeds nothing further is the
+  // tracker's job: its messages are not taken any more, and its events still in the pipeline
+  // are abandoned by the guard (see Guard) or refused in the commit.
+  class FreeLock final : public PartitionLock {
    public:
-    explicit AssignmentLock(Impl& impl) : impl_(impl) {}
+    explicit FreeLock(std::string group) : group_(std::move(group)) {}
     result<std::vector<result<Grant>>> try_acquire(
         std::span<const PartitionKey> partitions) override {
       std::vector<result<Grant>> out;
       out.reserve(partitions.size());
-      const auto now = Clock::now();
-      std::lock_guard lk(impl_.mu);
-      for (const auto& p : partitions) out.push_back(impl_.tracker.acquire(p, now));
+      const auto expires = Clock::now() + lease();
+      for (const auto& p : partitions) {
+        Grant g;
+        g.partition = p;
+        g.token = "kafka";
+        g.expires = expires;
+        out.emplace_back(std::move(g));
+      }
       return out;
     }
     result<std::vector<result<void>>> renew(std::span<Grant> grants) override {
-      std::vector<result<void>> out;
-      out.reserve(grants.size());
-      const auto now = Clock::now();
-      std::lock_guard lk(impl_.mu);
-      for (auto& g : grants) out.push_back(impl_.tracker.renew(g, now));
-      return out;
+      const auto expires = Clock::now() + lease();
+      for (auto& g : grants) g.expires = expires;
+      return std::vector<result<void>>(grants.size(), boost::outcome_v2::success());
     }
     void release(std::span<const Grant>) override {}
-    // Grants expire 10 s after each renew; a 60 s lease makes the pipeline renew them on every
-    // batch, which is what notices a new assignment generation.
     std::chrono::milliseconds lease() const override { return 60s; }
     result<void> ping() override { return boost::outcome_v2::success(); }
-    std::string describe() const override { return "kafka-assignment:" + impl_.o.group; }
+    std::string describe() const override { return "kafka-source:" + group_; }
 
    private:
-    Impl& impl_;
+    std::string group_;
   };
 
-  // Answers re-read events that were decided before a restart instead of deciding them again.
-  class ReplayGuard final : public Processor {
+  // Before the processor decides an event: abandons the events of dead slots and answers
+  // re-read events that were decided before a restart instead of deciding them again.
+  class Guard final : public Processor {
    public:
-    ReplayGuard(Impl& impl, std::shared_ptr<const Processor> inner)
+    Guard(Impl& impl, std::shared_ptr<const Processor> inner)
         : impl_(impl), inner_(std::move(inner)) {}
     Decision decide(const TradeEvent& event, const PartitionState& state) const override {
+      Verdict v;
       {
         std::lock_guard lk(impl_.mu);
-        if (impl_.tracker.replayed(event, state))
-          return Decision{Outcome::rejected(std::string(replayed_reason)), {}, {}};
+        v = impl_.tracker.guard(event, state);
       }
+      // Neither writes anything; neither is reported (see on_done).
+      if (v == Verdict::replayed)
+        return Decision{Outcome::rejected(std::string(replayed_reason)), {}, {}};
+      if (v == Verdict::abandoned)
+        return Decision{Outcome::rejected(std::string(abandoned_reason)), {}, {}};
       return inner_->decide(event, state);
     }
 
@@ -223,8 +241,20 @@ struct KafkaSource::Impl {
 
   rd_kafka_t* consumer = nullptr;
   rd_kafka_t* producer = nullptr;
-  std::thread producer_poller;  // serves the results producer's delivery reports
+  std::thread producer_thread;  // produces the results and serves their delivery reports
   std::atomic<bool> producer_stop{false};
+  // Outcome messages waiting for the producer thread (reported on shards, which never wait for
+  // Kafka). They count against max_in_flight, so a slow results topic slows fetching down.
+  struct PendingResult {
+    std::string key;
+    std::string value;
+    std::string where;  // topic[partition]@offset, for the warning when it cannot be produced
+  };
+  std::mutex results_mu;
+  std::condition_variable results_cv;
+  std::deque<PendingResult> results_queue;
+  std::atomic<std::size_t> results_pending{0};
+  std::mt19937_64 jitter{std::random_device{}()};  // the poll thread's retry backoffs
   bool cooperative = false;
   std::shared_ptr<SourceStore> store;
   mutable std::mutex pipeline_mu;  // guards the pointer (metrics from other threads)
@@ -265,20 +295,21 @@ struct KafkaSource::Impl {
     return ok;
   }
 
-  /// A store call with the pipeline's retry policy for transient failures.
+  /// A store call with the pipeline's retry policy for transient failures (the same jittered
+  /// backoff as the pipeline's). Only on the polling thread, which may sleep: never on a shard.
   template <class F>
   auto with_retry(const char* what, F&& f) -> decltype(f()) {
+    const RetryPolicy& policy = o.pipeline.retry;
     const auto start = Clock::now();
-    auto backoff = o.pipeline.retry.initial_backoff;
     for (int attempt = 1;; ++attempt) {
       auto r = f();
       if (r || classify(r.error()) != retry_class::retry_now) return r;
-      if (attempt >= o.pipeline.retry.max_attempts ||
-          Clock::now() - start > o.pipeline.retry.budget)
-        return r;
-      log->warn("kafka source: {} failed ({}), retrying", what, r.error().message());
+      if (attempt >= policy.max_attempts || Clock::now() - start > policy.budget) return r;
+      const auto backoff =
+          policy.backoff(attempt, std::uniform_real_distribution<double>(0.0, 1.0)(jitter));
+      log->warn("kafka source: {} failed ({}), retrying in {} ms", what, r.error().message(),
+                backoff.count());
       std::this_thread::sleep_for(backoff);
-      backoff = std::min(backoff * 2, o.pipeline.retry.max_backoff);
     }
   }
 
@@ -302,28 +333,62 @@ struct KafkaSource::Impl {
                k.offset, k.trade_id ? *k.trade_id : std::string("?"),
                k.version ? std::to_string(*k.version) : std::string("?"), k.outcome.reason);
     }
-    if (producer != nullptr) produce_result(k);
+    if (producer != nullptr) queue_result(k);
     if (o.on_outcome) o.on_outcome(k);
   }
 
-  void produce_result(const KafkaOutcome& k) {
-    std::string value = outcome_json(k);
-    const auto deadline = Clock::now() + 10s;
-    for (;;) {  // a full queue drains as the delivery thread serves reports
-      const rd_kafka_resp_err_t err = rd_kafka_producev(
-          producer, RD_KAFKA_V_TOPIC(o.results_topic.c_str()),
-          RD_KAFKA_V_KEY(const_cast<char*>(k.key.data()), k.key.size()),
-          RD_KAFKA_V_VALUE(value.data(), value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-          RD_KAFKA_V_END);
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
-      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && Clock::now() < deadline) {
-        std::this_thread::sleep_for(5ms);
-        continue;
+  /// Hands an outcome message to the producer thread (never waits: runs on shards too).
+  void queue_result(const KafkaOutcome& k) {
+    PendingResult r{std::string(k.key), outcome_json(k),
+                    std::string(k.topic) + "[" + std::to_string(k.partition) + "]@" +
+                        std::to_string(k.offset)};
+    results_pending.fetch_add(1, std::memory_order_acq_rel);
+    {
+      std::lock_guard lk(results_mu);
+      results_queue.push_back(std::move(r));
+    }
+    results_cv.notify_one();
+  }
+
+  /// The producer thread: produces queued outcome messages (waiting for room in librdkafka's
+  /// queue when it is full) and serves delivery reports; after `producer_stop`, ends once the
+  /// queue is empty.
+  void produce_results() {
+    std::deque<PendingResult> batch;
+    for (;;) {
+      {
+        std::unique_lock lk(results_mu);
+        if (results_queue.empty()) {
+          if (producer_stop.load()) return;
+          results_cv.wait_for(lk, 50ms);
+        }
+        batch.swap(results_queue);
       }
-      results_failed.fetch_add(1, std::memory_order_relaxed);
-      log->warn("kafka source: cannot produce the outcome of {}[{}]@{} to {}: {}", k.topic,
-                k.partition, k.offset, o.results_topic, rd_kafka_err2str(err));
-      return;
+      for (auto& r : batch) {
+        const auto deadline = Clock::now() + 10s;
+        for (;;) {
+          const rd_kafka_resp_err_t err = rd_kafka_producev(
+              producer, RD_KAFKA_V_TOPIC(o.results_topic.c_str()),
+              RD_KAFKA_V_KEY(r.key.data(), r.key.size()),
+              RD_KAFKA_V_VALUE(r.value.data(), r.value.size()),
+              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+          if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+          if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && Clock::now() < deadline) {
+            rd_kafka_poll(producer, 10);  // delivery reports make room
+            continue;
+          }
+          results_failed.fetch_add(1, std::memory_order_relaxed);
+          log->warn("kafka source: cannot produce the outcome of {} to {}: {}", r.where,
+                    o.results_topic, rd_kafka_err2str(err));
+          break;
+        }
+      }
+      if (!batch.empty()) {
+        results_pending.fetch_sub(batch.size(), std::memory_order_acq_rel);
+        batch.clear();
+        notify();
+      }
+      rd_kafka_poll(producer, 0);
     }
   }
 
@@ -348,6 +413,10 @@ struct KafkaSource::Impl {
       }
     } else if (c.replayed) {
       replayed.fetch_add(1, std::memory_order_relaxed);
+    } else if (c.abandoned) {
+      // Its slot died before it was decided: no outcome here; the next owner reads it again.
+      failures.fetch_add(1, std::memory_order_relaxed);
+      log->debug("kafka source: abandoned event {}[{}]@{}", c.topic, c.partition, c.offset);
     } else {
       KafkaOutcome k;
       k.topic = c.topic;
@@ -406,7 +475,7 @@ struct KafkaSource::Impl {
       rd_kafka_topic_partition_t& p = parts->elems[i];
       const std::string topic = p.topic;
       // A partition abandoned earlier in this process: its events must be out of the pipeline
-      // before a new generation starts (they fail once their lock grants are refused).
+      // before a new generation starts (the guard abandons them as soon as a shard gets to them).
       std::optional<SlotIndex> old;
       {
         std::lock_guard lk(mu);
@@ -486,12 +555,7 @@ struct KafkaSource::Impl {
         log->error("kafka source: revoked partitions still have events in flight after {} ms; "
                    "abandoning them (the next owner decides them)",
                    o.revoke_timeout.count());
-      if (flush(slots, /*all=*/true) && idle) {
-        // Given up cleanly: if this member gets them back before anyone else claims them, the
-        // pipeline's cached state of their trade partitions is still the durable state.
-        std::lock_guard lk(mu);
-        for (SlotIndex s : slots) tracker.released_cleanly(s);
-      }
+      flush(slots, /*all=*/true);
     }
     {
       std::lock_guard lk(mu);
@@ -643,7 +707,7 @@ struct KafkaSource::Impl {
       std::lock_guard lk(mu);
       auto s = tracker.find(topic, partition);
       if (!s) return;  // not ours (any more)
-      const Admit a = tracker.check(*s, offset, nullptr);
+      const Admit a = tracker.check(*s, offset);
       if (a == Admit::stale && stale_warned.insert(tracker.view(*s).generation).second) {
         // Below the position: a message delivered twice, or librdkafka reset the offset
         // because the stored one is beyond the end (a recreated topic?).
@@ -698,16 +762,9 @@ struct KafkaSource::Impl {
     }
     std::uint64_t tag = 0;
     {
+      // Still ours? (A rebalance callback runs on this thread, but only inside a poll.)
       std::lock_guard lk(mu);
-      const Admit a =
-          tracker.check(slot, offset, reason.empty() ? &parsed.event->partition : nullptr);
-      if (a == Admit::split_key) {
-        reason = "invalid: trade partition " + parsed.event->partition.to_string() +
-                 " is in flight from another Kafka partition (the message key must map each "
-                 "trade partition to one Kafka partition)";
-      } else if (a != Admit::submit) {
-        return;
-      }
+      if (tracker.check(slot, offset) != Admit::submit) return;
       if (reason.empty()) tag = tracker.submitted(slot, offset, *parsed.event);
     }
     if (!reason.empty()) {
@@ -728,7 +785,11 @@ struct KafkaSource::Impl {
     pipeline->async_submit(std::move(*parsed.event), tag, std::move(done));
   }
 
-  bool room() const { return in_flight.load(std::memory_order_acquire) < o.max_in_flight; }
+  bool room() const {
+    return in_flight.load(std::memory_order_acquire) +
+               results_pending.load(std::memory_order_acquire) <
+           o.max_in_flight;
+  }
 
   rd_kafka_conf_t* make_conf(const std::vector<std::pair<std::string, std::string>>& defaults,
                              const std::vector<std::pair<std::string, std::string>>& user,
@@ -795,9 +856,7 @@ struct KafkaSource::Impl {
         fail(kafka_errc::client_error, std::string("cannot create the results producer: ") + err);
         return false;
       }
-      producer_poller = std::thread([this] {
-        while (!producer_stop.load(std::memory_order_relaxed)) rd_kafka_poll(producer, 100);
-      });
+      producer_thread = std::thread([this] { produce_results(); });
     }
     PartitionList topics(rd_kafka_topic_partition_list_new(static_cast<int>(o.topics.size())));
     for (const auto& t : o.topics)
@@ -819,8 +878,8 @@ struct KafkaSource::Impl {
       std::lock_guard lk(mu);
       tracker.add_sources(tags, batch);
     };
-    auto p = std::make_unique<Pipeline>(store, std::make_shared<AssignmentLock>(*this),
-                                        std::make_shared<ReplayGuard>(*this, processor), po);
+    auto p = std::make_unique<Pipeline>(store, std::make_shared<FreeLock>(o.group),
+                                        std::make_shared<Guard>(*this, processor), po);
     std::lock_guard lk(pipeline_mu);
     pipeline = std::move(p);
   }
@@ -877,9 +936,13 @@ struct KafkaSource::Impl {
         p = std::move(pipeline);
       }
     }
-    if (producer_poller.joinable()) {
-      producer_stop.store(true);
-      producer_poller.join();
+    if (producer_thread.joinable()) {
+      {
+        std::lock_guard lk(results_mu);
+        producer_stop.store(true);
+      }
+      results_cv.notify_all();
+      producer_thread.join();  // after every queued outcome message was handed to librdkafka
     }
     if (producer != nullptr) {
       if (rd_kafka_flush(producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)

@@ -1,7 +1,7 @@
 #include "offset_tracker.hpp"
 
 #include <algorithm>
-#include <charconv>
+#include <set>
 #include <tuple>
 
 namespace tradecapture::kafka_detail {
@@ -24,8 +24,7 @@ std::size_t OffsetTracker::KeyHash::operator()(
   return IdempotencyKeyHash{}(IdempotencyKey{k.first, k.second});
 }
 
-OffsetTracker::OffsetTracker(std::string group, std::chrono::milliseconds grant_expiry)
-    : group_(std::move(group)), grant_expiry_(grant_expiry) {}
+OffsetTracker::OffsetTracker(std::string group) : group_(std::move(group)) {}
 
 const OffsetTracker::Slot* OffsetTracker::slot_(SlotIndex i) const {
   if (i == 0 || i >= slots_.size() || !slots_[i].open) return nullptr;
@@ -70,20 +69,7 @@ SlotIndex OffsetTracker::open(std::string topic, std::int32_t partition, std::ui
   s.state = SlotState::live;
   s.position = std::max<std::int64_t>(start, 0);
   s.start = s.position;
-  if (auto c = clean_.find({s.topic, partition}); c != clean_.end()) {
-    if (c->second.second + 1 == epoch) {
-      s.predecessor_generation = c->second.first;
-      s.predecessor_epoch = c->second.second;
-    }
-    clean_.erase(c);
-  }
   return i;
-}
-
-void OffsetTracker::released_cleanly(SlotIndex slot) {
-  const Slot* s = slot_(slot);
-  if (s == nullptr || s->state != SlotState::draining || !s->in_flight.empty()) return;
-  clean_[{s->topic, s->partition}] = {s->generation, s->epoch};
 }
 
 std::optional<SlotIndex> OffsetTracker::find(std::string_view topic,
@@ -142,26 +128,21 @@ std::vector<SlotView> OffsetTracker::slots() const {
 
 // ---- messages -------------------------------------------------------------------------------
 
-Admit OffsetTracker::check(SlotIndex slot, std::int64_t offset,
-                           const PartitionKey* partition) const {
+Admit OffsetTracker::check(SlotIndex slot, std::int64_t offset) const {
   const Slot* s = slot_(slot);
   if (s == nullptr || s->state != SlotState::live) return Admit::not_live;
   if (offset < s->position) return Admit::stale;
-  if (partition != nullptr) {
-    auto it = partitions_.find(*partition);
-    if (it != partitions_.end() && it->second.slot != slot) return Admit::split_key;
-  }
   return Admit::submit;
 }
 
 std::uint64_t OffsetTracker::submitted(SlotIndex slot, std::int64_t offset,
                                        const TradeEvent& event) {
   Slot& s = *slot_(slot);
-  auto& p = *partitions_.try_emplace(event.partition, PartitionInfo{slot, 0}).first;
+  auto& p = *partitions_.try_emplace(event.partition).first;
   ++p.second.count;
   auto& k = *keys_.try_emplace(std::make_pair(event.trade_id, event.version)).first;
   k.second.emplace_back(slot, offset);
-  s.in_flight.emplace(offset, Entry{&p, &k, false});
+  s.in_flight.emplace(offset, Entry{&p, &k, Verdict::decide});
   s.position = offset + 1;
   return make_tag(slot, offset);
 }
@@ -179,7 +160,8 @@ Completion OffsetTracker::completed(std::uint64_t tag) {
   if (it == s->in_flight.end()) return c;
   const Entry e = it->second;
   c.known = true;
-  c.replayed = e.replayed;
+  c.replayed = e.verdict == Verdict::replayed;
+  c.abandoned = e.verdict == Verdict::abandoned;
   c.state = s->state;
   c.topic = s->topic;
   c.partition = s->partition;
@@ -208,9 +190,11 @@ void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch
     for (const auto& e : batch.partitions[i].events)
       accepted.emplace(std::make_pair(std::string_view(e.event.trade_id), e.event.version), i);
 
-  // Per slot: the offsets of this batch; per (update, slot): the last accepted offset.
+  // Per slot: the offsets of this batch; per (update, slot): the last accepted offset. Several
+  // slots may feed one trade partition: each gets its own marker there.
   std::map<SlotIndex, std::vector<std::int64_t>> per_slot;
   std::map<std::pair<std::size_t, SlotIndex>, std::int64_t> markers;
+  std::set<SlotIndex> dead_writes;  // dead slots with an event this batch writes
   for (std::uint64_t tag : tags) {
     const SlotIndex si = tag_slot(tag);
     const Slot* s = slot_(si);
@@ -222,6 +206,10 @@ void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch
     const Entry& e = it->second;
     auto a = accepted.find(std::make_pair(std::string_view(e.key->first.first), e.key->first.second));
     if (a == accepted.end() || batch.partitions[a->second].partition != e.partition->first) continue;
+    if (s->state == SlotState::dead) {
+      dead_writes.insert(si);
+      continue;
+    }
     auto& m = markers[{a->second, si}];
     m = std::max(m, offset);
   }
@@ -229,6 +217,13 @@ void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch
   std::vector<SourceOffset> rows;
   for (auto& [si, offsets] : per_slot) {
     const Slot& s = *slot_(si);
+    if (s.state == SlotState::dead) {
+      // Its events were abandoned or decided without a write: nothing of it lands, so it needs
+      // no row (its offset stays where it is for the next owner). A write decided before the
+      // slot died must not land: epoch 0 refuses the batch, which is then decided again.
+      if (dead_writes.count(si) != 0) rows.push_back(row_(group_, s, s.start));
+      continue;
+    }
     std::sort(offsets.begin(), offsets.end());
     // The smallest offset in flight that is not decided by this batch.
     std::int64_t next = s.position;
@@ -276,53 +271,30 @@ void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch
   }
 }
 
-bool OffsetTracker::replayed(const TradeEvent& event, const PartitionState& state) {
+Verdict OffsetTracker::guard(const TradeEvent& event, const PartitionState& state) {
   auto k = keys_.find(std::make_pair(event.trade_id, event.version));
-  if (k == keys_.end()) return false;
+  if (k == keys_.end()) return Verdict::decide;
   for (const auto& [si, offset] : k->second) {
     Slot* s = slot_(si);
     if (s == nullptr) continue;
     auto it = s->in_flight.find(offset);
     if (it == s->in_flight.end() || it->second.partition->first != event.partition) continue;
-    // The first in-flight event with this key and partition is the one being decided (the
-    // pipeline decides one key at a time, in submission order).
-    auto m = state.trades.find(s->marker_id);
-    if (m == state.trades.end() || offset > m->second.version) return false;
-    it->second.replayed = true;
-    return true;
+    // The first in-flight event with this key and trade partition is the one being decided
+    // (the pipeline decides one key at a time, in submission order, and the poll thread records
+    // events here in the order it submits them), whichever Kafka partition it came from.
+    Verdict v = Verdict::decide;
+    if (s->state == SlotState::dead) {
+      v = Verdict::abandoned;
+    } else if (auto m = state.trades.find(s->marker_id);
+               m != state.trades.end() && offset <= m->second.version) {
+      // Its own Kafka partition's marker: the markers of other Kafka partitions feeding the
+      // same trade partition say nothing about this one.
+      v = Verdict::replayed;
+    }
+    it->second.verdict = v;
+    return v;
   }
-  return false;
-}
-
-// ---- lock -----------------------------------------------------------------------------------
-
-result<Grant> OffsetTracker::acquire(const PartitionKey& partition, Clock::time_point now) {
-  auto it = partitions_.find(partition);
-  if (it == partitions_.end()) return errc::lease_lost;
-  const Slot* s = slot_(it->second.slot);
-  if (s == nullptr || s->state == SlotState::dead) return errc::lease_lost;
-  if (s->epoch >= (std::uint64_t{1} << 32)) return errc::internal;
-  Grant g;
-  g.partition = partition;
-  g.fence = (s->epoch << 32) | ++grants_;
-  g.token = std::to_string(s->generation);
-  g.expires = now + grant_expiry_;
-  return g;
-}
-
-result<void> OffsetTracker::renew(Grant& grant, Clock::time_point now) {
-  auto it = partitions_.find(grant.partition);
-  if (it == partitions_.end()) return errc::lease_lost;
-  const Slot* s = slot_(it->second.slot);
-  if (s == nullptr || s->state == SlotState::dead) return errc::lease_lost;
-  const bool current =
-      grant.token == std::to_string(s->generation) && (grant.fence >> 32) == s->epoch;
-  const bool inherited = s->predecessor_generation != 0 &&
-                         grant.token == std::to_string(s->predecessor_generation) &&
-                         (grant.fence >> 32) == s->predecessor_epoch;
-  if (!current && !inherited) return errc::lease_lost;
-  grant.expires = now + grant_expiry_;
-  return boost::outcome_v2::success();
+  return Verdict::decide;
 }
 
 // ---- offsets-only commits -------------------------------------------------------------------

@@ -9,26 +9,40 @@
 //   flight; the watermark is the smallest offset not yet decided. `add_sources` computes, for the
 //   batch a shard is about to commit, one SourceOffset row per Kafka partition the batch touches
 //   (the batch's own events count as decided: the row commits with them) with the slot's claim
-//   epoch, or epoch 0 once the slot is dead so the store refuses the whole batch.
+//   epoch, or epoch 0 once the slot is dead and the batch writes one of its events, so the store
+//   refuses the whole batch.
+// - Several sources per trade partition: a trade partition may receive events from several
+//   Kafka partitions (several topics) at once. Events of one Kafka partition keep their order
+//   (one poll thread submits them in offset order; the pipeline keeps submission order per trade
+//   partition); events of different Kafka partitions interleave in whatever order they arrive,
+//   which is as valid an order as any (Kafka defines none between partitions).
 // - Replay guard: re-reading the uncommitted tail after a crash is harmless for ACCEPTED events
 //   (their idempotency key makes them DUPLICATE) but not for the others: an AMEND rejected as
 //   "unknown trade" before its NEW would be accepted if decided again after the NEW. So every
-//   commit also writes, into each trade partition it changes, a marker record (a trade whose id no
-//   event can have, see `replay_marker_id`) holding the Kafka offset of the partition's last
-//   accepted event; a re-read event at or below its partition's marker was decided before the
-//   crash and is not decided again (`replayed`). Trade partitions commit in seq order, so the
-//   marker never goes backwards; it is durable exactly when the events it covers are.
-// - Lock: a trade partition may be granted only while the Kafka partition its in-flight events
-//   come from is assigned here; fence = (claim epoch << 32) | grant counter. Grants expire soon
-//   after each renew and the pipeline renews on every batch, so a new generation forces the
-//   pipeline to drop state cached under an older one.
+//   commit also writes, into each trade partition it changes, one marker record per Kafka
+//   partition whose events it accepted there (a trade whose id no event can have, see
+//   `replay_marker_id`: group, topic and partition), holding the Kafka offset of the last event
+//   of that Kafka partition accepted in that trade partition. A re-read event at or below ITS
+//   Kafka partition's marker in its trade partition was decided before the crash and is not
+//   decided again (`replayed`); a later one is decided again (nothing of it is durable, and no
+//   later event of its Kafka partition was accepted in that trade partition, so deciding it now
+//   is deciding it at a later point of a valid interleaving). Trade partitions commit in seq order
+//   and a Kafka partition's events in offset order, so a marker never goes backwards; it is
+//   durable exactly when the events it covers are. Markers of other Kafka partitions in the same
+//   trade partition say nothing about this one.
+// - Abandoned events: once a slot is dead (revoked past the timeout, lost, fenced, failed) its
+//   events still in the pipeline are answered by the guard without a decision (`abandoned`): they
+//   write nothing and are not reported; the next owner of the Kafka partition reads them again
+//   from the stored offset. An event of a dead slot decided before the slot died and not yet
+//   committed makes its batch carry epoch 0 (refused): decided again, it is abandoned.
+// - No fencing tokens here: the pipeline writes with the tokens of the store's
+//   `claim_partitions`, which fence a stale writer of a trade partition whatever fed it; claim
+//   epochs fence the source offsets (and with them every commit that carries a Kafka event).
 
 #include <tradecapture/error.hpp>
-#include <tradecapture/partition_lock.hpp>
 #include <tradecapture/trade_store.hpp>
 #include <tradecapture/types.hpp>
 
-#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -80,13 +94,24 @@ enum class Admit : std::uint8_t {
   submit,      ///< hand it to the pipeline (or answer it at the source)
   stale,       ///< below the slot's position (a duplicate delivery): drop it
   not_live,    ///< the slot does not take messages: drop it (the next owner reads it)
-  split_key,   ///< its trade partition is in flight from another Kafka partition
 };
+
+/// What the guard says about an event the pipeline is about to decide.
+enum class Verdict : std::uint8_t {
+  decide,     ///< decide it (the processor)
+  replayed,   ///< a re-read event at or below its marker: decided before a restart
+  abandoned,  ///< its slot is dead: not decided here (the next owner reads it again)
+};
+
+/// The reason of the outcome the guard gives an abandoned event (never reported).
+inline constexpr std::string_view abandoned_reason =
+    "abandoned: its Kafka partition is no longer assigned here";
 
 /// What a completion was.
 struct Completion {
-  bool known = false;     ///< the tag was in flight in a slot of this tracker
-  bool replayed = false;  ///< the replay guard answered it: decided before a restart
+  bool known = false;      ///< the tag was in flight in a slot of this tracker
+  bool replayed = false;   ///< the replay guard answered it: decided before a restart
+  bool abandoned = false;  ///< the guard answered it without a decision: its slot was dead
   SlotState state = SlotState::dead;  ///< the slot's state when it completed
   std::string topic;
   std::int32_t partition = 0;
@@ -112,26 +137,17 @@ struct SlotView {
 /// caller serialises every call.
 class OffsetTracker {
  public:
-  using Clock = std::chrono::steady_clock;
-
-  /// `group` names the stored offsets; grants expire `grant_expiry` after each acquire or renew.
-  explicit OffsetTracker(std::string group,
-                         std::chrono::milliseconds grant_expiry = std::chrono::seconds(10));
+  /// `group` names the stored offsets.
+  explicit OffsetTracker(std::string group);
 
   const std::string& group() const noexcept { return group_; }
 
   // ---- assignment ---------------------------------------------------------------------------
 
   /// Opens the slot of a new assignment of (topic, partition), claimed with `epoch`, consuming
-  /// from `start`. Any earlier slot of the same partition must have been closed. When the
-  /// previous generation here was released cleanly with epoch - 1 (nobody claimed it in
-  /// between), its grants stay valid: the state the pipeline cached under them is still the
-  /// durable state.
+  /// from `start`. Any earlier slot of the same partition must have been closed.
   SlotIndex open(std::string topic, std::int32_t partition, std::uint64_t epoch,
                  std::int64_t start);
-  /// Records that a draining slot was given up cleanly: nothing in flight and its final offset
-  /// stored (see `open`).
-  void released_cleanly(SlotIndex slot);
   /// The open slot of (topic, partition), whatever its state.
   std::optional<SlotIndex> find(std::string_view topic, std::int32_t partition) const;
   /// Moves a slot to `draining` or `dead` (never back to live).
@@ -147,9 +163,9 @@ class OffsetTracker {
 
   // ---- messages -----------------------------------------------------------------------------
 
-  /// Whether a message at `offset` of `slot` whose event belongs to `partition` (null when the
-  /// message is not a valid event) may be taken.
-  Admit check(SlotIndex slot, std::int64_t offset, const PartitionKey* partition) const;
+  /// Whether a message at `offset` of `slot` may be taken. Any trade partition may be in flight
+  /// from any number of slots at once.
+  Admit check(SlotIndex slot, std::int64_t offset) const;
   /// Records an event handed to the pipeline (after `check` said submit); returns its tag.
   std::uint64_t submitted(SlotIndex slot, std::int64_t offset, const TradeEvent& event);
   /// Records a message answered without the pipeline (malformed): decided at once.
@@ -163,18 +179,12 @@ class OffsetTracker {
   /// whose decided events carry `tags`. Changes nothing in the tracker (the batch may be refused
   /// and decided again).
   void add_sources(std::span<const std::uint64_t> tags, CommitBatch& batch) const;
-  /// The replay guard, called instead of deciding `event` on `state`: true when the event is a
-  /// re-read message at or below its trade partition's replay marker (it is then flagged, and its
-  /// completion says `replayed`).
-  bool replayed(const TradeEvent& event, const PartitionState& state);
-
-  // ---- lock ---------------------------------------------------------------------------------
-
-  /// A grant on a trade partition, or `errc::lease_lost` when its in-flight events do not come
-  /// from a live or draining slot.
-  result<Grant> acquire(const PartitionKey& partition, Clock::time_point now);
-  /// Extends a grant, or `errc::lease_lost` when its slot generation is over.
-  result<void> renew(Grant& grant, Clock::time_point now);
+  /// The guard, called before deciding `event` on `state`: `abandoned` when the event's slot is
+  /// dead, `replayed` when it is a re-read message at or below the replay marker of its own Kafka
+  /// partition in its trade partition, `decide` otherwise. The event is flagged accordingly (its
+  /// completion says `replayed` or `abandoned`; a later call may clear the flag again, the last
+  /// decision counts).
+  Verdict guard(const TradeEvent& event, const PartitionState& state);
 
   // ---- offsets-only commits -----------------------------------------------------------------
 
@@ -194,14 +204,13 @@ class OffsetTracker {
   using KeyMap = std::unordered_map<std::pair<std::string, std::int64_t>,
                                     std::vector<std::pair<SlotIndex, std::int64_t>>, KeyHash>;
   struct PartitionInfo {
-    SlotIndex slot = 0;
-    std::size_t count = 0;  // events in flight
+    std::size_t count = 0;  // events in flight, from any slot (the key is shared by entries)
   };
   using PartitionMap = std::unordered_map<PartitionKey, PartitionInfo, PartitionKeyHash>;
   struct Entry {
     PartitionMap::value_type* partition = nullptr;
     KeyMap::value_type* key = nullptr;
-    bool replayed = false;
+    Verdict verdict = Verdict::decide;  // the guard's last word on it
   };
   struct Slot {
     bool open = false;
@@ -215,9 +224,6 @@ class OffsetTracker {
     std::int64_t flushed = -1;
     std::map<std::int64_t, Entry> in_flight;
     std::string marker_id;
-    // The generation and epoch whose grants stay valid (a clean handover), if any.
-    std::uint64_t predecessor_generation = 0;
-    std::uint64_t predecessor_epoch = 0;
   };
 
   const Slot* slot_(SlotIndex i) const;
@@ -226,15 +232,11 @@ class OffsetTracker {
   static SourceOffset row_(const std::string& group, const Slot& s, std::int64_t next);
 
   std::string group_;
-  std::chrono::milliseconds grant_expiry_;
   std::vector<Slot> slots_{1};  // index 0 unused
   std::vector<SlotIndex> free_;
   std::uint64_t generations_ = 0;
-  std::uint32_t grants_ = 0;
   PartitionMap partitions_;
   KeyMap keys_;
-  // Clean releases by (topic, partition): generation and epoch.
-  std::map<std::pair<std::string, std::int32_t>, std::pair<std::uint64_t, std::uint64_t>> clean_;
 };
 
 }  // namespace tradecapture::kafka_detail

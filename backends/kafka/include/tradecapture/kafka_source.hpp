@@ -6,9 +6,14 @@
 /// Keying contract for producers: the message key is `kafka_message_key(partition)` (the
 /// trade partition's `PartitionKey::encode()`, e.g. "4:ACC17:EQ-FLOW4:AAPL"), the value one
 /// event JSON object (spec section 1). With a key-hashing partitioner (librdkafka's and Java's
-/// defaults) one trade partition then always lands in one Kafka partition, so its events are
-/// consumed in the order they were produced. Do not change a topic's partition count while
-/// consumers that write the same store run.
+/// defaults) one trade partition then always lands in one Kafka partition of a topic, so its
+/// events of that topic are consumed in the order they were produced. Do not change a topic's
+/// partition count while consumers that write the same store run.
+///
+/// Several topics (or several Kafka partitions) may carry events of the same trade partition:
+/// events of one Kafka partition are applied in their order; events of different Kafka
+/// partitions interleave in whatever order they are consumed (Kafka defines no order between
+/// partitions, so any interleaving is a valid order), and every event is decided exactly once.
 ///
 /// Exactly-once effect: the consumed position of each Kafka partition lives in the TradeStore
 /// (`TradeStore::source_offsets`, consumer = the group id), written in the same transaction as
