@@ -1,0 +1,81 @@
+#pragma once
+// tradecapture_sim: a deterministic simulation of the shard core (house style point 13).
+//
+// world.cpp builds a seeded world (hosts running detail::ShardCore, the memory store behind a
+// fault injector, a lock server with its own clock, proxy-like clients, a fault schedule) and
+// runs it on one simulated clock. check.cpp judges the run against spec section 6, using only
+// what the clients saw, what the store's fault wrapper logged and the final store contents.
+
+#include "shard_core.hpp"
+
+#include <tradecapture/processor.hpp>
+#include <tradecapture/trade_store.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sim {
+
+using namespace tradecapture;
+using detail::Time;
+using Micros = std::int64_t;  ///< simulated time, microseconds
+
+struct Params {
+  std::uint64_t seed = 1;
+  int events = 300;  ///< stream events per seed, over all partitions
+  detail::Mutation mutation = detail::Mutation::none;
+  bool verbose = false;
+};
+
+/// Totals over the seeds of a run, for the summary.
+struct Stats {
+  std::uint64_t seeds = 0, stream_events = 0, submissions = 0, commits = 0;
+  Micros sim_time = 0;
+  std::map<std::string, std::uint64_t> faults;    ///< injected, by kind
+  std::map<std::string, std::uint64_t> outcomes;  ///< reported, by kind
+};
+
+/// One commit that the store applied, as the fault-injecting wrapper saw it. With the final scan
+/// of the store, this log is the checker's only source about the store's history.
+struct CommitRecord {
+  Micros at = 0;                    ///< simulated time at which it applied
+  int host = -1, incarnation = 0;   ///< who sent it
+  std::uint64_t sent_step = 0;      ///< scheduler step at which it was sent
+  std::vector<StoredEvent> events;  ///< appended: partitions ascending, then seq ascending
+};
+
+/// One submission of a stream event to a host, as its client saw it.
+struct Submission {
+  int partition = 0;
+  std::size_t index = 0;  ///< position in the partition's stream
+  int host = 0, incarnation = 0, epoch = 0;
+  std::uint64_t stamp = 0;     ///< as set by the host on entry
+  std::size_t h0 = 0, h1 = 0;  ///< commits applied before submission / before the report
+  std::optional<Time> deadline;           ///< in the host's clock
+  std::uint64_t pass_step = UINT64_MAX;   ///< step at which the host clock passed the deadline
+  std::size_t h_pass = 0;                 ///< commits applied by then
+  enum class State { in_network, pending, decided, failed, dropped } state = State::in_network;
+  Outcome outcome;
+  boost::system::error_code ec;
+};
+
+struct CheckInput {
+  const std::vector<PartitionKey>& partitions;
+  const std::vector<std::vector<TradeEvent>>& streams;
+  const std::vector<CommitRecord>& history;
+  const std::vector<Submission>& subs;
+  TradeStore& store;  ///< the memory store itself, without the fault wrapper
+  const Processor& processor;
+};
+
+/// Checks (1), (3) and (4) of the brief (spec section 6 points 1, 2 and the sequential result);
+/// (2) and (5) are checked online by the world. Empty when everything holds, else what broke.
+std::string check_run(const CheckInput& in);
+
+/// Runs one seed; adds to `stats`. Returns an empty string on success, else what broke.
+std::string run_seed(const Params& p, Stats& stats);
+
+}  // namespace sim
