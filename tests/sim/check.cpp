@@ -11,6 +11,8 @@
 // partition's events (a batch decides its events in order on the state its commit validates).
 // With a deadline, k is also bounded by the commits applied when the host clock passed the
 // deadline, or by a commit of that host sent before then (a commit under way still decides).
+// An ACCEPTED outcome is decided by the commit that stored the event, so that commit must lie in
+// the window: a host may not report as its own a write that another host made after its deadline.
 
 #include "sim.hpp"
 

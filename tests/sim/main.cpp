@@ -3,6 +3,7 @@
 
 #include "sim.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -27,17 +28,8 @@ const char* kUsage =
     "\n"
     "A failing seed prints FAIL seed=N: <what> and the command that replays it; exit status 1.\n";
 
-struct MutationName {
-  const char* name;
-  tradecapture::detail::Mutation value;
-};
-const MutationName kMutations[] = {
-    {"none", tradecapture::detail::Mutation::none},
-    {"no_failure_barrier", tradecapture::detail::Mutation::no_failure_barrier},
-    {"unvalidated_noop", tradecapture::detail::Mutation::unvalidated_noop},
-    {"lock_fences", tradecapture::detail::Mutation::lock_fences},
-    {"ignore_deadlines", tradecapture::detail::Mutation::ignore_deadlines},
-};
+const char* const kMutations[] = {"none", "no_failure_barrier", "unvalidated_noop", "lock_fences",
+                                   "ignore_deadlines"};  // in detail::Mutation's order
 
 void summary(const sim::Stats& st, double wall) {
   std::printf("sim: %llu seeds, %llu stream events, %llu submissions, %llu commits, %.1f simulated hours, %.1f s wall\n",
@@ -85,10 +77,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  bool known = false;
-  for (const auto& m : kMutations)
-    if (mutation == m.name) p.mutation = m.value, known = true;
-  if (!known || p.events < 1) {
+  const auto* m = std::find(std::begin(kMutations), std::end(kMutations), mutation);
+  p.mutation = static_cast<tradecapture::detail::Mutation>(m - std::begin(kMutations));
+  if (m == std::end(kMutations) || p.events < 1) {
     std::fprintf(stderr, "bad --mutation or --events\n%s", kUsage);
     return 2;
   }

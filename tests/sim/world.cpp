@@ -40,20 +40,11 @@ Micros from_time(Time t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count() -
          kBase;
 }
-const char* kind_name(Kind k) {
-  switch (k) {
-    case Kind::idle: return "idle";
-    case Kind::wait: return "wait";
-    case Kind::acquire: return "acquire";
-    case Kind::renew: return "renew";
-    case Kind::release: return "release";
-    case Kind::claim: return "claim";
-    case Kind::load: return "load";
-    case Kind::find: return "find";
-    case Kind::commit: return "commit";
-    case Kind::verify: return "verify";
-  }
-  return "?";
+const char* kind_name(Kind k) {  // for traces, in the enum's order
+  static const char* const names[] = {"idle",  "wait", "acquire", "renew",  "release",
+                                      "claim", "load", "find",    "commit", "verify"};
+  const auto i = static_cast<std::size_t>(k);
+  return i < std::size(names) ? names[i] : "?";
 }
 
 /// What the servers and the world share: the clock, the RNG, the fault knobs and the logs.
@@ -72,14 +63,18 @@ struct Env {
   std::vector<CommitRecord> history;
   std::map<std::string, std::uint64_t> faults;
   std::string failure;  // the first violation seen online
-  std::uint64_t digest = 1469598103934665603ull;  // FNV-1a of the trace: same seed, same digest
 
   double unit() { return std::uniform_real_distribution<double>(0, 1)(rng); }
   bool chance(double p) { return p > 0 && unit() < p; }
   Micros range(Micros lo, Micros hi) { return std::uniform_int_distribution<Micros>(lo, hi)(rng); }
   void fault(const char* kind) { ++faults[kind]; }
-  void mix(std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) digest = (digest ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ull;
+  template <class... A>
+  void fault(const char* kind, const char* fmt, A... args) {  // a scheduled fault: traced
+    ++faults[kind];
+    if (!verbose) return;
+    std::printf("%10.6f FAULT %s ", static_cast<double>(now) / kSec, kind);
+    std::printf(fmt, args...);
+    std::printf("\n");
   }
   void fail(std::string what) {
     if (failure.empty()) failure = std::move(what);
@@ -122,15 +117,17 @@ class FaultStore final : public TradeStoreWrapper {
     if (env_.now < env_.store_down_until) return errc::store_unavailable;
     if (env_.chance(env_.p_commit_fail)) {
       env_.fault("commit_failure");
-      static const errc kinds[] = {errc::store_busy, errc::deadlock, errc::serialization_failure};
-      return kinds[env_.range(0, 2)];
+      // The last: the connection dropped before the commit reached the database (not applied,
+      // but as uncertain to the caller as a lost acknowledgement).
+      static const errc kinds[] = {errc::store_busy, errc::deadlock, errc::serialization_failure,
+                                   errc::store_unavailable};
+      return kinds[env_.range(0, 3)];
     }
     auto r = TradeStoreWrapper::do_commit_(batch);
     if (!r) return r;
     CommitRecord rec{env_.now, env_.caller, env_.caller_inc, env_.caller_sent, {}};
     for (const auto& p : batch.partitions)
       rec.events.insert(rec.events.end(), p.events.begin(), p.events.end());
-    env_.mix(rec.events.size() * 31 + static_cast<std::uint64_t>(env_.now));
     env_.history.push_back(std::move(rec));
     if (env_.chance(env_.p_lost_ack)) {
       env_.fault("lost_ack");
@@ -174,6 +171,7 @@ class SimLock final : public PartitionLock {
       // The holder measures its lease from when it sent the request, on its own clock.
       out.emplace_back(Grant{k, ++f->second, token, env_.caller_start + lease()});
     }
+    if (lost_reply()) return errc::lock_unavailable;
     return out;
   }
   result<std::vector<result<void>>> renew(std::span<Grant> grants) override {
@@ -189,6 +187,7 @@ class SimLock final : public PartitionLock {
       g.expires = env_.caller_start + lease();
       out.emplace_back(boost::outcome_v2::success());
     }
+    if (lost_reply()) return errc::lock_unavailable;
     return out;
   }
   void release(std::span<const Grant> grants) override {
@@ -228,6 +227,12 @@ class SimLock final : public PartitionLock {
     Micros expires;
   };
   Micros server_now() const { return env_.now + env_.lock_offset; }
+  /// The call is applied but its reply is lost (a grant nobody knows of expires by itself).
+  bool lost_reply() {
+    if (!env_.chance(env_.p_lock_fail)) return false;
+    env_.fault("lock_lost_reply");
+    return true;
+  }
   boost::system::error_code fault() {
     if (env_.now < env_.lock_down_until) return errc::lock_unavailable;
     if (env_.chance(env_.p_lock_fail)) {
@@ -588,38 +593,33 @@ void World::schedule_faults() {
       switch (kind) {
         case 0:  // crash: cores and in-flight ops vanish; a fresh host starts later
           if (!h.up) return;
-          env_.fault("crash");
-          env_.trace("FAULT crash host %d", hid);
+          env_.fault("crash", "host %d", hid);
           reset_host(h, true);
           at(env_.now + env_.range(100 * kMs, 10 * kSec), [this, hid] { start_host(hosts_[hid]); });
           return;
         case 1:  // pause longer than the lease: the host notices nothing meanwhile
-          env_.fault("pause");
           h.paused_until = std::max(h.paused_until, env_.now + env_.range(kLease + kSec, 3 * kLease));
-          env_.trace("FAULT pause host %d until %.3f", hid, double(h.paused_until) / kSec);
+          env_.fault("pause", "host %d until %.3f", hid, double(h.paused_until) / kSec);
           return;
         case 2:  // Pipeline::stop with a timeout that passed: abort_all, then a fresh host
           return stop_host(hid);
         case 3:
-          env_.fault("store_outage");
           env_.store_down_until = std::max(env_.store_down_until, env_.now + outage);
-          env_.trace("FAULT store outage until %.3f", double(env_.store_down_until) / kSec);
+          env_.fault("store_outage", "until %.3f", double(env_.store_down_until) / kSec);
           return;
         case 4:
-          env_.fault("lock_outage");
           env_.lock_down_until = std::max(env_.lock_down_until, env_.now + outage);
-          env_.trace("FAULT lock outage until %.3f", double(env_.lock_down_until) / kSec);
+          env_.fault("lock_outage", "until %.3f", double(env_.lock_down_until) / kSec);
           return;
         case 5:
         case 6: {
           const bool restart = env_.chance(0.5);
-          env_.fault(restart ? "lock_restart" : "lock_failover");
-          env_.trace("FAULT lock server %s", restart ? "restarts without persistence" : "fails over");
+          env_.fault(restart ? "lock_restart" : "lock_failover", "%s", "(the lock server forgets its keys)");
           lock_->forget(restart);
           return;
         }
         case 7:
-          env_.fault("host_clock_step");
+          env_.fault("host_clock_step", "host %d %+.1f h", hid, double(step) / kHour);
           h.offset += step;
           if (step < 0) {
             env_.backward_steps -= step;
@@ -633,13 +633,11 @@ void World::schedule_faults() {
               }
             }
           }
-          env_.trace("FAULT host %d clock steps %+.1f h", hid, double(step) / kHour);
           return;
         default:
-          env_.fault("lock_clock_step");
+          env_.fault("lock_clock_step", "%+.1f h", double(step) / kHour);
           env_.lock_offset += step;
           if (step < 0) env_.backward_steps -= step;
-          env_.trace("FAULT lock server clock steps %+.1f h", double(step) / kHour);
           return;
       }
     });
@@ -689,8 +687,7 @@ void World::reset_host(Host& h, bool crashed) {
 void World::stop_host(int hid) {
   Host& h = hosts_[hid];
   if (!h.up || h.stopping || env_.now < h.paused_until) return;
-  env_.fault("stop");
-  env_.trace("FAULT stop host %d (abort_all)", hid);
+  env_.fault("stop", "host %d (abort_all)", hid);
   h.stopping = true;
   for (std::size_t ci = 0; ci < h.cores.size(); ++ci) {
     CoreSlot& cs = h.cores[ci];
@@ -837,7 +834,6 @@ void World::execute(detail::Action& a, Reply& r) {
     default:
       env_.fail("unexpected action kind");
   }
-  env_.mix(static_cast<std::uint64_t>(a.kind) * 1000 + static_cast<std::uint64_t>(ec.value()));
   env_.trace("  host %d %s (%zu keys, %zu partitions) -> %s", env_.caller, kind_name(a.kind),
              a.keys.size() + a.idem_keys.size() + a.grants.size(), a.batch.partitions.size(),
              ec ? ec.message().c_str() : "ok");
@@ -895,7 +891,6 @@ void World::report(std::uint32_t id, boost::system::error_code ec, Outcome o) {
   answered(id);
   s.h1 = env_.history.size();
   Barrier& bar = h.barrier[s.partition];
-  env_.mix(id * 7919ull + (ec ? 1000 + ec.value() : static_cast<int>(o.kind) * 100 + o.seq));
   const TradeEvent& e = streams_[s.partition][s.index];
   if (ec) {
     s.state = Submission::State::failed;
@@ -1084,10 +1079,9 @@ std::string World::run() {
     what = check_run(CheckInput{partitions_, streams_, env_.history, subs_, *memory_, *processor_});
   }
   if (params_.verbose) {
-    std::printf("seed %llu: %s, %zu commits, %.1f simulated s, digest %016llx\n",
+    std::printf("seed %llu: %s, %zu commits, %.1f simulated s\n",
                 static_cast<unsigned long long>(params_.seed), what.empty() ? "ok" : "FAILED",
-                env_.history.size(), double(env_.now) / kSec,
-                static_cast<unsigned long long>(env_.digest));
+                env_.history.size(), double(env_.now) / kSec);
   }
   return what;
 }
