@@ -5,6 +5,13 @@
 // Time: every I/O action is a request that reaches its server after a latency, is executed there
 // at that instant (a crashed host's request still lands), and answers after another latency.
 // Hosts see simulated time plus their own offset; the lock server has its own offset too.
+//
+// Clients behave like gateway clients: a partition's events go out in requests of consecutive
+// events, stamped when they reach the host (as Pipeline::async_submit does), and the next request
+// waits for every answer of the last one. So no event of a partition is ever in flight towards a
+// host when an earlier one fails there, and "re-send from the first event without an outcome"
+// must give the sequential result (spec section 6, point 2). A proxy gives up on a request once
+// the host clock passed its deadline, and then re-sends elsewhere without waiting (point 5).
 
 #include "key_gate.hpp"
 #include "sim.hpp"
