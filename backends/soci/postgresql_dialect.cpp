@@ -4,6 +4,10 @@
 
 #include "sql_dialect.hpp"
 
+#include <tradecapture/detail/log_limiter.hpp>
+
+#include <dlfcn.h>
+#include <libpq-fe.h>
 #include <soci/postgresql/soci-postgresql.h>
 #include <spdlog/spdlog.h>
 
@@ -87,15 +91,32 @@ bool connect_refused_for_good(const std::string& message) {
 
 class PostgresqlDialect final : public Dialect {
  public:
-  PostgresqlDialect(std::string uri, std::string connect_string, long long lock_timeout_ms)
+  PostgresqlDialect(std::string uri, std::string connect_string, long long lock_timeout_ms,
+                    std::shared_ptr<spdlog::logger> logger)
       : description_(redact_password(uri)),
         connect_string_(std::move(connect_string)),
-        lock_timeout_(std::to_string(lock_timeout_ms)) {}
+        lock_timeout_(std::to_string(lock_timeout_ms)),
+        log_(logger ? std::move(logger) : spdlog::default_logger()) {}
 
   std::string describe() const override { return description_; }
 
   void open(soci::session& session) const override {
     session.open(soci::postgresql, connect_string_);
+    // libpq prints the server's notices on stderr, over several lines, by default (a "FATAL:
+    // terminating connection due to administrator command" when the server shuts down, say):
+    // they go to the logger instead, folded to one line, at debug level (the failure they
+    // announce is reported by the store, bounded).
+    // libpq is SOCI's dependency, not linked by this library directly (the linker refuses a
+    // direct call: "DSO missing from command line"), so its function is looked up where SOCI's
+    // backend loaded it; without it, notices keep libpq's default (stderr).
+    using SetNoticeProcessor = PQnoticeProcessor (*)(PGconn*, PQnoticeProcessor, void*);
+    static const auto set_notice_processor = reinterpret_cast<SetNoticeProcessor>(
+        ::dlsym(RTLD_DEFAULT, "PQsetNoticeProcessor"));
+    if (auto* backend = static_cast<soci::postgresql_session_backend*>(session.get_backend());
+        set_notice_processor != nullptr && backend != nullptr && backend->conn_ != nullptr) {
+      set_notice_processor(backend->conn_, &PostgresqlDialect::notice,
+                           const_cast<PostgresqlDialect*>(this));
+    }
     // Session settings, in one round trip:
     // - lock_timeout: a writer waits this long for a row lock (one held by a stalled writer, say)
     //   before failing with SQLSTATE 55P03, which the caller retries;
@@ -164,15 +185,29 @@ class PostgresqlDialect final : public Dialect {
   }
 
  private:
+  static void notice(void* self, const char* message) {
+    const auto* d = static_cast<const PostgresqlDialect*>(self);
+    try {
+      if (d->log_->should_log(spdlog::level::debug)) {
+        d->log_->debug("tradecapture: {}: server notice: {}", d->description_,
+                       detail::fold_message(message == nullptr ? "" : message));
+      }
+    } catch (...) {
+      // A notice is never worth an exception through libpq.
+    }
+  }
+
   std::string description_;     // the URI without its password
   std::string connect_string_;  // what SOCI gets (see make_postgresql_dialect)
   std::string lock_timeout_;    // milliseconds
+  std::shared_ptr<spdlog::logger> log_;
 };
 
 }  // namespace
 
 result<std::unique_ptr<Dialect>> make_postgresql_dialect(const std::string& uri,
                                                          const SociStoreOptions& options) {
+  spdlog::logger& log = options.logger ? *options.logger : *spdlog::default_logger();
   // The URI goes to libpq unchanged, with one parameter appended. SOCI 4.0.3 reads its connect
   // string as `key=value` pairs separated by blanks and joins them again: a URI without any '='
   // comes out with one appended ("postgresql://h/db" -> "postgresql://h/db=", database "db="),
@@ -184,14 +219,14 @@ result<std::unique_ptr<Dialect>> make_postgresql_dialect(const std::string& uri,
            std::iscntrl(static_cast<unsigned char>(ch)) || ch == '"';
   });
   if (bad_character) {
-    spdlog::error(
+    log.error(
         "tradecapture: {}: a PostgreSQL URI may not contain blanks, control characters or '\"' "
         "(percent-encode them)",
         redact_password(uri));
     return errc::bad_uri;
   }
   if (uri.find('#') != std::string::npos) {
-    spdlog::error("tradecapture: {}: a PostgreSQL URI has no fragment ('#')", redact_password(uri));
+    log.error("tradecapture: {}: a PostgreSQL URI has no fragment ('#')", redact_password(uri));
     return errc::bad_uri;
   }
   std::string connect_string = uri;
@@ -204,7 +239,8 @@ result<std::unique_ptr<Dialect>> make_postgresql_dialect(const std::string& uri,
   const long long lock_timeout =
       std::clamp<long long>(options.busy_timeout.count(), 0, std::numeric_limits<int>::max());
   return std::unique_ptr<Dialect>(
-      std::make_unique<PostgresqlDialect>(uri, std::move(connect_string), lock_timeout));
+      std::make_unique<PostgresqlDialect>(uri, std::move(connect_string), lock_timeout,
+                                          options.logger));
 }
 
 }  // namespace tradecapture::detail::sql

@@ -21,6 +21,7 @@
 // out whether it landed (the pipeline looks its events up).
 
 #include <tradecapture/soci_store.hpp>
+#include <tradecapture/detail/log_limiter.hpp>
 
 #include "sql_dialect.hpp"
 #include "sql_values.hpp"
@@ -57,8 +58,10 @@ constexpr std::size_t max_logged_message = 1000;
 /// SOCI exceptions are classified by the dialect; anything else (corrupt stored data, a SOCI
 /// usage error, bad_alloc) is `errc::store_error`. `on_unique` is what a unique-key violation
 /// means where it happened (`errc::key_conflict` while inserting events). The database's own
-/// code and message go to spdlog's default logger; `fault` receives the classification.
-errc convert_current_exception(const Dialect& dialect, std::string_view during, errc on_unique,
+/// code and message (folded to one line) go to `faults`, bounded per kind (see SociStoreOptions::
+/// logger); `fault` receives the classification.
+errc convert_current_exception(const Dialect& dialect, detail::FaultLog& faults,
+                               std::string_view during, errc on_unique,
                                Fault* fault = nullptr) noexcept {
   Fault f = Fault::other;
   errc code = errc::store_error;
@@ -75,24 +78,88 @@ errc convert_current_exception(const Dialect& dialect, std::string_view during, 
     } catch (...) {
       message = "unknown exception";
     }
+    f = c.fault;
+    code = detail::sql::fault_errc(c.fault, on_unique);
+    message = detail::fold_message(message);
+    if (code == errc::store_unavailable) {
+      // The statement SOCI appends says nothing about a lost server; the reason is before it.
+      if (const auto at = message.find(" while executing \""); at != std::string::npos)
+        message.resize(at);
+    }
     if (message.size() > max_logged_message) {
       message.resize(max_logged_message);
       message += "...";
     }
-    f = c.fault;
-    code = detail::sql::fault_errc(c.fault, on_unique);
-    // Conflicts and busy databases are part of normal operation (the caller retries).
-    const auto level = code == errc::store_unavailable ? spdlog::level::warn
-                       : code == errc::key_conflict || classify(code) == retry_class::retry_now
-                           ? spdlog::level::debug
-                           : spdlog::level::err;
-    spdlog::log(level, "tradecapture: {}: {}: {} [{}]: {}", dialect.describe(), during,
-                make_error_code(code).message(), c.native, message);
+    const auto reason = [&] {
+      return fmt::format("{}: {} [{}]: {}", during, make_error_code(code).message(), c.native,
+                         message);
+    };
+    if (code == errc::key_conflict) {
+      // Part of normal operation (a duplicate key the caller resolves): not a fault.
+      if (faults.logger()->should_log(spdlog::level::debug))
+        faults.logger()->debug("tradecapture: {}: {}", faults.subject(), reason());
+    } else if (code == errc::store_unavailable) {
+      faults.failure("unavailable", reason(), spdlog::level::warn);
+    } else if (classify(code) == retry_class::retry_now) {
+      // Busy databases, deadlocks, serialization failures: the caller retries.
+      faults.failure("busy", reason(), spdlog::level::debug);
+    } else {
+      faults.failure("failing", reason(), spdlog::level::err);
+    }
   } catch (...) {
     // Logging failed (out of memory): the code computed so far stands.
   }
   if (fault != nullptr) *fault = f;
   return code;
+}
+
+/// What the store's fault lines name: "PostgreSQL host:port/db" (every host of a multi-host URI;
+/// libpq's defaults where the URI leaves them out) or "SQLite PATH". Never a password.
+std::string fault_subject(const std::string& uri) {
+  if (uri.starts_with("sqlite:")) return "SQLite " + uri.substr(7);
+  const std::size_t scheme_end = uri.find("://");
+  if (scheme_end == std::string::npos) return uri.substr(0, uri.find(':'));
+  const std::size_t begin = scheme_end + 3;
+  const std::size_t end = std::min(uri.find_first_of("/?", begin), uri.size());
+  std::string hosts = uri.substr(begin, end - begin);
+  if (const std::size_t at = hosts.rfind('@'); at != std::string::npos) hosts.erase(0, at + 1);
+  std::string db;
+  if (end < uri.size() && uri[end] == '/') {
+    db = uri.substr(end + 1, std::min(uri.find('?', end), uri.size()) - end - 1);
+  }
+  // Query parameters override the authority (host=/port=/dbname=).
+  std::string qhost, qport;
+  if (const std::size_t q = uri.find('?'); q != std::string::npos) {
+    for (std::size_t b = q + 1; b <= uri.size();) {
+      const std::size_t e = std::min(uri.find('&', b), uri.size());
+      const std::string_view param(uri.data() + b, e - b);
+      if (param.starts_with("host=")) qhost = std::string(param.substr(5));
+      if (param.starts_with("hostaddr=") && qhost.empty()) qhost = std::string(param.substr(9));
+      if (param.starts_with("port=")) qport = std::string(param.substr(5));
+      if (param.starts_with("dbname=")) db = std::string(param.substr(7));
+      b = e + 1;
+    }
+  }
+  std::string out;
+  if (!qhost.empty()) {
+    out = qhost + ":" + (qport.empty() ? "5432" : qport);
+  } else {
+    // "h1:5432,h2:5433" or "" (libpq's default: the local socket).
+    std::size_t b = 0;
+    do {
+      const std::size_t e = std::min(hosts.find(',', b), hosts.size());
+      std::string h = hosts.substr(b, e - b);
+      if (h.empty()) h = "localhost";
+      const bool has_port = h.back() != ']' && h.find(':', h.rfind(']') == std::string::npos
+                                                               ? 0
+                                                               : h.rfind(']')) != std::string::npos;
+      if (!has_port) h += ":" + (qport.empty() ? std::string("5432") : qport);
+      if (!out.empty()) out += ",";
+      out += h;
+      b = e + 1;
+    } while (b <= hosts.size());
+  }
+  return "PostgreSQL " + out + "/" + (db.empty() ? "(default database)" : db);
 }
 
 /// An exception thrown by a caller's callback (scan_events), carried through the store's error
@@ -152,8 +219,8 @@ class Pool {
     std::unique_ptr<Connection> connection_;
   };
 
-  Pool(const Dialect& dialect, std::size_t size)
-      : dialect_(dialect), size_(std::max<std::size_t>(size, 1)) {}
+  Pool(const Dialect& dialect, detail::FaultLog& faults, std::size_t size)
+      : dialect_(dialect), faults_(faults), size_(std::max<std::size_t>(size, 1)) {}
 
   /// Hands a connection opened elsewhere (the one that ran the migrations) to the pool.
   void adopt(std::unique_ptr<Connection> c) {
@@ -177,7 +244,7 @@ class Pool {
     try {
       return Lease(this, std::make_unique<Connection>(dialect_));
     } catch (...) {
-      const errc code = convert_current_exception(dialect_, "connect", errc::store_error);
+      const errc code = convert_current_exception(dialect_, faults_, "connect", errc::store_error);
       release_slots(1);
       return code;
     }
@@ -225,6 +292,7 @@ class Pool {
   }
 
   const Dialect& dialect_;
+  detail::FaultLog& faults_;
   const std::size_t size_;
   mutable std::mutex mutex_;
   std::condition_variable available_;
@@ -264,7 +332,7 @@ struct Attempt {
 };
 
 /// Creates the schema or brings it up to date, in one transaction.
-void migrate(Connection& c, const Dialect& dialect) {
+void migrate(Connection& c, const Dialect& dialect, spdlog::logger& log) {
   dialect.begin_migration(c.session);
   try {
     c.session << detail::sql::schema_version_table(dialect.types());
@@ -286,7 +354,7 @@ void migrate(Connection& c, const Dialect& dialect) {
       c.session << "INSERT INTO schema_version (version, description) VALUES (:version, "
                    ":description)",
           soci::use(version, "version"), soci::use(description, "description");
-      spdlog::info("tradecapture: {}: applied schema migration {} ({})", dialect.describe(),
+      log.info("tradecapture: {}: applied schema migration {} ({})", dialect.describe(),
                    m.version, m.description);
     }
     c.session.commit();
@@ -322,26 +390,29 @@ constexpr const char* source_offsets_sql =
 
 /// False (and logged) when a source name holds a NUL byte: PostgreSQL text cannot, and libpq
 /// would cut the bound value short; refused in both dialects so they behave alike.
-bool storable_source_name(std::string_view name, std::string_view store) {
+bool storable_source_name(std::string_view name, std::string_view store, spdlog::logger& log) {
   if (name.find('\0') == std::string_view::npos) return true;
-  spdlog::error("tradecapture: {}: a source consumer or topic name contains a NUL byte", store);
+  log.error("tradecapture: {}: a source consumer or topic name contains a NUL byte", store);
   return false;
 }
 
 class SqlStore final : public TradeStore {
  public:
-  SqlStore(std::unique_ptr<Dialect> dialect, std::size_t pool_size)
-      : dialect_(std::move(dialect)), pool_(*dialect_, pool_size) {}
+  SqlStore(std::unique_ptr<Dialect> dialect, std::size_t pool_size,
+           std::shared_ptr<spdlog::logger> logger, std::string subject)
+      : dialect_(std::move(dialect)),
+        faults_(std::move(logger), std::move(subject)),
+        pool_(*dialect_, faults_, pool_size) {}
 
   /// Opens the first connection and migrates the schema.
   result<void> open() {
     try {
       auto c = std::make_unique<Connection>(*dialect_);
-      migrate(*c, *dialect_);
+      migrate(*c, *dialect_, *faults_.logger());
       pool_.adopt(std::move(c));
       return boost::outcome_v2::success();
     } catch (...) {
-      return convert_current_exception(*dialect_, "open", errc::store_error);
+      return convert_current_exception(*dialect_, faults_, "open", errc::store_error);
     }
   }
 
@@ -488,7 +559,8 @@ class SqlStore final : public TradeStore {
 
   result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
                                     std::int32_t partition) override {
-    if (!storable_source_name(consumer, describe()) || !storable_source_name(topic, describe())) {
+    if (!storable_source_name(consumer, describe(), *faults_.logger()) ||
+        !storable_source_name(topic, describe(), *faults_.logger())) {
       return errc::store_error;
     }
     std::unique_lock<std::mutex> writer(write_mutex_, std::defer_lock);
@@ -514,7 +586,7 @@ class SqlStore final : public TradeStore {
   }
 
   result<std::vector<SourceOffset>> source_offsets(std::string_view consumer) override {
-    if (!storable_source_name(consumer, describe())) return errc::store_error;
+    if (!storable_source_name(consumer, describe(), *faults_.logger())) return errc::store_error;
     return run("source_offsets", [&](Connection& c, Attempt&) -> result<std::vector<SourceOffset>> {
       std::vector<SourceOffset> out;
       std::string name(consumer), topic;
@@ -552,18 +624,18 @@ class SqlStore final : public TradeStore {
     }
     for (const auto& u : batch.partitions) {
       if (u.new_seq > detail::sql::max_sql_integer || u.fence > detail::sql::max_sql_integer) {
-        spdlog::error("tradecapture: {}: sequence number or fencing token beyond 2^63-1",
-                      describe());
+        faults_.logger()->error("tradecapture: {}: sequence number or fencing token beyond 2^63-1",
+                                describe());
         return errc::store_error;
       }
     }
     for (const auto& src : batch.sources) {
       if (src.epoch > detail::sql::max_sql_integer) {
-        spdlog::error("tradecapture: {}: source epoch beyond 2^63-1", describe());
+        faults_.logger()->error("tradecapture: {}: source epoch beyond 2^63-1", describe());
         return errc::store_error;
       }
-      if (!storable_source_name(src.consumer, describe()) ||
-          !storable_source_name(src.topic, describe())) {
+      if (!storable_source_name(src.consumer, describe(), *faults_.logger()) ||
+          !storable_source_name(src.topic, describe(), *faults_.logger())) {
         return errc::store_error;
       }
     }
@@ -594,23 +666,30 @@ class SqlStore final : public TradeStore {
       Connection& c = *lease.value();
       Attempt attempt;
       try {
-        return body(c, attempt);
+        auto out = body(c, attempt);
+        faults_.success();  // the database answered (a refusal is an answer too)
+        return out;
       } catch (const CallbackFailure& failure) {
         std::rethrow_exception(failure.error);  // the caller's exception, not the store's
       } catch (...) {
         Fault fault = Fault::other;
-        const errc code = convert_current_exception(*dialect_, during, attempt.on_unique, &fault);
+        const errc code =
+            convert_current_exception(*dialect_, faults_, during, attempt.on_unique, &fault);
         if (fault == Fault::unavailable || fault == Fault::other) c.broken = true;
         if (fault != Fault::unavailable) return code;
         pool_.discard_idle();
         if (!(c.reused && attempt.repeatable && round == 1)) return code;
-        spdlog::info("tradecapture: {}: {}: reconnecting once", describe(), during);
+        faults_.failure("reconnecting",
+                        std::string(during) +
+                            ": the pooled session was lost; once more on a fresh connection",
+                        spdlog::level::info);
       }
     }
   }
 
   std::unique_ptr<Dialect> dialect_;
-  Pool pool_;               // after dialect_: its connections use it
+  detail::FaultLog faults_;  // bounded fault lines (before pool_, which reports to it)
+  Pool pool_;                // after dialect_: its connections use it
   std::mutex write_mutex_;  // in-process writers of a single-writer database
 };
 
@@ -621,8 +700,9 @@ result<std::unique_ptr<Dialect>> make_dialect(const std::string& uri,
   if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
     return detail::sql::make_postgresql_dialect(uri, options);
   }
-  spdlog::error("tradecapture: store URI scheme '{}' is not sqlite: or postgresql:",
-                uri.substr(0, uri.find(':')));
+  (options.logger ? options.logger : spdlog::default_logger())
+      ->error("tradecapture: store URI scheme '{}' is not sqlite: or postgresql:",
+              uri.substr(0, uri.find(':')));
   return errc::bad_uri;
 }
 
@@ -632,7 +712,8 @@ result<std::shared_ptr<TradeStore>> open_soci_store(const std::string& uri,
                                                     const SociStoreOptions& options) {
   auto dialect = make_dialect(uri, options);
   if (!dialect) return dialect.error();
-  auto store = std::make_shared<SqlStore>(std::move(dialect).value(), options.pool_size);
+  auto store = std::make_shared<SqlStore>(std::move(dialect).value(), options.pool_size,
+                                         options.logger, fault_subject(uri));
   if (auto opened = store->open(); !opened) return opened.error();
   return std::shared_ptr<TradeStore>(std::move(store));
 }

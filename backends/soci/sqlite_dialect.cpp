@@ -68,10 +68,12 @@ constexpr ColumnTypes sqlite_types{
 
 class SqliteDialect final : public Dialect {
  public:
-  SqliteDialect(std::string path, std::string synchronous, long long busy_timeout_ms)
+  SqliteDialect(std::string path, std::string synchronous, long long busy_timeout_ms,
+                std::shared_ptr<spdlog::logger> logger)
       : path_(std::move(path)),
         synchronous_(std::move(synchronous)),
-        busy_timeout_ms_(busy_timeout_ms) {}
+        busy_timeout_ms_(busy_timeout_ms),
+        log_(logger ? std::move(logger) : spdlog::default_logger()) {}
 
   std::string describe() const override { return "sqlite:" + path_; }
 
@@ -84,7 +86,7 @@ class SqliteDialect final : public Dialect {
     std::string mode;
     session << "PRAGMA journal_mode = WAL", soci::into(mode);
     if (mode != "wal") {
-      spdlog::warn("tradecapture: {}: journal_mode is '{}', not 'wal'", describe(), mode);
+      log_->warn("tradecapture: {}: journal_mode is '{}', not 'wal'", describe(), mode);
     }
     session << "PRAGMA synchronous = " + synchronous_;
     // A commit dirties about two pages per partition (its events and its trades); the page cache
@@ -154,19 +156,21 @@ class SqliteDialect final : public Dialect {
   std::string path_;
   std::string synchronous_;
   long long busy_timeout_ms_;
+  std::shared_ptr<spdlog::logger> log_;
 };
 
 }  // namespace
 
 result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
                                                      const SociStoreOptions& options) {
+  spdlog::logger& log = options.logger ? *options.logger : *spdlog::default_logger();
   if (path.empty()) {
-    spdlog::error("tradecapture: sqlite: URI without a path (expected sqlite:PATH)");
+    log.error("tradecapture: sqlite: URI without a path (expected sqlite:PATH)");
     return errc::bad_uri;
   }
   if (path == ":memory:" || path.starts_with("file:")) {
     // Every pooled connection would open its own private database.
-    spdlog::error(
+    log.error(
         "tradecapture: sqlite:{}: in-memory or URI databases are not supported; use "
         "a file path or the memory: store",
         path);
@@ -174,7 +178,7 @@ result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
   }
   if (path.find('"') != std::string::npos || path.front() == ' ') {
     // SOCI's SQLite connect string cannot carry these.
-    spdlog::error("tradecapture: sqlite:{}: the path may not contain '\"' or start with a space",
+    log.error("tradecapture: sqlite:{}: the path may not contain '\"' or start with a space",
                   path);
     return errc::bad_uri;
   }
@@ -183,7 +187,7 @@ result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
                  [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
   if (synchronous != "OFF" && synchronous != "NORMAL" && synchronous != "FULL" &&
       synchronous != "EXTRA") {
-    spdlog::error(
+    log.error(
         "tradecapture: sqlite:{}: sqlite_synchronous '{}' is not OFF, NORMAL, FULL or "
         "EXTRA",
         path, options.sqlite_synchronous);
@@ -192,7 +196,7 @@ result<std::unique_ptr<Dialect>> make_sqlite_dialect(const std::string& path,
   const long long timeout =
       std::clamp<long long>(options.busy_timeout.count(), 0, std::numeric_limits<int>::max());
   return std::unique_ptr<Dialect>(
-      std::make_unique<SqliteDialect>(path, std::move(synchronous), timeout));
+      std::make_unique<SqliteDialect>(path, std::move(synchronous), timeout, options.logger));
 }
 
 }  // namespace tradecapture::detail::sql

@@ -5,6 +5,8 @@
 #include <tradecapture/error.hpp>
 #include <tradecapture/trade_store.hpp>
 
+#include <spdlog/fwd.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -20,6 +22,12 @@ struct SociStoreOptions {
   std::chrono::milliseconds busy_timeout{5000};
   /// Connections in the pool (one per concurrent caller; more callers wait for a free one).
   std::size_t pool_size = 4;
+  /// Where the store logs; null means spdlog's default logger. Failures are logged bounded: per
+  /// kind (unavailable, busy, error), the first of an episode, then at most one summary line
+  /// every 5 s ("PostgreSQL 127.0.0.1:5432/db unavailable since 12:00:01: 84 failures
+  /// (reason)"), and one line when the database answers again. Each line names the database
+  /// (host:port/db or the SQLite path, never a password) and the driver's reason on one line.
+  std::shared_ptr<spdlog::logger> logger;
 };
 
 /// Opens (and creates or migrates) a SQL store. `uri` is `sqlite:PATH`, or a libpq URI
