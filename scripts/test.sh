@@ -19,10 +19,13 @@ for variant in asan tsan; do
   echo "== build + unit tests under $san" >&2
   cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRADECAPTURE_SANITIZE="$san" \
     -DTRADECAPTURE_BUILD_EXAMPLES=OFF -DTRADECAPTURE_BUILD_BENCH=OFF >/dev/null
-  cmake --build "$dir" -j "$jobs" --target tradecapture_tests
-  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp" \
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-    "$dir/bin/tradecapture_tests" --no-intro=true
+  cmake --build "$dir" -j "$jobs" --target tradecapture_tests tradecapture_sim
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp" \
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+  "$dir/bin/tradecapture_tests" --no-intro=true
+  # The fault simulator (single-threaded; memory and UB errors are what the sanitizers add).
+  echo "== fault simulator under $san" >&2
+  "$dir/bin/tradecapture_sim" --seed 1 --seeds "$([[ $variant == asan ]] && echo 1000 || echo 200)"
 done
 echo "== all tests passed in $(( $(date +%s) - start )) s" >&2

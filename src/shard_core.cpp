@@ -134,6 +134,8 @@ struct ShardCore::Impl {
   bool uncertain = false;       // a commit attempt failed in a way that may have applied it
   int attempt = 0;              // attempts of the store call under way
   std::optional<Time> failing_since;  // first retryable failure of this batch
+  std::optional<Time> store_outage_since;  // a batch was abandoned in this store outage
+  std::optional<Time> last_store_failure;  // the latest retryable store failure
   bool retry_pending = false;
   Time retry_at{};
   Time commit_started{};
@@ -253,7 +255,7 @@ struct ShardCore::Impl {
     make_ready(s);
   }
 
-  /// Withdraws queued ops whose deadline passed (and everything of their partition behind them).
+  /// Withdraws queued ops whose deadline passed, with every other undecided op of their partition.
   void expire_deadlines(Time now) {
     while (!deadlines.empty() && deadlines.top().at <= now) {
       DeadlineEntry e = deadlines.top();
@@ -264,18 +266,20 @@ struct ShardCore::Impl {
       auto pos = std::find_if(s.queue.begin(), s.queue.end(),
                               [&](SubmitOp* op) { return op->stamp == e.stamp; });
       if (pos == s.queue.end()) continue;  // decided, failed or in the batch under way
-      withdraw_from(s, pos);
+      withdraw(s, now);
     }
   }
 
-  /// Fails `*pos` with deadline_exceeded and everything queued behind it with
-  /// predecessor_failed; ops in front stay queued.
-  void withdraw_from(Slot& s, std::deque<SubmitOp*>::iterator pos) {
-    std::vector<SubmitOp*> tail(pos, s.queue.end());
-    s.queue.erase(pos, s.queue.end());
-    for (std::size_t i = 0; i < tail.size(); ++i)
-      complete(tail[i], i == 0 ? errc::deadline_exceeded : errc::predecessor_failed);
+  /// An op of `s` passed its deadline: the partition never moves past it (spec 6.2), so every
+  /// undecided op of `s` ends without an outcome: deadline_exceeded for those past their own
+  /// deadline, predecessor_failed for the others (in front of it or behind).
+  void withdraw(Slot& s, Time now) {
+    std::deque<SubmitOp*> all;
+    all.swap(s.queue);
+    for (SubmitOp* op : all)
+      complete(op, op->deadline <= now ? errc::deadline_exceeded : errc::predecessor_failed);
     raise_barrier(s);
+    s.state.reset();
   }
 
   /// Ops of `s` submitted before now (or, with sticky failures, ever) fail on arrival.
@@ -577,8 +581,8 @@ struct ShardCore::Impl {
   }
 
   /// Before a commit attempt: when an op of the batch is past its deadline, the batch is given
-  /// up. Ops in front of the first expired op of each partition go back to their queue (decided
-  /// again on fresh state); the expired op and everything behind it are withdrawn.
+  /// up. Partitions with an expired op are withdrawn entirely (see `withdraw`); the others go
+  /// back to their queues and are decided again on fresh state.
   bool withdraw_expired_in_batch(Time now) {
     bool any = false;
     for (SubmitOp* op : ops)
@@ -587,16 +591,11 @@ struct ShardCore::Impl {
     for (auto t = taken.rbegin(); t != taken.rend(); ++t) {
       Slot& s = *t->slot;
       s.state.reset();
-      std::size_t first_expired = t->first + t->count;
-      for (std::size_t i = t->first; i < t->first + t->count; ++i) {
-        if (ops[i]->deadline <= now) {
-          first_expired = i;
-          break;
-        }
-      }
+      bool expired = false;
+      for (std::size_t i = t->first; i < t->first + t->count; ++i)
+        if (ops[i]->deadline <= now) expired = true;
       for (std::size_t i = t->first + t->count; i-- > t->first;) s.queue.push_front(ops[i]);
-      if (first_expired < t->first + t->count)
-        withdraw_from(s, s.queue.begin() + static_cast<std::ptrdiff_t>(first_expired - t->first));
+      if (expired) withdraw(s, now);
       make_ready(s);
     }
     end_batch();
@@ -673,6 +672,20 @@ struct ShardCore::Impl {
   void store_retry(const char* what, const boost::system::error_code& ec, Time now) {
     ++attempt;
     if (!failing_since || now < *failing_since) failing_since = now;
+    // The outage episode ends when the store answered, or when no call failed for a while.
+    if (last_store_failure && (now < *last_store_failure ||
+                               now - *last_store_failure >
+                                   std::max<std::chrono::milliseconds>(
+                                       std::chrono::seconds(1), cfg.retry.max_backoff * 4)))
+      store_outage_since.reset();
+    last_store_failure = now;
+    if (store_outage_since && now >= *store_outage_since &&
+        now - *store_outage_since > cfg.retry.budget) {
+      // An earlier batch already spent the budget on this outage: fail at once, so that a
+      // shard's backlog ends within one budget, not one budget per batch.
+      abandon(ec);
+      return;
+    }
     if (attempt >= cfg.retry.max_attempts || now - *failing_since > cfg.retry.budget) {
       log->error("{} failed after {} attempts over {} ms: {}", what, attempt,
                  std::chrono::duration_cast<std::chrono::milliseconds>(now - *failing_since).count(),
@@ -696,6 +709,7 @@ struct ShardCore::Impl {
       return abandon(r.error());
     }
     recovered(std::string("store: ") + "store unavailable", now);
+    store_outage_since.reset();
     for (std::size_t i = 0; i < need.size() && i < r.value().size(); ++i) {
       Slot& s = *slots.at(need[i]);
       s.state = std::move(r.value()[i]);
@@ -721,6 +735,7 @@ struct ShardCore::Impl {
       return abandon(r.error());
     }
     attempt = 0;
+    store_outage_since.reset();
     decide(r.value());
     if (batch.partitions.empty() && batch.absent_keys.empty() && batch.sources.empty()) {
       // Only possible with the unvalidated_noop mutation: nothing to validate.
@@ -744,6 +759,7 @@ struct ShardCore::Impl {
       counters.commits.fetch_add(1, std::memory_order_relaxed);
       counters.commit_latency_us.record(micros_between(commit_started, now));
       recovered(std::string("store: ") + "store unavailable", now);
+      store_outage_since.reset();
       finish_batch(now);
       return;
     }
@@ -797,10 +813,28 @@ struct ShardCore::Impl {
       }
     }
     if (applied) {
-      log->warn("commit acknowledgement was lost, but the batch is in the store");
-      counters.commits.fetch_add(1, std::memory_order_relaxed);
-      finish_batch(now);
-      return;
+      // The events are stored as decided, but maybe by another host that decided the same events
+      // the same way (a re-send elsewhere): only ACCEPTED outcomes are then known to be true.
+      // Outcomes validated only by our own commit (check-only partitions, absent keys, a
+      // REJECTED next to a write), or ops past their deadline, end without an outcome instead.
+      bool only_writes = batch.absent_keys.empty();
+      for (const auto& p : batch.partitions)
+        if (p.events.empty()) only_writes = false;
+      for (const auto& o : outcomes)
+        if (o.kind != OutcomeKind::Accepted) only_writes = false;
+      bool expired = false;
+      for (SubmitOp* op : ops)
+        if (op->deadline <= now && cfg.mutation != Mutation::ignore_deadlines) expired = true;
+      if (only_writes && !expired) {
+        log->warn("commit acknowledgement was lost, but the batch is in the store");
+        counters.commits.fetch_add(1, std::memory_order_relaxed);
+        finish_batch(now);
+        return;
+      }
+      log->warn("commit acknowledgement was lost and the batch's events are stored; its outcomes "
+                "cannot be confirmed: they end without an outcome (re-sending is safe)");
+      return abandon(expired ? make_error_code(errc::deadline_exceeded)
+                             : make_error_code(errc::store_unavailable));
     }
     uncertain = false;
     if (aborting) return abort_batch();
@@ -858,6 +892,8 @@ struct ShardCore::Impl {
   /// The store failed past its retry budget (or for good): the batch's partitions never move
   /// past this failure, so every event they have queued ends without an outcome too.
   void abandon(boost::system::error_code ec) {
+    if (classify(ec) == retry_class::retry_now && failing_since && !store_outage_since)
+      store_outage_since = failing_since;
     if (cfg.mutation == Mutation::no_failure_barrier) {
       for (SubmitOp* op : ops) complete(op, ec);
       for (Slot* s : picked) {
