@@ -16,6 +16,8 @@
 //       Prints the values of the first N messages of every partition (from the start), one per
 //       line; exits 1 when fewer arrive in time.
 
+#include "../tradecapture/conventions.hpp"
+
 #include <tradecapture/types.hpp>
 
 #include <librdkafka/rdkafka.h>
@@ -40,9 +42,24 @@ namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop.store(true); }
 
-[[noreturn]] void die(const std::string& what) {
+[[noreturn]] void die(const std::string& what, int code = tradecapture::cli::exit_unavailable) {
   std::fprintf(stderr, "tradecapture-kafka-mock: %s\n", what.c_str());
-  std::exit(2);
+  std::exit(code);
+}
+
+/// A count in a --topic spec: a positive decimal number; a usage error otherwise.
+int spec_number(const std::string& spec, const std::string& text) {
+  std::size_t used = 0;
+  int n = 0;
+  try {
+    n = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || n < 1)
+    die("--topic '" + spec + "' is not NAME:PARTITIONS[:REPLICATION]",
+        tradecapture::cli::exit_usage);
+  return n;
 }
 
 void set(rd_kafka_conf_t* conf, const char* name, const std::string& value) {
@@ -66,8 +83,8 @@ int run_cluster(int brokers, const std::vector<std::string>& topics) {
       name = t.substr(0, c);
       std::string rest = t.substr(c + 1);
       auto c2 = rest.find(':');
-      partitions = std::stoi(rest.substr(0, c2));
-      if (c2 != std::string::npos) replication = std::stoi(rest.substr(c2 + 1));
+      partitions = spec_number(t, rest.substr(0, c2));
+      if (c2 != std::string::npos) replication = spec_number(t, rest.substr(c2 + 1));
     }
     if (rd_kafka_mock_topic_create(mc, name.c_str(), partitions, replication))
       die("cannot create topic " + name);
@@ -164,7 +181,7 @@ int run_produce(const std::string& brokers, const std::string& topic, const std:
   rd_kafka_metadata_destroy(md);
 
   std::ifstream in(input, std::ios::binary);
-  if (!in) die("cannot open " + input);
+  if (!in) die("cannot open " + input, tradecapture::cli::exit_noinput);
   std::vector<std::pair<std::optional<std::string>, std::string>> lines;
   std::vector<Sent> sent;
   std::string line;
@@ -265,6 +282,13 @@ int main(int argc, char** argv) {
   CLI::App app{"tradecapture-kafka-mock: librdkafka's mock cluster for tests",
                "tradecapture-kafka-mock"};
   app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       tradecapture::cli::version_line("tradecapture-kafka-mock") +
+                           "\nlibrdkafka " + rd_kafka_version_str(),
+                       "print the version and exit");
+  app.footer(
+      "Exit codes: 0 done, 1 dump: fewer messages than --count in time, 64 usage error, 69 the\n"
+      "mock cluster or a client could not be set up.");
 
   int brokers = 3;
   std::vector<std::string> topics;
@@ -289,9 +313,14 @@ int main(int argc, char** argv) {
   dump->add_option("--count", count)->required();
   dump->add_option("--timeout-ms", timeout_ms)->capture_default_str();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11_PARSE would exit with CLI11's own code (106 and the like): usage errors are 64.
+    return app.exit(e) == 0 ? 0 : tradecapture::cli::exit_usage;
+  }
   if (cluster->parsed()) return run_cluster(brokers, topics);
   if (produce->parsed()) return run_produce(bootstrap, topic, input, mapping, dry_run);
   if (dump->parsed()) return run_dump(bootstrap, topic, count, timeout_ms);
-  return 2;
+  return tradecapture::cli::exit_usage;
 }

@@ -14,6 +14,8 @@
 
 #include "workload.hpp"
 
+#include "../tradecapture/conventions.hpp"
+
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange without it
 
 #include <CLI/CLI.hpp>
@@ -24,6 +26,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/version.hpp>
 #include <nlohmann/json.hpp>
 
 #include <sys/resource.h>
@@ -53,7 +56,7 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using error_code = boost::system::error_code;
 
-constexpr int exit_usage = 2;
+constexpr int exit_usage = tradecapture::cli::exit_usage;  // 64 (EX_USAGE)
 
 std::atomic<bool> g_stop{false};   // first SIGINT/SIGTERM: stop sending, finish what is in flight
 std::atomic<bool> g_abort{false};  // second one: give up on what is in flight
@@ -118,6 +121,8 @@ Target parse_target(const std::string& url, asio::io_context& ioc) {
     port = hostport.substr(colon + 1);
   }
   if (host.empty() || port.empty()) throw std::invalid_argument("bad URL: " + url);
+  if (!tradecapture::cli::parse_port(port, false))
+    throw std::invalid_argument("bad URL: " + url + ": the port must be a number from 1 to 65535");
   Target t;
   t.url = url;
   t.host_header = hostport;
@@ -837,6 +842,12 @@ int main(int argc, char** argv) {
       "Sends generated trade events over keep-alive connections and reports throughput,\n"
       "per-request latency percentiles, outcomes and errors.",
       "tradecapture-load"};
+  app.set_version_flag(
+      "--version",
+      tradecapture::cli::version_line("tradecapture-load") + "\nlibraries: Boost " +
+          std::to_string(BOOST_VERSION / 100000) + "." + std::to_string(BOOST_VERSION / 100 % 1000) +
+          " (Beast), CLI11 " CLI11_VERSION,
+      "print the version and exit");
   app.add_option("--url", o.urls,
                  "server base URL, http://HOST:PORT (repeat it or give a comma-separated list; "
                  "connections are spread round-robin and move to the next URL after a "
@@ -925,8 +936,9 @@ int main(int argc, char** argv) {
       "Decimals are written in plain notation from integers (quantity 0.01..10000, price "
       "1..1000).\n"
       "Exit status: 0 when every event sent got an outcome, 1 when some did not (gave up after "
-      "retries,\nbad answers, or interrupted twice), 2 on a usage error. Ctrl-C stops sending "
-      "and waits for\nthe requests in flight; a second Ctrl-C gives up on them.\n"
+      "retries,\nbad answers, or interrupted twice), 64 (EX_USAGE) on a usage error (bad flag, "
+      "URL or port).\nCtrl-C stops sending and waits for the requests in flight; a second "
+      "Ctrl-C gives up on them.\n"
       "Example: tradecapture-load --url http://127.0.0.1:8080 -c 8 -b 100 -r 20000 -d 30");
   try {
     app.parse(argc, argv);

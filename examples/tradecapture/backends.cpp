@@ -23,6 +23,12 @@ bool starts_with(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
 
+// The exit code of a failed open: a URI that cannot be understood is a usage error, anything
+// else an unreachable (or failing) service.
+int open_failure_code(const boost::system::error_code& ec) {
+  return ec == make_error_code(errc::bad_uri) ? exit_usage : exit_unavailable;
+}
+
 // The scheme of a URI for messages; never the rest, which may hold a password.
 std::string scheme_of(const std::string& uri) {
   auto colon = uri.find(':');
@@ -35,19 +41,31 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
   if (starts_with(uri, "sqlite:")) {
 #ifdef TRADECAPTURE_HAVE_SOCI
     const std::string path = uri.substr(7);
-    if (path.empty()) throw HostError("store URI '" + uri + "' has no path (sqlite:PATH)");
-    if (settings.must_exist && path != ":memory:") {
+    if (path.empty())
+      throw HostError("store URI '" + uri + "' has no path (sqlite:PATH)", exit_usage);
+    bool existed = true;
+    if (path != ":memory:") {
       std::error_code ec;
-      if (!std::filesystem::exists(path, ec))
-        spdlog::warn("store {} does not exist yet; it is created empty", uri);
+      existed = std::filesystem::exists(path, ec);
+      // A reading command never creates a store: a mistyped path is an error, not an empty
+      // database left behind.
+      if (!existed && settings.must_exist)
+        throw HostError("store " + uri + ": no such file '" + path +
+                            "' (positions and events never create a store)",
+                        exit_noinput);
     }
     SociStoreOptions options;
     options.pool_size = std::max<std::size_t>(settings.concurrency, 2);
     auto store = open_soci_store(uri, options);
-    if (!store) throw HostError("cannot open store " + uri + ": " + store.error().message());
+    if (!store)
+      throw HostError("cannot open store " + uri + ": " + store.error().message(),
+                      store.error() == make_error_code(errc::bad_uri) ? exit_usage
+                      : existed                                       ? exit_unavailable
+                                                                      : exit_cantcreat);
     return std::move(store).value();
 #else
-    throw HostError("sqlite stores are not supported by this build (built without SOCI)");
+    throw HostError("sqlite stores are not supported by this build (built without SOCI)",
+                    exit_usage);
 #endif
   }
   if (uri == "memory:") {
@@ -62,14 +80,17 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
     auto store = open_soci_store(uri, options);
     // The URI may hold a password: name only the scheme.
     if (!store)
-      throw HostError("cannot open the postgresql store: " + store.error().message());
+      throw HostError("cannot open the postgresql store: " + store.error().message(),
+                      open_failure_code(store.error()));
     return std::move(store).value();
 #else
-    throw HostError("postgresql stores are not supported by this build (built without SOCI)");
+    throw HostError("postgresql stores are not supported by this build (built without SOCI)",
+                    exit_usage);
 #endif
   }
   throw HostError("unknown store URI scheme '" + scheme_of(uri) +
-                  "' (expected sqlite:PATH, memory: or postgresql://user@host:port/db)");
+                      "' (expected sqlite:PATH, memory: or postgresql://user@host:port/db)",
+                  exit_usage);
 }
 
 std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease,
@@ -81,14 +102,18 @@ std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::mi
     options.lease = lease;
     options.instance_id = instance_id;
     auto lock = open_redis_lock(uri, options);
-    if (!lock) throw HostError("cannot open the redis lock: " + lock.error().message());
+    if (!lock)
+      throw HostError("cannot open the redis lock: " + lock.error().message(),
+                      open_failure_code(lock.error()));
     return std::move(lock).value();
 #else
-    throw HostError("redis locks are not supported by this build (built without hiredis)");
+    throw HostError("redis locks are not supported by this build (built without hiredis)",
+                    exit_usage);
 #endif
   }
   throw HostError("unknown lock URI scheme '" + scheme_of(uri) +
-                  "' (expected local: or redis://[:password@]host:port[/db])");
+                      "' (expected local: or redis://[:password@]host:port[/db])",
+                  exit_usage);
 }
 
 }  // namespace tradecapture::host

@@ -69,23 +69,6 @@ class SignalGuard {
   struct sigaction old_term_ {};
 };
 
-tcp::endpoint resolve_endpoint(const std::string& listen) {
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size())
-    throw HostError("--metrics-listen '" + listen + "' is not HOST:PORT");
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  asio::io_context ioc;
-  tcp::resolver resolver(ioc);
-  boost::system::error_code ec;
-  auto results = resolver.resolve(host, listen.substr(colon + 1),
-                                  tcp::resolver::passive | tcp::resolver::numeric_service, ec);
-  if (ec || results.empty())
-    throw HostError("--metrics-listen '" + listen + "': cannot resolve: " + ec.message());
-  return results.begin()->endpoint();
-}
-
 /// The metrics of a consumer in the Prometheus text format: the pipeline's, then the source's.
 std::string consumer_metrics(const KafkaSource& source) {
   const KafkaSourceMetrics k = source.metrics();
@@ -194,9 +177,11 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
       "--results-topic gets one JSON per message, keyed like it: {\"topic\", \"partition\",\n"
       "\"offset\", \"trade_id\", \"version\", \"outcome\", \"reason\", \"seq\"}.\n"
       "SIGTERM/SIGINT: stop fetching, let in-flight events reach their durable outcomes, store\n"
-      "the final offsets, leave the group, exit 0. Exits 2 when the store fails past the retry\n"
+      "the final offsets, leave the group, exit 0. Exits 69 when the store fails past the retry\n"
       "budget or Kafka reports a fatal error (a restart resumes from the stored offsets).\n"
-      "--metrics-listen serves GET /metrics (Prometheus), /health/live and /health/ready.");
+      "--metrics-listen serves GET /metrics (Prometheus), /health/live and /health/ready.\n"
+      "Flags shared with serve read the same TRADECAPTURE_* environment variables (flags win).\n" +
+      std::string(cli::exit_codes_help));
   cmd->add_option("--brokers", o.brokers, "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")
       ->required();
   cmd->add_option("--topic", o.topics, "input topic (repeat for several)")->required();
@@ -204,6 +189,7 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
       ->required();
   cmd->add_option("--store", o.store,
                   "store URI: sqlite:PATH or postgresql://user@host:port/db (memory: for tests)")
+      ->envname("TRADECAPTURE_STORE")
       ->capture_default_str();
   cmd->add_option("--results-topic", o.results_topic,
                   "topic for one outcome JSON per message (keyed like the input)");
@@ -213,14 +199,17 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
   cmd->add_option("--metrics-listen", o.metrics_listen,
                   "serve /metrics, /health/live and /health/ready on HOST:PORT");
   cmd->add_option("--threads", o.threads, "pipeline worker shards")
+      ->envname("TRADECAPTURE_THREADS")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   cmd->add_option("--max-in-flight", o.max_in_flight,
                   "messages in the pipeline and not yet completed, at most (back-pressure: "
                   "fetching waits)")
+      ->envname("TRADECAPTURE_MAX_IN_FLIGHT")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
   cmd->add_option("--batch", o.batch, "events per store transaction, at most")
+      ->envname("TRADECAPTURE_BATCH")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--offsets-interval-ms", o.offsets_interval_ms,
@@ -238,10 +227,12 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
       ->check(CLI::Range(0LL, 3600LL * 1000))
       ->capture_default_str();
   cmd->add_option("--log-level", o.log_level, "log level on stderr")
+      ->envname("TRADECAPTURE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
-  cmd->add_option("--instance-id", o.instance_id, "name of this instance in logs")
-      ->capture_default_str();
+  cmd->add_option("--instance-id", o.instance_id,
+                  "name of this instance in logs (default: HOSTNAME-PID)")
+      ->envname("TRADECAPTURE_INSTANCE_ID");
   return cmd;
 }
 
@@ -257,7 +248,7 @@ int run_consume(const ConsumeOptions& o) {
   for (const auto& kv : o.kafka_config) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0)
-      throw HostError("--kafka-config '" + kv + "' is not KEY=VALUE");
+      throw HostError("--kafka-config '" + kv + "' is not KEY=VALUE", exit_usage);
     options.consumer_config.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
   options.max_in_flight = o.max_in_flight;
@@ -271,7 +262,7 @@ int run_consume(const ConsumeOptions& o) {
   options.logger = logger;
 
   std::optional<tcp::endpoint> endpoint;
-  if (!o.metrics_listen.empty()) endpoint = resolve_endpoint(o.metrics_listen);
+  if (!o.metrics_listen.empty()) endpoint = resolve_listen("--metrics-listen", o.metrics_listen);
   auto store = open_store(o.store, {.concurrency = o.threads + 2, .must_exist = false});
   KafkaSource source(store, make_position_processor(), std::move(options));
   SignalGuard signals(source);
@@ -327,7 +318,7 @@ int run_consume(const ConsumeOptions& o) {
   if (!r) {
     std::fprintf(stderr, "tradecapture consume: failed: %s (%s)\n", r.error().message().c_str(),
                  source.last_error().c_str());
-    return exit_failure;
+    return exit_unavailable;
   }
   return 0;
 }

@@ -35,7 +35,7 @@ struct ConsumeOptions {
 CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o);
 
 /// Consumes until SIGTERM or SIGINT, then drains, stores the final offsets and leaves the group;
-/// returns the exit code (0 after a clean stop, 2 after a failure).
+/// returns the exit code (0 after a clean stop, 69 after a failure).
 int run_consume(const ConsumeOptions& o);
 
 }  // namespace tradecapture::host

@@ -2,6 +2,8 @@
 /// \file host.hpp
 /// Pieces shared by the subcommands of the example host `tradecapture`.
 
+#include "conventions.hpp"
+
 #include <tradecapture/partition_lock.hpp>
 #include <tradecapture/trade_store.hpp>
 
@@ -14,19 +16,30 @@
 
 namespace tradecapture::host {
 
-/// Exit code for errors the user can act on: bad URI, unreadable input, store or lock failure.
-inline constexpr int exit_failure = 2;
+using cli::exit_cantcreat;
+using cli::exit_ioerr;
+using cli::exit_noinput;
+using cli::exit_unavailable;
+using cli::exit_usage;
 
-/// A fatal, user-facing error: printed as "tradecapture: <what>" and the host exits 2.
+/// A fatal, user-facing error: printed as "tradecapture: <what>"; the host exits `code()`
+/// (conventions.hpp: 64 usage, 66 no input, 69 infrastructure, 73/74 output).
 class HostError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit HostError(const std::string& what, int code = exit_unavailable)
+      : std::runtime_error(what), code_(code) {}
+  int code() const noexcept { return code_; }
+
+ private:
+  int code_;
 };
 
 /// Options of the store factory that the host can set.
 struct StoreSettings {
   std::size_t concurrency = 4;  ///< expected concurrent callers (SQL connection pool size)
-  bool must_exist = false;      ///< reading commands: warn when a file store does not exist yet
+  /// Read-only commands: a `sqlite:PATH` that does not exist is an error (exit 66), never
+  /// created; a `memory:` store is empty (a warning).
+  bool must_exist = false;
 };
 
 /// Opens a store from its URI: `sqlite:PATH`, `memory:`. Throws HostError for anything else.
@@ -78,7 +91,7 @@ struct ReplayOptions {
   std::size_t threads = 2;
   std::size_t max_in_flight = 65536;
   std::size_t batch = 8192;
-  std::string log_level = "warn";
+  std::string log_level = "info";
   std::string instance_id;
   long long lease_ms = 30000;
   long long retry_budget_ms = 15000;  ///< RetryPolicy::budget

@@ -233,6 +233,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_header_() {
     phase_ = Phase::reading;
     started_ = Clock::now();
+    head_ = false;
     parser_.emplace();
     memory_refused_ = false;
     parser_->body_limit(st_->options.max_body_bytes);
@@ -275,6 +276,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_header_(beast::error_code ec, std::size_t) {
     if (read_failed_(ec)) return;
+    // HEAD (RFC 9110 9.3.2): the handler sees a GET; its response goes out without the body
+    // (Content-Length stays the GET's). A resource without GET answers HEAD 405 as it would GET.
+    if (parser_->get().method() == http::verb::head) {
+      head_ = true;
+      parser_->get().method(http::verb::get);
+    }
     const auto& req = parser_->get();
     if (st_->draining.load())
       return refuse_(unavailable("the server is shutting down", st_retry(*this), req.version()));
@@ -327,7 +334,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     phase_ = Phase::handling;
     if (st_->logger->should_log(spdlog::level::debug)) {
-      method_ = std::string(req.method_string());
+      method_ = head_ ? std::string("HEAD") : std::string(req.method_string());
       target_ = std::string(req.target());
     }
     st_->handler.handle_at(std::move(req), started_, [self = shared_from_this()](HttpResponse res) {
@@ -350,6 +357,10 @@ class Session : public std::enable_shared_from_this<Session> {
     res.version(version_);
     res.keep_alive(!close);
     res.prepare_payload();
+    if (head_) {
+      res.body().clear();  // Content-Length keeps the size of the body a GET would get
+      head_ = false;
+    }
     close_after_ = close;
     st_->count_response(res.result_int());
     if (!method_.empty()) {
@@ -428,6 +439,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool close_after_ = false;
   bool aborted_ = false;
   bool memory_refused_ = false;  // the current request's body did not fit (max_bodies_bytes)
+  bool head_ = false;            // the current request is a HEAD (handled as a GET, no body)
   std::uint64_t held_ = 0;       // bytes of the current request's body counted in bodies_bytes
   std::function<void(std::uint64_t, beast::string_view, beast::error_code&)> chunk_cb_;
   unsigned version_ = 11;

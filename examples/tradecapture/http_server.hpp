@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -88,6 +89,10 @@ class HttpHandler {
   }
 };
 
+/// Resolves a numeric `HOST:PORT` (`[v6]:PORT` too; port 0..65535, 0 picks a free port) given
+/// with `flag` (for messages). Throws HostError (exit 64) when it is not one.
+boost::asio::ip::tcp::endpoint resolve_listen(const std::string& flag, const std::string& listen);
+
 /// A JSON error response `{"error": "<reason>"}` for `request_version` (11 for HTTP/1.1).
 HttpResponse make_error_response(http::status status, std::string_view reason,
                                  unsigned request_version = 11);
@@ -99,7 +104,9 @@ HttpResponse make_error_response(http::status status, std::string_view reason,
 /// hands it to the handler, writes the response, and only then reads the next one, so pipelined
 /// requests are answered in order. Errors the server detects itself are answered and the
 /// connection is closed: 400 (malformed HTTP), 413 (body too large), 431 (header too large),
-/// 503 (draining, too many connections, request bodies over `max_bodies_bytes`).
+/// 503 (draining, too many connections, request bodies over `max_bodies_bytes`). A `HEAD` request
+/// reaches the handler as a `GET`; its response is sent without the body (same status and
+/// headers, `Content-Length` included: RFC 9110 section 9.3.2).
 ///
 /// Thread-safety: every method may be called from any thread. The handler must outlive the
 /// io_context's threads.

@@ -9,15 +9,32 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <spdlog/version.h>
 #include <CLI/CLI.hpp>
+#include <boost/version.hpp>
+#ifdef TRADECAPTURE_HAVE_SOCI
+#if __has_include(<soci/version.h>)
+#include <soci/version.h>
+#endif
+#if __has_include(<sqlite3.h>)
+#include <sqlite3.h>
+#endif
+#if __has_include(<pg_config.h>)
+#include <pg_config.h>
+#elif __has_include(<postgresql/pg_config.h>)
+#include <postgresql/pg_config.h>
+#endif
+#endif
+#if defined(TRADECAPTURE_HAVE_REDIS) && __has_include(<hiredis/hiredis.h>)
+#include <hiredis/hiredis.h>
+#endif
+#ifdef TRADECAPTURE_HAVE_KAFKA
+#include <librdkafka/rdkafka.h>
+#endif
 
 #include <unistd.h>
 #include <cstdio>
 #include <exception>
-
-#ifndef TRADECAPTURE_VERSION
-#define TRADECAPTURE_VERSION "unknown"
-#endif
 
 namespace {
 
@@ -25,6 +42,48 @@ std::string default_instance_id() {
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
   return std::string(host[0] ? host : "host") + "-" + std::to_string(::getpid());
+}
+
+/// `tradecapture --version`: the version, then the backends compiled in with the versions of
+/// their client libraries (headers at build time; librdkafka's at run time).
+std::string version_text() {
+  using std::to_string;
+  std::string soci;
+#if defined(TRADECAPTURE_HAVE_SOCI) && defined(SOCI_VERSION)
+  soci = "SOCI " + to_string(SOCI_VERSION / 100000) + "." + to_string(SOCI_VERSION / 100 % 1000) +
+         "." + to_string(SOCI_VERSION % 100);
+#endif
+  std::string stores = "memory";
+#ifdef TRADECAPTURE_HAVE_SOCI
+  stores += ", sqlite (" + soci;
+#ifdef SQLITE_VERSION
+  stores += std::string(soci.empty() ? "" : ", ") + "SQLite " SQLITE_VERSION;
+#endif
+  stores += "), postgresql (" + soci;
+#ifdef PG_MAJORVERSION
+  stores += std::string(soci.empty() ? "" : ", ") + "libpq " PG_MAJORVERSION;
+#endif
+  stores += ")";
+#endif
+  std::string locks = "local";
+#ifdef TRADECAPTURE_HAVE_REDIS
+  locks += ", redis";
+#ifdef HIREDIS_MAJOR
+  locks += " (hiredis " + to_string(HIREDIS_MAJOR) + "." + to_string(HIREDIS_MINOR) + "." +
+           to_string(HIREDIS_PATCH) + ")";
+#endif
+#endif
+  std::string ingress = "replay, http (serve)";
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  ingress += ", kafka (consume; librdkafka " + std::string(rd_kafka_version_str()) + ")";
+#endif
+  std::string boost = BOOST_LIB_VERSION;
+  for (char& c : boost)
+    if (c == '_') c = '.';
+  return tradecapture::cli::version_line("tradecapture") + "\nstores: " + stores +
+         "\nlocks: " + locks + "\ningress: " + ingress + "\nlibraries: Boost " + boost +
+         ", spdlog " + to_string(SPDLOG_VER_MAJOR) + "." + to_string(SPDLOG_VER_MINOR) + "." +
+         to_string(SPDLOG_VER_PATCH) + ", CLI11 " CLI11_VERSION;
 }
 
 }  // namespace
@@ -39,8 +98,12 @@ int main(int argc, char** argv) {
       "Lock URIs: local: (default, one process), redis://[:password@]host:port[/db] "
       "(shared by several hosts).",
       "tradecapture"};
-  app.set_version_flag("--version", TRADECAPTURE_VERSION);
+  app.set_version_flag("--version", version_text, "print the version and the backends compiled in");
   app.require_subcommand(1);
+  app.footer(std::string(tradecapture::cli::exit_codes_help) +
+             "\nFlags shared with serve read the same TRADECAPTURE_* environment variables in\n"
+             "every command (TRADECAPTURE_STORE, TRADECAPTURE_LOCK, TRADECAPTURE_THREADS, ...;\n"
+             "flags win). The default log level is info in every command.");
 
   ReplayOptions ro;
   ro.instance_id = default_instance_id();
@@ -49,56 +112,79 @@ int main(int argc, char** argv) {
   replay->footer(
       "Reads INPUT ('-' is standard input) line by line; blank lines are skipped, a bad line is\n"
       "REJECTED and never stops the replay. Exits 0 once every line has its durable outcome\n"
-      "(rejected lines included), 2 on a store, lock or I/O failure (outcomes already written\n"
-      "stay true; re-sending the input is safe). A summary goes to stderr; live progress too\n"
-      "when stderr is a terminal.");
+      "(rejected lines included), 69 when the store or lock fails past the retry budget\n"
+      "(outcomes already written stay true; re-sending the input is safe), 66 when INPUT cannot\n"
+      "be read, 73/74 when --outcomes cannot be created/written, 128+N on signal N (every line\n"
+      "read has its outcome; the message says where to resume). A summary goes to stderr; live\n"
+      "progress too when stderr is a terminal.\n" +
+      std::string(tradecapture::cli::exit_codes_help));
   replay->add_option("INPUT", ro.input, "JSON-lines input file, or '-' for standard input")
       ->required();
-  replay->add_option("--store", ro.store, "store URI: sqlite:PATH or memory:")
+  replay->add_option("--store", ro.store, "store URI: sqlite:PATH, memory: or postgresql://...")
+      ->envname("TRADECAPTURE_STORE")
       ->capture_default_str();
-  replay->add_option("--lock", ro.lock, "partition lock URI: local:")->capture_default_str();
+  replay->add_option("--lock", ro.lock, "partition lock URI: local: or redis://...")
+      ->envname("TRADECAPTURE_LOCK")
+      ->capture_default_str();
   replay->add_option("--outcomes", ro.outcomes,
                      "write one JSON outcome per non-blank input line, in input order, to FILE "
                      "('-' is standard output)");
   replay->add_option("--threads", ro.threads, "pipeline worker shards")
+      ->envname("TRADECAPTURE_THREADS")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   replay
       ->add_option("--max-in-flight", ro.max_in_flight,
                    "events submitted and not yet completed, at most (back-pressure)")
+      ->envname("TRADECAPTURE_MAX_IN_FLIGHT")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
   replay->add_option("--batch", ro.batch, "events per store transaction, at most")
+      ->envname("TRADECAPTURE_BATCH")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   replay->add_option("--log-level", ro.log_level, "log level on stderr")
+      ->envname("TRADECAPTURE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
   replay
       ->add_option("--instance-id", ro.instance_id,
-                   "name of this host instance in logs (and, with a shared lock, its owner id)")
-      ->capture_default_str();
+                   "name of this host instance in logs (and, with a shared lock, its owner id; "
+                   "default: HOSTNAME-PID)")
+      ->envname("TRADECAPTURE_INSTANCE_ID");
   replay->add_option("--lease-ms", ro.lease_ms, "partition lease length in milliseconds")
+      ->envname("TRADECAPTURE_LEASE_MS")
       ->check(CLI::Range(1LL, 3600LL * 1000))
       ->capture_default_str();
   replay
       ->add_option("--retry-budget-ms", ro.retry_budget_ms,
                    "how long a batch may retry a failing store, or a partition wait for its lease, "
                    "before its events end without an outcome")
+      ->envname("TRADECAPTURE_RETRY_BUDGET_MS")
       ->check(CLI::Range(1LL, 24LL * 3600 * 1000))
       ->capture_default_str();
 
   std::string positions_store = "sqlite:tradecapture.db";
   auto* positions = app.add_subcommand(
       "positions", "Print the position of every partition with an accepted event (JSON lines)");
-  positions->footer("Sorted by (account, book, security) bytewise; decimals as JSON strings.");
-  positions->add_option("--store", positions_store, "store URI: sqlite:PATH or memory:")
+  positions->footer(
+      "Sorted by (account, book, security) bytewise; decimals as JSON strings. Read-only: a\n"
+      "sqlite:PATH that does not exist is an error (exit 66), never created.\n" +
+      std::string(tradecapture::cli::exit_codes_help));
+  positions
+      ->add_option("--store", positions_store,
+                   "store URI: sqlite:PATH, memory: or postgresql://...")
+      ->envname("TRADECAPTURE_STORE")
       ->capture_default_str();
 
   std::string events_store = "sqlite:tradecapture.db";
   auto* events = app.add_subcommand("events", "Print every accepted event (JSON lines)");
-  events->footer("Sorted by partition (bytewise) then seq.");
-  events->add_option("--store", events_store, "store URI: sqlite:PATH or memory:")
+  events->footer(
+      "Sorted by partition (bytewise) then seq. Read-only: a sqlite:PATH that does not exist\n"
+      "is an error (exit 66), never created.\n" +
+      std::string(tradecapture::cli::exit_codes_help));
+  events->add_option("--store", events_store, "store URI: sqlite:PATH, memory: or postgresql://...")
+      ->envname("TRADECAPTURE_STORE")
       ->capture_default_str();
 
   ServeOptions so;
@@ -113,13 +199,14 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : exit_failure;
+    return app.exit(e) == 0 ? 0 : exit_usage;
   }
 
   try {
     auto logger = std::make_shared<spdlog::logger>(
         "tradecapture", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-    logger->set_level(spdlog::level::from_str(replay->parsed() ? ro.log_level : "warn"));
+    // One default level for every command (info); positions and events have no flag.
+    logger->set_level(spdlog::level::from_str(replay->parsed() ? ro.log_level : "info"));
     spdlog::set_default_logger(logger);
 
     if (replay->parsed()) return run_replay(ro);
@@ -131,10 +218,10 @@ int main(int argc, char** argv) {
 #endif
   } catch (const HostError& e) {
     std::fprintf(stderr, "tradecapture: %s\n", e.what());
-    return exit_failure;
+    return e.code();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tradecapture: unexpected error: %s\n", e.what());
-    return exit_failure;
+    return EX_SOFTWARE;
   }
-  return exit_failure;
+  return EX_SOFTWARE;
 }

@@ -16,7 +16,8 @@ Output::Output() : fd_(1), owned_(false), name_("standard output") {
 Output::Output(const std::string& path) : Output() {
   if (path == "-") return;
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw HostError("cannot open '" + path + "' for writing: " + std::strerror(errno));
+  if (fd < 0) throw HostError("cannot open '" + path + "' for writing: " + std::strerror(errno),
+                    exit_cantcreat);
   fd_ = fd;
   owned_ = true;
   name_ = path;
@@ -35,7 +36,7 @@ void Output::flush() {
       if (errno == EINTR) continue;
       int err = errno;
       buf_.clear();
-      throw HostError("cannot write " + name_ + ": " + std::strerror(err));
+      throw HostError("cannot write " + name_ + ": " + std::strerror(err), exit_ioerr);
     }
     p += n;
     left -= static_cast<std::size_t>(n);

@@ -63,7 +63,8 @@ class LineReader {
       return;
     }
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) throw HostError("cannot open input '" + path + "': " + std::strerror(errno));
+    if (fd_ < 0) throw HostError("cannot open input '" + path + "': " + std::strerror(errno),
+                      exit_noinput);
     owned_ = true;
     name_ = "'" + path + "'";
   }
@@ -115,7 +116,8 @@ class LineReader {
         pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
         if (::poll(fds, 2, -1) < 0) {
           if (errno == EINTR) continue;
-          throw HostError(std::string("cannot poll the input: ") + std::strerror(errno));
+          throw HostError(std::string("cannot poll the input: ") + std::strerror(errno),
+                          exit_noinput);
         }
         if (fds[1].revents != 0) return false;
       }
@@ -129,7 +131,7 @@ class LineReader {
         return true;
       }
       if (errno == EINTR || errno == EAGAIN) continue;
-      throw HostError("cannot read input " + name_ + ": " + std::strerror(errno));
+      throw HostError("cannot read input " + name_ + ": " + std::strerror(errno), exit_noinput);
     }
   }
 
@@ -413,6 +415,7 @@ int run_replay(const ReplayOptions& o) {
   OutcomeLog log(out ? &*out : nullptr, 2 * o.max_in_flight + 4096, wake);
   Progress progress(lines_read, log, t0);
   std::string input_error;
+  int input_error_code = exit_noinput;
   {
     Pipeline pipeline(store, lock, make_position_processor(), options);
     try {
@@ -437,6 +440,7 @@ int run_replay(const ReplayOptions& o) {
       }
     } catch (const HostError& e) {
       input_error = e.what();
+      input_error_code = e.code();
     }
     log.wait_all();
     pipeline.stop();
@@ -480,16 +484,16 @@ int run_replay(const ReplayOptions& o) {
                  failure->first.message().c_str(), static_cast<unsigned long long>(failure->second),
                  static_cast<unsigned long long>(c.failed),
                  static_cast<unsigned long long>(c.outcomes()));
-    rc = exit_failure;
+    rc = exit_unavailable;
   }
   if (!input_error.empty()) {
     std::fprintf(stderr, "tradecapture: replay failed: %s (after %llu lines)\n",
                  input_error.c_str(), static_cast<unsigned long long>(lines));
-    rc = exit_failure;
+    rc = input_error_code;
   }
   if (!write_error.empty()) {
     std::fprintf(stderr, "tradecapture: replay failed: %s\n", write_error.c_str());
-    rc = exit_failure;
+    rc = exit_ioerr;
   }
   return rc;
 }

@@ -106,15 +106,32 @@ struct Target {
   Route route = Route::not_found;
   std::string_view query;     ///< after '?', raw
   std::string_view trade_id;  ///< Route::trade: the raw (percent-encoded) path segment
+  /// Route::not_found only: the path without its trailing slashes, when that one is a resource
+  /// (the trailing-slash policy: 404 naming the canonical path, never a redirect).
+  std::string_view canonical;
 };
 
+Target route_path(std::string_view path);
+
 Target parse_target(std::string_view target) {
-  Target t;
   std::string_view path = target;
+  std::string_view query;
   if (auto q = target.find('?'); q != std::string_view::npos) {
     path = target.substr(0, q);
-    t.query = target.substr(q + 1);
+    query = target.substr(q + 1);
   }
+  Target t = route_path(path);
+  t.query = query;
+  if (t.route == Route::not_found && path.size() > 1 && path.back() == '/') {
+    std::string_view bare = path;
+    while (bare.size() > 1 && bare.back() == '/') bare.remove_suffix(1);
+    if (route_path(bare).route != Route::not_found) t.canonical = bare;
+  }
+  return t;
+}
+
+Target route_path(std::string_view path) {
+  Target t;
   constexpr std::string_view trade_prefix = "/v1/trades/";
   if (path == "/v1/trades") {
     t.route = Route::trades;
@@ -133,6 +150,41 @@ Target parse_target(std::string_view target) {
     t.route = Route::metrics;
   }
   return t;
+}
+
+/// The 404 of an unknown path; with a trailing slash on a resource, it names the canonical path.
+HttpResponse not_found_response(const Target& t) {
+  if (t.canonical.empty()) return make_error_response(http::status::not_found, "no such resource");
+  HttpResponse res{http::status::not_found, 11};
+  res.set(http::field::content_type, "application/json");
+  std::string body = "{\"error\": ";
+  append_json_string(body, "no such resource: paths have no trailing slash; the resource is " +
+                               std::string(t.canonical));
+  body += ", \"canonical_path\": ";
+  append_json_string(body, t.canonical);
+  body += "}\n";
+  res.body() = std::move(body);
+  return res;
+}
+
+/// True when every coding of the Content-Encoding fields is `identity` (or there is none): the
+/// gateway decodes no content coding (no gzip), so anything else is refused with 415.
+bool identity_encoding(const HttpRequestHeader& h) {
+  auto [begin, end] = h.equal_range(http::field::content_encoding);
+  for (auto it = begin; it != end; ++it) {
+    std::string_view v = sv(it->value());
+    while (!v.empty()) {
+      const auto comma = v.find(',');
+      std::string_view coding = v.substr(0, comma);
+      v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t'))
+        coding.remove_prefix(1);
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t'))
+        coding.remove_suffix(1);
+      if (!coding.empty() && !iequals(coding, "identity")) return false;
+    }
+  }
+  return true;
 }
 
 http::verb allowed_method(Route r) {
@@ -189,40 +241,52 @@ bool constant_time_equal(std::string_view expected, std::string_view given) noex
 
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw HostError("cannot read --auth-token-file '" + path + "': " + std::strerror(errno));
+  if (!in)
+    throw HostError("cannot read --auth-token-file '" + path + "': " + std::strerror(errno),
+                    exit_noinput);
   std::stringstream ss;
   ss << in.rdbuf();
   std::string token = ss.str();
   while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||
                             token.back() == '\t'))
     token.pop_back();
-  if (token.empty()) throw HostError("--auth-token-file '" + path + "' holds no token");
+  if (token.empty())
+    throw HostError("--auth-token-file '" + path + "' holds no token", exit_usage);
   for (char c : token) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
       throw HostError("--auth-token-file '" + path +
-                      "': the token must be one line of printable characters without spaces");
+                          "': the token must be one line of printable characters without spaces",
+                      exit_usage);
   }
   return token;
 }
 
-tcp::endpoint resolve_listen(const std::string& listen) {
+}  // namespace
+
+tcp::endpoint resolve_listen(const std::string& flag, const std::string& listen) {
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos || colon + 1 == listen.size())
-    throw HostError("--listen '" + listen + "' is not HOST:PORT");
+    throw HostError(flag + " '" + listen + "' is not HOST:PORT", exit_usage);
   std::string host = listen.substr(0, colon);
   const std::string port = listen.substr(colon + 1);
+  if (!cli::parse_port(port, true))
+    throw HostError(flag + " '" + listen + "': the port must be a number from 0 to 65535 " +
+                        "(0: any free port)",
+                    exit_usage);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
-  if (host.empty()) throw HostError("--listen '" + listen + "' has no host");
+  if (host.empty()) throw HostError(flag + " '" + listen + "' has no host", exit_usage);
   asio::io_context ioc;
   tcp::resolver resolver(ioc);
   boost::system::error_code ec;
   auto results =
       resolver.resolve(host, port, tcp::resolver::passive | tcp::resolver::numeric_service, ec);
   if (ec || results.empty())
-    throw HostError("--listen '" + listen + "': cannot resolve: " + ec.message());
+    throw HostError(flag + " '" + listen + "': cannot resolve: " + ec.message(), exit_usage);
   return results.begin()->endpoint();
 }
+
+namespace {
 
 /// Writes `text` to `path` atomically (a temporary file renamed over it).
 void write_file_atomically(const std::string& path, const std::string& text) {
@@ -231,10 +295,10 @@ void write_file_atomically(const std::string& path, const std::string& text) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << text;
     out.flush();
-    if (!out) throw HostError("cannot write '" + tmp + "': " + std::strerror(errno));
+    if (!out) throw HostError("cannot write '" + tmp + "': " + std::strerror(errno), exit_cantcreat);
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw HostError("cannot write '" + path + "': " + std::strerror(errno));
+    throw HostError("cannot write '" + path + "': " + std::strerror(errno), exit_cantcreat);
 }
 
 // ---- the gateway -------------------------------------------------------------------------
@@ -275,18 +339,26 @@ class Gateway final : public HttpHandler {
 
   std::optional<HttpResponse> check_header(const HttpRequestHeader& h) override {
     const Target t = parse_target(sv(h.target()));
-    if (t.route == Route::not_found)
-      return make_error_response(http::status::not_found, "no such resource");
+    if (t.route == Route::not_found) return not_found_response(t);
     if (needs_auth_(t.route) && !authorized_(h)) {
       HttpResponse res = make_error_response(http::status::unauthorized,
                                              "missing or wrong 'Authorization: Bearer' token");
       res.set(http::field::www_authenticate, "Bearer realm=\"tradecapture\"");
       return res;
     }
+    // HEAD arrives here as GET: the server answers it as a GET without the body.
     if (h.method() != allowed_method(t.route)) {
       HttpResponse res =
           make_error_response(http::status::method_not_allowed, "method not allowed");
-      res.set(http::field::allow, t.route == Route::trades ? "POST" : "GET");
+      res.set(http::field::allow, t.route == Route::trades ? "POST" : "GET, HEAD");
+      return res;
+    }
+    if (!identity_encoding(h)) {
+      HttpResponse res = make_error_response(
+          http::status::unsupported_media_type,
+          "Content-Encoding '" + std::string(sv(h[http::field::content_encoding])) +
+              "' is not supported: send the body uncompressed (identity)");
+      res.set(http::field::accept_encoding, "identity");
       return res;
     }
     if (t.route == Route::trades && !body_format(sv(h[http::field::content_type]))) {
@@ -352,7 +424,7 @@ class Gateway final : public HttpHandler {
       case Route::not_found:
         break;
     }
-    respond(make_error_response(http::status::not_found, "no such resource"));
+    respond(not_found_response(t));
   }
 
  private:
@@ -709,6 +781,17 @@ void arm_signals(asio::signal_set& signals, HttpServer& server, ShutdownLatch& l
   });
 }
 
+/// SIGHUP: ignored; the first one is logged (there is no log file to reopen: logs go to stderr).
+void arm_hangups(asio::signal_set& hangups, spdlog::logger& log, bool seen) {
+  hangups.async_wait([&hangups, &log, seen](boost::system::error_code ec, int) {
+    if (ec) return;
+    if (!seen)
+      log.warn("SIGHUP ignored: the gateway keeps serving (SIGTERM or SIGINT stop it with a "
+               "drain; further SIGHUPs are ignored silently)");
+    arm_hangups(hangups, log, true);
+  });
+}
+
 }  // namespace
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
@@ -728,10 +811,14 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "  GET  /health/ready     200 while the store and the lock answer (503 when not, or "
       "draining)\n"
       "  GET  /metrics          Prometheus text format 0.0.4\n"
+      "HEAD is answered on every GET resource (the GET's status and headers, no body). Paths\n"
+      "have no trailing slash: /v1/positions/ (and the like) is 404 with a JSON body naming\n"
+      "the canonical path in \"canonical_path\" (never a redirect).\n"
       "Status codes: 400 body not JSON at all / malformed HTTP, 401 no valid bearer token,\n"
-      "404 unknown path or trade, 405 wrong method, 413 body over --max-body-bytes, 415 wrong or\n"
-      "missing Content-Type, 431 header over --max-header-bytes, 503 + Retry-After when "
-      "overloaded\n"
+      "404 unknown path or trade, 405 wrong method (with Allow), 413 body over --max-body-bytes,\n"
+      "415 wrong or missing Content-Type, or a Content-Encoding other than identity (no gzip;\n"
+      "the answer carries Accept-Encoding: identity), 431 header over --max-header-bytes,\n"
+      "503 + Retry-After when overloaded\n"
       "(the whole request is refused), draining, out of connections, request bodies held over\n"
       "--max-bodies-bytes (Connection: close), or when some event got no outcome (withdrawn at\n"
       "the request deadline, store/lock failure past the retry budget): re-sending the same\n"
@@ -748,9 +835,12 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "With --auth-token-file every path but /health/* needs 'Authorization: Bearer TOKEN'.\n"
       "SIGTERM/SIGINT: stop accepting, finish in-flight requests, drain the pipeline, exit 0\n"
       "(a second signal closes the remaining connections at once). --shutdown-timeout-ms bounds\n"
-      "the whole shutdown: events not decided by then are withdrawn (no outcome).\n"
-      "Every flag can also be set by the environment variable shown (flags win).");
-  cmd->add_option("--listen", o.listen, "HOST:PORT to listen on (port 0: any free port)")
+      "the whole shutdown: events not decided by then are withdrawn (no outcome). SIGHUP is\n"
+      "ignored (logged once): the gateway keeps serving.\n"
+      "Every flag can also be set by the environment variable shown (flags win).\n" +
+      std::string(cli::exit_codes_help));
+  cmd->add_option("--listen", o.listen,
+                  "HOST:PORT to listen on (port 1..65535, or 0: any free port)")
       ->envname("TRADECAPTURE_LISTEN")
       ->capture_default_str();
   cmd->add_option("--store", o.store, "store URI: sqlite:PATH, memory: or postgresql://...")
@@ -778,9 +868,9 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
   cmd->add_option("--instance-id", o.instance_id,
-                  "name of this host instance in logs (and, with a shared lock, its owner id)")
-      ->envname("TRADECAPTURE_INSTANCE_ID")
-      ->capture_default_str();
+                  "name of this host instance in logs (and, with a shared lock, its owner id; "
+                  "default: HOSTNAME-PID)")
+      ->envname("TRADECAPTURE_INSTANCE_ID");
   cmd->add_option("--lease-ms", o.lease_ms, "partition lease length in milliseconds")
       ->envname("TRADECAPTURE_LEASE_MS")
       ->check(CLI::Range(1LL, 3600LL * 1000))
@@ -861,15 +951,20 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
 }
 
 int run_serve(const ServeOptions& o) {
+  // A closed terminal or a process manager's reload must not kill the gateway without a drain:
+  // SIGHUP is ignored from the start (a signal_set logs the first one once serving).
+  ::signal(SIGHUP, SIG_IGN);
   auto logger = spdlog::default_logger();
   logger->set_level(spdlog::level::from_str(o.log_level));
 
   if (o.max_bodies_bytes < o.max_body_bytes)
     throw HostError("--max-bodies-bytes (" + std::to_string(o.max_bodies_bytes) +
-                    ") must be at least --max-body-bytes (" + std::to_string(o.max_body_bytes) +
-                    "), or a largest request could never be read");
+                        ") must be at least --max-body-bytes (" +
+                        std::to_string(o.max_body_bytes) +
+                        "), or a largest request could never be read",
+                    exit_usage);
   const std::string token = o.auth_token_file.empty() ? "" : read_token_file(o.auth_token_file);
-  const tcp::endpoint endpoint = resolve_listen(o.listen);
+  const tcp::endpoint endpoint = resolve_listen("--listen", o.listen);
   auto store =
       open_store(o.store, {.concurrency = o.threads + o.worker_threads + 1, .must_exist = false});
   auto lock = open_lock(o.lock, std::chrono::milliseconds(o.lease_ms), o.instance_id);
@@ -923,6 +1018,8 @@ int run_serve(const ServeOptions& o) {
 
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   arm_signals(signals, server, latch, *logger);
+  asio::signal_set hangups(ioc, SIGHUP);
+  arm_hangups(hangups, *logger, false);
   auto work = asio::make_work_guard(ioc);
   server.start();
   std::vector<std::thread> io_threads;
@@ -946,6 +1043,7 @@ int run_serve(const ServeOptions& o) {
   workers.join();
   if (!idle) latch.wait_idle_for(std::chrono::milliseconds(2000));
   signals.cancel();
+  hangups.cancel();
   work.reset();
   ioc.stop();
   for (auto& t : io_threads) t.join();

@@ -41,34 +41,40 @@ expect_help replay -- INPUT --store --lock --outcomes --threads --max-in-flight 
 expect_help positions -- --store
 expect_help events -- --store
 
-# Usage errors.
-expect_fail nonzero "subcommand" 
-expect_fail nonzero "INPUT|required" replay
-expect_fail nonzero "threads|range" replay --threads 0 x.jsonl
-expect_fail nonzero "log-level|not in" replay --log-level loud x.jsonl
-expect_fail nonzero "frobnicate|not expected|extra|subcommand" frobnicate
+# Usage errors: exit 64 (EX_USAGE; the exit codes are in `tradecapture --help`).
+expect_fail 64 "subcommand"
+expect_fail 64 "INPUT|required" replay
+expect_fail 64 "threads|range" replay --threads 0 x.jsonl
+expect_fail 64 "log-level|not in" replay --log-level loud x.jsonl
+expect_fail 64 "frobnicate|not expected|extra|subcommand" frobnicate
 
-# URIs: clear messages, exit 2.
+# URIs: clear messages; a URI that cannot be understood is a usage error (64), a store or lock
+# that cannot be reached an infrastructure failure (69, EX_UNAVAILABLE).
 printf '{"trade_id":"T1","version":1,"type":"NEW","account":"A","book":"B","security":"S","side":"BUY","quantity":"1","price":"1"}\n' >one.jsonl
-expect_fail 2 "unknown store URI" replay --store foo:bar one.jsonl
-expect_fail 2 "unknown store URI" replay --store tradecapture.db one.jsonl
-expect_fail 2 "cannot open the postgresql store" \
+expect_fail 64 "unknown store URI" replay --store foo:bar one.jsonl
+expect_fail 64 "unknown store URI" replay --store tradecapture.db one.jsonl
+expect_fail 69 "cannot open the postgresql store" \
   replay --store postgresql://u:pgsecret@127.0.0.1:1/db one.jsonl
 grep -q pgsecret "$TMP/err" && fail "the postgresql password was echoed in an error message"
-expect_fail 2 "unknown lock URI" replay --lock zookeeper://x one.jsonl
-expect_fail 2 "cannot open the redis lock" \
+expect_fail 64 "unknown lock URI" replay --lock zookeeper://x one.jsonl
+expect_fail 69 "cannot open the redis lock" \
   replay --lock redis://:secret@127.0.0.1:1/0 one.jsonl
 grep -q secret "$TMP/err" && fail "the redis password was echoed in an error message"
-expect_fail 2 "unknown store URI" positions --store foo:bar
-expect_fail 2 "postgresql" events --store postgresql://u@127.0.0.1:1/db
-expect_fail 2 "sqlite" replay --store sqlite: one.jsonl
+expect_fail 64 "unknown store URI" positions --store foo:bar
+expect_fail 69 "postgresql" events --store postgresql://u@127.0.0.1:1/db
+expect_fail 64 "sqlite" replay --store sqlite: one.jsonl
 
-# Input and output errors.
-expect_fail 2 "cannot open input" replay --store "sqlite:$TMP/e.db" no-such-file.jsonl
+# Input and output errors: 66 (EX_NOINPUT) an input that cannot be read, 73 (EX_CANTCREAT) an
+# output (or a new store) that cannot be created.
+expect_fail 66 "cannot open input" replay --store "sqlite:$TMP/e.db" no-such-file.jsonl
 mkdir adir
-expect_fail 2 "input|directory" replay --store "sqlite:$TMP/e.db" adir
-expect_fail 2 "cannot open" replay --store "sqlite:$TMP/e.db" --outcomes /nonexistent/dir/o.jsonl one.jsonl
-expect_fail 2 "store" replay --store "sqlite:/nonexistent/dir/x.db" one.jsonl
+expect_fail 66 "input|directory" replay --store "sqlite:$TMP/e.db" adir
+expect_fail 73 "cannot open" replay --store "sqlite:$TMP/e.db" --outcomes /nonexistent/dir/o.jsonl one.jsonl
+expect_fail 73 "store" replay --store "sqlite:/nonexistent/dir/x.db" one.jsonl
+# Read-only commands never create a store: a missing sqlite:PATH is 66, named, and not created.
+expect_fail 66 "no-such\\.db" positions --store "sqlite:$TMP/no-such.db"
+expect_fail 66 "no-such\\.db" events --store "sqlite:$TMP/no-such.db"
+[[ ! -e $TMP/no-such.db ]] || fail "a read-only command created $TMP/no-such.db"
 
 # Empty inputs: exit 0, no outcome lines (also with only blank lines or only a BOM).
 : >empty.jsonl

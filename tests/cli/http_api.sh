@@ -52,6 +52,7 @@ check_same "$TMP/model.events" "$TMP/main.events" "the store's events (read whil
 # ---- 2. status codes, hostile bodies, connection handling ------------------------------------
 client check-status "$MAIN_PORT" -
 client check-connection "$MAIN_PORT"
+client check-conventions "$MAIN_PORT"
 stop_server "$MAIN_PID" main
 
 echo "PASS http_api"

@@ -22,6 +22,8 @@ something itself and prints 'ok: ...' lines; any failed check prints 'FAIL: ...'
   check-connection PORT                keep-alive, pipelining, Expect: 100-continue, chunked
   check-timeouts PORT READ_TIMEOUT_MS IDLE_TIMEOUT_MS MAX_CONNECTIONS MAX_BODY
   check-overload PORT
+  check-conventions PORT               HEAD on GET resources, 415 for a Content-Encoding, the
+                                       trailing-slash policy (404 naming the canonical path)
   drain-race PORT PID MODE OUT         a big POST racing SIGTERM (see drain_race)
   post-load PORT N SECONDS             posts N small batches over SECONDS (for prometheus.sh)
   scrape PORT OUT                      GET /metrics into OUT
@@ -107,7 +109,9 @@ class Raw:
             raise EOFError("connection closed by the server")
         self.buf += chunk
 
-    def read_response(self):
+    def read_response(self, to_head=False):
+        """(status, headers, body); `to_head`: the answer to a HEAD, which has no body whatever
+        its Content-Length says."""
         while b"\r\n\r\n" not in self.buf:
             self._fill()
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
@@ -118,7 +122,7 @@ class Raw:
         for l in lines[1:]:
             k, v = l.split(":", 1)
             headers[k.strip().lower()] = v.strip()
-        n = int(headers.get("content-length", "0"))
+        n = 0 if to_head else int(headers.get("content-length", "0"))
         while len(self.buf) < n:
             self._fill()
         body, self.buf = self.buf[:n], self.buf[n:]
@@ -543,6 +547,89 @@ def check_status(port, token, light=False):
     check(all(x["outcome"] == "DUPLICATE" for x in o) and len(o) == n, "re-send: not all DUPLICATE")
     ok("the same 100,000 events again -> all DUPLICATE")
     live(port)
+
+
+def check_conventions(port):
+    """HTTP conventions (issue 11): HEAD, Content-Encoding, trailing slashes."""
+    ctype = {"Content-Type": "application/json"}
+    s, _, _ = post(port, json.dumps(event("HEAD1")).encode())
+    check(s == 200, "POST of HEAD1 answered %d" % s)
+
+    # HEAD = the GET's status and headers without a body, on one keep-alive connection: the
+    # next response must start right after the HEAD's header (no body bytes in between).
+    for path in ["/health/live", "/health/ready", "/v1/positions", "/v1/positions?account=HA",
+                 "/v1/trades/HEAD1", "/v1/trades/NOPE", "/metrics"]:
+        c = Raw(port)
+        c.send(http_request_bytes("GET", path, ctype=None) +
+               http_request_bytes("HEAD", path, ctype=None) +
+               http_request_bytes("GET", "/health/live", ctype=None))
+        gs, gh, gbody = c.read_response()
+        hs, hh, hbody = c.read_response(to_head=True)
+        ls, _, lbody = c.read_response()
+        c.close()
+        check(hs == gs, "HEAD %s: %d, GET: %d" % (path, hs, gs))
+        check(hbody == b"", "HEAD %s sent a body" % path)
+        check(ls == 200 and lbody == b'{"status": "live"}\n',
+              "after HEAD %s the next response is garbled (%d %r): a body was sent" % (path, ls, lbody))
+        check(hh.get("content-type") == gh.get("content-type"),
+              "HEAD %s Content-Type %r, GET %r" % (path, hh.get("content-type"), gh.get("content-type")))
+        if path != "/metrics":  # the scrape itself moves the counters
+            check(hh.get("content-length") == gh.get("content-length") == str(len(gbody)),
+                  "HEAD %s Content-Length %r, GET %r (%d bytes)"
+                  % (path, hh.get("content-length"), gh.get("content-length"), len(gbody)))
+        ok("HEAD %s -> %d, Content-Length %s, no body" % (path, hs, hh.get("content-length")))
+    s, h, body = request(port, "HEAD", "/v1/trades")
+    check(s == 405 and h.get("allow") == "POST" and body == b"",
+          "HEAD /v1/trades: %d Allow %r body %r" % (s, h.get("allow"), body))
+    for path in ["/v1/positions", "/metrics", "/health/live", "/v1/trades/HEAD1"]:
+        s, h, _ = request(port, "DELETE", path)
+        check(s == 405 and h.get("allow") == "GET, HEAD",
+              "DELETE %s: %d Allow %r (expected 405, GET, HEAD)" % (path, s, h.get("allow")))
+    ok("HEAD /v1/trades -> 405 (Allow: POST); GET resources say Allow: GET, HEAD")
+
+    # Content-Encoding: nothing but identity is decoded; the rest is 415, never parsed.
+    import gzip
+    raw = json.dumps(event("GZ1")).encode()
+    for enc, body in [("gzip", gzip.compress(raw)), ("deflate", raw), ("br", raw),
+                      ("identity, gzip", gzip.compress(raw)), ("x-gzip", gzip.compress(raw))]:
+        h = dict(ctype)
+        h["Content-Encoding"] = enc
+        s, rh, data = post(port, body, headers=h)
+        check(s == 415, "Content-Encoding %r: %d, expected 415: %r" % (enc, s, data[:200]))
+        err = json.loads(data).get("error", "")
+        check("Content-Encoding" in err, "415 for %r does not name Content-Encoding: %r" % (enc, err))
+        check(rh.get("accept-encoding") == "identity", "415 without Accept-Encoding: identity")
+        ok("Content-Encoding: %s -> 415 (%s)" % (enc, err))
+    for enc in ["identity", "IDENTITY"]:
+        h = dict(ctype)
+        h["Content-Encoding"] = enc
+        s, _, data = post(port, raw, headers=h)
+        check(s == 200 and (b'"ACCEPTED"' in data or b'"DUPLICATE"' in data),
+              "Content-Encoding %r: %d %r" % (enc, s, data[:200]))
+        ok("Content-Encoding: %s -> 200" % enc)
+    s, _, _ = request(port, "GET", "/v1/trades/GZ1")
+    check(s == 200, "GZ1 was not stored once its identity POST was accepted (%d)" % s)
+
+    # Trailing slashes: 404 with the canonical path, never a redirect.
+    for method, path, canonical in [("GET", "/v1/positions/", "/v1/positions"),
+                                    ("GET", "/v1/positions/?account=HA", "/v1/positions"),
+                                    ("POST", "/v1/trades/", "/v1/trades"),
+                                    ("GET", "/v1/trades/HEAD1/", "/v1/trades/HEAD1"),
+                                    ("GET", "/health/live/", "/health/live"),
+                                    ("GET", "/health/ready//", "/health/ready"),
+                                    ("HEAD", "/metrics/", "/metrics")]:
+        s, h, data = request(port, method, path, b"{}" if method == "POST" else None,
+                             ctype if method == "POST" else None)
+        check(s == 404, "%s %s: %d, expected 404" % (method, path, s))
+        check(h.get("content-type") == "application/json", "%s %s: not JSON" % (method, path))
+        if method != "HEAD":
+            doc = json.loads(data)
+            check(doc.get("canonical_path") == canonical and canonical in doc.get("error", ""),
+                  "%s %s: %r does not name %s" % (method, path, doc, canonical))
+        ok("%s %s -> 404 naming %s" % (method, path, canonical))
+    s, _, data = request(port, "GET", "/nowhere/")
+    check(s == 404 and "canonical_path" not in json.loads(data), "GET /nowhere/: %d %r" % (s, data))
+    ok("GET /nowhere/ -> 404 without a canonical path")
 
 
 def check_auth(port, token):
@@ -988,6 +1075,8 @@ def main(argv):
         check_connection(int(args[0]))
     elif cmd == "check-timeouts":
         check_timeouts(int(args[0]), int(args[1]), int(args[2]), int(args[3]), int(args[4]))
+    elif cmd == "check-conventions":
+        check_conventions(int(args[0]))
     elif cmd == "check-overload":
         check_overload(int(args[0]))
     elif cmd == "drain-race":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # An infrastructure failure: another connection holds the SQLite write lock past the retry
-# budget. The replay must exit 2 with a clear message, report only true outcomes (here: only the
-# invalid lines, since no commit can succeed), end although its input stays open, and a replay of
-# the same input after the failure must answer exactly as if the failed attempt never happened.
+# budget. The replay must exit 69 (EX_UNAVAILABLE) with a clear message, report only true
+# outcomes (here: only the invalid lines, since no commit can succeed), end although its input
+# stays open, and a replay of the same input after the failure must answer exactly as if the
+# failed attempt never happened.
 # Takes about 20-40 s (SQLite busy timeouts times the pipeline's retry budget).
 source "$(dirname "$0")/common.bash" "$1"
 cd "$TMP"
@@ -66,9 +67,9 @@ wait "$holder" 2>/dev/null || true
 exec 3>&-
 
 [[ $rc -ne 124 ]] || { cat busy.err >&2; fail "the replay did not end after the store failure"; }
-[[ $rc -eq 2 ]] || { cat busy.err >&2; fail "the replay exited $rc on a store failure, expected 2"; }
+[[ $rc -eq 69 ]] || { cat busy.err >&2; fail "the replay exited $rc on a store failure, expected 69"; }
 grep -q "tradecapture: replay failed: " busy.err || { cat busy.err >&2; fail "no 'replay failed' message"; }
-echo "ok: store failure -> exit 2: $(grep 'replay failed' busy.err)"
+echo "ok: store failure -> exit 69: $(grep 'replay failed' busy.err)"
 
 model run --outcomes "$TMP/m1" --outcomes "$TMP/m2" --positions "$TMP/m.positions" one.jsonl trace.jsonl
 grep '"invalid:' "$TMP/m2" >"$TMP/m2.invalid"

@@ -3,7 +3,7 @@
 # spec-section-1 events, decimals in plain notation: replayed in order, every one is ACCEPTED,
 # and outcomes, positions and events equal the independent model's. Also: the same seed gives
 # the same events, partitions stay within --partitions and --route-groups keeps a request's
-# group, and bad options are usage errors (exit 2).
+# group, and bad options are usage errors (exit 64, EX_USAGE).
 source "$(dirname "$0")/common.bash" "$1"
 LOAD="$BIN_DIR/tradecapture-load"
 [[ -x "$LOAD" ]] || fail "$LOAD is not an executable"
@@ -58,11 +58,11 @@ for bad in "--rate -1" "--mix 0:1:1" "--skew hot:2:0.5" "--format xml" "--connec
   rc=0
   # shellcheck disable=SC2086
   "$LOAD" --url http://127.0.0.1:1 $bad -d 1 >/dev/null 2>&1 || rc=$?
-  [[ $rc -eq 2 ]] || fail "tradecapture-load $bad exited $rc, expected 2 (usage)"
+  [[ $rc -eq 64 ]] || fail "tradecapture-load $bad exited $rc, expected 64 (usage)"
 done
 rc=0
 "$LOAD" -d 1 >/dev/null 2>&1 || rc=$?
-[[ $rc -eq 2 ]] || fail "tradecapture-load without --url exited $rc, expected 2"
+[[ $rc -eq 64 ]] || fail "tradecapture-load without --url exited $rc, expected 64"
 # A server that is not there: every event fails after the retries, exit 1, quickly.
 rc=0
 timeout 60 "$LOAD" --url "http://127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
