@@ -115,6 +115,8 @@ struct Pipeline::Impl::Shard {
     c.retry = i.opt.retry;
     c.lease = i.lock->lease();
     c.sticky_failures = i.opt.sticky_failures;
+    c.store_name = i.store->describe();
+    c.lock_name = i.lock->describe();
     c.seed = std::random_device{}() ^ (index * 0x9E3779B97F4A7C15ull);
     return c;
   }

@@ -183,14 +183,19 @@ struct ShardCore::Impl {
   template <class... Args>
   void fault_log(const std::string& kind, Time now, spdlog::format_string_t<Args...> fmt,
                  Args&&... args) {
+    fault_log_at(spdlog::level::warn, kind, now, fmt, std::forward<Args>(args)...);
+  }
+  template <class... Args>
+  void fault_log_at(spdlog::level::level_enum level, const std::string& kind, Time now,
+                    spdlog::format_string_t<Args...> fmt, Args&&... args) {
     std::uint64_t suppressed = 0, count = 0;
     if (!limiter.occur(kind, now, suppressed, count)) return;
     std::string text = fmt::format(fmt, std::forward<Args>(args)...);
     if (count == 1) {
-      log->warn("{}", text);
+      log->log(level, "{}", text);
     } else {
-      log->warn("{} ({} times since the episode began, {} similar lines suppressed)", text, count,
-                suppressed);
+      log->log(level, "{} ({} times since the episode began, {} similar lines suppressed)", text,
+               count, suppressed);
     }
   }
 
@@ -639,6 +644,7 @@ struct ShardCore::Impl {
         s.lock_failures = 0;
         s.lock_trouble_since.reset();
         counters.lock_grants.fetch_add(1, std::memory_order_relaxed);
+        if (limiter.open("no lease")) recovered("no lease", now);
         counters.lock_wait_us.record(micros_between(s.lease_wanted.value_or(now), now));
         s.lease_wanted.reset();
         continue;
@@ -649,8 +655,9 @@ struct ShardCore::Impl {
       // The clock went back: start the budget again (a clock step costs time, never events).
       if (!s.lock_trouble_since || now < *s.lock_trouble_since) s.lock_trouble_since = now;
       if (now - *s.lock_trouble_since > cfg.retry.budget) {
-        log->error("partition {}: no lease within the retry budget ({} ms): {}",
-                   s.key.to_string(), cfg.retry.budget.count(), ec.message());
+        fault_log_at(spdlog::level::err, "no lease", now,
+                     "partition {}: no lease from {} within the retry budget ({} ms): {}",
+                     s.key.to_string(), cfg.lock_name, cfg.retry.budget.count(), ec.message());
         fail_partition(s, ec);
         s.lock_trouble_since.reset();
         s.lock_failures = 0;
@@ -660,7 +667,7 @@ struct ShardCore::Impl {
         counters.lock_busy.fetch_add(1, std::memory_order_relaxed);
       } else {
         counters.retry(ec);
-        fault_log("lock service unavailable", now, "lock service unavailable ({}), backing off",
+        fault_log("lock service unavailable", now, "lock {}: {}, backing off", cfg.lock_name,
                   ec.message());
       }
       back_off(s, now);
@@ -687,15 +694,16 @@ struct ShardCore::Impl {
       return;
     }
     if (attempt >= cfg.retry.max_attempts || now - *failing_since > cfg.retry.budget) {
-      log->error("{} failed after {} attempts over {} ms: {}", what, attempt,
+      fault_log_at(spdlog::level::err, "store gave up", now,
+                 "{} on {} failed after {} attempts over {} ms: {}", what, cfg.store_name, attempt,
                  std::chrono::duration_cast<std::chrono::milliseconds>(now - *failing_since).count(),
                  ec.message());
       abandon(ec);
       return;
     }
     counters.retry(ec);
-    fault_log(std::string("store: ") + ec.message(), now, "{} failed ({}), retrying", what,
-              ec.message());
+    fault_log(std::string("store: ") + ec.message(), now, "{} on {} failed ({}), retrying", what,
+              cfg.store_name, ec.message());
     retry_pending = true;
     retry_at = now + backoff(attempt);
   }
@@ -709,6 +717,7 @@ struct ShardCore::Impl {
       return abandon(r.error());
     }
     recovered(std::string("store: ") + "store unavailable", now);
+    recovered("store gave up", now);
     store_outage_since.reset();
     for (std::size_t i = 0; i < need.size() && i < r.value().size(); ++i) {
       Slot& s = *slots.at(need[i]);

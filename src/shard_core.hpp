@@ -93,6 +93,8 @@ struct ShardConfig {
   std::chrono::milliseconds lease{10000};  ///< the lock's lease length
   std::uint64_t seed = 1;                  ///< jitter of backoffs (deterministic per seed)
   bool sticky_failures = false;            ///< PipelineOptions::sticky_failures
+  std::string store_name = "the store";    ///< for logs (TradeStore::describe)
+  std::string lock_name = "the lock";      ///< for logs (PartitionLock::describe)
   Mutation mutation = Mutation::none;      ///< tests only
 };
 

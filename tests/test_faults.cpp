@@ -10,6 +10,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <thread>
@@ -267,61 +268,87 @@ TEST_CASE("faults: stop(timeout) withdraws what is not decided and returns") {
   CHECK(rows.value().empty());
 }
 
-TEST_CASE("faults: the shard core is driven without threads, clocks or servers") {
-  // One NEW then an AMEND of an unknown trade, step by step: acquire, claim, find, commit.
+namespace {
+
+struct StepOp final : detail::SubmitOp {
+  using SubmitOp::SubmitOp;
+  boost::system::error_code ec;
+  Outcome outcome;
+  bool done = false;
+  void complete(boost::system::error_code e, Outcome o) override {
+    ec = e;
+    outcome = std::move(o);
+    done = true;
+  }
+};
+
+/// Runs one batch of `ops` through a core step by step, the first commit's acknowledgement lost
+/// (applied, reported store_unavailable); returns the actions seen.
+std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops) {
   detail::Counters counters;
-  detail::ShardConfig cfg;
-  detail::ShardCore core(cfg, make_position_processor(), counters, nullptr);
-  struct Op final : detail::SubmitOp {
-    using SubmitOp::SubmitOp;
-    boost::system::error_code* ec_out;
-    Outcome* out;
-    void complete(boost::system::error_code ec, Outcome o) override {
-      *ec_out = ec;
-      *out = std::move(o);
-    }
-  };
-  boost::system::error_code ec1, ec2;
-  Outcome o1, o2;
-  Op a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
-  a.ec_out = &ec1, a.out = &o1, b.ec_out = &ec2, b.out = &o2;
-  a.gate_head = true, b.gate_head = true, a.stamp = 1, b.stamp = 2;
+  detail::ShardCore core(detail::ShardConfig{}, make_position_processor(), counters, nullptr);
   const Clock::time_point t0{std::chrono::hours(1000)};
-  core.set_stamp_now(3);
-  core.add(&a, t0);
-  core.add(&b, t0);
+  std::uint64_t stamp = 1;
+  for (StepOp* op : ops) {
+    op->gate_head = true;
+    op->stamp = stamp++;
+  }
+  core.set_stamp_now(stamp);
+  for (StepOp* op : ops) core.add(op, t0);
   auto store = make_memory_store();
   auto lock = make_local_lock();
-  auto act = core.next(t0);
-  REQUIRE(act.kind == detail::Action::Kind::acquire);
-  core.on_acquired(lock->try_acquire(act.keys), t0);
-  act = core.next(t0);
-  REQUIRE(act.kind == detail::Action::Kind::claim);
-  core.on_claimed(store->claim_partitions(act.keys), t0);
-  act = core.next(t0);
-  REQUIRE(act.kind == detail::Action::Kind::find);
-  CHECK(act.idem_keys.size() == 2);
-  core.on_found(store->find_events(act.idem_keys), t0);
-  act = core.next(t0);
-  REQUIRE(act.kind == detail::Action::Kind::commit);
-  CHECK(act.batch.absent_keys.size() == 1);  // the unknown amend's key must still be absent
-  // A lost acknowledgement: the batch applied, the answer says unavailable; the retry is refused
-  // (the sequence moved) and a verification finds the batch in the store.
-  REQUIRE(store->commit(act.batch));
-  core.on_committed(make_error_code(errc::store_unavailable), t0);
-  act = core.next(t0 + 1s);
-  REQUIRE(act.kind == detail::Action::Kind::commit);
-  core.on_committed(store->commit(act.batch), t0 + 1s);
-  act = core.next(t0 + 1s);
-  REQUIRE(act.kind == detail::Action::Kind::verify);
-  core.on_verified(store->find_events(act.idem_keys), t0 + 1s);
-  auto done = core.take_completions();
-  REQUIRE(done.size() == 2);
-  for (auto& c : done) c.op->complete(c.ec, c.outcome);
-  CHECK_FALSE(ec1);
-  CHECK(o1 == Outcome::accepted(1));
-  CHECK_FALSE(ec2);
-  CHECK(o2 == Outcome::rejected("unknown trade"));
+  std::vector<detail::Action::Kind> seen;
+  bool lost_one = false;
+  for (int i = 0; i < 20; ++i) {
+    auto act = core.next(t0 + std::chrono::seconds(i));
+    seen.push_back(act.kind);
+    const auto now = t0 + std::chrono::seconds(i);
+    using K = detail::Action::Kind;
+    if (act.kind == K::idle) break;
+    switch (act.kind) {
+      case K::acquire: core.on_acquired(lock->try_acquire(act.keys), now); break;
+      case K::claim: core.on_claimed(store->claim_partitions(act.keys), now); break;
+      case K::find: core.on_found(store->find_events(act.idem_keys), now); break;
+      case K::verify: core.on_verified(store->find_events(act.idem_keys), now); break;
+      case K::commit:
+        if (!lost_one) {
+          lost_one = true;
+          REQUIRE(store->commit(act.batch));
+          core.on_committed(make_error_code(errc::store_unavailable), now);
+        } else {
+          core.on_committed(store->commit(act.batch), now);
+        }
+        break;
+      default: break;
+    }
+    for (auto& c : core.take_completions()) c.op->complete(c.ec, c.outcome);
+  }
+  return seen;
+}
+
+}  // namespace
+
+TEST_CASE("faults: the shard core is driven without threads, clocks or servers") {
+  using K = detail::Action::Kind;
+  SUBCASE("a lost acknowledgement of an all-ACCEPTED batch is verified in the store") {
+    StepOp a(fev("N", 1, TradeType::New, P));
+    auto seen = lost_ack_batch({&a});
+    CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
+    REQUIRE(a.done);
+    CHECK_FALSE(a.ec);
+    CHECK(a.outcome == Outcome::accepted(1));
+  }
+  SUBCASE("outcomes validated only by a commit whose acknowledgement was lost end without one") {
+    // The batch holds a write and a REJECTED (its key checked absent): the stored events might be
+    // another host's identical decision, so the REJECTED cannot be confirmed.
+    StepOp a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
+    auto seen = lost_ack_batch({&a, &b});
+    CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
+    REQUIRE(a.done);
+    REQUIRE(b.done);
+    CHECK(a.ec == errc::store_unavailable);
+    CHECK(b.ec == errc::predecessor_failed);
+  }
 }
 
 TEST_CASE("faults: sticky failures (batch hosts) fail every later event of a failed partition") {
