@@ -11,6 +11,7 @@ pkgs=(
   postgresql redis-server
   prometheus
   nginx curl gnuplot-nox faketime
+  help2man
   clang-14 libclang-rt-14-dev
 )
 missing=()

@@ -6,6 +6,7 @@
 #include <tradecapture/memory.hpp>
 #include <tradecapture/pipeline.hpp>
 #include <tradecapture/processor.hpp>
+#include <tradecapture/version.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -32,7 +33,10 @@ tc::TradeEvent make_event(std::string id, std::int64_t version, tc::TradeType ty
 
 }  // namespace
 
+static_assert(tradecapture::version_at_least(0, 1), "needs tradecapture 0.1 or later");
+
 int main() {
+  std::fprintf(stderr, "consumer: tradecapture %s headers\n", TRADECAPTURE_VERSION_STRING);
   spdlog::set_level(spdlog::level::warn);  // keep stdout for the outcomes
   std::shared_ptr<tc::TradeStore> store = tc::make_memory_store();
   tc::Pipeline pipeline(store, tc::make_local_lock(), tc::make_position_processor());

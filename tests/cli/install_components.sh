@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# The installed package, component by component (issue 11): installs the build tree into a
+# temporary prefix, then
+#  (a) builds examples/consumer (COMPONENTS core memory) with pkg-config, SOCI, hiredis and
+#      librdkafka made unfindable, and checks that none of them was even searched; asking for
+#      redis/kafka there gives tradecapture_FOUND FALSE (static build) instead of an error;
+#  (b) one consumer project per backend component (soci, redis, kafka);
+#  (c) an unknown component and 'http' give tradecapture_FOUND FALSE with a reason;
+#  (d) pkg-config: tradecapture.pc and tradecapture-<backend>.pc compile and link a program that
+#      checks <tradecapture/version.hpp> against the host's --version;
+#  (e) the man pages (when the build found help2man) and the bash completion are installed,
+#      and the completion completes subcommands and their options.
+source "$(dirname "$0")/common.bash" "$1"
+
+BUILD=$(cd "$BIN_DIR/.." && pwd)
+[[ -f "$BUILD/CMakeCache.txt" ]] || fail "$BUILD is not a CMake build tree"
+PREFIX="$TMP/prefix"
+cmake --install "$BUILD" --prefix "$PREFIX" >"$TMP/install.log" 2>&1 ||
+  { cat "$TMP/install.log" >&2; fail "cmake --install failed"; }
+CONFIG_DIR=$(dirname "$(ls "$PREFIX"/lib*/cmake/tradecapture/tradecaptureConfig.cmake)")
+LIBDIR=$(cd "$CONFIG_DIR/../.." && pwd)
+VERSION=$("$TC" --version | head -n1 | awk '{print $2}')
+[[ $VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "tradecapture --version: no version ($VERSION)"
+for f in tradecapture/version.hpp tradecapture/memory.hpp tradecapture/pipeline.hpp; do
+  [[ -f "$PREFIX/include/$f" ]] || fail "include/$f not installed"
+done
+# Static libraries need their private dependencies at the consumer's link; shared ones do not.
+STATIC=0
+[[ -f "$LIBDIR/libtradecapture_core.a" ]] && STATIC=1
+if ((!STATIC)); then
+  readelf -d "$LIBDIR/libtradecapture_core.so" | grep -q "SONAME.*libtradecapture_core\.so\.[0-9]" ||
+    fail "libtradecapture_core.so has no versioned SONAME"
+  echo "ok: versioned SONAME ($(readelf -d "$LIBDIR/libtradecapture_core.so" | grep -o 'libtradecapture_core\.so\.[0-9.]*'))"
+fi
+have() { grep -q "^TRADECAPTURE_BACKEND_$1:BOOL=ON" "$BUILD/CMakeCache.txt"; }
+
+# An environment where pkg-config finds nothing and CMake may not find any backend dependency.
+mkdir -p "$TMP/empty"
+HIDDEN_ENV=(env PKG_CONFIG_LIBDIR="$TMP/empty" PKG_CONFIG_PATH=)
+HIDDEN_ARGS=(-DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON -DCMAKE_DISABLE_FIND_PACKAGE_SOCI=ON
+  -DCMAKE_DISABLE_FIND_PACKAGE_hiredis=ON -DCMAKE_DISABLE_FIND_PACKAGE_rdkafka=ON
+  -DCMAKE_DISABLE_FIND_PACKAGE_RdKafka=ON)
+
+configure() {  # configure DIR [args...]: fails the test with the log when cmake fails
+  local dir=$1
+  shift
+  "$@" >"$TMP/$(basename "$dir").configure.log" 2>&1 ||
+    { cat "$TMP/$(basename "$dir").configure.log" >&2; fail "configuring $(basename "$dir") failed"; }
+}
+build() {
+  cmake --build "$1" -j2 >"$TMP/$(basename "$1").build.log" 2>&1 ||
+    { cat "$TMP/$(basename "$1").build.log" >&2; fail "building $(basename "$1") failed"; }
+}
+
+# ---- (a) core + memory without pkg-config, SOCI, hiredis or librdkafka ----------------------
+configure "$TMP/consumer" "${HIDDEN_ENV[@]}" cmake -S "$ROOT/examples/consumer" -B "$TMP/consumer" \
+  -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release "${HIDDEN_ARGS[@]}"
+searched() { grep -v '^CMAKE_DISABLE_FIND_PACKAGE_' "$1" | grep -Ei '^[^#]*(hiredis|rdkafka|SOCI|PKG_CONFIG)'; }
+if searched "$TMP/consumer/CMakeCache.txt" >&2; then
+  fail "a core+memory consumer searched a backend dependency"
+fi
+build "$TMP/consumer"
+"$TMP/consumer/consumer" >"$TMP/consumer.out" 2>"$TMP/consumer.err" ||
+  { cat "$TMP/consumer.err" >&2; fail "the core+memory consumer failed"; }
+grep -qx 'accepted 3, duplicate 1, rejected 1' "$TMP/consumer.out" ||
+  { cat "$TMP/consumer.out" >&2; fail "core+memory consumer: metrics line"; }
+grep -q "tradecapture $VERSION headers" "$TMP/consumer.err" || fail "consumer: version.hpp"
+echo "ok: (a) core+memory consumer built and ran with no backend dependency findable"
+
+# probe NAME FIND_PACKAGE_ARGS...: a project that only calls find_package and prints the result.
+probe() {
+  local name=$1
+  shift
+  mkdir -p "$TMP/$name"
+  cat >"$TMP/$name/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.25)
+project($name LANGUAGES CXX)
+find_package(tradecapture $*)
+set(memory_target 0)
+if(TARGET tradecapture::memory)
+  set(memory_target 1)
+endif()
+message(STATUS "PROBE found=\${tradecapture_FOUND} core=\${tradecapture_core_FOUND} memory=\${tradecapture_memory_FOUND} redis=\${tradecapture_redis_FOUND} kafka=\${tradecapture_kafka_FOUND} memory_target=\${memory_target}")
+message(STATUS "PROBE message=\${tradecapture_NOT_FOUND_MESSAGE}")
+CMAKE
+}
+probe_result() { grep -o 'PROBE .*' "$TMP/$1.configure.log"; }
+
+if have REDIS && have KAFKA; then
+  probe hidden_required COMPONENTS core memory redis kafka
+  configure "$TMP/hidden_required" "${HIDDEN_ENV[@]}" cmake -S "$TMP/hidden_required" \
+    -B "$TMP/hidden_required/build" -DCMAKE_PREFIX_PATH="$PREFIX" "${HIDDEN_ARGS[@]}"
+  probe hidden_optional REQUIRED COMPONENTS core memory OPTIONAL_COMPONENTS redis kafka
+  configure "$TMP/hidden_optional" "${HIDDEN_ENV[@]}" cmake -S "$TMP/hidden_optional" \
+    -B "$TMP/hidden_optional/build" -DCMAKE_PREFIX_PATH="$PREFIX" "${HIDDEN_ARGS[@]}"
+  if ((STATIC)); then
+    probe_result hidden_required | grep -Eq 'found=(FALSE|0) .*memory=TRUE redis=FALSE kafka=FALSE' ||
+      { probe_result hidden_required >&2; fail "redis+kafka without their dependencies: not FALSE"; }
+    probe_result hidden_required | grep -q "hiredis" ||
+      { probe_result hidden_required >&2; fail "the not-found message does not name hiredis"; }
+    probe_result hidden_optional | grep -Eq 'found=(TRUE|1) .*memory=TRUE redis=FALSE kafka=FALSE memory_target=1' ||
+      { probe_result hidden_optional >&2; fail "optional redis/kafka without dependencies"; }
+  else
+    probe_result hidden_required | grep -Eq 'found=(TRUE|1) .*redis=TRUE kafka=TRUE' ||
+      { probe_result hidden_required >&2; fail "shared redis/kafka should need no dependency"; }
+  fi
+  echo "ok: (a) redis/kafka asked for without their dependencies: $(probe_result hidden_required | head -n1)"
+fi
+
+# ---- (b) one consumer project per backend component ------------------------------------------
+# component_project NAME COMPONENT: CMakeLists.txt asking for core + COMPONENT only.
+component_project() {
+  mkdir -p "$TMP/$1"
+  cat >"$TMP/$1/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.25)
+project($1 LANGUAGES CXX)
+set(CMAKE_CXX_STANDARD 20)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+find_package(tradecapture $VERSION EXACT REQUIRED COMPONENTS $2)
+add_executable($1 main.cpp)
+target_link_libraries($1 PRIVATE tradecapture::$2)
+CMAKE
+}
+run_component() {  # run_component NAME EXPECTED-OUTPUT-LINE
+  configure "$TMP/$1" cmake -S "$TMP/$1" -B "$TMP/$1/build" -DCMAKE_PREFIX_PATH="$PREFIX" \
+    -DCMAKE_BUILD_TYPE=Release
+  build "$TMP/$1/build"
+  (cd "$TMP" && "$TMP/$1/build/$1") >"$TMP/$1.out" 2>"$TMP/$1.err" ||
+    { cat "$TMP/$1.err" >&2; fail "$1 failed"; }
+  grep -qx "$2" "$TMP/$1.out" || { cat "$TMP/$1.out" "$TMP/$1.err" >&2; fail "$1: output"; }
+  echo "ok: (b) $1: $2"
+}
+
+if have SOCI; then
+  component_project soci_consumer soci
+  cat >"$TMP/soci_consumer/main.cpp" <<'CPP'
+#include <tradecapture/soci_store.hpp>
+#include <cstdio>
+int main() {
+  auto store = tradecapture::open_soci_store("sqlite:soci_consumer.db");
+  if (!store) {
+    std::fprintf(stderr, "open_soci_store: %s\n", store.error().message().c_str());
+    return 1;
+  }
+  auto rows = store.value()->positions();
+  if (!rows) return 1;
+  std::printf("soci: %zu positions\n", rows.value().size());
+}
+CPP
+  run_component soci_consumer "soci: 0 positions"
+fi
+if have REDIS; then
+  component_project redis_consumer redis
+  cat >"$TMP/redis_consumer/main.cpp" <<'CPP'
+#include <tradecapture/redis_lock.hpp>
+#include <spdlog/spdlog.h>
+#include <cstdio>
+int main() {
+  spdlog::set_level(spdlog::level::off);
+  auto lock = tradecapture::open_redis_lock("nosuch://x");  // not a redis URI: no connection
+  std::printf("redis: %s\n", lock ? "opened" : "bad uri refused");
+}
+CPP
+  run_component redis_consumer "redis: bad uri refused"
+fi
+if have KAFKA; then
+  component_project kafka_consumer kafka
+  cat >"$TMP/kafka_consumer/main.cpp" <<'CPP'
+#include <tradecapture/kafka_source.hpp>
+#include <cstdio>
+int main(int argc, char**) {
+  if (argc > 100) {  // never: only links the source (and, statically, librdkafka)
+    tradecapture::KafkaSource source(nullptr, nullptr, {});
+    (void)source.run();
+  }
+  std::printf("kafka: linked\n");
+}
+CPP
+  run_component kafka_consumer "kafka: linked"
+fi
+
+# ---- (c) components that do not exist ----------------------------------------------------------
+probe unknown_component COMPONENTS core nosuch
+configure "$TMP/unknown_component" cmake -S "$TMP/unknown_component" \
+  -B "$TMP/unknown_component/build" -DCMAKE_PREFIX_PATH="$PREFIX"
+probe_result unknown_component | grep -Eq 'found=(FALSE|0)' ||
+  { probe_result unknown_component >&2; fail "an unknown component: tradecapture_FOUND not FALSE"; }
+probe_result unknown_component | grep -q "unknown component 'nosuch'" ||
+  { probe_result unknown_component >&2; fail "an unknown component: no reason given"; }
+probe http_component COMPONENTS http
+configure "$TMP/http_component" cmake -S "$TMP/http_component" \
+  -B "$TMP/http_component/build" -DCMAKE_PREFIX_PATH="$PREFIX"
+probe_result http_component | grep -Eq "found=(FALSE|0) " &&
+  probe_result http_component | grep -q "message=no 'http' component: .*not a library" ||
+  { probe_result http_component >&2; fail "component http: not FALSE with a reason"; }
+echo "ok: (c) unknown and http components: tradecapture_FOUND FALSE with the reason"
+
+# ---- (d) pkg-config ----------------------------------------------------------------------------
+export PKG_CONFIG_PATH="$LIBDIR/pkgconfig"
+[[ $(pkg-config --modversion tradecapture) == "$VERSION" ]] || fail "pkg-config --modversion"
+cat >"$TMP/pc.cpp" <<'CPP'
+#include <tradecapture/decimal.hpp>
+#include <tradecapture/memory.hpp>
+#include <tradecapture/version.hpp>
+#include <cstdio>
+static_assert(tradecapture::version_string() == TRADECAPTURE_VERSION_STRING);
+int main() {
+  auto d = tradecapture::Decimal::parse("187.250");
+  auto store = tradecapture::make_memory_store();
+  if (!d || !store) return 1;
+  std::printf("%s %s %d\n", TRADECAPTURE_VERSION_STRING, d.value().to_string().c_str(),
+              TRADECAPTURE_VERSION_MAJOR * 10000 + TRADECAPTURE_VERSION_MINOR * 100 +
+                  TRADECAPTURE_VERSION_PATCH == TRADECAPTURE_VERSION_NUMBER);
+}
+CPP
+# shellcheck disable=SC2046
+${CXX:-c++} -std=c++20 -O0 "$TMP/pc.cpp" -o "$TMP/pc" $(pkg-config --cflags --libs tradecapture-memory) \
+  2>"$TMP/pc.log" || { cat "$TMP/pc.log" >&2; fail "compiling with pkg-config tradecapture-memory"; }
+LD_LIBRARY_PATH="$LIBDIR" "$TMP/pc" >"$TMP/pc.out" || fail "the pkg-config program failed"
+grep -qx "$VERSION 187.25 1" "$TMP/pc.out" || { cat "$TMP/pc.out" >&2; fail "pkg-config program output"; }
+for c in soci redis kafka; do
+  if have "${c^^}"; then
+    pkg-config --exists "tradecapture-$c" || fail "no tradecapture-$c.pc"
+  fi
+done
+if ((STATIC)) && have REDIS; then
+  pkg-config --libs tradecapture-redis | grep -q -- -lhiredis ||
+    fail "static tradecapture-redis.pc does not link hiredis"
+fi
+echo "ok: (d) pkg-config $(pkg-config --cflags --libs tradecapture)"
+
+# ---- (e) man pages and bash completion ---------------------------------------------------------
+if grep -q '^HELP2MAN_EXECUTABLE:FILEPATH=/' "$BUILD/CMakeCache.txt"; then
+  for page in tradecapture tradecapture-load; do
+    [[ -s "$PREFIX/share/man/man1/$page.1" ]] || fail "man page $page.1 not installed"
+  done
+  # The main page documents every subcommand's flags (help2man + their --help).
+  if command -v man >/dev/null; then
+    MANWIDTH=200 man -l "$PREFIX/share/man/man1/tradecapture.1" 2>/dev/null >"$TMP/man.txt"
+  else
+    sed 's/\\-/-/g' "$PREFIX/share/man/man1/tradecapture.1" >"$TMP/man.txt"
+  fi
+  for text in "tradecapture replay" "tradecapture serve" "--retry-budget-ms" "--kafka-config" "$VERSION"; do
+    grep -qF -- "$text" "$TMP/man.txt" || fail "man page tradecapture.1 lacks '$text'"
+  done
+  echo "ok: (e) man pages tradecapture.1, tradecapture-load.1"
+else
+  echo "skip: (e) man pages (the build did not find help2man)"
+fi
+COMPLETION="$PREFIX/share/bash-completion/completions/tradecapture"
+[[ -f $COMPLETION ]] || fail "bash completion not installed"
+complete_words() {  # complete_words WORD...: the completions of the last word
+  bash -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+           COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; _tradecapture; printf "%s\n" "${COMPREPLY[@]}"' \
+    _ "$COMPLETION" "$@" | sort | tr '\n' ' '
+}
+[[ $(complete_words tradecapture "") == "consume events positions replay serve " ]] ||
+  fail "completion of subcommands: $(complete_words tradecapture "")"
+[[ $(complete_words tradecapture serve --max-bod) == "--max-bodies-bytes --max-body-bytes " ]] ||
+  fail "completion of serve options: $(complete_words tradecapture serve --max-bod)"
+[[ $(complete_words tradecapture replay --log-level w) == "warn " ]] ||
+  fail "completion of --log-level: $(complete_words tradecapture replay --log-level w)"
+echo "ok: (e) bash completion"
+echo "PASS install_components"
