@@ -8,7 +8,7 @@
 #  (c) an unknown component and 'http' give tradecapture_FOUND FALSE with a reason;
 #  (d) pkg-config: tradecapture.pc and tradecapture-<backend>.pc compile and link a program that
 #      checks <tradecapture/version.hpp> against the host's --version;
-#  (e) the man pages (when the build found help2man) and the bash completion are installed,
+#  (e) the man pages (when the build made them: help2man found, no sanitizer) and the bash completion are installed,
 #      and the completion completes subcommands and their options.
 source "$(dirname "$0")/common.bash" "$1"
 
@@ -230,7 +230,7 @@ fi
 echo "ok: (d) pkg-config $(pkg-config --cflags --libs tradecapture)"
 
 # ---- (e) man pages and bash completion ---------------------------------------------------------
-if grep -q '^HELP2MAN_EXECUTABLE:FILEPATH=/' "$BUILD/CMakeCache.txt"; then
+if [[ -f "$BUILD/man/tradecapture.1" ]]; then  # built when help2man was found (not sanitized)
   for page in tradecapture tradecapture-load; do
     [[ -s "$PREFIX/share/man/man1/$page.1" ]] || fail "man page $page.1 not installed"
   done
@@ -245,7 +245,10 @@ if grep -q '^HELP2MAN_EXECUTABLE:FILEPATH=/' "$BUILD/CMakeCache.txt"; then
   done
   echo "ok: (e) man pages tradecapture.1, tradecapture-load.1"
 else
-  echo "skip: (e) man pages (the build did not find help2man)"
+  grep -q '^HELP2MAN_EXECUTABLE:FILEPATH=/' "$BUILD/CMakeCache.txt" &&
+    ! grep -q '^TRADECAPTURE_SANITIZE:STRING=.' "$BUILD/CMakeCache.txt" &&
+    fail "help2man was found but no man page was generated"
+  echo "skip: (e) man pages (no help2man, or a sanitizer build)"
 fi
 COMPLETION="$PREFIX/share/bash-completion/completions/tradecapture"
 [[ -f $COMPLETION ]] || fail "bash completion not installed"
