@@ -226,6 +226,12 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
                   "a progress line at info level every N ms (0: none)")
       ->check(CLI::Range(0LL, 3600LL * 1000))
       ->capture_default_str();
+  cmd->add_option("--retry-budget-ms", o.retry_budget_ms,
+                  "how long a batch may retry a failing store before its events end without an "
+                  "outcome (then the member stops: exit 69)")
+      ->envname("TRADECAPTURE_RETRY_BUDGET_MS")
+      ->check(CLI::Range(1LL, 24LL * 3600 * 1000))
+      ->capture_default_str();
   cmd->add_option("--log-level", o.log_level, "log level on stderr")
       ->envname("TRADECAPTURE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
@@ -237,6 +243,8 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
 }
 
 int run_consume(const ConsumeOptions& o) {
+  // A closed terminal or a reload must not kill a member without its clean leave: ignored.
+  ::signal(SIGHUP, SIG_IGN);
   auto logger = spdlog::default_logger();
   logger->set_level(spdlog::level::from_str(o.log_level));
 
@@ -256,6 +264,7 @@ int run_consume(const ConsumeOptions& o) {
   options.revoke_timeout = std::chrono::milliseconds(o.revoke_timeout_ms);
   options.progress_interval = std::chrono::milliseconds(o.progress_interval_ms);
   options.pipeline.threads = o.threads;
+  options.pipeline.retry.budget = std::chrono::milliseconds(o.retry_budget_ms);
   options.pipeline.max_batch = o.batch;
   options.pipeline.max_batch_per_partition =
       std::min(options.pipeline.max_batch_per_partition, o.batch);

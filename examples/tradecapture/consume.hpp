@@ -28,6 +28,7 @@ struct ConsumeOptions {
   long long revoke_timeout_ms = 30000;
   long long progress_interval_ms = 10000;
   std::string log_level = "info";
+  long long retry_budget_ms = 15000;  ///< RetryPolicy::budget
   std::string instance_id;
 };
 

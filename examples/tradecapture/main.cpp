@@ -2,6 +2,7 @@
 // gateway, section 5) and `consume` (Kafka ingress).
 
 #include "host.hpp"
+#include "log_format.hpp"
 #include "serve.hpp"
 #ifdef TRADECAPTURE_HAVE_KAFKA
 #include "consume.hpp"
@@ -99,6 +100,13 @@ int main(int argc, char** argv) {
       "(shared by several hosts).",
       "tradecapture"};
   app.set_version_flag("--version", version_text, "print the version and the backends compiled in");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format,
+                 "log line format on stderr for every command: text, or json (one object per "
+                 "line: time, level, logger, msg); give it before the command")
+      ->envname("TRADECAPTURE_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   app.require_subcommand(1);
   app.footer(std::string(tradecapture::cli::exit_codes_help) +
              "\nFlags shared with serve read the same TRADECAPTURE_* environment variables in\n"
@@ -207,6 +215,7 @@ int main(int argc, char** argv) {
         "tradecapture", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     // One default level for every command (info); positions and events have no flag.
     logger->set_level(spdlog::level::from_str(replay->parsed() ? ro.log_level : "info"));
+    set_log_format(*logger, log_format);
     spdlog::set_default_logger(logger);
 
     if (replay->parsed()) return run_replay(ro);

@@ -382,6 +382,9 @@ class Progress {
 }  // namespace
 
 int run_replay(const ReplayOptions& o) {
+  // A closed terminal must not kill a replay half way: SIGHUP is ignored (SIGINT/SIGTERM stop it
+  // cleanly, below).
+  ::signal(SIGHUP, SIG_IGN);
   auto logger = spdlog::default_logger();
   // Input first (no side effects), the outcomes file last (it truncates).
   LineReader reader(o.input);

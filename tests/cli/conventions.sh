@@ -171,4 +171,40 @@ echo "ok: serve ignores SIGHUP (logged once) and keeps serving"
 client check-conventions "$PORT"
 stop_server "$CONV_PID" conv
 
+# ---- replay: SIGHUP ignored; --log-format json ---------------------------------------------
+mkfifo "$TMP/hup.fifo"
+"$TC" --log-format json replay --store "sqlite:$TMP/hup.db" --outcomes "$TMP/hup.out" \
+  "$TMP/hup.fifo" 2>"$TMP/hup.err" &
+HUP_PID=$!
+exec 7>"$TMP/hup.fifo"
+head -n 5 "$ROOT/examples/sample-trades.jsonl" >&7
+sleep 0.5
+kill -HUP "$HUP_PID"
+sleep 0.3
+kill -0 "$HUP_PID" 2>/dev/null || { cat "$TMP/hup.err" >&2; fail "SIGHUP killed replay"; }
+tail -n +6 "$ROOT/examples/sample-trades.jsonl" >&7
+exec 7>&-
+wait "$HUP_PID" || { cat "$TMP/hup.err" >&2; fail "replay exited non-zero after SIGHUP"; }
+[[ $(wc -l <"$TMP/hup.out") -eq $(grep -cv '^[[:space:]]*$' "$ROOT/examples/sample-trades.jsonl") ]] ||
+  fail "replay after SIGHUP did not write every outcome"
+# Every log line is one JSON object with time, level, logger and msg (the summary line is not a
+# log line: it starts with 'tradecapture:').
+python3 - "$TMP/hup.err" <<'PY' || exit 1
+import json, sys
+n = 0
+for text in open(sys.argv[1], encoding="utf-8"):
+    if text.startswith("tradecapture:"):
+        continue
+    o = json.loads(text)
+    assert set(o) == {"time", "level", "logger", "msg"}, o
+    n += 1
+assert n > 0, "no log line"
+print("ok: %d JSON log lines" % n)
+PY
+TRADECAPTURE_LOG_FORMAT=xml "$TC" positions --store "sqlite:$TMP/hup.db" >/dev/null 2>&1 &&
+  fail "--log-format xml accepted"
+"$TC" consume --help 2>/dev/null | grep -q -- "--retry-budget-ms" ||
+  ! "$TC" consume --help >/dev/null 2>&1 || fail "consume --help has no --retry-budget-ms"
+echo "ok: replay ignores SIGHUP; --log-format json writes one JSON object per log line"
+
 echo "PASS conventions"
