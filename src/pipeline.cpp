@@ -36,14 +36,7 @@ using Clock = std::chrono::steady_clock;
 using detail::Action;
 using detail::SubmitOp;
 
-namespace {
-
-std::uint64_t micros_between(Clock::time_point a, Clock::time_point b) {
-  return static_cast<std::uint64_t>(std::max<std::int64_t>(
-      0, std::chrono::duration_cast<std::chrono::microseconds>(b - a).count()));
-}
-
-}  // namespace
+using detail::micros_between;
 
 // ------------------------------------------------------------------------------------------
 

@@ -60,14 +60,10 @@ void Counters::count(const boost::system::error_code& ec, const Outcome& o) {
   }
 }
 
-namespace {
-
 std::uint64_t micros_between(Time a, Time b) {
   return static_cast<std::uint64_t>(std::max<std::int64_t>(
       0, std::chrono::duration_cast<std::chrono::microseconds>(b - a).count()));
 }
-
-}  // namespace
 
 // ------------------------------------------------------------------------------------------
 
@@ -297,9 +293,9 @@ struct ShardCore::Impl {
 
   /// Releases leases of partitions idle for a quarter lease and evicts idle state over the cache
   /// limit. Returns the grants to release.
-  std::vector<Grant> housekeeping(Time now, bool force) {
+  std::vector<Grant> housekeeping(Time now) {
     std::vector<Grant> release;
-    if (!force && now - last_housekeeping < std::chrono::milliseconds(100) &&
+    if (now - last_housekeeping < std::chrono::milliseconds(100) &&
         now >= last_housekeeping)
       return release;
     last_housekeeping = now;
@@ -362,7 +358,7 @@ struct ShardCore::Impl {
             }
             return false;
           });
-          auto release = housekeeping(now, false);
+          auto release = housekeeping(now);
           if (!release.empty()) {
             Action a;
             a.kind = Action::Kind::release;

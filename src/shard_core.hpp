@@ -59,6 +59,9 @@ namespace tradecapture::detail {
 
 using Time = std::chrono::steady_clock::time_point;
 
+/// Microseconds from `a` to `b`, 0 when `b` is earlier (for latency histograms).
+std::uint64_t micros_between(Time a, Time b);
+
 /// Counters shared by the shards of a pipeline (atomics: read by `Pipeline::metrics`).
 struct Counters {
   std::atomic<std::uint64_t> accepted{0}, duplicate{0}, stale{0}, rejected{0}, failed{0};
