@@ -91,14 +91,16 @@ function(tradecapture_install_component component target)
 endfunction()
 
 # tradecapture_add_backend(NAME SOURCES src... [LIBRARIES lib...] [PRIVATE_LIBRARIES lib...]
-#                          [PC_PRIVATE_REQUIRES pkg...] [PC_PRIVATE_LIBS flag...])
+#                          [PC_REQUIRES pkg...] [PC_PRIVATE_REQUIRES pkg...]
+#                          [PC_PRIVATE_LIBS flag...])
 # Defines the backend target tradecapture_<NAME> (exported as tradecapture::<NAME>, the package
 # component <NAME>): its public headers live in backends/<NAME>/include, it links
-# tradecapture::core, and it is installed with tradecapture-<NAME>.pc.
+# tradecapture::core, and it is installed with tradecapture-<NAME>.pc. PC_REQUIRES: pkg-config
+# modules of the public LIBRARIES (their headers appear in the backend's public headers).
 function(tradecapture_add_backend name)
   cmake_parse_arguments(ARG "" ""
-                        "SOURCES;LIBRARIES;PRIVATE_LIBRARIES;PC_PRIVATE_REQUIRES;PC_PRIVATE_LIBS"
-                        ${ARGN})
+    "SOURCES;LIBRARIES;PRIVATE_LIBRARIES;PC_REQUIRES;PC_PRIVATE_REQUIRES;PC_PRIVATE_LIBS"
+    ${ARGN})
   set(target tradecapture_${name})
   add_library(${target} ${ARG_SOURCES})
   add_library(tradecapture::${name} ALIAS ${target})
@@ -112,7 +114,7 @@ function(tradecapture_add_backend name)
   tradecapture_install_component(${name} ${target}
     PC_NAME tradecapture-${name}
     PC_DESCRIPTION "tradecapture ${name} backend"
-    PC_REQUIRES tradecapture
+    PC_REQUIRES tradecapture ${ARG_PC_REQUIRES}
     PC_PRIVATE_REQUIRES ${ARG_PC_PRIVATE_REQUIRES}
     PC_PRIVATE_LIBS ${ARG_PC_PRIVATE_LIBS})
   install(DIRECTORY include/tradecapture DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})

@@ -10,7 +10,9 @@
 
 #include <tradecapture/kafka_source.hpp>
 #include <tradecapture/processor.hpp>
-#include <tradecapture/prometheus.hpp>
+#ifdef TRADECAPTURE_HAVE_METRICS
+#include <tradecapture/prometheus_metrics.hpp>
+#endif
 
 #include <utility>  // must precede asio with Boost 1.74 and C++20
 
@@ -24,10 +26,6 @@
 #include <csignal>
 #include <cstdio>
 #include <thread>
-
-#ifndef TRADECAPTURE_VERSION
-#define TRADECAPTURE_VERSION "unknown"
-#endif
 
 namespace tradecapture::host {
 namespace {
@@ -69,44 +67,67 @@ class SignalGuard {
   struct sigaction old_term_ {};
 };
 
-/// The metrics of a consumer in the Prometheus text format: the pipeline's, then the source's.
-std::string consumer_metrics(const KafkaSource& source) {
-  const KafkaSourceMetrics k = source.metrics();
-  PrometheusWriter w;
-  append_pipeline_metrics(w, source.pipeline_metrics(),
-                          {.version = TRADECAPTURE_VERSION, .rejected_before_submit = k.invalid});
-  w.counter("tradecapture_kafka_messages_total", "Kafka messages received.", k.messages);
-  w.counter("tradecapture_kafka_invalid_total",
-            "Messages rejected by the consumer itself (not JSON, not an event, bad key).",
-            k.invalid);
-  w.counter("tradecapture_kafka_replayed_total",
-            "Re-read messages found decided before a restart (not reported again; the "
-            "pipeline counts them as rejected).",
-            k.replayed);
-  w.counter("tradecapture_kafka_failed_total", "Messages without an outcome.", k.failed);
-  w.counter("tradecapture_kafka_offset_commits_total", "Offsets-only store commits.",
-            k.offset_commits);
-  w.counter("tradecapture_kafka_offset_commit_failures_total",
-            "Offsets-only store commits that failed.", k.offset_commit_failures);
-  w.counter("tradecapture_kafka_fenced_total",
-            "Partitions given up because another member claimed them.", k.fenced);
-  w.counter("tradecapture_kafka_assignments_total", "Partitions assigned (and claimed).",
-            k.assignments);
-  w.counter("tradecapture_kafka_revocations_total", "Partitions revoked or lost.",
-            k.revocations);
-  w.counter("tradecapture_kafka_results_produced_total",
-            "Outcome messages delivered to the results topic.", k.results_produced);
-  w.counter("tradecapture_kafka_results_failed_total",
-            "Outcome messages that could not be delivered.", k.results_failed);
-  w.gauge("tradecapture_kafka_partitions_assigned", "Partitions assigned now.", k.partitions);
-  w.gauge("tradecapture_kafka_in_flight", "Messages in the pipeline now.", k.in_flight);
-  w.gauge("tradecapture_kafka_lag_messages",
-          "Messages between the consumed positions and the partitions' high watermarks.", k.lag);
-  w.histogram("tradecapture_kafka_end_to_end_latency_seconds",
-              "Message timestamp to durable outcome.", k.end_to_end_us,
-              HistogramUnit::microseconds_as_seconds);
-  return w.take();
-}
+#ifdef TRADECAPTURE_HAVE_METRICS
+/// The Kafka source's own metrics (`tradecapture_kafka_*`), read at each scrape.
+class KafkaCollector final : public prometheus::Collectable {
+ public:
+  explicit KafkaCollector(const KafkaSource& source) : source_(source) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    using metrics::counter_family;
+    using metrics::gauge_family;
+    const KafkaSourceMetrics k = source_.metrics();
+    auto d = [](std::uint64_t v) { return static_cast<double>(v); };
+    std::vector<prometheus::MetricFamily> out;
+    out.push_back(
+        counter_family("tradecapture_kafka_messages_total", "Kafka messages received.",
+                       d(k.messages)));
+    out.push_back(counter_family(
+        "tradecapture_kafka_invalid_total",
+        "Messages rejected by the consumer itself (not JSON, not an event, bad key).",
+        d(k.invalid)));
+    out.push_back(counter_family("tradecapture_kafka_replayed_total",
+                                 "Re-read messages found decided before a restart (not reported "
+                                 "again; the pipeline counts them as rejected).",
+                                 d(k.replayed)));
+    out.push_back(counter_family("tradecapture_kafka_failed_total",
+                                 "Messages without an outcome.", d(k.failed)));
+    out.push_back(counter_family("tradecapture_kafka_offset_commits_total",
+                                 "Offsets-only store commits.", d(k.offset_commits)));
+    out.push_back(counter_family("tradecapture_kafka_offset_commit_failures_total",
+                                 "Offsets-only store commits that failed.",
+                                 d(k.offset_commit_failures)));
+    out.push_back(counter_family("tradecapture_kafka_fenced_total",
+                                 "Partitions given up because another member claimed them.",
+                                 d(k.fenced)));
+    out.push_back(counter_family("tradecapture_kafka_assignments_total",
+                                 "Partitions assigned (and claimed).", d(k.assignments)));
+    out.push_back(counter_family("tradecapture_kafka_revocations_total",
+                                 "Partitions revoked or lost.", d(k.revocations)));
+    out.push_back(counter_family("tradecapture_kafka_results_produced_total",
+                                 "Outcome messages delivered to the results topic.",
+                                 d(k.results_produced)));
+    out.push_back(counter_family("tradecapture_kafka_results_failed_total",
+                                 "Outcome messages that could not be delivered.",
+                                 d(k.results_failed)));
+    out.push_back(gauge_family("tradecapture_kafka_partitions_assigned",
+                               "Partitions assigned now.", d(k.partitions)));
+    out.push_back(gauge_family("tradecapture_kafka_in_flight", "Messages in the pipeline now.",
+                               d(k.in_flight)));
+    out.push_back(gauge_family(
+        "tradecapture_kafka_lag_messages",
+        "Messages between the consumed positions and the partitions' high watermarks.",
+        d(k.lag)));
+    out.push_back(metrics::histogram_family(
+        "tradecapture_kafka_end_to_end_latency_seconds", "Message timestamp to durable outcome.",
+        k.end_to_end_us, metrics::HistogramUnit::microseconds_as_seconds));
+    return out;
+  }
+
+ private:
+  const KafkaSource& source_;
+};
+#endif
 
 /// GET /metrics, /health/live and /health/ready for a consumer.
 class MetricsHandler final : public HttpHandler {
@@ -115,10 +136,27 @@ class MetricsHandler final : public HttpHandler {
                  asio::thread_pool& workers)
       : source_(source), store_(std::move(store)), workers_(workers) {}
 
+  /// The body of GET /metrics: the pipeline's metrics (messages the consumer rejected itself
+  /// counted as rejected, so that trades_total counts every outcome), the source's, the
+  /// process's.
+  std::string metrics_text() const {
+#ifdef TRADECAPTURE_HAVE_METRICS
+    return metrics::serialize({&pipeline_collector_, &kafka_collector_, &process_collector_});
+#else
+    return {};
+#endif
+  }
+
   std::optional<HttpResponse> check_header(const HttpRequestHeader& h) override {
     const auto target = h.target();
     if (target != "/metrics" && target != "/health/live" && target != "/health/ready")
       return make_error_response(http::status::not_found, "no such resource");
+#ifndef TRADECAPTURE_HAVE_METRICS
+    if (target == "/metrics")
+      return make_error_response(http::status::not_found,
+                                 "built without prometheus-cpp (TRADECAPTURE_METRICS=OFF): no "
+                                 "/metrics");
+#endif
     if (h.method() != http::verb::get) {
       HttpResponse res = make_error_response(http::status::method_not_allowed, "GET only");
       res.set(http::field::allow, "GET");
@@ -132,8 +170,10 @@ class MetricsHandler final : public HttpHandler {
     asio::post(workers_, [this, target, respond = std::move(respond)] {
       HttpResponse res{http::status::ok, 11};
       if (target == "/metrics") {
-        res.set(http::field::content_type, std::string(prometheus_content_type));
-        res.body() = consumer_metrics(source_);
+#ifdef TRADECAPTURE_HAVE_METRICS
+        res.set(http::field::content_type, std::string(metrics::content_type));
+#endif
+        res.body() = metrics_text();
       } else if (target == "/health/live") {
         res.set(http::field::content_type, "application/json");
         res.body() = "{\"status\": \"live\"}\n";
@@ -156,6 +196,15 @@ class MetricsHandler final : public HttpHandler {
   const KafkaSource& source_;
   std::shared_ptr<TradeStore> store_;
   asio::thread_pool& workers_;
+#ifdef TRADECAPTURE_HAVE_METRICS
+  metrics::PipelineCollector pipeline_collector_{[&source = source_] {
+    PipelineMetrics m = source.pipeline_metrics();
+    m.rejected += source.metrics().invalid;
+    return m;
+  }};
+  KafkaCollector kafka_collector_{source_};
+  metrics::ProcessCollector process_collector_;
+#endif
 };
 
 }  // namespace

@@ -17,8 +17,13 @@
 #include <tradecapture/event_codec.hpp>
 #include <tradecapture/pipeline.hpp>
 #include <tradecapture/processor.hpp>
-#include <tradecapture/prometheus.hpp>
 #include <tradecapture/request_body.hpp>
+#ifdef TRADECAPTURE_HAVE_METRICS
+#include <tradecapture/prometheus_metrics.hpp>
+
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+#endif
 
 #include <utility>  // must precede asio with Boost 1.74 and C++20
 
@@ -47,9 +52,6 @@
 #include <thread>
 #include <vector>
 
-#ifndef TRADECAPTURE_VERSION
-#define TRADECAPTURE_VERSION "unknown"
-#endif
 
 namespace tradecapture::host {
 namespace {
@@ -490,58 +492,80 @@ class Gateway final : public HttpHandler {
   }
 
   HttpResponse metrics_() {
-    PrometheusWriter w;
-    append_pipeline_metrics(w, pipeline_.metrics(),
-                            {.version = TRADECAPTURE_VERSION,
-                             .rejected_before_submit = rejected_before_submit_.load()});
+#ifdef TRADECAPTURE_HAVE_METRICS
+    // One exposition: the gateway's registry (its own counters), the pipeline, the HTTP
+    // server's and the gateway's gauges, and the process.
+    HttpResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, std::string(metrics::content_type));
+    res.body() = metrics::serialize(
+        {&registry_, &pipeline_collector_, &server_collector_, &process_collector_});
+    return res;
+#else
+    return make_error_response(http::status::not_found,
+                               "built without prometheus-cpp (TRADECAPTURE_METRICS=OFF): no "
+                               "/metrics");
+#endif
+  }
+
+#ifdef TRADECAPTURE_HAVE_METRICS
+  /// The HTTP server's counters and the gateway's gauges, read at each scrape.
+  std::vector<prometheus::MetricFamily> server_families_() const {
+    using prometheus::MetricType;
+    std::vector<prometheus::MetricFamily> out;
+    auto d = [](std::uint64_t v) { return static_cast<double>(v); };
     if (server_ != nullptr) {
       const HttpStats hs = server_->stats();
-      w.family("tradecapture_http_requests_total", "counter",
-               "HTTP responses sent, by status code.");
+      auto requests = metrics::family("tradecapture_http_requests_total",
+                                      "HTTP responses sent, by status code.", MetricType::Counter);
       bool has_200 = false;
       for (const auto& [code, n] : hs.responses_by_code) has_200 = has_200 || code == 200;
-      if (!has_200) w.sample("tradecapture_http_requests_total", {{"code", "200"}}, 0);
-      for (const auto& [code, n] : hs.responses_by_code) {
-        const std::string c = std::to_string(code);
-        w.sample("tradecapture_http_requests_total", {{"code", c}}, n);
-      }
-      w.histogram("tradecapture_http_request_duration_seconds",
-                  "Time from the first byte of a request to its response written.",
-                  hs.request_duration_us, HistogramUnit::microseconds_as_seconds);
-      w.gauge("tradecapture_http_connections_active", "Open HTTP connections.",
-              hs.connections_active);
-      w.counter("tradecapture_http_connections_accepted_total", "HTTP connections accepted.",
-                hs.connections_accepted);
-      w.counter("tradecapture_http_connections_refused_total",
-                "HTTP connections refused because --max-connections were open.",
-                hs.connections_refused);
-      w.gauge("tradecapture_gateway_draining", "1 while the gateway drains before exiting.",
-              server_->draining() ? 1 : 0);
+      if (!has_200) metrics::add_sample(requests, {{"code", "200"}}, 0);
+      for (const auto& [code, n] : hs.responses_by_code)
+        metrics::add_sample(requests, {{"code", std::to_string(code)}}, d(n));
+      out.push_back(std::move(requests));
+      out.push_back(metrics::histogram_family(
+          "tradecapture_http_request_duration_seconds",
+          "Time from the first byte of a request to its response written.",
+          hs.request_duration_us, metrics::HistogramUnit::microseconds_as_seconds));
+      out.push_back(metrics::gauge_family("tradecapture_http_connections_active",
+                                          "Open HTTP connections.", d(hs.connections_active)));
+      out.push_back(metrics::counter_family("tradecapture_http_connections_accepted_total",
+                                            "HTTP connections accepted.",
+                                            d(hs.connections_accepted)));
+      out.push_back(metrics::counter_family(
+          "tradecapture_http_connections_refused_total",
+          "HTTP connections refused because --max-connections were open.",
+          d(hs.connections_refused)));
+      out.push_back(metrics::gauge_family("tradecapture_gateway_draining",
+                                          "1 while the gateway drains before exiting.",
+                                          server_->draining() ? 1 : 0));
+      out.push_back(metrics::counter_family(
+          "tradecapture_gateway_memory_refusals_total",
+          "Requests refused with 503 because their body did not fit under --max-bodies-bytes.",
+          d(hs.memory_refusals)));
+      out.push_back(metrics::gauge_family(
+          "tradecapture_gateway_body_bytes",
+          "Bytes of request bodies held now (bounded by --max-bodies-bytes).",
+          d(hs.bodies_bytes)));
     }
-    w.gauge("tradecapture_gateway_admitted_events",
-            "Events of admitted POST /v1/trades requests not answered yet.", admitted_.load());
-    w.counter("tradecapture_gateway_overload_refusals_total",
-              "POST /v1/trades requests refused with 503 by the in-flight limit.",
-              overload_refusals_.load());
-    w.counter("tradecapture_gateway_deadline_failures_total",
-              "POST /v1/trades requests answered 503 because some event was withdrawn at the "
-              "request deadline (--request-deadline-ms, X-Request-Deadline-Ms).",
-              deadline_failures_.load());
-    if (server_ != nullptr) {
-      const HttpStats hs = server_->stats();
-      w.counter("tradecapture_gateway_memory_refusals_total",
-                "Requests refused with 503 because their body did not fit under "
-                "--max-bodies-bytes.",
-                hs.memory_refusals);
-      w.gauge("tradecapture_gateway_body_bytes",
-              "Bytes of request bodies held now (bounded by --max-bodies-bytes).",
-              hs.bodies_bytes);
-    }
-    HttpResponse res{http::status::ok, 11};
-    res.set(http::field::content_type, std::string(prometheus_content_type));
-    res.body() = w.take();
-    return res;
+    out.push_back(metrics::gauge_family(
+        "tradecapture_gateway_admitted_events",
+        "Events of admitted POST /v1/trades requests not answered yet.", d(admitted_.load())));
+    return out;
   }
+
+  /// `server_families_` as a collectable.
+  class ServerCollector final : public prometheus::Collectable {
+   public:
+    explicit ServerCollector(const Gateway& gateway) : gateway_(gateway) {}
+    std::vector<prometheus::MetricFamily> Collect() const override {
+      return gateway_.server_families_();
+    }
+
+   private:
+    const Gateway& gateway_;
+  };
+#endif
 
   HttpResponse positions_(const PositionFilter& f) {
     auto rows = store_->positions();
@@ -623,7 +647,9 @@ class Gateway final : public HttpHandler {
       }
     }
     if (job->submitted > 0 && !admit_(job->submitted)) {
-      overload_refusals_.fetch_add(1);
+#ifdef TRADECAPTURE_HAVE_METRICS
+      overload_refusals_.Increment();
+#endif
       return respond(unavailable("overloaded: " + std::to_string(admitted_.load()) +
                                  " events in flight, --max-in-flight " +
                                  std::to_string(max_in_flight_) + "; retry later"));
@@ -674,7 +700,9 @@ class Gateway final : public HttpHandler {
       // No outcome for some events (deadline passed, store or lock down past the retry budget,
       // stopping): the whole request fails; the outcomes that were decided are durable, and
       // sending the same request again is safe (DUPLICATE for those).
-      if (withdrawn) deadline_failures_.fetch_add(1);
+#ifdef TRADECAPTURE_HAVE_METRICS
+      if (withdrawn) deadline_failures_.Increment();
+#endif
       warn_limited_("POST /v1/trades: {} of {} events have no outcome: {}", failed,
                     job.events.size(), first->message());
       job.respond(unavailable(std::to_string(failed) + " of " + std::to_string(job.events.size()) +
@@ -727,11 +755,37 @@ class Gateway final : public HttpHandler {
   const HttpServer* server_ = nullptr;
   std::atomic<std::uint64_t> admitted_{0};
   std::atomic<std::uint64_t> rejected_before_submit_{0};
-  std::atomic<std::uint64_t> overload_refusals_{0};
   std::atomic<std::uint64_t> trades_requests_{0};
-  std::atomic<std::uint64_t> deadline_failures_{0};
   std::atomic<std::chrono::steady_clock::rep> last_warn_{0};
   std::atomic<std::uint64_t> suppressed_warns_{0};
+#ifdef TRADECAPTURE_HAVE_METRICS
+  // The gateway's own events are counted where they happen, in its registry (what a host that
+  // uses prometheus-cpp does); what already lives elsewhere is read at each scrape by the
+  // collectors next to it.
+  prometheus::Registry registry_;
+  prometheus::Counter& overload_refusals_ =
+      prometheus::BuildCounter()
+          .Name("tradecapture_gateway_overload_refusals_total")
+          .Help("POST /v1/trades requests refused with 503 by the in-flight limit.")
+          .Register(registry_)
+          .Add({});
+  prometheus::Counter& deadline_failures_ =
+      prometheus::BuildCounter()
+          .Name("tradecapture_gateway_deadline_failures_total")
+          .Help("POST /v1/trades requests answered 503 because some event was withdrawn at the "
+                "request deadline (--request-deadline-ms, X-Request-Deadline-Ms).")
+          .Register(registry_)
+          .Add({});
+  // Events answered REJECTED at parse never reach the pipeline: added to its `rejected`, so
+  // that tradecapture_trades_total counts every outcome.
+  metrics::PipelineCollector pipeline_collector_{[this] {
+    PipelineMetrics m = pipeline_.metrics();
+    m.rejected += rejected_before_submit_.load();
+    return m;
+  }};
+  ServerCollector server_collector_{*this};
+  metrics::ProcessCollector process_collector_;
+#endif
 };
 
 /// What the main thread waits for: the first signal, then the end of the drain.
