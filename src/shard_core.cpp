@@ -806,30 +806,54 @@ struct ShardCore::Impl {
         return store_retry("verify commit", r.error(), now);
       return aborting ? abort_batch() : abandon(r.error());
     }
+    // Whose commit stored the batch's events? Each claim has its own fence, and the store keeps
+    // the fence of the commit that wrote each event (StoredEvent::fence). A commit is atomic:
+    // one event stored by this batch's fence means all are; one missing, different, or written
+    // under another fence means this commit did not apply (another claimant may have stored the
+    // same events, deciding them the same way or not).
     std::size_t i = 0;
-    bool applied = true;
+    bool mine = false, not_mine = false, unknown = false;
     for (const auto& p : batch.partitions) {
       for (const auto& e : p.events) {
         const auto& f = i < r.value().size() ? r.value()[i] : std::optional<StoredEvent>{};
         ++i;
         if (!f || f->seq != e.seq || f->event.partition != e.event.partition ||
-            !f->event.same_content(e.event))
-          applied = false;
+            !f->event.same_content(e.event)) {
+          not_mine = true;
+        } else if (f->fence == 0) {
+          unknown = true;  // stored before the store kept writers' fences
+        } else if (f->fence == p.fence) {
+          mine = true;
+        } else {
+          not_mine = true;
+        }
       }
     }
-    if (applied) {
-      // The events are stored as decided, but maybe by another host that decided the same events
-      // the same way (a re-send elsewhere): only ACCEPTED outcomes are then known to be true.
-      // Outcomes validated only by our own commit (check-only partitions, absent keys, a
-      // REJECTED next to a write), or ops past their deadline, end without an outcome instead.
+    bool expired = false;
+    for (SubmitOp* op : ops)
+      if (op->deadline <= now && cfg.mutation != Mutation::ignore_deadlines) expired = true;
+    if (mine && !not_mine && !unknown) {
+      // Our commit applied: it validated every outcome of the batch, writing or not.
+      if (expired) {
+        log->warn("commit acknowledgement was lost; the batch is in the store, but past a "
+                  "deadline: its events end without an outcome (re-sending is safe)");
+        return abandon(make_error_code(errc::deadline_exceeded));
+      }
+      log->warn("commit acknowledgement was lost, but the batch is in the store");
+      counters.commits.fetch_add(1, std::memory_order_relaxed);
+      finish_batch(now);
+      return;
+    }
+    if (!not_mine) {
+      // Stored as decided, by a writer that cannot be told (no fence recorded): only ACCEPTED
+      // outcomes are then known to be true (another host may have decided the same events the
+      // same way). Outcomes validated only by our own commit (check-only partitions, absent
+      // keys, a REJECTED next to a write), or ops past their deadline, end without an outcome.
       bool only_writes = batch.absent_keys.empty();
       for (const auto& p : batch.partitions)
         if (p.events.empty()) only_writes = false;
       for (const auto& o : outcomes)
         if (o.kind != OutcomeKind::Accepted) only_writes = false;
-      bool expired = false;
-      for (SubmitOp* op : ops)
-        if (op->deadline <= now && cfg.mutation != Mutation::ignore_deadlines) expired = true;
       if (only_writes && !expired) {
         log->warn("commit acknowledgement was lost, but the batch is in the store");
         counters.commits.fetch_add(1, std::memory_order_relaxed);

@@ -282,9 +282,17 @@ struct StepOp final : detail::SubmitOp {
   }
 };
 
+/// How the first commit's acknowledgement is lost.
+enum class LostAck {
+  applied,                ///< applied, reported store_unavailable
+  applied_unknown_fence,  ///< the same, but the store does not say which fence wrote the events
+  other_writer,           ///< not applied: another claimant stored the same events first
+};
+
 /// Runs one batch of `ops` through a core step by step, the first commit's acknowledgement lost
-/// (applied, reported store_unavailable); returns the actions seen.
-std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops) {
+/// as `how` says; returns the actions seen.
+std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops,
+                                                 LostAck how = LostAck::applied) {
   detail::Counters counters;
   detail::ShardCore core(detail::ShardConfig{}, make_position_processor(), counters, nullptr);
   const Clock::time_point t0{std::chrono::hours(1000)};
@@ -299,7 +307,7 @@ std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops) {
   auto lock = make_local_lock();
   std::vector<detail::Action::Kind> seen;
   bool lost_one = false;
-  for (int i = 0; i < 20; ++i) {
+  for (int i = 0; i < 40; ++i) {
     auto act = core.next(t0 + std::chrono::seconds(i));
     seen.push_back(act.kind);
     const auto now = t0 + std::chrono::seconds(i);
@@ -307,13 +315,39 @@ std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops) {
     if (act.kind == K::idle) break;
     switch (act.kind) {
       case K::acquire: core.on_acquired(lock->try_acquire(act.keys), now); break;
+      case K::renew: {
+        auto r = lock->renew(act.grants);
+        core.on_renewed(std::move(act.grants), std::move(r), now);
+        break;
+      }
       case K::claim: core.on_claimed(store->claim_partitions(act.keys), now); break;
       case K::find: core.on_found(store->find_events(act.idem_keys), now); break;
-      case K::verify: core.on_verified(store->find_events(act.idem_keys), now); break;
+      case K::verify: {
+        auto found = store->find_events(act.idem_keys);
+        if (how == LostAck::applied_unknown_fence && found) {
+          for (auto& f : found.value())
+            if (f) f->fence = 0;
+        }
+        core.on_verified(std::move(found), now);
+        break;
+      }
       case K::commit:
         if (!lost_one) {
           lost_one = true;
-          REQUIRE(store->commit(act.batch));
+          if (how == LostAck::other_writer) {
+            // Another host claimed the partitions after us and committed the same decisions.
+            CommitBatch theirs = act.batch;
+            std::vector<PartitionKey> keys;
+            for (const auto& u : theirs.partitions) keys.push_back(u.partition);
+            auto claimed = store->claim_partitions(keys);
+            REQUIRE(claimed);
+            for (std::size_t k = 0; k < keys.size(); ++k)
+              theirs.partitions[k].fence = claimed.value()[k].fence;
+            REQUIRE(store->commit(theirs));
+            CHECK(store->commit(act.batch).error() == errc::fenced_off);
+          } else {
+            REQUIRE(store->commit(act.batch));
+          }
           core.on_committed(make_error_code(errc::store_unavailable), now);
         } else {
           core.on_committed(store->commit(act.batch), now);
@@ -338,11 +372,40 @@ TEST_CASE("faults: the shard core is driven without threads, clocks or servers")
     CHECK_FALSE(a.ec);
     CHECK(a.outcome == Outcome::accepted(1));
   }
-  SUBCASE("outcomes validated only by a commit whose acknowledgement was lost end without one") {
-    // The batch holds a write and a REJECTED (its key checked absent): the stored events might be
-    // another host's identical decision, so the REJECTED cannot be confirmed.
+  SUBCASE("a lost acknowledgement of a commit that applied confirms every outcome it validated") {
+    // The batch holds a write and a REJECTED (its key checked absent): the events are stored
+    // under this claim's fence, so this commit stored them and validated the REJECTED too.
     StepOp a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
     auto seen = lost_ack_batch({&a, &b});
+    CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
+    REQUIRE(a.done);
+    REQUIRE(b.done);
+    CHECK_FALSE(a.ec);
+    CHECK(a.outcome == Outcome::accepted(1));
+    CHECK_FALSE(b.ec);
+    CHECK(b.outcome.kind == OutcomeKind::Rejected);
+    CHECK(b.outcome.reason == "unknown trade");
+  }
+  SUBCASE("events another claimant stored first: the commit did not apply, the batch is decided "
+          "again") {
+    // The paused-writer case: our commit's connection died (not applied) while another host
+    // claimed the partition and stored the same events. They match ours, but under its fence.
+    StepOp a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
+    auto seen = lost_ack_batch({&a, &b}, LostAck::other_writer);
+    CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
+    CHECK(std::count(seen.begin(), seen.end(), K::claim) == 2);  // decided again on a new claim
+    REQUIRE(a.done);
+    REQUIRE(b.done);
+    CHECK_FALSE(a.ec);
+    CHECK(a.outcome == Outcome::duplicate());  // the other host's commit accepted it
+    CHECK_FALSE(b.ec);
+    CHECK(b.outcome.reason == "unknown trade");
+  }
+  SUBCASE("outcomes validated only by a commit whose writer cannot be told end without one") {
+    // Events stored before the store kept writers' fences: they might be another host's
+    // identical decision, so the REJECTED cannot be confirmed.
+    StepOp a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
+    auto seen = lost_ack_batch({&a, &b}, LostAck::applied_unknown_fence);
     CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
     REQUIRE(a.done);
     REQUIRE(b.done);

@@ -227,6 +227,9 @@ TEST_CASE("PostgreSQL store: failures on one line, naming the endpoint, bounded"
   const std::string endpoint =
       "PostgreSQL 127.0.0.1:" + std::to_string(pg.port()) + "/tradecapture";
   auto lines = log.lines();
+  std::erase_if(lines, [](const std::string& l) {  // opening the store: one line per migration
+    return l.find("applied schema migration") != std::string::npos;
+  });
   INFO(log.text());
   CHECK(lines.size() <= 4);  // first failure, a reconnect attempt, no summary within 5 s
   bool refused = false;

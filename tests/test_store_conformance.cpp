@@ -185,6 +185,25 @@ TEST_CASE("store: find_events returns the stored event or nothing, in the order 
   });
 }
 
+TEST_CASE("store: find_events names the fence of the commit that stored each event") {
+  for_each_store([](StoreUnderTest& s) {
+    // A lost acknowledgement is told apart from another claimant's identical commit by this.
+    const PartitionKey k = key("A"), j = key("B");
+    require_commit(s, batch({UpdateBuilder(k, 1, 0).add(new_trade("T1")).add(new_trade("T2")),
+                             UpdateBuilder(j, 6, 0).add(new_trade("U1"))}));
+    require_commit(s, batch({UpdateBuilder(k, 3, 2).add(event("T1", 2, TradeType::Cancel))}));
+    const std::vector<IdempotencyKey> keys{{"T1", 1}, {"T2", 1}, {"U1", 1}, {"T1", 2}};
+    auto r = s->find_events(keys);
+    REQUIRE(r.has_value());
+    REQUIRE(r.value().size() == keys.size());
+    for (const auto& f : r.value()) REQUIRE(f.has_value());
+    CHECK(r.value()[0]->fence == 1);
+    CHECK(r.value()[1]->fence == 1);
+    CHECK(r.value()[2]->fence == 6);
+    CHECK(r.value()[3]->fence == 3);
+  });
+}
+
 TEST_CASE("store: a sequence conflict writes nothing of the batch") {
   for_each_store([](StoreUnderTest& s) {
     const PartitionKey a = key("A"), b = key("B");
@@ -1124,7 +1143,7 @@ TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains t
     soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
     long long version = 0, next_offset = 0, epoch = 0;
     sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
-    CHECK(version == 2);
+    CHECK(version == 3);
     sql << "SELECT next_offset, epoch FROM source_offsets WHERE consumer = 'g' AND topic = 't' "
            "AND partition = 0",
         soci::into(next_offset), soci::into(epoch);
@@ -1138,12 +1157,14 @@ TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains t
   CHECK(claim(again, "g", "t", 0) == source("g", "t", 0, 77, 2));
   again.store.reset();
 
-  // Back to the schema of version 1 (as a database written by an older library): the migration
-  // adds the table on the next open, and the events stay.
+  // Back to the schema of version 1 (as a database written by an older library): the migrations
+  // add the table and the events' fence column on the next open, and the events stay, their
+  // writer's fence unknown (0).
   {
     soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
     sql << "DROP TABLE source_offsets";
-    sql << "DELETE FROM schema_version WHERE version = 2";
+    sql << "ALTER TABLE events DROP COLUMN fence";
+    sql << "DELETE FROM schema_version WHERE version >= 2";
   }
   auto migrated = open_soci_store(s.uri);
   REQUIRE(migrated.has_value());
@@ -1151,6 +1172,11 @@ TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains t
   CHECK(offsets(third, "g").empty());
   CHECK(claim(third, "g", "t", 0).epoch == 1);
   CHECK(load(third, key("A")).seq == 1);
+  const auto old_event = find(third, "T1", 1);
+  REQUIRE(old_event.has_value());
+  CHECK(old_event->fence == 0);
+  require_commit(third, batch({UpdateBuilder(key("A"), 4, 1).add(event("T1", 2, TradeType::Cancel))}));
+  CHECK(find(third, "T1", 2)->fence == 4);
 }
 
 TEST_CASE("sqlite: bad URIs and unreachable files are errors, not crashes") {
@@ -1468,7 +1494,7 @@ TEST_CASE("postgresql: a source claimed by another host fences this host's offse
   auto sql = pg_sql(s1);
   long long version = 0, columns = 0;
   *sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
-  CHECK(version == 2);
+  CHECK(version == 3);
   *sql << "SELECT count(*) FROM information_schema.key_column_usage "
           "WHERE table_name = 'source_offsets' AND constraint_name = 'source_offsets_pkey'",
       soci::into(columns);

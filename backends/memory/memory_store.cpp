@@ -162,7 +162,10 @@ class MemoryStore final : public TradeStore {
       p.state.fence = update.fence;
       p.state.position = update.position;
       for (const auto& [trade_id, record] : update.trades) p.state.trades[trade_id] = record;
-      for (const auto& e : update.events) p.events.push_back(e);
+      for (const auto& e : update.events) {
+        p.events.push_back(e);
+        p.events.back().fence = update.fence;  // the writer, for a lost acknowledgement's check
+      }
     }
     std::size_t i = 0;
     for (const auto& update : batch.partitions) {

@@ -139,11 +139,14 @@ constexpr const char* select_heads_sql =
 
 constexpr const char* insert_events_sql =
     "WITH inserted AS ("
-    "INSERT INTO events (partition_id, seq, trade_id, version, type, side, quantity, price) "
-    "SELECT u.partition_id, u.seq, u.trade_id, u.version, u.type, u.side, u.quantity, u.price "
+    "INSERT INTO events (partition_id, seq, trade_id, version, type, side, quantity, price, "
+    "fence) "
+    "SELECT u.partition_id, u.seq, u.trade_id, u.version, u.type, u.side, u.quantity, u.price, "
+    "u.fence "
     "FROM unnest(:partition_id::bigint[], :seq::bigint[], :trade_id::text[], :version::bigint[], "
-    ":type::text[], :side::text[], :quantity::numeric[], :price::numeric[]) WITH ORDINALITY "
-    "AS u(partition_id, seq, trade_id, version, type, side, quantity, price, ord) "
+    ":type::text[], :side::text[], :quantity::numeric[], :price::numeric[], :fence::bigint[]) "
+    "WITH ORDINALITY "
+    "AS u(partition_id, seq, trade_id, version, type, side, quantity, price, fence, ord) "
     "ORDER BY u.ord "
     "ON CONFLICT (trade_id, version) DO NOTHING RETURNING 1) "
     "SELECT count(*) FROM inserted";
@@ -186,7 +189,7 @@ constexpr const char* select_trades_sql =
 
 constexpr const char* find_events_sql =
     "SELECT u.ord, p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity::text, "
-    "e.price::text "
+    "e.price::text, coalesce(e.fence, 0) "
     "FROM unnest(:trade_id::text[], :version::bigint[]) WITH ORDINALITY "
     "AS u(trade_id, version, ord) "
     "JOIN events e ON e.trade_id = u.trade_id AND e.version = u.version "
@@ -287,7 +290,8 @@ class PostgresqlStatements final : public BatchStatements {
         (s.prepare << insert_events_sql, use(partition_id_.bound(), "partition_id"),
          use(seq_.bound(), "seq"), use(trade_id_.bound(), "trade_id"),
          use(version_.bound(), "version"), use(type_.bound(), "type"), use(side_.bound(), "side"),
-         use(quantity_.bound(), "quantity"), use(price_.bound(), "price"), into(inserted_));
+         use(quantity_.bound(), "quantity"), use(price_.bound(), "price"),
+         use(fence_.bound(), "fence"), into(inserted_));
     upsert_trades_ = (s.prepare << upsert_trades_sql, use(partition_id_.bound(), "partition_id"),
                       use(trade_id_.bound(), "trade_id"), use(version_.bound(), "version"),
                       use(side_.bound(), "side"), use(quantity_.bound(), "quantity"),
@@ -310,7 +314,8 @@ class PostgresqlStatements final : public BatchStatements {
         (s.prepare << find_events_sql, use(trade_id_.bound(), "trade_id"),
          use(version_.bound(), "version"), into(ord_out_), into(account_out_), into(book_out_),
          into(security_out_), into(seq_out_), into(type_out_), into(side_out_, side_ind_),
-         into(quantity_out_, quantity_ind_), into(price_out_, price_ind_));
+         into(quantity_out_, quantity_ind_), into(price_out_, price_ind_),
+         into(fence_out_));
   }
 
   void load_partitions(std::span<const PartitionKey> keys,
@@ -377,6 +382,7 @@ class PostgresqlStatements final : public BatchStatements {
       const std::size_t i = index_of(ord_out_[r], keys.size());
       StoredEvent& e = out[i].emplace();
       e.seq = static_cast<std::uint64_t>(seq_out_[r]);
+      e.fence = static_cast<std::uint64_t>(fence_out_[r]);
       e.event.trade_id = keys[i].trade_id;
       e.event.version = keys[i].version;
       e.event.partition = PartitionKey{account_out_[r], book_out_[r], security_out_[r]};
@@ -469,7 +475,9 @@ class PostgresqlStatements final : public BatchStatements {
     // 3. Every event of the batch in one statement, ascending by (trade_id, version).
     events_.clear();
     for (std::size_t p = 0; p < n; ++p) {
-      for (const StoredEvent& e : updates[p]->events) events_.push_back({&e, ids_[p]});
+      for (const StoredEvent& e : updates[p]->events) {
+        events_.push_back({&e, ids_[p], updates[p]->fence});
+      }
     }
     if (!events_.empty()) {
       std::sort(events_.begin(), events_.end(), [](const EventRow& a, const EventRow& b) {
@@ -477,13 +485,15 @@ class PostgresqlStatements final : public BatchStatements {
                std::tie(b.event->event.trade_id, b.event->event.version);
       });
       for (ArrayParam* a :
-           {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_, &quantity_, &price_}) {
+           {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_, &quantity_, &price_,
+            &fence_}) {
         a->reset();
       }
       for (const EventRow& row : events_) {
         const TradeEvent& e = row.event->event;
         partition_id_.add_integer(row.partition_id);
         seq_.add_integer(static_cast<long long>(row.event->seq));
+        fence_.add_integer(static_cast<long long>(row.fence));
         trade_id_.add_text(e.trade_id);
         version_.add_integer(e.version);
         type_.add_text(to_string(e.type));
@@ -498,7 +508,8 @@ class PostgresqlStatements final : public BatchStatements {
         }
       }
       for (ArrayParam* a :
-           {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_, &quantity_, &price_}) {
+           {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_, &quantity_, &price_,
+            &fence_}) {
         a->finish();
       }
       // ON CONFLICT DO NOTHING skips taken keys; a unique violation can still come from the
@@ -549,6 +560,7 @@ class PostgresqlStatements final : public BatchStatements {
   struct EventRow {
     const StoredEvent* event;
     long long partition_id;
+    std::uint64_t fence;  // the update's fence: StoredEvent::fence as stored
   };
 
   /// Fills the key arrays (account_, book_, security_) from `[first, last)`.

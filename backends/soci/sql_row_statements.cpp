@@ -30,7 +30,8 @@ namespace {
 // SOCI backend numbers them by occurrence).
 
 constexpr const char* find_event_sql =
-    "SELECT p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity, e.price "
+    "SELECT p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity, e.price, "
+    "coalesce(e.fence, 0) "
     "FROM events e JOIN partitions p ON p.partition_id = e.partition_id "
     "WHERE e.trade_id = :trade_id AND e.version = :version";
 
@@ -68,8 +69,10 @@ constexpr const char* update_partition_sql =
     "WHERE partition_id = :partition_id AND seq = :expected_seq AND fence <= :fence_limit";
 
 constexpr const char* insert_events_sql =
-    "INSERT INTO events (partition_id, seq, trade_id, version, type, side, quantity, price) "
-    "VALUES (:partition_id, :seq, :trade_id, :version, :type, :side, :quantity, :price)";
+    "INSERT INTO events (partition_id, seq, trade_id, version, type, side, quantity, price, "
+    "fence) "
+    "VALUES (:partition_id, :seq, :trade_id, :version, :type, :side, :quantity, :price, "
+    ":fence)";
 
 constexpr const char* upsert_trades_sql =
     "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, cancelled) "
@@ -113,7 +116,8 @@ class RowStatements final : public BatchStatements {
     find_event =
         (s.prepare << find_event_sql, use(trade_id, "trade_id"), use(version, "version"),
          into(account_out), into(book_out), into(security_out), into(seq_out), into(type_out),
-         into(side_out, side_ind), into(quantity_out, quantity_ind), into(price_out, price_ind));
+         into(side_out, side_ind), into(quantity_out, quantity_ind), into(price_out, price_ind),
+         into(event_fence_out));
     select_partition =
         (s.prepare << select_partition_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out),
@@ -144,7 +148,7 @@ class RowStatements final : public BatchStatements {
         (s.prepare << insert_events_sql, use(ev_partition_id, "partition_id"), use(ev_seq, "seq"),
          use(ev_trade_id, "trade_id"), use(ev_version, "version"), use(ev_type, "type"),
          use(ev_side, ev_side_ind, "side"), use(ev_quantity, ev_value_ind, "quantity"),
-         use(ev_price, ev_value_ind, "price"));
+         use(ev_price, ev_value_ind, "price"), use(ev_fence, "fence"));
     upsert_trades =
         (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
          use(tr_trade_id, "trade_id"), use(tr_version, "version"), use(tr_side, "side"),
@@ -206,6 +210,7 @@ class RowStatements final : public BatchStatements {
       if (!fetch_one(find_event)) continue;
       StoredEvent& e = out[i].emplace();
       e.seq = static_cast<std::uint64_t>(seq_out);
+      e.fence = static_cast<std::uint64_t>(event_fence_out);
       e.event.trade_id = keys[i].trade_id;
       e.event.version = keys[i].version;
       e.event.partition = PartitionKey{account_out, book_out, security_out};
@@ -287,6 +292,7 @@ class RowStatements final : public BatchStatements {
 
     if (const std::size_t n = u.events.size(); n > 0) {
       ev_partition_id.assign(n, id);
+      ev_fence.assign(n, fence);
       ev_seq.resize(n);
       ev_version.resize(n);
       ev_trade_id.resize(n);
@@ -348,10 +354,11 @@ class RowStatements final : public BatchStatements {
   std::string account_out, book_out, security_out, type_out, side_out, quantity_out, price_out;
   std::string trade_id_out;
   long long partition_id_out = 0, seq_out = 0, fence_out = 0, version_out = 0;
+  long long event_fence_out = 0;
   int cancelled_out = 0;
   soci::indicator side_ind = soci::i_ok, quantity_ind = soci::i_ok, price_ind = soci::i_ok;
   // Rows of the bulk statements (one element per row).
-  std::vector<long long> ev_partition_id, ev_seq, ev_version;
+  std::vector<long long> ev_partition_id, ev_seq, ev_version, ev_fence;
   std::vector<std::string> ev_trade_id, ev_type, ev_side, ev_quantity, ev_price;
   std::vector<soci::indicator> ev_side_ind, ev_value_ind;  // i_null for a CANCEL
   std::vector<long long> tr_partition_id, tr_version;

@@ -125,6 +125,15 @@ std::vector<Migration> schema_migrations(const ColumnTypes& types) {
                 "PRIMARY KEY (consumer, topic, partition)){keyed}{upd}",
                 types),
       }});
+  // Version 3: the fence each event's commit carried (StoredEvent::fence), so that after a lost
+  // acknowledgement a writer can tell its own commit from another claimant's that stored the
+  // same events. Events stored before this version keep NULL (unknown).
+  m.push_back(Migration{
+      3,
+      "the writer's fence of each event",
+      {
+          spell("ALTER TABLE events ADD COLUMN fence {int}", types),
+      }});
   return m;
 }
 

@@ -102,7 +102,9 @@ class TradeStore {
   virtual result<std::vector<PartitionState>> claim_partitions(
       std::span<const PartitionKey> partitions) = 0;
 
-  /// Looks up idempotency keys: for each key, the accepted event that holds it, if any.
+  /// Looks up idempotency keys: for each key, the accepted event that holds it, if any, with
+  /// `StoredEvent::fence` set to the fence its commit carried (0 only for events stored before
+  /// the store recorded it).
   virtual result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) = 0;
 

@@ -75,10 +75,17 @@ struct IdempotencyKeyHash {
   std::size_t operator()(const IdempotencyKey& k) const noexcept;
 };
 
-/// An accepted event as the store keeps it: the event and its partition sequence number.
+/// An accepted event as the store keeps it: the event, its partition sequence number and the
+/// fence of the claim whose commit wrote it.
 struct StoredEvent {
   TradeEvent event;
   std::uint64_t seq = 0;  ///< 1, 2, 3, ... per partition
+  /// The writer's fencing token (`PartitionUpdate::fence` of the commit that stored the event;
+  /// the store sets it). Each claim of a partition gets a fence no other claim had, so after a
+  /// lost acknowledgement it tells whether this writer's commit stored the event or another
+  /// writer's did. 0 when unknown: events stored before schema version 3 of the SQL stores
+  /// (`TradeStore::find_events` fills it; `scan_events` need not). Not part of an event's identity or content.
+  std::uint64_t fence = 0;
 };
 
 /// The kind of an outcome (spec section 2).
