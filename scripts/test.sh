@@ -17,7 +17,9 @@ for variant in asan tsan; do
   esac
   dir="$root/build-$variant"
   echo "== build + unit tests under $san" >&2
+  # -O1 (the sanitizers' recommended level) compiles in about half the time of -O2.
   cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRADECAPTURE_SANITIZE="$san" \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
     -DTRADECAPTURE_BUILD_EXAMPLES=OFF -DTRADECAPTURE_BUILD_BENCH=OFF >/dev/null
   cmake --build "$dir" -j "$jobs" --target tradecapture_tests tradecapture_sim
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
