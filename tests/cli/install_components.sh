@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The installed package, component by component (issue 11): installs the build tree into a
 # temporary prefix, then
-#  (a) builds examples/consumer (COMPONENTS core memory) with pkg-config, SOCI, hiredis and
-#      librdkafka made unfindable, and checks that none of them was even searched; asking for
+#  (a) builds examples/consumer (COMPONENTS core memory) with pkg-config, SOCI, hiredis,
+#      librdkafka and prometheus-cpp made unfindable, and checks that none of them was even
+#      searched; asking for
 #      redis/kafka there gives tradecapture_FOUND FALSE (static build) instead of an error;
-#  (b) one consumer project per backend component (soci, redis, kafka);
+#  (b) one consumer project per backend component (soci, redis, kafka), and one for metrics
+#      (prometheus-cpp: a pipeline's collector next to the program's own registry);
 #  (c) an unknown component and 'http' give tradecapture_FOUND FALSE with a reason;
 #  (d) pkg-config: tradecapture.pc and tradecapture-<backend>.pc compile and link a program that
-#      checks <tradecapture/version.hpp> against the host's --version;
+#      checks <tradecapture/version.hpp> against the host's --version; tradecapture-metrics.pc
+#      builds the metrics consumer;
 #  (e) the man pages (when the build made them: help2man found, no sanitizer) and the bash completion are installed,
 #      and the completion completes subcommands and their options.
 source "$(dirname "$0")/common.bash" "$1"
@@ -33,13 +36,14 @@ if ((!STATIC)); then
   echo "ok: versioned SONAME ($(readelf -d "$LIBDIR/libtradecapture_core.so" | grep -o 'libtradecapture_core\.so\.[0-9.]*'))"
 fi
 have() { grep -q "^TRADECAPTURE_BACKEND_$1:BOOL=ON" "$BUILD/CMakeCache.txt"; }
+have_metrics() { grep -q "^TRADECAPTURE_METRICS:BOOL=ON" "$BUILD/CMakeCache.txt"; }
 
 # An environment where pkg-config finds nothing and CMake may not find any backend dependency.
 mkdir -p "$TMP/empty"
 HIDDEN_ENV=(env PKG_CONFIG_LIBDIR="$TMP/empty" PKG_CONFIG_PATH=)
 HIDDEN_ARGS=(-DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON -DCMAKE_DISABLE_FIND_PACKAGE_SOCI=ON
   -DCMAKE_DISABLE_FIND_PACKAGE_hiredis=ON -DCMAKE_DISABLE_FIND_PACKAGE_rdkafka=ON
-  -DCMAKE_DISABLE_FIND_PACKAGE_RdKafka=ON)
+  -DCMAKE_DISABLE_FIND_PACKAGE_RdKafka=ON -DCMAKE_DISABLE_FIND_PACKAGE_prometheus-cpp=ON)
 
 configure() {  # configure DIR [args...]: fails the test with the log when cmake fails
   local dir=$1
@@ -55,7 +59,7 @@ build() {
 # ---- (a) core + memory without pkg-config, SOCI, hiredis or librdkafka ----------------------
 configure "$TMP/consumer" "${HIDDEN_ENV[@]}" cmake -S "$ROOT/examples/consumer" -B "$TMP/consumer" \
   -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release "${HIDDEN_ARGS[@]}"
-searched() { grep -v '^CMAKE_DISABLE_FIND_PACKAGE_' "$1" | grep -Ei '^[^#]*(hiredis|rdkafka|SOCI|PKG_CONFIG)'; }
+searched() { grep -v '^CMAKE_DISABLE_FIND_PACKAGE_' "$1" | grep -Ei '^[^#]*(hiredis|rdkafka|SOCI|PKG_CONFIG|prometheus)'; }
 if searched "$TMP/consumer/CMakeCache.txt" >&2; then
   fail "a core+memory consumer searched a backend dependency"
 fi
@@ -179,6 +183,68 @@ CPP
   run_component kafka_consumer "kafka: linked"
 fi
 
+if have_metrics; then
+  # The README's metrics example: the library's collectors next to the program's own registry,
+  # serialised once. COMPONENTS memory metrics: prometheus-cpp is found only for 'metrics'.
+  mkdir -p "$TMP/metrics_consumer"
+  cat >"$TMP/metrics_consumer/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.25)
+project(metrics_consumer LANGUAGES CXX)
+set(CMAKE_CXX_STANDARD 20)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+find_package(tradecapture $VERSION EXACT REQUIRED COMPONENTS memory metrics)
+add_executable(metrics_consumer main.cpp)
+target_link_libraries(metrics_consumer PRIVATE tradecapture::memory tradecapture::metrics)
+CMAKE
+  cat >"$TMP/metrics_consumer/main.cpp" <<'CPP'
+#include <tradecapture/memory.hpp>
+#include <tradecapture/pipeline.hpp>
+#include <tradecapture/prometheus_metrics.hpp>
+#include <utility>  // before asio with Boost 1.74 and C++20
+#include <boost/asio/use_future.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+#include <cstdio>
+#include <sstream>
+#include <string>
+int main() {
+  using namespace tradecapture;
+  spdlog::set_level(spdlog::level::warn);
+  Pipeline pipeline(make_memory_store(), make_local_lock(), make_position_processor(), {});
+  prometheus::Registry registry;  // the program's own metrics
+  prometheus::BuildCounter().Name("orders_total").Help("Orders.").Register(registry).Add({});
+  metrics::PipelineCollector pipeline_metrics(pipeline, {.labels = {{"desk", "eq"}}});
+  metrics::ProcessCollector process_metrics;
+  TradeEvent e;
+  e.trade_id = "T1";
+  e.version = 1;
+  e.partition = {"ACC", "BOOK", "SEC"};
+  e.quantity = Decimal::parse("1").value();
+  e.price = Decimal::parse("2").value();
+  pipeline.async_submit(e, boost::asio::use_future).get();
+  std::istringstream text(metrics::serialize({&registry, &pipeline_metrics, &process_metrics}));
+  for (std::string line; std::getline(text, line);) {
+    if (line.rfind("tradecapture_trades_total{desk=\"eq\",outcome=\"accepted\"}", 0) == 0 ||
+        line.rfind("orders_total ", 0) == 0 || line.rfind("# TYPE process_open_fds", 0) == 0)
+      std::printf("%s\n", line.c_str());
+  }
+}
+CPP
+  configure "$TMP/metrics_consumer" cmake -S "$TMP/metrics_consumer" \
+    -B "$TMP/metrics_consumer/build" -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release
+  build "$TMP/metrics_consumer/build"
+  "$TMP/metrics_consumer/build/metrics_consumer" >"$TMP/metrics_consumer.out" \
+    2>"$TMP/metrics_consumer.err" || { cat "$TMP/metrics_consumer.err" >&2; fail "metrics_consumer failed"; }
+  printf '%s\n' 'orders_total 0' 'tradecapture_trades_total{desk="eq",outcome="accepted"} 1' \
+    '# TYPE process_open_fds gauge' | sort >"$TMP/metrics_consumer.want"
+  sort "$TMP/metrics_consumer.out" | diff "$TMP/metrics_consumer.want" - >&2 ||
+    fail "metrics_consumer: output"
+  echo "ok: (b) metrics_consumer: its registry, the pipeline's and the process's metrics in one exposition"
+else
+  echo "skip: (b) metrics_consumer (TRADECAPTURE_METRICS=OFF: prometheus-cpp not found)"
+fi
+
 # ---- (c) components that do not exist ----------------------------------------------------------
 probe unknown_component COMPONENTS core nosuch
 configure "$TMP/unknown_component" cmake -S "$TMP/unknown_component" \
@@ -223,6 +289,16 @@ for c in soci redis kafka; do
     pkg-config --exists "tradecapture-$c" || fail "no tradecapture-$c.pc"
   fi
 done
+if have_metrics; then
+  pkg-config --print-requires tradecapture-metrics | grep -q '^prometheus-cpp-core' ||
+    fail "tradecapture-metrics.pc does not require prometheus-cpp-core"
+  # shellcheck disable=SC2046
+  ${CXX:-c++} -std=c++20 -O0 "$TMP/metrics_consumer/main.cpp" -o "$TMP/pc_metrics" \
+    $(pkg-config --cflags --libs tradecapture-metrics tradecapture-memory) 2>"$TMP/pc_metrics.log" ||
+    { cat "$TMP/pc_metrics.log" >&2; fail "compiling with pkg-config tradecapture-metrics"; }
+  LD_LIBRARY_PATH="$LIBDIR" "$TMP/pc_metrics" | sort | diff "$TMP/metrics_consumer.want" - >&2 ||
+    fail "the pkg-config metrics program: output"
+fi
 if ((STATIC)) && have REDIS; then
   pkg-config --libs tradecapture-redis | grep -q -- -lhiredis ||
     fail "static tradecapture-redis.pc does not link hiredis"
