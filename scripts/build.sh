@@ -5,5 +5,11 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/install-deps.sh"
 jobs=${TRADECAPTURE_JOBS:-$(nproc)}
-cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release "$@" >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi
+grep -- '^-- tradecapture:' "$log" >&2 || true  # which optional parts are built, and why not
 cmake --build "$root/build" -j "$jobs"
