@@ -12,10 +12,10 @@
 
 #include <utility>  // must precede asio with Boost 1.74 and C++20
 
-#include <boost/asio/use_future.hpp>
 #include <doctest/doctest.h>
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
+#include <boost/asio/use_future.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -141,8 +141,8 @@ TEST_CASE("metrics: a pipeline registered next to a host's registry, serialised 
     auto fut = pl.async_submit(std::move(e), boost::asio::use_future);
     CHECK(fut.get().kind != OutcomeKind::Rejected);
   }
-  auto last = pl.async_submit(trade("T1", 2, TradeType::Amend, partition("A1")),
-                              boost::asio::use_future);
+  auto last =
+      pl.async_submit(trade("T1", 2, TradeType::Amend, partition("A1")), boost::asio::use_future);
   (void)last.get();
   // A completion may run before its latency is recorded: stop, so that every count is final.
   CHECK(pl.stop(std::chrono::seconds(10)));
@@ -156,8 +156,8 @@ TEST_CASE("metrics: a pipeline registered next to a host's registry, serialised 
   CHECK(sample(t, "tradecapture_trades_total{outcome=\"failed\",pipeline=\"eq\"}") == "0");
   double outcomes = 0;
   for (const char* k : {"accepted", "duplicate", "stale", "rejected", "failed"}) {
-    outcomes += number(t, std::string("tradecapture_trades_total{outcome=\"") + k +
-                              "\",pipeline=\"eq\"}");
+    outcomes +=
+        number(t, std::string("tradecapture_trades_total{outcome=\"") + k + "\",pipeline=\"eq\"}");
   }
   CHECK(outcomes == 5);
   CHECK(sample(t, "tradecapture_submit_latency_seconds_count{pipeline=\"eq\"}") == "5");
@@ -253,11 +253,13 @@ TEST_CASE("metrics: pipeline families from a snapshot, with the exact values") {
   m.latency_us = snapshot_of({1, 3, 1000, std::uint64_t{1} << 45});
   m.batch_size = snapshot_of({1, 5, 5, 4096});
   // A host adds the events it answered itself through its source.
-  metrics::PipelineCollector c([m] {
-    PipelineMetrics copy = m;
-    copy.rejected += 10;
-    return copy;
-  }, {.version = "1.2.3"});
+  metrics::PipelineCollector c(
+      [m] {
+        PipelineMetrics copy = m;
+        copy.rejected += 10;
+        return copy;
+      },
+      {.version = "1.2.3"});
   const std::string t = metrics::serialize({&c});
   check_exposition(t);
 
@@ -291,7 +293,8 @@ TEST_CASE("metrics: pipeline families from a snapshot, with the exact values") {
   for (const auto& line : text_lines(t)) {
     const std::string prefix = "tradecapture_submit_latency_seconds_bucket{le=\"";
     if (line.rfind(prefix, 0) != 0) continue;
-    const std::string le = line.substr(prefix.size(), line.find('"', prefix.size()) - prefix.size());
+    const std::string le =
+        line.substr(prefix.size(), line.find('"', prefix.size()) - prefix.size());
     const double count = std::stod(line.substr(line.rfind(' ') + 1));
     buckets.emplace_back(le == "+Inf" ? INFINITY : std::stod(le), count);
   }
@@ -301,9 +304,9 @@ TEST_CASE("metrics: pipeline families from a snapshot, with the exact values") {
     CHECK(std::abs(buckets[static_cast<std::size_t>(i)].first - bound) <= bound * 1e-12);
     if (i > 0) CHECK(buckets[static_cast<std::size_t>(i)].second >= buckets[i - 1u].second);
   }
-  CHECK(buckets[0].second == 1);               // le 1us
-  CHECK(buckets[2].second == 2);               // le 4us
-  CHECK(buckets[10].second == 3);              // le 1024us
+  CHECK(buckets[0].second == 1);                       // le 1us
+  CHECK(buckets[2].second == 2);                       // le 4us
+  CHECK(buckets[10].second == 3);                      // le 1024us
   CHECK(buckets[Histogram::buckets - 2].second == 3);  // le 2^38 us: not the 2^45 one
   CHECK(std::isinf(buckets.back().first));
   CHECK(buckets.back().second == 4);
@@ -321,10 +324,20 @@ TEST_CASE("metrics: pipeline families from a snapshot, with the exact values") {
 }
 
 TEST_CASE("metrics: two pipelines, one family each, label values escaped") {
-  metrics::PipelineCollector a([] { PipelineMetrics m; m.accepted = 1; return m; },
-                               {.labels = {{"pipeline", "a"}}, .version = "v\"1"});
-  metrics::PipelineCollector b([] { PipelineMetrics m; m.accepted = 2; return m; },
-                               {.labels = {{"pipeline", "b\\\n"}}});
+  metrics::PipelineCollector a(
+      [] {
+        PipelineMetrics m;
+        m.accepted = 1;
+        return m;
+      },
+      {.labels = {{"pipeline", "a"}}, .version = "v\"1"});
+  metrics::PipelineCollector b(
+      [] {
+        PipelineMetrics m;
+        m.accepted = 2;
+        return m;
+      },
+      {.labels = {{"pipeline", "b\\\n"}}});
   const std::string t = metrics::serialize({&a, nullptr, &b});
   check_exposition(t);  // each family announced once although both collectors have it
   CHECK(sample(t, "tradecapture_trades_total{outcome=\"accepted\",pipeline=\"a\"}") == "1");

@@ -23,7 +23,7 @@ std::vector<prometheus::ClientMetric::Label> labels_of(const prometheus::Labels&
 
 double in_unit(std::uint64_t v, HistogramUnit unit) {
   return unit == HistogramUnit::microseconds_as_seconds ? static_cast<double>(v) / 1e6
-                                                         : static_cast<double>(v);
+                                                        : static_cast<double>(v);
 }
 
 /// `base` plus one more label (`outcome`, `cause`, `version`).
@@ -127,10 +127,10 @@ std::vector<prometheus::MetricFamily> PipelineCollector::families(
                                  m.latency_us, HistogramUnit::microseconds_as_seconds, l));
   out.push_back(histogram_family("tradecapture_batch_size_events", "Events per committed batch.",
                                  m.batch_size, HistogramUnit::plain, l));
-  out.push_back(histogram_family("tradecapture_commit_latency_seconds",
-                                 "Time of one store commit.", m.commit_latency_us,
-                                 HistogramUnit::microseconds_as_seconds, l));
-  out.push_back(counter_family("tradecapture_batches_total", "Committed batches.", d(m.batches), l));
+  out.push_back(histogram_family("tradecapture_commit_latency_seconds", "Time of one store commit.",
+                                 m.commit_latency_us, HistogramUnit::microseconds_as_seconds, l));
+  out.push_back(
+      counter_family("tradecapture_batches_total", "Committed batches.", d(m.batches), l));
   out.push_back(counter_family("tradecapture_commits_total", "Store transactions that succeeded.",
                                d(m.commits), l));
   out.push_back(counter_family("tradecapture_commit_failures_total",
@@ -156,8 +156,8 @@ std::vector<prometheus::MetricFamily> PipelineCollector::families(
   out.push_back(histogram_family("tradecapture_lock_wait_seconds",
                                  "Time from needing a partition lease to holding it.",
                                  m.lock_wait_us, HistogramUnit::microseconds_as_seconds, l));
-  out.push_back(gauge_family("tradecapture_leases_held", "Partition leases held now.",
-                             d(m.leases_held), l));
+  out.push_back(
+      gauge_family("tradecapture_leases_held", "Partition leases held now.", d(m.leases_held), l));
 
   out.push_back(gauge_family("tradecapture_queue_depth",
                              "Events submitted and not yet taken into a batch.", d(m.queue_depth),
@@ -180,8 +180,8 @@ std::vector<prometheus::MetricFamily> PipelineCollector::families(
                              "Store connections lent to a caller now.",
                              d(m.store.connections_in_use), l));
 
-  out.push_back(gauge_family("tradecapture_build_info", "Always 1; the version of tradecapture.",
-                             1, with(l, "version", options.version)));
+  out.push_back(gauge_family("tradecapture_build_info", "Always 1; the version of tradecapture.", 1,
+                             with(l, "version", options.version)));
   return out;
 }
 

@@ -108,10 +108,9 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
     const auto utime = field(14), stime = field(15), start = field(22), vsize = field(23),
                rss = field(24);
     if (utime && stime) {
-      out.push_back(counter_family("process_cpu_seconds_total",
-                                   "Total user and system CPU time spent in seconds.",
-                                   static_cast<double>(*utime + *stime) / static_cast<double>(ticks),
-                                   labels_));
+      out.push_back(counter_family(
+          "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+          static_cast<double>(*utime + *stime) / static_cast<double>(ticks), labels_));
     }
     if (rss) {
       out.push_back(gauge_family("process_resident_memory_bytes", "Resident memory size in bytes.",
@@ -123,19 +122,19 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
     }
     const std::filesystem::path proc_root = std::filesystem::path(proc_dir_).parent_path();
     if (auto btime = boot_time((proc_root / "stat").string()); start && btime) {
-      out.push_back(gauge_family("process_start_time_seconds",
-                                 "Start time of the process since unix epoch in seconds.",
-                                 static_cast<double>(*btime) +
-                                     static_cast<double>(*start) / static_cast<double>(ticks),
-                                 labels_));
+      out.push_back(gauge_family(
+          "process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+          static_cast<double>(*btime) + static_cast<double>(*start) / static_cast<double>(ticks),
+          labels_));
     }
   }
   if (auto n = open_fds(proc_dir_ + "/fd")) {
-    out.push_back(gauge_family("process_open_fds", "Number of open file descriptors.", *n, labels_));
+    out.push_back(
+        gauge_family("process_open_fds", "Number of open file descriptors.", *n, labels_));
   }
   if (auto n = max_open_files(proc_dir_ + "/limits")) {
-    out.push_back(gauge_family("process_max_fds", "Maximum number of open file descriptors.", *n,
-                               labels_));
+    out.push_back(
+        gauge_family("process_max_fds", "Maximum number of open file descriptors.", *n, labels_));
   }
   return out;
 }

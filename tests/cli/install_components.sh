@@ -3,8 +3,7 @@
 # temporary prefix, then
 #  (a) builds examples/consumer (COMPONENTS core memory) with pkg-config, SOCI, hiredis,
 #      librdkafka and prometheus-cpp made unfindable, and checks that none of them was even
-#      searched; asking for
-#      redis/kafka there gives tradecapture_FOUND FALSE (static build) instead of an error;
+#      searched; asking for redis/kafka there gives tradecapture_FOUND FALSE (static build) instead of an error;
 #  (b) one consumer project per backend component (soci, redis, kafka), and one for metrics
 #      (prometheus-cpp: a pipeline's collector next to the program's own registry);
 #  (c) an unknown component and 'http' give tradecapture_FOUND FALSE with a reason;
@@ -15,11 +14,7 @@
 #      and the completion completes subcommands and their options.
 source "$(dirname "$0")/common.bash" "$1"
 
-BUILD=$(cd "$BIN_DIR/.." && pwd)
-[[ -f "$BUILD/CMakeCache.txt" ]] || fail "$BUILD is not a CMake build tree"
-PREFIX="$TMP/prefix"
-cmake --install "$BUILD" --prefix "$PREFIX" >"$TMP/install.log" 2>&1 ||
-  { cat "$TMP/install.log" >&2; fail "cmake --install failed"; }
+source "$HERE/install_common.bash"
 CONFIG_DIR=$(dirname "$(ls "$PREFIX"/lib*/cmake/tradecapture/tradecaptureConfig.cmake)")
 LIBDIR=$(cd "$CONFIG_DIR/../.." && pwd)
 VERSION=$("$TC" --version | head -n1 | awk '{print $2}')
@@ -45,17 +40,6 @@ HIDDEN_ARGS=(-DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON -DCMAKE_DISABLE_FIND_PACK
   -DCMAKE_DISABLE_FIND_PACKAGE_hiredis=ON -DCMAKE_DISABLE_FIND_PACKAGE_rdkafka=ON
   -DCMAKE_DISABLE_FIND_PACKAGE_RdKafka=ON -DCMAKE_DISABLE_FIND_PACKAGE_prometheus-cpp=ON)
 
-configure() {  # configure DIR [args...]: fails the test with the log when cmake fails
-  local dir=$1
-  shift
-  "$@" >"$TMP/$(basename "$dir").configure.log" 2>&1 ||
-    { cat "$TMP/$(basename "$dir").configure.log" >&2; fail "configuring $(basename "$dir") failed"; }
-}
-build() {
-  cmake --build "$1" -j2 >"$TMP/$(basename "$1").build.log" 2>&1 ||
-    { cat "$TMP/$(basename "$1").build.log" >&2; fail "building $(basename "$1") failed"; }
-}
-
 # ---- (a) core + memory without pkg-config, SOCI, hiredis or librdkafka ----------------------
 configure "$TMP/consumer" "${HIDDEN_ENV[@]}" cmake -S "$ROOT/examples/consumer" -B "$TMP/consumer" \
   -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release "${HIDDEN_ARGS[@]}"
@@ -63,11 +47,7 @@ searched() { grep -v '^CMAKE_DISABLE_FIND_PACKAGE_' "$1" | grep -Ei '^[^#]*(hire
 if searched "$TMP/consumer/CMakeCache.txt" >&2; then
   fail "a core+memory consumer searched a backend dependency"
 fi
-build "$TMP/consumer"
-"$TMP/consumer/consumer" >"$TMP/consumer.out" 2>"$TMP/consumer.err" ||
-  { cat "$TMP/consumer.err" >&2; fail "the core+memory consumer failed"; }
-grep -qx 'accepted 3, duplicate 1, rejected 1' "$TMP/consumer.out" ||
-  { cat "$TMP/consumer.out" >&2; fail "core+memory consumer: metrics line"; }
+run_consumer "core+memory consumer"
 grep -q "tradecapture $VERSION headers" "$TMP/consumer.err" || fail "consumer: version.hpp"
 echo "ok: (a) core+memory consumer built and ran with no backend dependency findable"
 

@@ -123,9 +123,10 @@ class PipelineCollector final : public prometheus::Collectable {
 
 /// The standard process metrics of the Prometheus client libraries, read from /proc on every
 /// `Collect()` (Linux only; elsewhere, or when /proc cannot be read, the families it cannot
-/// read are left out): `process_cpu_seconds_total` (user + system), `process_resident_memory_bytes`,
-/// `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds` (the soft limit;
-/// `+Inf` when unlimited) and `process_start_time_seconds` (since the Unix epoch).
+/// read are left out): `process_cpu_seconds_total` (user + system),
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+/// `process_max_fds` (the soft limit; `+Inf` when unlimited) and `process_start_time_seconds`
+/// (since the Unix epoch).
 ///
 /// Thread-safety: `Collect()` may be called from any thread, concurrently.
 class ProcessCollector final : public prometheus::Collectable {
