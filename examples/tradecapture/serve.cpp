@@ -702,6 +702,8 @@ class Gateway final : public HttpHandler {
       // sending the same request again is safe (DUPLICATE for those).
 #ifdef TRADECAPTURE_HAVE_METRICS
       if (withdrawn) deadline_failures_.Increment();
+#else
+      (void)withdrawn;
 #endif
       warn_limited_("POST /v1/trades: {} of {} events have no outcome: {}", failed,
                     job.events.size(), first->message());
