@@ -8,7 +8,6 @@ class Category final : public boost::system::error_category {
   const char* name() const noexcept override { return "tradecapture"; }
   std::string message(int ev) const override {
     switch (static_cast<errc>(ev)) {
-      case errc::invalid_event: return "invalid event";
       case errc::decimal_syntax: return "not a plain decimal";
       case errc::decimal_sign: return "sign not allowed";
       case errc::decimal_exponent: return "exponent not allowed";
@@ -27,8 +26,6 @@ class Category final : public boost::system::error_category {
       case errc::lock_busy: return "partition held by another holder";
       case errc::store_error: return "store error";
       case errc::stopped: return "pipeline stopped";
-      case errc::processor_error: return "processor error";
-      case errc::retry_budget_exhausted: return "retry budget exhausted";
       case errc::internal: return "internal error";
       case errc::deadlock: return "deadlock detected (transaction rolled back)";
       case errc::serialization_failure: return "serialization failure (transaction rolled back)";

@@ -13,8 +13,10 @@ namespace tradecapture {
 /// Every error the library reports. Grouped by what a caller can do about it (see `classify`).
 enum class errc : int {
   // Never retry: the input itself is wrong.
-  invalid_event = 1,        ///< an event breaks a rule of spec section 1
-  decimal_syntax,           ///< decimal text is not plain notation (digits, optional '.' digits)
+  // Values are stable; 1, 20 and 21 (invalid_event, processor_error, retry_budget_exhausted)
+  // were never produced and are retired: an invalid event or a throwing processor is an outcome
+  // (REJECTED), and a spent retry budget reports the failure that persisted.
+  decimal_syntax = 2,       ///< decimal text is not plain notation (digits, optional '.' digits)
   decimal_sign,             ///< decimal text has a sign
   decimal_exponent,         ///< decimal text has an exponent
   decimal_fraction_digits,  ///< decimal text has more fractional digits than allowed
@@ -35,9 +37,7 @@ enum class errc : int {
   // Terminal.
   store_error,              ///< the store failed in a way a retry will not fix
   stopped,                  ///< the pipeline is stopped or stopping
-  processor_error,          ///< the processor threw
-  retry_budget_exhausted,   ///< a retryable failure persisted past the retry budget
-  internal,                 ///< a broken invariant inside the library
+  internal = 22,            ///< a broken invariant inside the library
   // Added later (numbered after the above); retry the same call after a short backoff.
   deadlock,                 ///< the database chose this transaction as a deadlock victim
   serialization_failure,    ///< the database could not serialize this transaction
@@ -68,12 +68,6 @@ retry_class classify(const boost::system::error_code& ec) noexcept;
 /// The library's result type: a value or a `boost::system::error_code`.
 template <class T>
 using result = boost::outcome_v2::result<T, boost::system::error_code>;
-
-/// A result that carries a human-readable detail with the code (SQLSTATE, server text, ...).
-struct Error {
-  boost::system::error_code code;  ///< what happened, classified
-  std::string detail;              ///< the backend's own message, for logs and reports
-};
 
 }  // namespace tradecapture
 
