@@ -17,6 +17,8 @@
 #include <atomic>
 #endif
 
+#include "support/events.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -155,36 +157,16 @@ void for_each_store(Body&& body) {
 
 // ---- building values --------------------------------------------------------------------------
 
-/// A decimal from text with an optional '-'; fails the test when it does not parse.
-inline Decimal dec(std::string_view text) {
-  const bool negative = !text.empty() && text.front() == '-';
-  auto d = Decimal::parse(negative ? text.substr(1) : text, Decimal::scale);
-  REQUIRE_MESSAGE(d.has_value(), "bad decimal in test: ", std::string(text));
-  if (!negative) return d.value();
-  auto n = Decimal::from_units(-d.value().units());
-  REQUIRE(n.has_value());
-  return n.value();
-}
-
 /// A partition key.
 inline PartitionKey key(std::string account, std::string book = "B", std::string security = "S") {
-  return PartitionKey{std::move(account), std::move(book), std::move(security)};
+  return pk(std::move(account), std::move(book), std::move(security));
 }
 
 /// An event (its partition is set when it is added to an update).
 inline TradeEvent event(std::string trade_id, std::int64_t version, TradeType type,
                         Side side = Side::Buy, std::string_view quantity = "1",
                         std::string_view price = "1") {
-  TradeEvent e;
-  e.trade_id = std::move(trade_id);
-  e.version = version;
-  e.type = type;
-  if (type != TradeType::Cancel) {
-    e.side = side;
-    e.quantity = dec(quantity);
-    e.price = dec(price);
-  }
-  return e;
+  return ev(std::move(trade_id), version, type, PartitionKey{}, side, quantity, price);
 }
 
 /// A NEW event.

@@ -7,6 +7,7 @@
 #include <tradecapture/store_wrapper.hpp>
 
 #include "../src/shard_core.hpp"
+#include "support/events.hpp"
 
 #include <doctest/doctest.h>
 
@@ -21,22 +22,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-Decimal dec(std::string_view s) { return Decimal::parse(s).value(); }
-
-TradeEvent fev(std::string id, std::int64_t version, TradeType type, PartitionKey p,
-               std::string_view qty = "10") {
-  TradeEvent e;
-  e.trade_id = std::move(id);
-  e.version = version;
-  e.type = type;
-  e.partition = std::move(p);
-  if (type != TradeType::Cancel) {
-    e.side = Side::Buy;
-    e.quantity = dec(qty);
-    e.price = dec("2");
-  }
-  return e;
-}
+using tctest::dec;
+using tctest::ev;
 
 const PartitionKey P{"ACC", "BOOK", "SEC"};
 
@@ -65,12 +52,18 @@ class OutageStore final : public TradeStoreWrapper {
   }
 };
 
-PipelineOptions short_budget() {
+/// One shard, retried after 1 ms backing off to at most 5 ms.
+PipelineOptions fast_retries() {
   PipelineOptions o;
   o.threads = 1;
-  o.max_batch_per_partition = 1;  // one event of a partition per batch: a backlog forms
   o.retry.initial_backoff = 1ms;
   o.retry.max_backoff = 5ms;
+  return o;
+}
+
+PipelineOptions short_budget() {
+  PipelineOptions o = fast_retries();
+  o.max_batch_per_partition = 1;  // one event of a partition per batch: a backlog forms
   o.retry.budget = 60ms;
   return o;
 }
@@ -99,13 +92,13 @@ TEST_CASE("faults: a partition never moves past a failure; a re-send gives the s
   auto inner = make_memory_store();
   auto store = std::make_shared<OutageStore>(inner);
   Pipeline pl(store, make_local_lock(), make_position_processor(), short_budget());
-  REQUIRE(pl.submit(fev("T", 1, TradeType::New, P)));  // the trade is live
+  REQUIRE(pl.submit(ev("T", 1, TradeType::New, P)));  // the trade is live
 
   // A backlog of the partition behind an outage longer than the budget. The outage ends while
   // later events are still queued: none of them may be decided after the first failure.
-  std::vector<TradeEvent> evs = {fev("T", 2, TradeType::Cancel, P),
-                                 fev("T", 3, TradeType::Amend, P, "5"),
-                                 fev("U", 1, TradeType::New, P)};
+  std::vector<TradeEvent> evs = {ev("T", 2, TradeType::Cancel, P),
+                                 ev("T", 3, TradeType::Amend, P, Side::Buy, "5"),
+                                 ev("U", 1, TradeType::New, P)};
   store->down = true;
   auto futs = submit_all(pl, evs);
   std::thread heal([&] {
@@ -139,25 +132,23 @@ TEST_CASE("faults: outcomes that write nothing are never decided on a copy anoth
   // Two hosts share the store; each has its own lock (as after a lock server forgot its keys),
   // so both believe they hold the partition.
   auto store = make_memory_store();
-  PipelineOptions o;
-  o.threads = 1;
-  o.retry.initial_backoff = 1ms;
-  o.retry.max_backoff = 5ms;
+  PipelineOptions o = fast_retries();
   Pipeline a(store, make_local_lock(), make_position_processor(), o);
   Pipeline b(store, make_local_lock(), make_position_processor(), o);
-  REQUIRE(a.submit(fev("T1", 1, TradeType::New, P)).value() == Outcome::accepted(1));
+  REQUIRE(a.submit(ev("T1", 1, TradeType::New, P)).value() == Outcome::accepted(1));
   // B claims the partition and accepts a new trade; A's cached copy does not know it.
-  REQUIRE(b.submit(fev("T2", 1, TradeType::New, P)).value() == Outcome::accepted(2));
+  REQUIRE(b.submit(ev("T2", 1, TradeType::New, P)).value() == Outcome::accepted(2));
   // An amend of T2 sent to A: on A's stale copy it would be "unknown trade".
-  auto r = a.submit(fev("T2", 2, TradeType::Amend, P, "7"));
+  auto r = a.submit(ev("T2", 2, TradeType::Amend, P, Side::Buy, "7"));
   REQUIRE(r);
   CHECK(r.value() == Outcome::accepted(3));
   // A STALE decided on a stale copy is refused the same way: B amends T1 to v3 first.
-  REQUIRE(b.submit(fev("T1", 3, TradeType::Amend, P, "4")).value() == Outcome::accepted(4));
-  auto s = a.submit(fev("T1", 2, TradeType::Amend, P, "6"));
+  REQUIRE(b.submit(ev("T1", 3, TradeType::Amend, P, Side::Buy, "4")).value() ==
+          Outcome::accepted(4));
+  auto s = a.submit(ev("T1", 2, TradeType::Amend, P, Side::Buy, "6"));
   REQUIRE(s);
   CHECK(s.value() == Outcome::stale());
-  auto c = a.submit(fev("T1", 4, TradeType::Cancel, P));
+  auto c = a.submit(ev("T1", 4, TradeType::Cancel, P));
   REQUIRE(c);
   CHECK(c.value() == Outcome::accepted(5));
 }
@@ -179,20 +170,17 @@ TEST_CASE("faults: an absent key seen by a decision is re-checked in the commit"
   };
   auto inner = make_memory_store();
   auto store = std::make_shared<RaceStore>(inner);
-  PipelineOptions o;
-  o.threads = 1;
-  o.retry.initial_backoff = 1ms;
-  o.retry.max_backoff = 5ms;
+  PipelineOptions o = fast_retries();
   const PartitionKey Q{"ACC", "BOOK", "OTHER"};
   Pipeline other(inner, make_local_lock(), make_position_processor(), o);
-  REQUIRE(other.submit(fev("K", 1, TradeType::New, Q)).value() == Outcome::accepted(1));
+  REQUIRE(other.submit(ev("K", 1, TradeType::New, Q)).value() == Outcome::accepted(1));
   Pipeline a(store, make_local_lock(), make_position_processor(), o);
   store->after_find = [&] {
-    auto r = other.submit(fev("K", 2, TradeType::Amend, Q, "3"));
+    auto r = other.submit(ev("K", 2, TradeType::Amend, Q, Side::Buy, "3"));
     REQUIRE(r);
     REQUIRE(r.value() == Outcome::accepted(2));
   };
-  auto r = a.submit(fev("K", 2, TradeType::Amend, P, "7"));
+  auto r = a.submit(ev("K", 2, TradeType::Amend, P, Side::Buy, "7"));
   REQUIRE(r);
   CHECK(r.value().kind == OutcomeKind::Rejected);
   CHECK(r.value().reason.rfind("conflict:", 0) == 0);
@@ -205,22 +193,19 @@ TEST_CASE("faults: an event past its deadline is withdrawn, with everything queu
   auto held = lock->try_acquire(std::span<const PartitionKey>(&P, 1));
   REQUIRE(held);
   REQUIRE(held.value()[0]);
-  PipelineOptions o;
-  o.threads = 1;
-  o.retry.initial_backoff = 1ms;
-  o.retry.max_backoff = 5ms;
+  PipelineOptions o = fast_retries();
   Pipeline pl(store, lock, make_position_processor(), o);
   SubmitOptions so;
   so.deadline = Clock::now() + 50ms;
-  auto first = submit_all(pl, {fev("D", 1, TradeType::New, P)}, so);
-  auto behind = submit_all(pl, {fev("E", 1, TradeType::New, P)});  // no deadline of its own
+  auto first = submit_all(pl, {ev("D", 1, TradeType::New, P)}, so);
+  auto behind = submit_all(pl, {ev("E", 1, TradeType::New, P)});  // no deadline of its own
   auto r1 = first[0].get();
   auto r2 = behind[0].get();
   CHECK(r1.ec == errc::deadline_exceeded);
   CHECK(r2.ec == errc::predecessor_failed);
   // The holder lets go: nothing withdrawn is decided later.
   lock->release(std::span<const Grant>(&held.value()[0].value(), 1));
-  auto later = pl.submit(fev("F", 1, TradeType::New, P));
+  auto later = pl.submit(ev("F", 1, TradeType::New, P));
   REQUIRE(later);
   CHECK(later.value() == Outcome::accepted(1));
   pl.drain();
@@ -240,7 +225,7 @@ TEST_CASE("faults: a partition held elsewhere fails within the retry budget, not
   PipelineOptions o = short_budget();
   Pipeline pl(store, lock, make_position_processor(), o);
   const auto start = Clock::now();
-  auto r = pl.submit(fev("B", 1, TradeType::New, P));
+  auto r = pl.submit(ev("B", 1, TradeType::New, P));
   REQUIRE_FALSE(r);
   CHECK(r.error() == errc::lock_busy);
   CHECK(Clock::now() - start < 5s);
@@ -249,15 +234,12 @@ TEST_CASE("faults: a partition held elsewhere fails within the retry budget, not
 TEST_CASE("faults: stop(timeout) withdraws what is not decided and returns") {
   auto inner = make_memory_store();
   auto store = std::make_shared<OutageStore>(inner);
-  PipelineOptions o;
-  o.threads = 1;
-  o.retry.initial_backoff = 1ms;
-  o.retry.max_backoff = 5ms;
+  PipelineOptions o = fast_retries();
   o.retry.budget = std::chrono::hours(1);  // retries would go on for an hour
   o.retry.max_attempts = 1 << 30;
   auto pl = std::make_unique<Pipeline>(store, make_local_lock(), make_position_processor(), o);
   store->down = true;
-  auto futs = submit_all(*pl, {fev("S", 1, TradeType::New, P), fev("S2", 1, TradeType::New, P)});
+  auto futs = submit_all(*pl, {ev("S", 1, TradeType::New, P), ev("S2", 1, TradeType::New, P)});
   const auto start = Clock::now();
   CHECK_FALSE(pl->stop(100ms));
   CHECK(Clock::now() - start < 5s);
@@ -365,7 +347,7 @@ std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops,
 TEST_CASE("faults: the shard core is driven without threads, clocks or servers") {
   using K = detail::Action::Kind;
   SUBCASE("a lost acknowledgement of an all-ACCEPTED batch is verified in the store") {
-    StepOp a(fev("N", 1, TradeType::New, P));
+    StepOp a(ev("N", 1, TradeType::New, P));
     auto seen = lost_ack_batch({&a});
     CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
     REQUIRE(a.done);
@@ -375,7 +357,7 @@ TEST_CASE("faults: the shard core is driven without threads, clocks or servers")
   SUBCASE("a lost acknowledgement of a commit that applied confirms every outcome it validated") {
     // The batch holds a write and a REJECTED (its key checked absent): the events are stored
     // under this claim's fence, so this commit stored them and validated the REJECTED too.
-    StepOp a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
+    StepOp a(ev("N", 1, TradeType::New, P)), b(ev("X", 2, TradeType::Amend, P));
     auto seen = lost_ack_batch({&a, &b});
     CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
     REQUIRE(a.done);
@@ -390,7 +372,7 @@ TEST_CASE("faults: the shard core is driven without threads, clocks or servers")
           "again") {
     // The paused-writer case: our commit's connection died (not applied) while another host
     // claimed the partition and stored the same events. They match ours, but under its fence.
-    StepOp a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
+    StepOp a(ev("N", 1, TradeType::New, P)), b(ev("X", 2, TradeType::Amend, P));
     auto seen = lost_ack_batch({&a, &b}, LostAck::other_writer);
     CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
     CHECK(std::count(seen.begin(), seen.end(), K::claim) == 2);  // decided again on a new claim
@@ -404,7 +386,7 @@ TEST_CASE("faults: the shard core is driven without threads, clocks or servers")
   SUBCASE("outcomes validated only by a commit whose writer cannot be told end without one") {
     // Events stored before the store kept writers' fences: they might be another host's
     // identical decision, so the REJECTED cannot be confirmed.
-    StepOp a(fev("N", 1, TradeType::New, P)), b(fev("X", 2, TradeType::Amend, P));
+    StepOp a(ev("N", 1, TradeType::New, P)), b(ev("X", 2, TradeType::Amend, P));
     auto seen = lost_ack_batch({&a, &b}, LostAck::applied_unknown_fence);
     CHECK(std::count(seen.begin(), seen.end(), K::verify) == 1);
     REQUIRE(a.done);
@@ -421,15 +403,15 @@ TEST_CASE("faults: sticky failures (batch hosts) fail every later event of a fai
   o.sticky_failures = true;
   Pipeline pl(store, make_local_lock(), make_position_processor(), o);
   store->down = true;
-  auto first = pl.submit(fev("Y", 1, TradeType::New, P));
+  auto first = pl.submit(ev("Y", 1, TradeType::New, P));
   REQUIRE_FALSE(first);
   store->down = false;
   // Submitted after the failure: still never decided (a replay read it before it heard).
-  auto later = pl.submit(fev("Z", 1, TradeType::New, P));
+  auto later = pl.submit(ev("Z", 1, TradeType::New, P));
   REQUIRE_FALSE(later);
   CHECK(later.error() == errc::predecessor_failed);
   // Other partitions go on.
-  auto other = pl.submit(fev("Z", 1, TradeType::New, PartitionKey{"ACC", "BOOK", "ELSE"}));
+  auto other = pl.submit(ev("Z", 1, TradeType::New, PartitionKey{"ACC", "BOOK", "ELSE"}));
   REQUIRE(other);
   CHECK(other.value() == Outcome::accepted(1));
 }

@@ -338,6 +338,13 @@ std::vector<std::string> events_of(TradeStore& store) {
   return out;
 }
 
+/// The end offset of every Kafka partition that got messages of the trace.
+std::map<std::int32_t, std::int64_t> end_offsets(const std::vector<Message>& trace) {
+  std::map<std::int32_t, std::int64_t> end;
+  for (const auto& m : trace) end[m.partition] = std::max(end[m.partition], m.offset + 1);
+  return end;
+}
+
 /// The state of `store` equals the reference; its stored offsets are the end offsets.
 void check_store(TradeStore& store, const Reference& ref, const std::vector<Message>& trace,
                  const std::string& group, const std::string& topic) {
@@ -345,8 +352,7 @@ void check_store(TradeStore& store, const Reference& ref, const std::vector<Mess
   const auto events = events_of(store);
   CHECK(events.size() == ref.events.size());
   CHECK(events == ref.events);
-  std::map<std::int32_t, std::int64_t> end;
-  for (const auto& m : trace) end[m.partition] = std::max(end[m.partition], m.offset + 1);
+  const auto end = end_offsets(trace);
   auto offsets = store.source_offsets(group);
   REQUIRE(offsets);
   std::map<std::int32_t, std::int64_t> stored;
@@ -354,6 +360,24 @@ void check_store(TradeStore& store, const Reference& ref, const std::vector<Mess
     if (o.topic == topic) stored[o.partition] = o.next_offset;
   CHECK(stored == end);
 }
+
+/// A mock cluster whose topic "trades" holds a seeded trace (make_trace), and what a sequential
+/// run answers for it.
+struct TracedTopic {
+  MockCluster cluster;
+  const std::string topic = "trades";
+  std::vector<Message> trace;
+  Reference ref;
+  /// `brokers` brokers; `partitions` Kafka partitions of `replication` replicas; `n` messages
+  /// over `keys` trade partitions.
+  TracedTopic(int brokers, int partitions, int replication, unsigned seed, std::size_t n, int keys)
+      : cluster(brokers) {
+    cluster.create_topic(topic, partitions, replication);
+    trace = make_trace(seed, n, keys);
+    produce(cluster.bootstraps(), topic, trace);
+    ref = reference_of(trace);
+  }
+};
 
 /// Records every outcome a source reports.
 struct Reported {
@@ -364,6 +388,24 @@ struct Reported {
     std::lock_guard lk(mu);
     by_offset[{k.partition, k.offset}].push_back(k.outcome);
     count.fetch_add(1);
+  }
+  /// Every message of the trace got exactly one outcome, the sequential one (its kind and seq;
+  /// with `reasons` also its reason, invalid ones by their prefix only).
+  void check(const std::vector<Message>& trace, const Reference& ref, bool reasons) {
+    std::lock_guard lk(mu);
+    for (std::size_t i = 0; i < trace.size(); ++i) {
+      const auto& got = by_offset[{trace[i].partition, trace[i].offset}];
+      REQUIRE(got.size() == 1);
+      INFO("message " << i << ": " << trace[i].value);
+      CHECK(got[0].kind == ref.outcomes[i].kind);
+      CHECK(got[0].seq == ref.outcomes[i].seq);
+      if (!reasons) continue;
+      if (ref.outcomes[i].reason.rfind("invalid:", 0) == 0) {
+        CHECK(got[0].reason.rfind("invalid:", 0) == 0);
+      } else {
+        CHECK(got[0].reason == ref.outcomes[i].reason);
+      }
+    }
   }
 };
 
@@ -521,6 +563,21 @@ class ControlledStore final : public TradeStoreWrapper {
   std::mutex mu_;
   std::condition_variable cv_;
 };
+
+/// A ControlledStore over `inner` whose every commit takes `delay_ms` longer.
+std::shared_ptr<ControlledStore> slowed(std::shared_ptr<TradeStore> inner, int delay_ms) {
+  auto s = std::make_shared<ControlledStore>(std::move(inner));
+  s->delay_ms = delay_ms;
+  return s;
+}
+
+/// `o` with small batches and a small in-flight window, so that there is work left when members
+/// come, go or fail.
+KafkaSourceOptions small_windows(KafkaSourceOptions o) {
+  o.pipeline.max_batch = 4;
+  o.max_in_flight = 32;
+  return o;
+}
 
 /// Every store backend of this build (memory, SQLite, PostgreSQL): name and a factory of a
 /// fresh store (with whatever keeps its storage alive).
@@ -724,18 +781,34 @@ Reference topics_reference(const std::vector<TopicMessage>& all) {
   return ref;
 }
 
+/// A mock cluster of 3 brokers whose topics t1 and t2 hold two_topics_trace(seed), with the
+/// sequential reference and the end offsets.
+struct TwoTopics {
+  struct Layout {
+    int partitions, replication;
+  };
+  MockCluster cluster{3};
+  std::vector<TopicMessage> all;
+  Reference ref;
+  std::map<std::pair<std::string, std::int32_t>, std::int64_t> end;
+  TwoTopics(Layout t1, Layout t2, unsigned seed) {
+    cluster.create_topic("t1", t1.partitions, t1.replication);
+    cluster.create_topic("t2", t2.partitions, t2.replication);
+    all = two_topics_trace(seed);
+    produce_topics(cluster.bootstraps(), all);
+    ref = topics_reference(all);
+    end = end_offsets(all);
+  }
+};
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------
 
 TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequential run") {
-  MockCluster cluster(3);
-  const std::string topic = "trades";
-  cluster.create_topic(topic, 6, 2);
+  TracedTopic t(3, 6, 2, 11, 2500, 24);
+  auto& [cluster, topic, trace, ref] = t;
   cluster.create_topic("outcomes", 3, 1);
-  auto trace = make_trace(11, 2500, 24);
-  produce(cluster.bootstraps(), topic, trace);
-  const Reference ref = reference_of(trace);
 
   const auto stores = all_stores();
   for (auto& [name, make] : stores) {
@@ -755,19 +828,7 @@ TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequen
       CHECK(m.failed == 0);
       CHECK(m.messages == trace.size());
       CHECK(reported.count.load() == trace.size());
-      // One outcome per message, the sequential one (invalid reasons by prefix only).
-      for (std::size_t i = 0; i < trace.size(); ++i) {
-        const auto& got = reported.by_offset[{trace[i].partition, trace[i].offset}];
-        REQUIRE(got.size() == 1);
-        INFO("message " << i << ": " << trace[i].value);
-        CHECK(got[0].kind == ref.outcomes[i].kind);
-        CHECK(got[0].seq == ref.outcomes[i].seq);
-        if (ref.outcomes[i].reason.rfind("invalid:", 0) == 0) {
-          CHECK(got[0].reason.rfind("invalid:", 0) == 0);
-        } else {
-          CHECK(got[0].reason == ref.outcomes[i].reason);
-        }
-      }
+      reported.check(trace, ref, true);
       check_store(*store, ref, trace, group, topic);
       if (!o.results_topic.empty()) {
         // The results topic: one JSON outcome per message, keyed like it.
@@ -798,19 +859,12 @@ TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequen
 }
 
 TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided twice") {
-  MockCluster cluster(3);
-  const std::string topic = "trades";
-  cluster.create_topic(topic, 6, 1);
-  auto trace = make_trace(23, 3000, 30);
-  produce(cluster.bootstraps(), topic, trace);
-  const Reference ref = reference_of(trace);
+  TracedTopic t(3, 6, 1, 23, 3000, 30);
+  auto& [cluster, topic, trace, ref] = t;
   auto memory = make_memory_store();
-  auto store = std::make_shared<ControlledStore>(memory);
-  store->delay_ms = 15;  // slow enough that the handovers happen mid-run
+  auto store = slowed(memory, 15);  // slow enough that the handovers happen mid-run
   Reported reported;
-  auto o = source_options(cluster.bootstraps(), topic, "g2");
-  o.pipeline.max_batch = 4;
-  o.max_in_flight = 32;
+  auto o = small_windows(source_options(cluster.bootstraps(), topic, "g2"));
   o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
   auto a = std::make_unique<Running>(store, o);
   wait_for([&] { return reported.count.load() >= trace.size() / 5; }, 30s, "member A to start");
@@ -832,25 +886,15 @@ TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided t
   // Clean handovers store the final offsets first: no message is read twice.
   CHECK(ma.replayed + mb.replayed == 0);
   CHECK(reported.count.load() == trace.size());
-  for (std::size_t i = 0; i < trace.size(); ++i) {
-    const auto& got = reported.by_offset[{trace[i].partition, trace[i].offset}];
-    REQUIRE(got.size() == 1);
-    CHECK(got[0].kind == ref.outcomes[i].kind);
-    CHECK(got[0].seq == ref.outcomes[i].seq);
-  }
+  reported.check(trace, ref, false);
   check_store(*memory, ref, trace, "g2", topic);
 }
 
 TEST_CASE("kafka: a member that dies mid-run is replaced; the re-read tail changes nothing") {
-  MockCluster cluster(3);
-  const std::string topic = "trades";
-  cluster.create_topic(topic, 4, 1);
-  auto trace = make_trace(37, 3000, 20);
-  produce(cluster.bootstraps(), topic, trace);
-  const Reference ref = reference_of(trace);
+  TracedTopic t(3, 4, 1, 37, 3000, 20);
+  auto& [cluster, topic, trace, ref] = t;
   auto memory = make_memory_store();
-  auto dying = std::make_shared<ControlledStore>(memory);
-  dying->delay_ms = 1;
+  auto dying = slowed(memory, 1);
   dying->crash_after_commits = 40;
   auto o = source_options(cluster.bootstraps(), topic, "g3");
   o.pipeline.retry.budget = 300ms;  // the dead member gives up sooner
@@ -868,15 +912,16 @@ TEST_CASE("kafka: a member that dies mid-run is replaced; the re-read tail chang
   REQUIRE(dying->commits.load() >= 40);
   // A new member resumes at the stored offsets and re-reads what the dead one had decided.
   Running b(memory, o);
-  wait_for([&] {
-    auto stored = memory->source_offsets("g3").value();
-    std::map<std::int32_t, std::int64_t> end;
-    for (const auto& m : trace) end[m.partition] = std::max(end[m.partition], m.offset + 1);
-    std::size_t done = 0;
-    for (const auto& s : stored)
-      if (s.next_offset == end[s.partition]) ++done;
-    return done == end.size() && b.source().metrics().in_flight == 0;
-  }, 60s, "the end offsets to be stored");
+  auto end = end_offsets(trace);  // operator[]: 0 for a partition without messages
+  wait_for(
+      [&] {
+        auto stored = memory->source_offsets("g3").value();
+        std::size_t done = 0;
+        for (const auto& s : stored)
+          if (s.next_offset == end[s.partition]) ++done;
+        return done == end.size() && b.source().metrics().in_flight == 0;
+      },
+      60s, "the end offsets to be stored");
   REQUIRE(b.stop());
   const auto mb = b.source().metrics();
   MESSAGE("re-read after the crash: replayed " << mb.replayed << ", duplicate " << mb.duplicate);
@@ -937,17 +982,12 @@ TEST_CASE("kafka: a rejection decided before a crash is not decided again on the
 }
 
 TEST_CASE("kafka: a member whose partition is claimed by another cannot commit it any more") {
-  MockCluster cluster(1);
-  const std::string topic = "trades";
-  cluster.create_topic(topic, 2, 1);
-  auto first = make_trace(41, 600, 8);
-  produce(cluster.bootstraps(), topic, first);
+  TracedTopic t(1, 2, 1, 41, 600, 8);
+  auto& [cluster, topic, first, ref] = t;
   auto memory = make_memory_store();
-  auto store = std::make_shared<ControlledStore>(memory);
-  store->delay_ms = 3;
-  auto o = source_options(cluster.bootstraps(), topic, "g5");
+  auto store = slowed(memory, 3);
+  auto o = small_windows(source_options(cluster.bootstraps(), topic, "g5"));
   o.pipeline.max_batch = 8;
-  o.max_in_flight = 32;
   o.pipeline.retry.budget = 500ms;
   Running a(store, o);
   wait_for([&] { return outcomes_of(a.source().metrics()) > 50; }, 30s, "member A to start");
@@ -978,20 +1018,13 @@ TEST_CASE("kafka: a member whose partition is claimed by another cannot commit i
 }
 
 TEST_CASE("kafka: broker failures and leader moves are survived") {
-  MockCluster cluster(3);
-  const std::string topic = "trades";
-  cluster.create_topic(topic, 6, 3);
-  auto trace = make_trace(59, 3000, 24);
-  produce(cluster.bootstraps(), topic, trace);
-  const Reference ref = reference_of(trace);
+  TracedTopic t(3, 6, 3, 59, 3000, 24);
+  auto& [cluster, topic, trace, ref] = t;
   auto memory = make_memory_store();
-  auto store = std::make_shared<ControlledStore>(memory);
-  store->delay_ms = 15;  // slow enough that the failures happen mid-run
+  auto store = slowed(memory, 15);  // slow enough that the failures happen mid-run
   Reported reported;
-  auto o = source_options(cluster.bootstraps(), topic, "g6");
+  auto o = small_windows(source_options(cluster.bootstraps(), topic, "g6"));
   o.consumer_config.emplace_back("session.timeout.ms", "6000");
-  o.pipeline.max_batch = 4;
-  o.max_in_flight = 32;
   o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
   Running a(store, o);
   wait_for([&] { return reported.count.load() > 200; }, 30s, "consumption to start");
@@ -1035,13 +1068,8 @@ TEST_CASE("kafka: broker failures and leader moves are survived") {
 TEST_CASE("kafka: two topics feed the same trade partitions; every event is applied once") {
   // The order between two Kafka partitions is not defined, so any interleaving is valid: no
   // valid event may be refused because its trade partition is in flight from the other topic.
-  MockCluster cluster(3);
-  cluster.create_topic("t1", 4, 2);
-  cluster.create_topic("t2", 3, 1);
-  auto all = two_topics_trace(71);
-  produce_topics(cluster.bootstraps(), all);
-  const Reference ref = topics_reference(all);
-  const auto end = end_offsets(all);
+  TwoTopics t({4, 2}, {3, 1}, 71);
+  auto& [cluster, all, ref, end] = t;
 
   const auto stores = all_stores();
   for (auto& [name, make] : stores) {
@@ -1085,29 +1113,18 @@ TEST_CASE("kafka: two topics feed the same trade partitions; every event is appl
 }
 
 TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied exactly once") {
-  MockCluster cluster(3);
-  cluster.create_topic("t1", 4, 1);
-  cluster.create_topic("t2", 4, 1);
-  auto all = two_topics_trace(83);
-  produce_topics(cluster.bootstraps(), all);
-  const Reference ref = topics_reference(all);
-  const auto end = end_offsets(all);
+  TwoTopics t({4, 1}, {4, 1}, 83);
+  auto& [cluster, all, ref, end] = t;
   auto memory = make_memory_store();
   TopicReported reported;
-  auto o = source_options(cluster.bootstraps(), "t1", "gm");
+  auto o = small_windows(source_options(cluster.bootstraps(), "t1", "gm"));
   o.topics = {"t1", "t2"};
-  o.pipeline.max_batch = 4;
-  o.max_in_flight = 32;
   o.pipeline.retry.budget = 1000ms;
   o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
   // Each member has its own view of the one store: A's can crash (A dies: from then on nothing
   // of it lands, not even its offsets; its events end without an outcome).
-  auto store_of = [&](int delay_ms) {
-    auto s = std::make_shared<ControlledStore>(memory);
-    s->delay_ms = delay_ms;  // slow enough that the rebalances happen mid-run
-    return s;
-  };
-  auto sa = store_of(10), sb = store_of(10), sc = store_of(10);
+  // Slow enough that the rebalances happen mid-run.
+  auto sa = slowed(memory, 10), sb = slowed(memory, 10), sc = slowed(memory, 10);
   auto a = std::make_unique<Running>(sa, o);
   auto b = std::make_unique<Running>(sb, o);
   wait_for([&] { return reported.count.load() >= all.size() / 8; }, 60s, "A and B to start");

@@ -10,6 +10,7 @@
 #ifdef TRADECAPTURE_HAVE_POSTGRES_TESTS
 #include "store_conformance.hpp"  // make_postgres_store: a fresh database on the shared server
 #endif
+#include "support/events.hpp"
 
 #include <utility>
 
@@ -34,26 +35,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Decimal dec(std::string_view s) { return Decimal::parse(s).value(); }
-
-TradeEvent ev(std::string id, std::int64_t version, TradeType type, PartitionKey p,
-              Side side = Side::Buy, std::string_view qty = "10", std::string_view px = "2.5") {
-  TradeEvent e;
-  e.trade_id = std::move(id);
-  e.version = version;
-  e.type = type;
-  e.partition = std::move(p);
-  if (type != TradeType::Cancel) {
-    e.side = side;
-    e.quantity = dec(qty);
-    e.price = dec(px);
-  }
-  return e;
-}
-
-PartitionKey pk(std::string a, std::string b = "B", std::string s = "S") {
-  return {std::move(a), std::move(b), std::move(s)};
-}
+using tctest::dec;
+using tctest::ev;
+using tctest::pk;
 
 PipelineOptions quiet_options(std::size_t threads = 2) {
   PipelineOptions o;
@@ -289,6 +273,13 @@ void check_against_model(TradeStore& store, const std::vector<TradeEvent>& event
     CHECK(stored[i].event.version == expected[i].event.version);
     CHECK(stored[i].event.same_content(expected[i].event));
   }
+}
+
+/// Submits `e`, which must be ACCEPTED with sequence number `seq`.
+void require_accepted(Pipeline& pl, TradeEvent e, std::uint64_t seq) {
+  auto r = pl.submit(std::move(e));
+  REQUIRE(r);
+  CHECK(r.value() == Outcome::accepted(seq));
 }
 
 /// A store whose commits can be held, failed or counted (fault injection).
@@ -535,9 +526,7 @@ TEST_CASE("invalid events are rejected at once with a reason and never block the
   REQUIRE(r);
   CHECK(r.value().kind == OutcomeKind::Rejected);
   CHECK(r.value().reason.rfind("invalid:", 0) == 0);
-  auto good = pl.submit(ev("X", 1, TradeType::New, pk("inv")));
-  REQUIRE(good);
-  CHECK(good.value() == Outcome::accepted(1));
+  require_accepted(pl, ev("X", 1, TradeType::New, pk("inv")), 1);
 }
 
 TEST_CASE("transient commit failures are retried, then succeed; persistent ones are reported") {
@@ -547,9 +536,7 @@ TEST_CASE("transient commit failures are retried, then succeed; persistent ones 
   o.retry.max_attempts = 5;
   Pipeline pl(store, make_local_lock(), make_position_processor(), o);
   store->fail_next = 3;
-  auto r = pl.submit(ev("R1", 1, TradeType::New, pk("retry")));
-  REQUIRE(r);
-  CHECK(r.value() == Outcome::accepted(1));
+  require_accepted(pl, ev("R1", 1, TradeType::New, pk("retry")), 1);
   CHECK(pl.metrics().retries >= 3);
 
   store->fail_next = 100;
@@ -562,9 +549,7 @@ TEST_CASE("transient commit failures are retried, then succeed; persistent ones 
   // The store recovers: the failed event is not lost state-wise, a resend is accepted with the
   // next sequence number and nothing was half-written.
   store->fail_next = 0;
-  auto again = pl.submit(ev("R2", 1, TradeType::New, pk("retry")));
-  REQUIRE(again);
-  CHECK(again.value() == Outcome::accepted(2));
+  require_accepted(pl, ev("R2", 1, TradeType::New, pk("retry")), 2);
 }
 
 TEST_CASE("a fenced-off or conflicting commit is decided again on fresh state") {

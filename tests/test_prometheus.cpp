@@ -10,6 +10,9 @@
 #include <tradecapture/prometheus_metrics.hpp>
 #include <tradecapture/version.hpp>
 
+#include "support/events.hpp"
+#include "support/log_capture.hpp"
+
 #include <utility>  // must precede asio with Boost 1.74 and C++20
 
 #include <doctest/doctest.h>
@@ -30,12 +33,9 @@ using namespace tradecapture;
 
 namespace {
 
-std::vector<std::string> text_lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
+using tctest::ev;
+using tctest::pk;
+using tctest::text_lines;
 
 /// The value of the sample line that starts with `series` + ' ', or "" when absent.
 std::string sample(const std::string& text, const std::string& series) {
@@ -90,22 +90,6 @@ std::map<std::string, std::string> check_exposition(const std::string& t) {
   return type_of;
 }
 
-PartitionKey partition(std::string account) { return {std::move(account), "B", "S"}; }
-
-TradeEvent trade(std::string id, std::int64_t version, TradeType type, PartitionKey p) {
-  TradeEvent e;
-  e.trade_id = std::move(id);
-  e.version = version;
-  e.type = type;
-  e.partition = std::move(p);
-  if (type != TradeType::Cancel) {
-    e.side = Side::Buy;
-    e.quantity = Decimal::parse("10").value();
-    e.price = Decimal::parse("2.5").value();
-  }
-  return e;
-}
-
 Histogram::Snapshot snapshot_of(std::initializer_list<std::uint64_t> values) {
   Histogram h;
   for (auto v : values) h.record(v);
@@ -132,17 +116,16 @@ TEST_CASE("metrics: a pipeline registered next to a host's registry, serialised 
 
   // 3 accepted, 2 duplicates (the same NEW again, the same AMEND again).
   std::vector<TradeEvent> events = {
-      trade("T1", 1, TradeType::New, partition("A1")),
-      trade("T2", 1, TradeType::New, partition("A2")),
-      trade("T1", 1, TradeType::New, partition("A1")),
-      trade("T1", 2, TradeType::Amend, partition("A1")),
+      ev("T1", 1, TradeType::New, pk("A1")),
+      ev("T2", 1, TradeType::New, pk("A2")),
+      ev("T1", 1, TradeType::New, pk("A1")),
+      ev("T1", 2, TradeType::Amend, pk("A1")),
   };
   for (auto& e : events) {
     auto fut = pl.async_submit(std::move(e), boost::asio::use_future);
     CHECK(fut.get().kind != OutcomeKind::Rejected);
   }
-  auto last =
-      pl.async_submit(trade("T1", 2, TradeType::Amend, partition("A1")), boost::asio::use_future);
+  auto last = pl.async_submit(ev("T1", 2, TradeType::Amend, pk("A1")), boost::asio::use_future);
   (void)last.get();
   // A completion may run before its latency is recorded: stop, so that every count is final.
   CHECK(pl.stop(std::chrono::seconds(10)));

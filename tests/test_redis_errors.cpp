@@ -4,15 +4,13 @@
 
 #include <tradecapture/detail/log_limiter.hpp>
 
+#include "support/log_capture.hpp"
 #include "support/servers.hpp"
 
 #include <doctest/doctest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #ifdef TRADECAPTURE_HAVE_REDIS
@@ -27,28 +25,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A logger that writes into a string, every level.
-struct CapturedLog {
-  std::ostringstream out;
-  std::shared_ptr<spdlog::logger> logger;
-  CapturedLog() {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
-    sink->set_pattern("%l %v");
-    logger = std::make_shared<spdlog::logger>("captured", sink);
-    logger->set_level(spdlog::level::trace);
-  }
-  std::vector<std::string> lines() {
-    logger->flush();
-    std::vector<std::string> v;
-    std::istringstream in(out.str());
-    for (std::string l; std::getline(in, l);) v.push_back(l);
-    return v;
-  }
-  std::string text() {
-    logger->flush();
-    return out.str();
-  }
-};
+using tctest::CapturedLog;
 
 template <class R>
 bool error_of_bad(const R& r) {

@@ -94,6 +94,16 @@ void require_untouched(StoreUnderTest& s, const PartitionKey& k) {
   CHECK(st.position == Position{});
 }
 
+/// Commits `b`, which must be refused with `want` and write nothing: the partitions `untouched`
+/// stay unstored, and so does version 1 of the trades `absent`.
+void require_refused(StoreUnderTest& s, const CommitBatch& b, errc want,
+                     std::initializer_list<PartitionKey> untouched = {},
+                     std::initializer_list<const char*> absent = {}) {
+  CHECK(error_of(s->commit(b)) == want);
+  for (const auto& k : untouched) require_untouched(s, k);
+  for (const char* id : absent) CHECK_FALSE(find(s, id, 1).has_value());
+}
+
 }  // namespace
 
 TEST_CASE("store: a never-written partition loads as an empty state") {
@@ -210,12 +220,10 @@ TEST_CASE("store: a sequence conflict writes nothing of the batch") {
     require_commit(s, batch({UpdateBuilder(b, 1, 0).add(new_trade("T1"))}));
 
     // A (new, valid) comes first and is written before B's stale expected_seq is found.
-    auto r = s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
-                              UpdateBuilder(b, 1, 0).add(new_trade("TB"))}));
-    CHECK(error_of(r) == errc::sequence_conflict);
-    require_untouched(s, a);
-    CHECK_FALSE(find(s, "TA", 1).has_value());
-    CHECK_FALSE(find(s, "TB", 1).has_value());
+    require_refused(s,
+                    batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                           UpdateBuilder(b, 1, 0).add(new_trade("TB"))}),
+                    errc::sequence_conflict, {a}, {"TA", "TB"});
     CHECK(load(s, b).seq == 1);
 
     // expected_seq ahead of the stored one, and a never-written partition expected at seq 3.
@@ -239,12 +247,10 @@ TEST_CASE("store: a stale fencing token is fenced off and writes nothing") {
     const PartitionKey a = key("A"), p = key("P");
     require_commit(s, batch({UpdateBuilder(p, 5, 0).add(new_trade("T1"))}));
 
-    auto r = s->commit(batch({UpdateBuilder(a, 3, 0).add(new_trade("TA")),
-                              UpdateBuilder(p, 3, 1).add(new_trade("T2"))}));
-    CHECK(error_of(r) == errc::fenced_off);
-    require_untouched(s, a);
-    CHECK_FALSE(find(s, "TA", 1).has_value());
-    CHECK_FALSE(find(s, "T2", 1).has_value());
+    require_refused(s,
+                    batch({UpdateBuilder(a, 3, 0).add(new_trade("TA")),
+                           UpdateBuilder(p, 3, 1).add(new_trade("T2"))}),
+                    errc::fenced_off, {a}, {"TA", "T2"});
     const PartitionState st = load(s, p);
     CHECK(st.seq == 1);
     CHECK(st.fence == 5);
@@ -276,21 +282,18 @@ TEST_CASE("store: an idempotency key taken in another partition is a key conflic
     const PartitionKey a = key("A"), x = key("X"), y = key("Y");
     require_commit(s, batch({UpdateBuilder(x, 1, 0).add(new_trade("T1"))}));
 
-    auto r = s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("T2")),
-                              UpdateBuilder(y, 1, 0).add(new_trade("T1"))}));
-    CHECK(error_of(r) == errc::key_conflict);
-    require_untouched(s, a);
-    require_untouched(s, y);
-    CHECK_FALSE(find(s, "T2", 1).has_value());
+    require_refused(s,
+                    batch({UpdateBuilder(a, 1, 0).add(new_trade("T2")),
+                           UpdateBuilder(y, 1, 0).add(new_trade("T1"))}),
+                    errc::key_conflict, {a, y}, {"T2"});
     REQUIRE(find(s, "T1", 1).has_value());
     CHECK(find(s, "T1", 1)->event.partition == x);
 
     // The same key twice within one batch.
-    auto twice = s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("T5")),
-                                  UpdateBuilder(y, 1, 0).add(new_trade("T5"))}));
-    CHECK(error_of(twice) == errc::key_conflict);
-    require_untouched(s, a);
-    require_untouched(s, y);
+    require_refused(s,
+                    batch({UpdateBuilder(a, 1, 0).add(new_trade("T5")),
+                           UpdateBuilder(y, 1, 0).add(new_trade("T5"))}),
+                    errc::key_conflict, {a, y});
 
     // Another version of the same trade id is another key.
     require_commit(s, batch({UpdateBuilder(y, 1, 0).add(event("T1", 2, TradeType::Cancel))}));
@@ -660,14 +663,13 @@ TEST_CASE("store: source offsets commit with the events, atomically") {
 
     // Refused for a stale source epoch: no event, partition or trade is written.
     CHECK(claim(s, "g", "t", 0).epoch == 2);
-    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 1).add(new_trade("T2")),
-                                    UpdateBuilder(b, 1, 0).add(new_trade("T3"))},
-                                   {source("g", "t", 0, 3, 1)}))) == errc::fenced_off);
+    require_refused(s,
+                    batch({UpdateBuilder(a, 1, 1).add(new_trade("T2")),
+                           UpdateBuilder(b, 1, 0).add(new_trade("T3"))},
+                          {source("g", "t", 0, 3, 1)}),
+                    errc::fenced_off, {b}, {"T2", "T3"});
     CHECK(load(s, a).seq == 1);
     CHECK(load(s, a).trades.size() == 1);
-    require_untouched(s, b);
-    CHECK_FALSE(find(s, "T2", 1).has_value());
-    CHECK_FALSE(find(s, "T3", 1).has_value());
     CHECK(offsets(s, "g") == std::vector<SourceOffset>{source("g", "t", 0, 1, 2)});
     // The stale source last in the batch: the fresh ones before it are not written either.
     CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 1).add(new_trade("T2"))},
@@ -854,20 +856,18 @@ TEST_CASE("store: a later claim fences off the earlier claimant's writes and che
     CHECK(new_token > old_token);
 
     // The earlier claimant writes: fenced off, nothing of its batch written.
-    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
-                                    UpdateBuilder(p, old_token, 0).add(new_trade("T1"))}))) ==
-          errc::fenced_off);
-    require_untouched(s, a);
-    CHECK_FALSE(find(s, "TA", 1).has_value());
-    CHECK_FALSE(find(s, "T1", 1).has_value());
+    require_refused(s,
+                    batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
+                           UpdateBuilder(p, old_token, 0).add(new_trade("T1"))}),
+                    errc::fenced_off, {a}, {"TA", "T1"});
     CHECK(load(s, p).seq == 0);
     CHECK(load(s, p).fence == new_token);
 
     // Its check-only update is fenced off as well, alone or with a valid write.
     CHECK(error_of(s->commit(batch({check_update(p, old_token, 0)}))) == errc::fenced_off);
-    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
-                                    check_update(p, old_token, 0)}))) == errc::fenced_off);
-    require_untouched(s, a);
+    require_refused(
+        s, batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")), check_update(p, old_token, 0)}),
+        errc::fenced_off, {a});
 
     // The new claimant writes.
     require_commit(s, batch({UpdateBuilder(p, new_token, 0).add(new_trade("T1"))}));
@@ -893,19 +893,16 @@ TEST_CASE("store: a check-only update whose partition moved is a sequence confli
     require_commit(s, batch({UpdateBuilder(p, 1, 0).add(new_trade("T1"))}));
 
     // P moved to seq 1 since the batch read it at 0: the whole batch is refused.
-    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
-                                    check_update(p, 1, 0)}))) == errc::sequence_conflict);
-    require_untouched(s, a);
-    CHECK_FALSE(find(s, "TA", 1).has_value());
+    require_refused(s, batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")), check_update(p, 1, 0)}),
+                    errc::sequence_conflict, {a}, {"TA"});
     // Ahead of the stored seq, and a never-written partition expected at seq 2.
     CHECK(error_of(s->commit(batch({check_update(p, 1, 2)}))) == errc::sequence_conflict);
     CHECK(error_of(s->commit(batch({check_update(z, 1, 2)}))) == errc::sequence_conflict);
     // The check comes after the write in batch order: still refused, nothing written.
-    CHECK(error_of(s->commit(batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")),
-                                    check_update(p, 1, 0), check_update(z, 1, 0)}))) ==
-          errc::sequence_conflict);
-    require_untouched(s, a);
-    require_untouched(s, z);
+    require_refused(s,
+                    batch({UpdateBuilder(a, 1, 0).add(new_trade("TA")), check_update(p, 1, 0),
+                           check_update(z, 1, 0)}),
+                    errc::sequence_conflict, {a, z});
     CHECK(load(s, p).seq == 1);
     CHECK(load(s, p).fence == 1);
     CHECK(positions(s).size() == 1);
@@ -953,11 +950,11 @@ TEST_CASE(
     require_commit(s, batch({UpdateBuilder(x, 1, 0).add(new_trade("T1"))}));
 
     // T1 v1 is stored: refused with the write of A and the source offset.
-    CHECK(error_of(s->commit(batch_absent({UpdateBuilder(a, 1, 0).add(new_trade("T2"))},
-                                          {IdempotencyKey{"T0", 1}, IdempotencyKey{"T1", 1}},
-                                          {source("g", "t", 0, 5, 1)}))) == errc::key_conflict);
-    require_untouched(s, a);
-    CHECK_FALSE(find(s, "T2", 1).has_value());
+    require_refused(s,
+                    batch_absent({UpdateBuilder(a, 1, 0).add(new_trade("T2"))},
+                                 {IdempotencyKey{"T0", 1}, IdempotencyKey{"T1", 1}},
+                                 {source("g", "t", 0, 5, 1)}),
+                    errc::key_conflict, {a}, {"T2"});
     CHECK(offsets(s, "g").empty());
     // Alone, and with check-only updates.
     CHECK(error_of(s->commit(batch_absent({}, {IdempotencyKey{"T1", 1}}))) == errc::key_conflict);
@@ -1031,6 +1028,34 @@ namespace {
 
 std::string sqlite_path(const StoreUnderTest& s) { return s.uri.substr(7); }
 
+/// Another store opened on the database of `s` (another host's, or `s` reopened).
+StoreUnderTest open_again(const StoreUnderTest& s) {
+  auto opened = open_soci_store(s.uri);
+  REQUIRE(opened.has_value());
+  return StoreUnderTest{opened.value(), s.uri, s.storage};
+}
+
+/// s1 and s2 share a database: s2 sees what s1 wrote and takes partition K over with a higher
+/// token; then s1's writes are refused (fenced off; a stale sequence number; an idempotency key s2
+/// took, in another partition L, which the refused batch does not leave behind).
+void check_other_writer_detected(StoreUnderTest& s1, StoreUnderTest& s2) {
+  const PartitionKey k = key("K"), l = key("L");
+  require_commit(s1, batch({UpdateBuilder(k, 1, 0).add(new_trade("T1"))}));
+  CHECK(load(s2, k).seq == 1);
+  REQUIRE(find(s2, "T1", 1).has_value());
+  // s2 takes the partition over with a higher token; s1 (paused past its lease) is fenced off.
+  require_commit(s2, batch({UpdateBuilder(k, 2, 1).add(new_trade("T2"))}));
+  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 1, 1).add(new_trade("T3"))}))) ==
+        errc::fenced_off);
+  // Same token, stale sequence number: another writer moved it.
+  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 2, 1).add(new_trade("T3"))}))) ==
+        errc::sequence_conflict);
+  require_refused(s1, batch({UpdateBuilder(l, 2, 0).add(new_trade("T2"))}), errc::key_conflict,
+                  {l});
+  CHECK(load(s1, k).seq == 2);
+  CHECK(positions(s1).size() == 1);
+}
+
 }  // namespace
 
 TEST_CASE("sqlite: a reopened store sees the data") {
@@ -1042,9 +1067,7 @@ TEST_CASE("sqlite: a reopened store sees the data") {
                                .position(sample_position())}));
   s.store.reset();
 
-  auto reopened = open_soci_store(s.uri);
-  REQUIRE(reopened.has_value());
-  StoreUnderTest again{reopened.value(), s.uri, s.storage};
+  StoreUnderTest again = open_again(s);
   const PartitionState st = load(again, k);
   CHECK(st.seq == 2);
   CHECK(st.fence == 4);
@@ -1113,24 +1136,8 @@ TEST_CASE("sqlite: the schema is versioned and its columns are plain SQL") {
 
 TEST_CASE("sqlite: two stores on one file see each other and detect the other writer") {
   StoreUnderTest s1 = make_sqlite_store();
-  auto opened = open_soci_store(s1.uri);
-  REQUIRE(opened.has_value());
-  StoreUnderTest s2{opened.value(), s1.uri, s1.storage};
-  const PartitionKey k = key("K");
-
-  require_commit(s1, batch({UpdateBuilder(k, 1, 0).add(new_trade("T1"))}));
-  CHECK(load(s2, k).seq == 1);
-  // s2 takes the partition over with a higher token; s1's next write is fenced off.
-  require_commit(s2, batch({UpdateBuilder(k, 2, 1).add(new_trade("T2"))}));
-  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 1, 1).add(new_trade("T3"))}))) ==
-        errc::fenced_off);
-  // Same token, stale sequence number: another writer moved it.
-  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 2, 1).add(new_trade("T3"))}))) ==
-        errc::sequence_conflict);
-  CHECK(error_of(s1->commit(batch({UpdateBuilder(key("L"), 2, 0).add(new_trade("T2"))}))) ==
-        errc::key_conflict);
-  CHECK(load(s1, k).seq == 2);
-  CHECK(positions(s1).size() == 1);
+  StoreUnderTest s2 = open_again(s1);
+  check_other_writer_detected(s1, s2);
 }
 
 TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains their table") {
@@ -1150,9 +1157,7 @@ TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains t
     CHECK(next_offset == 77);
     CHECK(epoch == 1);
   }
-  auto reopened = open_soci_store(s.uri);
-  REQUIRE(reopened.has_value());
-  StoreUnderTest again{reopened.value(), s.uri, s.storage};
+  StoreUnderTest again = open_again(s);
   CHECK(offsets(again, "g") == std::vector<SourceOffset>{source("g", "t", 0, 77, 1)});
   CHECK(claim(again, "g", "t", 0) == source("g", "t", 0, 77, 2));
   again.store.reset();
@@ -1366,9 +1371,7 @@ TEST_CASE("postgresql: every SQLSTATE class has a deliberate classification") {
 
 TEST_CASE("postgresql: a claim by another host fences this host's writes and checks") {
   StoreUnderTest s1 = make_postgres_store();
-  auto opened = open_soci_store(s1.uri);
-  REQUIRE(opened.has_value());
-  StoreUnderTest s2{opened.value(), s1.uri, s1.storage};  // another host's store
+  StoreUnderTest s2 = open_again(s1);  // another host's store
   const PartitionKey k = key("K"), l = key("L");
 
   const auto mine = claim_all(s1, {k, l});
@@ -1441,28 +1444,9 @@ TEST_CASE("postgresql: concurrent claims and commits of shared partitions never 
 
 TEST_CASE("postgresql: two stores on one database see each other and detect the other writer") {
   StoreUnderTest s1 = make_postgres_store();
-  auto opened = open_soci_store(s1.uri);
-  REQUIRE(opened.has_value());
-  StoreUnderTest s2{opened.value(), s1.uri, s1.storage};  // another host's store
+  StoreUnderTest s2 = open_again(s1);  // another host's store
   const PartitionKey k = key("K"), l = key("L");
-
-  require_commit(s1, batch({UpdateBuilder(k, 1, 0).add(new_trade("T1"))}));
-  CHECK(load(s2, k).seq == 1);
-  REQUIRE(find(s2, "T1", 1).has_value());
-  // s2 takes the partition over with a higher token; s1 (paused past its lease) is fenced off.
-  require_commit(s2, batch({UpdateBuilder(k, 2, 1).add(new_trade("T2"))}));
-  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 1, 1).add(new_trade("T3"))}))) ==
-        errc::fenced_off);
-  // Same token, stale sequence number: another writer moved it.
-  CHECK(error_of(s1->commit(batch({UpdateBuilder(k, 2, 1).add(new_trade("T3"))}))) ==
-        errc::sequence_conflict);
-  // An idempotency key s2 took, in another partition; a new partition of the refused batch
-  // is not left behind.
-  CHECK(error_of(s1->commit(batch({UpdateBuilder(l, 2, 0).add(new_trade("T2"))}))) ==
-        errc::key_conflict);
-  require_untouched(s1, l);
-  CHECK(load(s1, k).seq == 2);
-  CHECK(positions(s1).size() == 1);
+  check_other_writer_detected(s1, s2);
   CHECK(scan(s2).size() == 2);
   // Both keep working after the refusals.
   require_commit(s1, batch({UpdateBuilder(k, 2, 2).add(new_trade("T3")),
@@ -1473,9 +1457,7 @@ TEST_CASE("postgresql: two stores on one database see each other and detect the 
 
 TEST_CASE("postgresql: a source claimed by another host fences this host's offsets") {
   StoreUnderTest s1 = make_postgres_store();
-  auto opened = open_soci_store(s1.uri);
-  REQUIRE(opened.has_value());
-  StoreUnderTest s2{opened.value(), s1.uri, s1.storage};  // another host's store
+  StoreUnderTest s2 = open_again(s1);  // another host's store
   const PartitionKey k = key("K");
 
   CHECK(claim(s1, "g", "t", 0).epoch == 1);

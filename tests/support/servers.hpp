@@ -101,29 +101,72 @@ inline void stop_pid(pid_t pid, std::chrono::milliseconds grace = std::chrono::s
   ::waitpid(pid, nullptr, 0);
 }
 
-inline std::filesystem::path make_temp_dir(const std::string& stem) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / (stem + "-XXXXXX")).string();
-  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-  return tmpl;
+/// A fresh temporary directory, removed with everything in it when this goes.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& stem) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / (stem + "-XXXXXX")).string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+  std::string string() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Waits until `ready()` (tried every 20 ms, `tries` times); throws with `log` when the child
+/// `pid` exits first or the time is up.
+template <class Ready>
+void wait_started(pid_t pid, Ready ready, int tries, const std::string& what,
+                  const std::filesystem::path& log) {
+  for (int i = 0; i < tries; ++i) {
+    if (ready()) return;
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw std::runtime_error(what + " did not start:\n" + slurp(log));
 }
 
-/// A redis-server on 127.0.0.1 with no persistence, in a temporary directory.
-class RedisServer {
+/// A server run as a child process on a free port of 127.0.0.1, with a temporary directory.
+class ChildServer {
  public:
-  explicit RedisServer(std::string password = {}) : password_(std::move(password)) {
-    dir_ = make_temp_dir("tc-redis");
-    port_ = free_port();
+  virtual ~ChildServer() = default;
+  virtual void start() = 0;
+  virtual void stop() = 0;
+  /// Stops and starts the server on the same port.
+  void restart() {
+    stop();
     start();
   }
-  ~RedisServer() {
-    stop();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  RedisServer(const RedisServer&) = delete;
-  RedisServer& operator=(const RedisServer&) = delete;
+  int port() const { return port_; }
 
-  void start() {
+ protected:
+  explicit ChildServer(const std::string& stem) : dir_(stem) {}
+  TempDir dir_;
+  int port_ = free_port();
+  pid_t pid_ = -1;
+};
+
+/// A redis-server on 127.0.0.1 with no persistence, in a temporary directory. It comes back
+/// empty from a restart().
+class RedisServer final : public ChildServer {
+ public:
+  explicit RedisServer(std::string password = {})
+      : ChildServer("tc-redis"), password_(std::move(password)) {
+    start();
+  }
+  ~RedisServer() override { stop(); }
+
+  void start() override {
     std::vector<std::string> argv{"redis-server", "--port", std::to_string(port_), "--bind",
                                   "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
                                   dir_.string(), "--daemonize", "no"};
@@ -132,46 +175,27 @@ class RedisServer {
       argv.push_back(password_);
     }
     pid_ = spawn(argv, dir_ / "redis.log");
-    wait_up_("redis-server");
+    wait_started(
+        pid_, [&] { return port_open(port_); }, 500, "redis-server", dir_ / "redis.log");
   }
-  void stop() {
+  void stop() override {
     stop_pid(pid_);
     pid_ = -1;
   }
-  /// Stops and starts the server on the same port (it comes back empty).
-  void restart() {
-    stop();
-    start();
-  }
-  int port() const { return port_; }
   std::string uri() const {
     return "redis://" + (password_.empty() ? "" : ":" + password_ + "@") + "127.0.0.1:" +
            std::to_string(port_);
   }
 
  private:
-  void wait_up_(const char* what) {
-    for (int i = 0; i < 500; ++i) {
-      if (port_open(port_)) return;
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    throw std::runtime_error(std::string(what) + " did not start:\n" + slurp(dir_ / "redis.log"));
-  }
   std::string password_;
-  std::filesystem::path dir_;
-  int port_ = 0;
-  pid_t pid_ = -1;
 };
 
 /// A PostgreSQL 15 cluster on 127.0.0.1, run as the `postgres` user (it refuses root), in a
 /// temporary directory, with its default durability (fsync, synchronous_commit on).
-class PostgresServer {
+class PostgresServer final : public ChildServer {
  public:
-  PostgresServer() {
-    dir_ = make_temp_dir("tc-pg");
-    port_ = free_port();
+  PostgresServer() : ChildServer("tc-pg") {
     const std::string bin = "/usr/lib/postgresql/15/bin/";
     if (::geteuid() == 0) {
       run_checked({"chown", "-R", "postgres:postgres", dir_.string()}, dir_ / "setup.log");
@@ -184,46 +208,28 @@ class PostgresServer {
                  "postgres", "tradecapture"},
                 dir_ / "createdb.log");
   }
-  ~PostgresServer() {
-    stop();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  PostgresServer(const PostgresServer&) = delete;
-  PostgresServer& operator=(const PostgresServer&) = delete;
+  ~PostgresServer() override { stop(); }
 
-  void start() {
+  void start() override {
     const std::string bin = "/usr/lib/postgresql/15/bin/";
     pid_ = spawn(as_postgres_({bin + "postgres", "-D", (dir_ / "data").string(), "-p",
                                std::to_string(port_), "-k", dir_.string(), "-c",
                                "listen_addresses=127.0.0.1", "-c", "max_connections=200"}),
                  dir_ / "postgres.log");
-    for (int i = 0; i < 1000; ++i) {
-      // Accepting TCP is not enough: wait until it accepts sessions ("starting up" is refused).
-      if (port_open(port_) &&
-          ::system(("/usr/lib/postgresql/15/bin/pg_isready -q -h 127.0.0.1 -U postgres -p " +
-                    std::to_string(port_))
-                       .c_str()) == 0) {
-        return;
-      }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    throw std::runtime_error("postgres did not start:\n" + slurp(dir_ / "postgres.log"));
+    // Accepting TCP is not enough: wait until it accepts sessions ("starting up" is refused).
+    const std::string isready =
+        bin + "pg_isready -q -h 127.0.0.1 -U postgres -p " + std::to_string(port_);
+    wait_started(
+        pid_, [&] { return port_open(port_) && ::system(isready.c_str()) == 0; }, 1000, "postgres",
+        dir_ / "postgres.log");
   }
   /// Fast shutdown by PID (SIGINT), reaped.
-  void stop() {
+  void stop() override {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGINT);
     ::waitpid(pid_, nullptr, 0);
     pid_ = -1;
   }
-  void restart() {
-    stop();
-    start();
-  }
-  int port() const { return port_; }
   /// A libpq URI for the test database.
   std::string uri() const {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/tradecapture";
@@ -237,9 +243,6 @@ class PostgresServer {
     out.insert(out.end(), argv.begin(), argv.end());
     return out;
   }
-  std::filesystem::path dir_;
-  int port_ = 0;
-  pid_t pid_ = -1;
 };
 
 }  // namespace tctest
