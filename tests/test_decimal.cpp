@@ -3,6 +3,11 @@
 
 #include <tradecapture/decimal.hpp>
 
+#include <boost/multiprecision/cpp_int.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
 #include <string>
 #include <string_view>
 
@@ -195,4 +200,55 @@ TEST_CASE("decimal: canonical to_string") {
     CHECK(dec(dec(text).to_string()) == dec(text));
     CHECK(dec(text).to_string() == text);
   }
+}
+
+TEST_CASE("decimal: checked_mul equals exact big-integer arithmetic") {
+  // Every path of checked_mul (the quantity-times-price fast path either way round, and the
+  // general one) against the exact product: units(a) * units(b) / 10^14 when that division is
+  // exact and the result within range, else out_of_range.
+  using big = boost::multiprecision::cpp_int;
+  std::mt19937_64 rng(20261205);
+  auto random_decimal = [&](int max_int_digits, int frac_digits) {
+    std::uniform_int_distribution<int> digits(0, max_int_digits);
+    std::string text;
+    const int n = digits(rng);
+    for (int i = 0; i < std::max(n, 1); ++i) text += static_cast<char>('0' + rng() % 10);
+    if (frac_digits > 0) {
+      text += '.';
+      for (int i = 0; i < frac_digits; ++i) text += static_cast<char>('0' + rng() % 10);
+    }
+    Decimal d = dec(text);
+    return rng() % 4 == 0 ? checked_sub(Decimal(), d).value() : d;
+  };
+  const big scale_factor = big(Decimal::one_units);
+  const big limit = big(Decimal::max_units);
+  auto to_big = [](Decimal d) {
+    const Decimal::rep u = d.units();
+    const bool negative = u < 0;
+    unsigned __int128 m = negative ? 0 - static_cast<unsigned __int128>(u)
+                                   : static_cast<unsigned __int128>(u);
+    big b = big(static_cast<std::uint64_t>(m >> 64));
+    b <<= 64;
+    b += big(static_cast<std::uint64_t>(m));
+    return negative ? big(-b) : b;
+  };
+  int checked = 0, in_range = 0;
+  for (int i = 0; i < 20000; ++i) {
+    const Decimal a = random_decimal(13, static_cast<int>(rng() % 15));
+    const Decimal b = random_decimal(12, static_cast<int>(rng() % 15));
+    const big product = to_big(a) * to_big(b);
+    const auto got = checked_mul(a, b);
+    INFO(a.to_string(), " * ", b.to_string());
+    if (product % scale_factor != 0 || abs(product / scale_factor) > limit) {
+      REQUIRE_FALSE(got.has_value());
+      CHECK(got.error() == errc::out_of_range);
+    } else {
+      REQUIRE(got.has_value());
+      CHECK(to_big(got.value()) == product / scale_factor);
+      ++in_range;
+    }
+    ++checked;
+  }
+  CHECK(checked == 20000);
+  CHECK(in_range > 5000);  // the generator reaches both outcomes
 }
