@@ -29,11 +29,37 @@ int open_failure_code(const boost::system::error_code& ec) {
   return ec == make_error_code(errc::bad_uri) ? exit_usage : exit_unavailable;
 }
 
+/// The store or lock of an open call, or HostError "cannot open <what>: <reason>" (the reason
+/// only: the URI may hold a password).
+template <typename T>
+T opened_or_throw(result<T> opened, const std::string& what) {
+  if (!opened)
+    throw HostError("cannot open " + what + ": " + opened.error().message(),
+                    open_failure_code(opened.error()));
+  return std::move(opened).value();
+}
+
 // The scheme of a URI for messages; never the rest, which may hold a password.
 std::string scheme_of(const std::string& uri) {
   auto colon = uri.find(':');
   return colon == std::string::npos ? uri : uri.substr(0, colon + 1);
 }
+
+/// "<what> are not supported by this build (built without <library>)", exit 64.
+[[noreturn, maybe_unused]] void unsupported(const std::string& what, const std::string& library) {
+  throw HostError(what + " are not supported by this build (built without " + library + ")",
+                  exit_usage);
+}
+
+#ifdef TRADECAPTURE_HAVE_SOCI
+/// An SQL store (SQLite or PostgreSQL) with a connection pool for `settings.concurrency`.
+result<std::shared_ptr<TradeStore>> open_sql_store(const std::string& uri,
+                                                   const StoreSettings& settings) {
+  SociStoreOptions options;
+  options.pool_size = std::max<std::size_t>(settings.concurrency, 2);
+  return open_soci_store(uri, options);
+}
+#endif
 
 }  // namespace
 
@@ -54,9 +80,7 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
                             "' (positions and events never create a store)",
                         exit_noinput);
     }
-    SociStoreOptions options;
-    options.pool_size = std::max<std::size_t>(settings.concurrency, 2);
-    auto store = open_soci_store(uri, options);
+    auto store = open_sql_store(uri, settings);
     if (!store)
       throw HostError("cannot open store " + uri + ": " + store.error().message(),
                       store.error() == make_error_code(errc::bad_uri) ? exit_usage
@@ -64,8 +88,7 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
                                                                       : exit_cantcreat);
     return std::move(store).value();
 #else
-    throw HostError("sqlite stores are not supported by this build (built without SOCI)",
-                    exit_usage);
+    unsupported("sqlite stores", "SOCI");
 #endif
   }
   if (uri == "memory:") {
@@ -75,17 +98,9 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
   }
   if (starts_with(uri, "postgresql://") || starts_with(uri, "postgres://")) {
 #ifdef TRADECAPTURE_HAVE_SOCI
-    SociStoreOptions options;
-    options.pool_size = std::max<std::size_t>(settings.concurrency, 2);
-    auto store = open_soci_store(uri, options);
-    // The URI may hold a password: name only the scheme.
-    if (!store)
-      throw HostError("cannot open the postgresql store: " + store.error().message(),
-                      open_failure_code(store.error()));
-    return std::move(store).value();
+    return opened_or_throw(open_sql_store(uri, settings), "the postgresql store");
 #else
-    throw HostError("postgresql stores are not supported by this build (built without SOCI)",
-                    exit_usage);
+    unsupported("postgresql stores", "SOCI");
 #endif
   }
   throw HostError("unknown store URI scheme '" + scheme_of(uri) +
@@ -101,14 +116,9 @@ std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::mi
     RedisLockOptions options;
     options.lease = lease;
     options.instance_id = instance_id;
-    auto lock = open_redis_lock(uri, options);
-    if (!lock)
-      throw HostError("cannot open the redis lock: " + lock.error().message(),
-                      open_failure_code(lock.error()));
-    return std::move(lock).value();
+    return opened_or_throw(open_redis_lock(uri, options), "the redis lock");
 #else
-    throw HostError("redis locks are not supported by this build (built without hiredis)",
-                    exit_usage);
+    unsupported("redis locks", "hiredis");
 #endif
   }
   throw HostError("unknown lock URI scheme '" + scheme_of(uri) +

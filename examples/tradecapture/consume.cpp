@@ -5,8 +5,10 @@
 
 #include "consume.hpp"
 
+#include "health.hpp"
 #include "host.hpp"
 #include "http_server.hpp"
+#include "signals.hpp"
 
 #include <tradecapture/kafka_source.hpp>
 #include <tradecapture/processor.hpp>
@@ -23,7 +25,6 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
-#include <csignal>
 #include <cstdio>
 #include <thread>
 
@@ -32,40 +33,6 @@ namespace {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-
-// SIGINT/SIGTERM: stop consuming cleanly (KafkaSource::stop is async-signal-safe). A second
-// signal has the default effect.
-KafkaSource* g_source = nullptr;
-volatile sig_atomic_t g_signal = 0;
-
-extern "C" void on_consume_signal(int sig) {
-  g_signal = sig;
-  if (g_source != nullptr) g_source->stop();
-  ::signal(sig, SIG_DFL);
-}
-
-class SignalGuard {
- public:
-  explicit SignalGuard(KafkaSource& source) {
-    g_source = &source;
-    struct sigaction sa {};
-    sa.sa_handler = on_consume_signal;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGINT, &sa, &old_int_);
-    ::sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~SignalGuard() {
-    ::sigaction(SIGINT, &old_int_, nullptr);
-    ::sigaction(SIGTERM, &old_term_, nullptr);
-    g_source = nullptr;
-  }
-  SignalGuard(const SignalGuard&) = delete;
-  SignalGuard& operator=(const SignalGuard&) = delete;
-
- private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-};
 
 #ifdef TRADECAPTURE_HAVE_METRICS
 /// The Kafka source's own metrics (`tradecapture_kafka_*`), read at each scrape.
@@ -77,47 +44,45 @@ class KafkaCollector final : public prometheus::Collectable {
     using metrics::counter_family;
     using metrics::gauge_family;
     const KafkaSourceMetrics k = source_.metrics();
-    auto d = [](std::uint64_t v) { return static_cast<double>(v); };
+    struct Sample {
+      const char* name;
+      const char* help;
+      std::uint64_t value;
+    };
+    const Sample counters[] = {
+        {"tradecapture_kafka_messages_total", "Kafka messages received.", k.messages},
+        {"tradecapture_kafka_invalid_total",
+         "Messages rejected by the consumer itself (not JSON, not an event, bad key).", k.invalid},
+        {"tradecapture_kafka_replayed_total",
+         "Re-read messages found decided before a restart (not reported again; the pipeline "
+         "counts them as rejected).",
+         k.replayed},
+        {"tradecapture_kafka_failed_total", "Messages without an outcome.", k.failed},
+        {"tradecapture_kafka_offset_commits_total", "Offsets-only store commits.",
+         k.offset_commits},
+        {"tradecapture_kafka_offset_commit_failures_total",
+         "Offsets-only store commits that failed.", k.offset_commit_failures},
+        {"tradecapture_kafka_fenced_total",
+         "Partitions given up because another member claimed them.", k.fenced},
+        {"tradecapture_kafka_assignments_total", "Partitions assigned (and claimed).",
+         k.assignments},
+        {"tradecapture_kafka_revocations_total", "Partitions revoked or lost.", k.revocations},
+        {"tradecapture_kafka_results_produced_total",
+         "Outcome messages delivered to the results topic.", k.results_produced},
+        {"tradecapture_kafka_results_failed_total", "Outcome messages that could not be delivered.",
+         k.results_failed},
+    };
+    const Sample gauges[] = {
+        {"tradecapture_kafka_partitions_assigned", "Partitions assigned now.", k.partitions},
+        {"tradecapture_kafka_in_flight", "Messages in the pipeline now.", k.in_flight},
+        {"tradecapture_kafka_lag_messages",
+         "Messages between the consumed positions and the partitions' high watermarks.", k.lag},
+    };
     std::vector<prometheus::MetricFamily> out;
-    out.push_back(
-        counter_family("tradecapture_kafka_messages_total", "Kafka messages received.",
-                       d(k.messages)));
-    out.push_back(counter_family(
-        "tradecapture_kafka_invalid_total",
-        "Messages rejected by the consumer itself (not JSON, not an event, bad key).",
-        d(k.invalid)));
-    out.push_back(counter_family("tradecapture_kafka_replayed_total",
-                                 "Re-read messages found decided before a restart (not reported "
-                                 "again; the pipeline counts them as rejected).",
-                                 d(k.replayed)));
-    out.push_back(counter_family("tradecapture_kafka_failed_total",
-                                 "Messages without an outcome.", d(k.failed)));
-    out.push_back(counter_family("tradecapture_kafka_offset_commits_total",
-                                 "Offsets-only store commits.", d(k.offset_commits)));
-    out.push_back(counter_family("tradecapture_kafka_offset_commit_failures_total",
-                                 "Offsets-only store commits that failed.",
-                                 d(k.offset_commit_failures)));
-    out.push_back(counter_family("tradecapture_kafka_fenced_total",
-                                 "Partitions given up because another member claimed them.",
-                                 d(k.fenced)));
-    out.push_back(counter_family("tradecapture_kafka_assignments_total",
-                                 "Partitions assigned (and claimed).", d(k.assignments)));
-    out.push_back(counter_family("tradecapture_kafka_revocations_total",
-                                 "Partitions revoked or lost.", d(k.revocations)));
-    out.push_back(counter_family("tradecapture_kafka_results_produced_total",
-                                 "Outcome messages delivered to the results topic.",
-                                 d(k.results_produced)));
-    out.push_back(counter_family("tradecapture_kafka_results_failed_total",
-                                 "Outcome messages that could not be delivered.",
-                                 d(k.results_failed)));
-    out.push_back(gauge_family("tradecapture_kafka_partitions_assigned",
-                               "Partitions assigned now.", d(k.partitions)));
-    out.push_back(gauge_family("tradecapture_kafka_in_flight", "Messages in the pipeline now.",
-                               d(k.in_flight)));
-    out.push_back(gauge_family(
-        "tradecapture_kafka_lag_messages",
-        "Messages between the consumed positions and the partitions' high watermarks.",
-        d(k.lag)));
+    for (const Sample& c : counters)
+      out.push_back(counter_family(c.name, c.help, static_cast<double>(c.value)));
+    for (const Sample& g : gauges)
+      out.push_back(gauge_family(g.name, g.help, static_cast<double>(g.value)));
     out.push_back(metrics::histogram_family(
         "tradecapture_kafka_end_to_end_latency_seconds", "Message timestamp to durable outcome.",
         k.end_to_end_us, metrics::HistogramUnit::microseconds_as_seconds));
@@ -175,17 +140,9 @@ class MetricsHandler final : public HttpHandler {
 #endif
         res.body() = metrics_text();
       } else if (target == "/health/live") {
-        res.set(http::field::content_type, "application/json");
-        res.body() = "{\"status\": \"live\"}\n";
+        res = health_live_response();
       } else {
-        auto ping = store_->ping();
-        res.set(http::field::content_type, "application/json");
-        if (ping) {
-          res.body() = "{\"status\": \"ready\"}\n";
-        } else {
-          res.result(http::status::service_unavailable);
-          res.body() = "{\"status\": \"unavailable\"}\n";
-        }
+        res = health_ready_response(*store_, nullptr, false);
       }
       res.prepare_payload();
       respond(std::move(res));
@@ -236,10 +193,6 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
   cmd->add_option("--topic", o.topics, "input topic (repeat for several)")->required();
   cmd->add_option("--group", o.group, "consumer group id (also names the stored offsets)")
       ->required();
-  cmd->add_option("--store", o.store,
-                  "store URI: sqlite:PATH or postgresql://user@host:port/db (memory: for tests)")
-      ->envname("TRADECAPTURE_STORE")
-      ->capture_default_str();
   cmd->add_option("--results-topic", o.results_topic,
                   "topic for one outcome JSON per message (keyed like the input)");
   cmd->add_option("--kafka-config", o.kafka_config,
@@ -247,20 +200,6 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
                   "session.timeout.ms=10000, security.protocol=ssl)");
   cmd->add_option("--metrics-listen", o.metrics_listen,
                   "serve /metrics, /health/live and /health/ready on HOST:PORT");
-  cmd->add_option("--threads", o.threads, "pipeline worker shards")
-      ->envname("TRADECAPTURE_THREADS")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  cmd->add_option("--max-in-flight", o.max_in_flight,
-                  "messages in the pipeline and not yet completed, at most (back-pressure: "
-                  "fetching waits)")
-      ->envname("TRADECAPTURE_MAX_IN_FLIGHT")
-      ->check(CLI::Range(1, 1 << 24))
-      ->capture_default_str();
-  cmd->add_option("--batch", o.batch, "events per store transaction, at most")
-      ->envname("TRADECAPTURE_BATCH")
-      ->check(CLI::Range(1, 1 << 20))
-      ->capture_default_str();
   cmd->add_option("--offsets-interval-ms", o.offsets_interval_ms,
                   "how often offsets moved by outcomes without a commit (rejects, duplicates) "
                   "are stored")
@@ -275,27 +214,19 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
                   "a progress line at info level every N ms (0: none)")
       ->check(CLI::Range(0LL, 3600LL * 1000))
       ->capture_default_str();
-  cmd->add_option("--retry-budget-ms", o.retry_budget_ms,
-                  "how long a batch may retry a failing store before its events end without an "
-                  "outcome (then the member stops: exit 69)")
-      ->envname("TRADECAPTURE_RETRY_BUDGET_MS")
-      ->check(CLI::Range(1LL, 24LL * 3600 * 1000))
-      ->capture_default_str();
-  cmd->add_option("--log-level", o.log_level, "log level on stderr")
-      ->envname("TRADECAPTURE_LOG_LEVEL")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
-      ->capture_default_str();
-  cmd->add_option("--instance-id", o.instance_id,
-                  "name of this instance in logs (default: HOSTNAME-PID)")
-      ->envname("TRADECAPTURE_INSTANCE_ID");
+  add_pipeline_flags(*cmd, o.pipeline,
+                     {.lock = false,
+                      .max_in_flight = "messages in the pipeline and not yet completed, at most "
+                                       "(back-pressure: fetching waits)",
+                      .retry_budget_effect = " (then the member stops: exit 69)"});
   return cmd;
 }
 
 int run_consume(const ConsumeOptions& o) {
   // A closed terminal or a reload must not kill a member without its clean leave: ignored.
-  ::signal(SIGHUP, SIG_IGN);
+  ignore_hangups();
+  const PipelineFlags& f = o.pipeline;
   auto logger = spdlog::default_logger();
-  logger->set_level(spdlog::level::from_str(o.log_level));
 
   KafkaSourceOptions options;
   options.brokers = o.brokers;
@@ -308,22 +239,19 @@ int run_consume(const ConsumeOptions& o) {
       throw HostError("--kafka-config '" + kv + "' is not KEY=VALUE", exit_usage);
     options.consumer_config.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
   }
-  options.max_in_flight = o.max_in_flight;
+  options.max_in_flight = f.max_in_flight;
   options.offsets_interval = std::chrono::milliseconds(o.offsets_interval_ms);
   options.revoke_timeout = std::chrono::milliseconds(o.revoke_timeout_ms);
   options.progress_interval = std::chrono::milliseconds(o.progress_interval_ms);
-  options.pipeline.threads = o.threads;
-  options.pipeline.retry.budget = std::chrono::milliseconds(o.retry_budget_ms);
-  options.pipeline.max_batch = o.batch;
-  options.pipeline.max_batch_per_partition =
-      std::min(options.pipeline.max_batch_per_partition, o.batch);
+  options.pipeline = make_pipeline_options(f, logger);
   options.logger = logger;
 
   std::optional<tcp::endpoint> endpoint;
   if (!o.metrics_listen.empty()) endpoint = resolve_listen("--metrics-listen", o.metrics_listen);
-  auto store = open_store(o.store, {.concurrency = o.threads + 2, .must_exist = false});
+  auto store = open_store(f.store, {.concurrency = f.threads + 2, .must_exist = false});
   KafkaSource source(store, make_position_processor(), std::move(options));
-  SignalGuard signals(source);
+  // SIGINT/SIGTERM: stop consuming cleanly; a second signal has the default effect.
+  SignalGuard signals([&source](int, int) { source.stop(); });
 
   // The metrics endpoint, when asked for: one I/O thread and one worker.
   asio::thread_pool workers(1);
@@ -340,11 +268,11 @@ int run_consume(const ConsumeOptions& o) {
     const tcp::endpoint bound = server->listen();
     server->start();
     io_thread = std::thread([&ioc] { ioc.run(); });
-    logger->info("instance {}: metrics on http://{}:{}/metrics", o.instance_id,
+    logger->info("instance {}: metrics on http://{}:{}/metrics", f.instance_id,
                  bound.address().to_string(), bound.port());
   }
 
-  logger->info("instance {}: consuming {} topic(s) in group {} from {} into {}", o.instance_id,
+  logger->info("instance {}: consuming {} topic(s) in group {} from {} into {}", f.instance_id,
                o.topics.size(), o.group, o.brokers, store->describe());
   const auto t0 = std::chrono::steady_clock::now();
   auto r = source.run();

@@ -3,6 +3,7 @@
 /// Pieces shared by the subcommands of the example host `tradecapture`.
 
 #include "conventions.hpp"
+#include "pipeline_flags.hpp"
 
 #include <tradecapture/partition_lock.hpp>
 #include <tradecapture/trade_store.hpp>
@@ -85,16 +86,8 @@ class Output {
 /// Options of `tradecapture replay`.
 struct ReplayOptions {
   std::string input;
-  std::string store = "sqlite:tradecapture.db";
-  std::string lock = "local:";
   std::string outcomes;  ///< empty: outcomes are not written
-  std::size_t threads = 2;
-  std::size_t max_in_flight = 65536;
-  std::size_t batch = 8192;
-  std::string log_level = "info";
-  std::string instance_id;
-  long long lease_ms = 30000;
-  long long retry_budget_ms = 15000;  ///< RetryPolicy::budget
+  PipelineFlags pipeline;
 };
 
 /// Runs `tradecapture replay`; returns the exit code.

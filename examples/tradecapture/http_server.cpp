@@ -91,6 +91,36 @@ struct HttpServer::State {
   }
 };
 
+tcp::endpoint resolve_listen(const std::string& flag, const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 == listen.size())
+    throw HostError(flag + " '" + listen + "' is not HOST:PORT", exit_usage);
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (!cli::parse_port(port, true))
+    throw HostError(flag + " '" + listen + "': the port must be a number from 0 to 65535 " +
+                        "(0: any free port)",
+                    exit_usage);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host.empty()) throw HostError(flag + " '" + listen + "' has no host", exit_usage);
+  asio::io_context ioc;
+  tcp::resolver resolver(ioc);
+  boost::system::error_code ec;
+  auto results =
+      resolver.resolve(host, port, tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || results.empty())
+    throw HostError(flag + " '" + listen + "': cannot resolve: " + ec.message(), exit_usage);
+  return results.begin()->endpoint();
+}
+
+HttpResponse make_json_response(http::status status, std::string body) {
+  HttpResponse res{status, 11};
+  res.set(http::field::content_type, "application/json");
+  res.body() = std::move(body);
+  return res;
+}
+
 HttpResponse make_error_response(http::status status, std::string_view reason,
                                  unsigned request_version) {
   HttpResponse res{status, request_version};

@@ -93,6 +93,9 @@ class HttpHandler {
 /// with `flag` (for messages). Throws HostError (exit 64) when it is not one.
 boost::asio::ip::tcp::endpoint resolve_listen(const std::string& flag, const std::string& listen);
 
+/// A JSON response: `body` with Content-Type application/json.
+HttpResponse make_json_response(http::status status, std::string body);
+
 /// A JSON error response `{"error": "<reason>"}` for `request_version` (11 for HTTP/1.1).
 HttpResponse make_error_response(http::status status, std::string_view reason,
                                  unsigned request_version = 11);

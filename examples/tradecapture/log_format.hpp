@@ -1,10 +1,12 @@
 #pragma once
 /// \file log_format.hpp
-/// The hosts' log line formats: `text` (spdlog's default pattern) or `json` (one JSON object per
-/// line, for log shippers: {"time", "level", "logger", "msg"}, the message JSON-escaped).
+/// The hosts' logger (one factory for every command) and its line formats: `text` (spdlog's default
+/// pattern) or `json` (one JSON object per line, for log shippers: {"time", "level", "logger",
+/// "msg"}, the message JSON-escaped).
 
 #include <spdlog/logger.h>
 #include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <memory>
 #include <string>
@@ -45,6 +47,17 @@ inline void set_log_format(spdlog::logger& logger, const std::string& format) {
   f->add_flag<JsonMessageFlag>('*').set_pattern(
       R"({"time": "%Y-%m-%dT%H:%M:%S.%e%z", "level": "%l", "logger": "%n", "msg": "%*"})");
   logger.set_formatter(std::move(f));
+}
+
+/// The logger of every command: "tradecapture" on stderr, at `level` (trace ... off) in `format`
+/// ("text" or "json").
+inline std::shared_ptr<spdlog::logger> make_logger(const std::string& level,
+                                                   const std::string& format) {
+  auto logger = std::make_shared<spdlog::logger>(
+      "tradecapture", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  logger->set_level(spdlog::level::from_str(level));
+  set_log_format(*logger, format);
+  return logger;
 }
 
 }  // namespace tradecapture::host

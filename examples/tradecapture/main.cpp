@@ -8,7 +8,6 @@
 #include "consume.hpp"
 #endif
 
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <spdlog/version.h>
 #include <CLI/CLI.hpp>
@@ -33,17 +32,10 @@
 #include <librdkafka/rdkafka.h>
 #endif
 
-#include <unistd.h>
 #include <cstdio>
 #include <exception>
 
 namespace {
-
-std::string default_instance_id() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  return std::string(host[0] ? host : "host") + "-" + std::to_string(::getpid());
-}
 
 /// `tradecapture --version`: the version, then the backends compiled in with the versions of
 /// their client libraries (headers at build time; librdkafka's at run time).
@@ -114,7 +106,6 @@ int main(int argc, char** argv) {
              "flags win). The default log level is info in every command.");
 
   ReplayOptions ro;
-  ro.instance_id = default_instance_id();
   auto* replay = app.add_subcommand(
       "replay", "Run JSON event lines through the pipeline and report their outcomes");
   replay->footer(
@@ -128,79 +119,36 @@ int main(int argc, char** argv) {
       std::string(tradecapture::cli::exit_codes_help));
   replay->add_option("INPUT", ro.input, "JSON-lines input file, or '-' for standard input")
       ->required();
-  replay->add_option("--store", ro.store, "store URI: sqlite:PATH, memory: or postgresql://...")
-      ->envname("TRADECAPTURE_STORE")
-      ->capture_default_str();
-  replay->add_option("--lock", ro.lock, "partition lock URI: local: or redis://...")
-      ->envname("TRADECAPTURE_LOCK")
-      ->capture_default_str();
   replay->add_option("--outcomes", ro.outcomes,
                      "write one JSON outcome per non-blank input line, in input order, to FILE "
                      "('-' is standard output)");
-  replay->add_option("--threads", ro.threads, "pipeline worker shards")
-      ->envname("TRADECAPTURE_THREADS")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  replay
-      ->add_option("--max-in-flight", ro.max_in_flight,
-                   "events submitted and not yet completed, at most (back-pressure)")
-      ->envname("TRADECAPTURE_MAX_IN_FLIGHT")
-      ->check(CLI::Range(1, 1 << 24))
-      ->capture_default_str();
-  replay->add_option("--batch", ro.batch, "events per store transaction, at most")
-      ->envname("TRADECAPTURE_BATCH")
-      ->check(CLI::Range(1, 1 << 20))
-      ->capture_default_str();
-  replay->add_option("--log-level", ro.log_level, "log level on stderr")
-      ->envname("TRADECAPTURE_LOG_LEVEL")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
-      ->capture_default_str();
-  replay
-      ->add_option("--instance-id", ro.instance_id,
-                   "name of this host instance in logs (and, with a shared lock, its owner id; "
-                   "default: HOSTNAME-PID)")
-      ->envname("TRADECAPTURE_INSTANCE_ID");
-  replay->add_option("--lease-ms", ro.lease_ms, "partition lease length in milliseconds")
-      ->envname("TRADECAPTURE_LEASE_MS")
-      ->check(CLI::Range(1LL, 3600LL * 1000))
-      ->capture_default_str();
-  replay
-      ->add_option("--retry-budget-ms", ro.retry_budget_ms,
-                   "how long a batch may retry a failing store, or a partition wait for its lease, "
-                   "before its events end without an outcome")
-      ->envname("TRADECAPTURE_RETRY_BUDGET_MS")
-      ->check(CLI::Range(1LL, 24LL * 3600 * 1000))
-      ->capture_default_str();
+  add_pipeline_flags(
+      *replay, ro.pipeline,
+      {.lock = true,
+       .max_in_flight = "events submitted and not yet completed, at most (back-pressure)",
+       .retry_budget_effect = ""});
 
-  std::string positions_store = "sqlite:tradecapture.db";
+  std::string positions_store = default_store_uri;
   auto* positions = app.add_subcommand(
       "positions", "Print the position of every partition with an accepted event (JSON lines)");
   positions->footer(
       "Sorted by (account, book, security) bytewise; decimals as JSON strings. Read-only: a\n"
       "sqlite:PATH that does not exist is an error (exit 66), never created.\n" +
       std::string(tradecapture::cli::exit_codes_help));
-  positions
-      ->add_option("--store", positions_store,
-                   "store URI: sqlite:PATH, memory: or postgresql://...")
-      ->envname("TRADECAPTURE_STORE")
-      ->capture_default_str();
+  add_store_flag(*positions, positions_store);
 
-  std::string events_store = "sqlite:tradecapture.db";
+  std::string events_store = default_store_uri;
   auto* events = app.add_subcommand("events", "Print every accepted event (JSON lines)");
   events->footer(
       "Sorted by partition (bytewise) then seq. Read-only: a sqlite:PATH that does not exist\n"
       "is an error (exit 66), never created.\n" +
       std::string(tradecapture::cli::exit_codes_help));
-  events->add_option("--store", events_store, "store URI: sqlite:PATH, memory: or postgresql://...")
-      ->envname("TRADECAPTURE_STORE")
-      ->capture_default_str();
+  add_store_flag(*events, events_store);
 
   ServeOptions so;
-  so.instance_id = default_instance_id();
   auto* serve = add_serve_command(app, so);
 #ifdef TRADECAPTURE_HAVE_KAFKA
   ConsumeOptions co;
-  co.instance_id = default_instance_id();
   auto* consume = add_consume_command(app, co);
 #endif
 
@@ -211,12 +159,14 @@ int main(int argc, char** argv) {
   }
 
   try {
-    auto logger = std::make_shared<spdlog::logger>(
-        "tradecapture", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     // One default level for every command (info); positions and events have no flag.
-    logger->set_level(spdlog::level::from_str(replay->parsed() ? ro.log_level : "info"));
-    set_log_format(*logger, log_format);
-    spdlog::set_default_logger(logger);
+    const PipelineFlags* flags = replay->parsed()  ? &ro.pipeline
+                                 : serve->parsed() ? &so.pipeline
+                                                   : nullptr;
+#ifdef TRADECAPTURE_HAVE_KAFKA
+    if (consume->parsed()) flags = &co.pipeline;
+#endif
+    spdlog::set_default_logger(make_logger(flags ? flags->log_level : "info", log_format));
 
     if (replay->parsed()) return run_replay(ro);
     if (positions->parsed()) return run_positions(positions_store);

@@ -1,6 +1,7 @@
 // `tradecapture replay`: JSON lines in, durable outcomes out, in input order, in bounded memory.
 
 #include "host.hpp"
+#include "signals.hpp"
 
 #include <tradecapture/event_codec.hpp>
 #include <tradecapture/pipeline.hpp>
@@ -10,7 +11,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <unistd.h>
 #include <atomic>
 #include <cerrno>
@@ -42,7 +42,6 @@ class WakePipe {
   WakePipe(const WakePipe&) = delete;
   WakePipe& operator=(const WakePipe&) = delete;
   int fd() const noexcept { return fds_[0]; }
-  int write_fd() const noexcept { return fds_[1]; }
   void signal() noexcept {
     const char c = 1;
     [[maybe_unused]] ssize_t n = ::write(fds_[1], &c, 1);  // full pipe: already signalled
@@ -286,44 +285,6 @@ class OutcomeLog {
   std::atomic<std::uint64_t> accepted_{0}, duplicate_{0}, stale_{0}, rejected_{0}, failed_{0};
 };
 
-// SIGINT/SIGTERM during a replay: stop reading, finish what is in flight, write its outcomes.
-// A second signal has the default effect.
-volatile sig_atomic_t g_interrupted = 0;
-int g_wake_fd = -1;
-
-extern "C" void on_interrupt(int sig) {
-  g_interrupted = sig;
-  if (g_wake_fd >= 0) {
-    const char c = 1;
-    [[maybe_unused]] ssize_t n = ::write(g_wake_fd, &c, 1);
-  }
-  ::signal(sig, SIG_DFL);
-}
-
-/// Installs `on_interrupt` for SIGINT and SIGTERM while alive.
-class InterruptGuard {
- public:
-  explicit InterruptGuard(int wake_fd) {
-    g_wake_fd = wake_fd;
-    struct sigaction sa {};
-    sa.sa_handler = on_interrupt;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGINT, &sa, &old_int_);
-    ::sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~InterruptGuard() {
-    ::sigaction(SIGINT, &old_int_, nullptr);
-    ::sigaction(SIGTERM, &old_term_, nullptr);
-    g_wake_fd = -1;
-  }
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-
- private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-};
-
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -384,38 +345,34 @@ class Progress {
 int run_replay(const ReplayOptions& o) {
   // A closed terminal must not kill a replay half way: SIGHUP is ignored (SIGINT/SIGTERM stop it
   // cleanly, below).
-  ::signal(SIGHUP, SIG_IGN);
+  ignore_hangups();
+  const PipelineFlags& f = o.pipeline;
   auto logger = spdlog::default_logger();
   // Input first (no side effects), the outcomes file last (it truncates).
   LineReader reader(o.input);
-  auto store = open_store(o.store, {.concurrency = o.threads + 1, .must_exist = false});
-  auto lock = open_lock(o.lock, std::chrono::milliseconds(o.lease_ms), o.instance_id);
+  auto store = open_store(f.store, {.concurrency = f.threads + 1, .must_exist = false});
+  auto lock = open_lock(f);
   std::optional<Output> out;
   if (!o.outcomes.empty()) out.emplace(o.outcomes);
-  logger->info("instance {}: replaying {} into {} with lock {} ({} threads)", o.instance_id,
-               o.input, store->describe(), lock->describe(), o.threads);
+  logger->info("instance {}: replaying {} into {} with lock {} ({} threads)", f.instance_id,
+               o.input, store->describe(), lock->describe(), f.threads);
 
-  PipelineOptions options;
-  options.threads = o.threads;
-  options.max_in_flight = o.max_in_flight;
-  options.max_batch = o.batch;
-  options.max_batch_per_partition = std::min(options.max_batch_per_partition, o.batch);
-  options.on_overload = OverloadPolicy::wait;
-  options.retry.budget = std::chrono::milliseconds(o.retry_budget_ms);
+  PipelineOptions options = make_pipeline_options(f, logger);
   // Lines are submitted ahead of their outcomes: once a partition failed, none of its later
   // lines may be decided, so that re-sending from the first failed line is exact.
   options.sticky_failures = true;
-  options.logger = logger;
 
   const auto t0 = Clock::now();
   std::atomic<std::uint64_t> lines_read{0};
   WakePipe wake;
   reader.interrupt_on(wake.fd());
-  InterruptGuard interrupt_guard(wake.write_fd());
-  logger->debug("instance {}: reading {} (SIGINT/SIGTERM stop the replay cleanly)", o.instance_id,
+  // SIGINT/SIGTERM: stop reading, finish what is in flight, write its outcomes. A second signal
+  // has the default effect.
+  SignalGuard signals([&wake](int, int) { wake.signal(); });
+  logger->debug("instance {}: reading {} (SIGINT/SIGTERM stop the replay cleanly)", f.instance_id,
                 o.input);
   // Declared before the pipeline: completions may run until the pipeline is destroyed.
-  OutcomeLog log(out ? &*out : nullptr, 2 * o.max_in_flight + 4096, wake);
+  OutcomeLog log(out ? &*out : nullptr, 2 * f.max_in_flight + 4096, wake);
   Progress progress(lines_read, log, t0);
   std::string input_error;
   int input_error_code = exit_noinput;
@@ -424,7 +381,7 @@ int run_replay(const ReplayOptions& o) {
     try {
       std::uint64_t n = 0;
       std::string_view line;
-      while (!log.should_stop() && g_interrupted == 0 && reader.next(line)) {
+      while (!log.should_stop() && SignalGuard::first_signal() == 0 && reader.next(line)) {
         lines_read.store(++n, std::memory_order_relaxed);
         if (n == 1 && line.substr(0, utf8_bom.size()) == utf8_bom)
           line.remove_prefix(utf8_bom.size());
@@ -472,13 +429,13 @@ int run_replay(const ReplayOptions& o) {
       secs > 0 ? static_cast<double>(lines) / secs : 0.0);
 
   int rc = 0;
-  if (g_interrupted != 0) {
+  if (const int sig = SignalGuard::first_signal(); sig != 0) {
     std::fprintf(stderr,
                  "tradecapture: replay interrupted after %llu lines; every line read has its "
                  "outcome, resume from line %llu\n",
                  static_cast<unsigned long long>(lines),
                  static_cast<unsigned long long>(lines + 1));
-    rc = 128 + g_interrupted;
+    rc = 128 + sig;
   }
   if (auto failure = log.first_failure()) {
     std::fprintf(stderr,

@@ -11,8 +11,10 @@
 
 #include "serve.hpp"
 
+#include "health.hpp"
 #include "host.hpp"
 #include "http_server.hpp"
+#include "signals.hpp"
 
 #include <tradecapture/event_codec.hpp>
 #include <tradecapture/pipeline.hpp>
@@ -32,7 +34,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core/string.hpp>
 
@@ -69,13 +70,6 @@ std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
 bool iequals(std::string_view a, std::string_view b) {
   return beast::iequals(beast::string_view(a.data(), a.size()),
                         beast::string_view(b.data(), b.size()));
-}
-
-HttpResponse json_response(http::status status, std::string body) {
-  HttpResponse res{status, 11};
-  res.set(http::field::content_type, "application/json");
-  res.body() = std::move(body);
-  return res;
 }
 
 HttpResponse unavailable(std::string_view reason) {
@@ -263,32 +257,6 @@ std::string read_token_file(const std::string& path) {
   return token;
 }
 
-}  // namespace
-
-tcp::endpoint resolve_listen(const std::string& flag, const std::string& listen) {
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon + 1 == listen.size())
-    throw HostError(flag + " '" + listen + "' is not HOST:PORT", exit_usage);
-  std::string host = listen.substr(0, colon);
-  const std::string port = listen.substr(colon + 1);
-  if (!cli::parse_port(port, true))
-    throw HostError(flag + " '" + listen + "': the port must be a number from 0 to 65535 " +
-                        "(0: any free port)",
-                    exit_usage);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  if (host.empty()) throw HostError(flag + " '" + listen + "' has no host", exit_usage);
-  asio::io_context ioc;
-  tcp::resolver resolver(ioc);
-  boost::system::error_code ec;
-  auto results =
-      resolver.resolve(host, port, tcp::resolver::passive | tcp::resolver::numeric_service, ec);
-  if (ec || results.empty())
-    throw HostError(flag + " '" + listen + "': cannot resolve: " + ec.message(), exit_usage);
-  return results.begin()->endpoint();
-}
-
-namespace {
 
 /// Writes `text` to `path` atomically (a temporary file renamed over it).
 void write_file_atomically(const std::string& path, const std::string& text) {
@@ -390,7 +358,7 @@ class Gateway final : public HttpHandler {
     const Target t = parse_target(sv(req.target()));
     switch (t.route) {
       case Route::live:
-        return respond(json_response(http::status::ok, "{\"status\": \"live\"}\n"));
+        return respond(health_live_response());
       case Route::ready:
         return asio::post(workers_, [this, respond] { respond(ready_()); });
       case Route::metrics:
@@ -473,22 +441,7 @@ class Gateway final : public HttpHandler {
   }
 
   HttpResponse ready_() {
-    if (server_ != nullptr && server_->draining()) {
-      HttpResponse res =
-          json_response(http::status::service_unavailable, "{\"status\": \"draining\"}\n");
-      return res;
-    }
-    auto s = store_->ping();
-    auto l = lock_->ping();
-    if (s && l) return json_response(http::status::ok, "{\"status\": \"ready\"}\n");
-    std::string body = "{\"status\": \"unavailable\", \"store\": ";
-    append_json_string(body, s ? std::string("ok") : s.error().message());
-    body += ", \"lock\": ";
-    append_json_string(body, l ? std::string("ok") : l.error().message());
-    body += "}\n";
-    HttpResponse res = json_response(http::status::service_unavailable, std::move(body));
-    res.set(http::field::retry_after, "1");
-    return res;
+    return health_ready_response(*store_, lock_.get(), server_ != nullptr && server_->draining());
   }
 
   HttpResponse metrics_() {
@@ -527,26 +480,33 @@ class Gateway final : public HttpHandler {
           "tradecapture_http_request_duration_seconds",
           "Time from the first byte of a request to its response written.",
           hs.request_duration_us, metrics::HistogramUnit::microseconds_as_seconds));
-      out.push_back(metrics::gauge_family("tradecapture_http_connections_active",
-                                          "Open HTTP connections.", d(hs.connections_active)));
-      out.push_back(metrics::counter_family("tradecapture_http_connections_accepted_total",
-                                            "HTTP connections accepted.",
-                                            d(hs.connections_accepted)));
-      out.push_back(metrics::counter_family(
-          "tradecapture_http_connections_refused_total",
-          "HTTP connections refused because --max-connections were open.",
-          d(hs.connections_refused)));
-      out.push_back(metrics::gauge_family("tradecapture_gateway_draining",
-                                          "1 while the gateway drains before exiting.",
-                                          server_->draining() ? 1 : 0));
-      out.push_back(metrics::counter_family(
-          "tradecapture_gateway_memory_refusals_total",
-          "Requests refused with 503 because their body did not fit under --max-bodies-bytes.",
-          d(hs.memory_refusals)));
-      out.push_back(metrics::gauge_family(
-          "tradecapture_gateway_body_bytes",
-          "Bytes of request bodies held now (bounded by --max-bodies-bytes).",
-          d(hs.bodies_bytes)));
+      struct Sample {
+        const char* name;
+        const char* help;
+        MetricType type;  // Counter or Gauge
+        double value;
+      };
+      const Sample samples[] = {
+          {"tradecapture_http_connections_active", "Open HTTP connections.", MetricType::Gauge,
+           d(hs.connections_active)},
+          {"tradecapture_http_connections_accepted_total", "HTTP connections accepted.",
+           MetricType::Counter, d(hs.connections_accepted)},
+          {"tradecapture_http_connections_refused_total",
+           "HTTP connections refused because --max-connections were open.", MetricType::Counter,
+           d(hs.connections_refused)},
+          {"tradecapture_gateway_draining", "1 while the gateway drains before exiting.",
+           MetricType::Gauge, server_->draining() ? 1.0 : 0.0},
+          {"tradecapture_gateway_memory_refusals_total",
+           "Requests refused with 503 because their body did not fit under --max-bodies-bytes.",
+           MetricType::Counter, d(hs.memory_refusals)},
+          {"tradecapture_gateway_body_bytes",
+           "Bytes of request bodies held now (bounded by --max-bodies-bytes).", MetricType::Gauge,
+           d(hs.bodies_bytes)},
+      };
+      for (const Sample& x : samples)
+        out.push_back(x.type == MetricType::Counter
+                          ? metrics::counter_family(x.name, x.help, x.value)
+                          : metrics::gauge_family(x.name, x.help, x.value));
     }
     out.push_back(metrics::gauge_family(
         "tradecapture_gateway_admitted_events",
@@ -586,7 +546,7 @@ class Gateway final : public HttpHandler {
       body.pop_back();  // its '\n'
     }
     body += "]}\n";
-    return json_response(http::status::ok, std::move(body));
+    return make_json_response(http::status::ok, std::move(body));
   }
 
   HttpResponse trade_(const std::string& trade_id) {
@@ -613,7 +573,7 @@ class Gateway final : public HttpHandler {
     body += ", \"events\": [";
     body += events;
     body += "]}\n";
-    return json_response(http::status::ok, std::move(body));
+    return make_json_response(http::status::ok, std::move(body));
   }
 
   /// Admits `n` events whole, or refuses them whole: room for all of them under the in-flight
@@ -724,7 +684,7 @@ class Gateway final : public HttpHandler {
       body.pop_back();  // its '\n'
     }
     body += "]}\n";
-    job.respond(json_response(http::status::ok, std::move(body)));
+    job.respond(make_json_response(http::status::ok, std::move(body)));
   }
 
   /// A warning, at most one a second (a persistent fault fails every request: bounded noise,
@@ -821,33 +781,6 @@ class ShutdownLatch {
   bool idle_ = false;
 };
 
-void arm_signals(asio::signal_set& signals, HttpServer& server, ShutdownLatch& latch,
-                 spdlog::logger& log) {
-  signals.async_wait([&signals, &server, &latch, &log](boost::system::error_code ec, int sig) {
-    if (ec) return;
-    if (!server.draining()) {
-      log.info("signal {}: draining (no new connections; in-flight requests are finished)", sig);
-      server.shutdown([&latch] { latch.idle(); });
-    } else {
-      log.warn("signal {} again: closing every connection now", sig);
-      server.abort();
-    }
-    latch.signalled();
-    arm_signals(signals, server, latch, log);
-  });
-}
-
-/// SIGHUP: ignored; the first one is logged (there is no log file to reopen: logs go to stderr).
-void arm_hangups(asio::signal_set& hangups, spdlog::logger& log, bool seen) {
-  hangups.async_wait([&hangups, &log, seen](boost::system::error_code ec, int) {
-    if (ec) return;
-    if (!seen)
-      log.warn("SIGHUP ignored: the gateway keeps serving (SIGTERM or SIGINT stop it with a "
-               "drain; further SIGHUPs are ignored silently)");
-    arm_hangups(hangups, log, true);
-  });
-}
-
 }  // namespace
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
@@ -899,44 +832,11 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
                   "HOST:PORT to listen on (port 1..65535, or 0: any free port)")
       ->envname("TRADECAPTURE_LISTEN")
       ->capture_default_str();
-  cmd->add_option("--store", o.store, "store URI: sqlite:PATH, memory: or postgresql://...")
-      ->envname("TRADECAPTURE_STORE")
-      ->capture_default_str();
-  cmd->add_option("--lock", o.lock, "partition lock URI: local: or redis://...")
-      ->envname("TRADECAPTURE_LOCK")
-      ->capture_default_str();
-  cmd->add_option("--threads", o.threads, "pipeline worker shards")
-      ->envname("TRADECAPTURE_THREADS")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  cmd->add_option("--max-in-flight", o.max_in_flight,
-                  "events admitted and not yet answered, at most; a request that does not fit "
-                  "is refused whole with 503")
-      ->envname("TRADECAPTURE_MAX_IN_FLIGHT")
-      ->check(CLI::Range(1, 1 << 24))
-      ->capture_default_str();
-  cmd->add_option("--batch", o.batch, "events per store transaction, at most")
-      ->envname("TRADECAPTURE_BATCH")
-      ->check(CLI::Range(1, 1 << 20))
-      ->capture_default_str();
-  cmd->add_option("--log-level", o.log_level, "log level on stderr")
-      ->envname("TRADECAPTURE_LOG_LEVEL")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
-      ->capture_default_str();
-  cmd->add_option("--instance-id", o.instance_id,
-                  "name of this host instance in logs (and, with a shared lock, its owner id; "
-                  "default: HOSTNAME-PID)")
-      ->envname("TRADECAPTURE_INSTANCE_ID");
-  cmd->add_option("--lease-ms", o.lease_ms, "partition lease length in milliseconds")
-      ->envname("TRADECAPTURE_LEASE_MS")
-      ->check(CLI::Range(1LL, 3600LL * 1000))
-      ->capture_default_str();
-  cmd->add_option("--retry-budget-ms", o.retry_budget_ms,
-                  "how long a batch may retry a failing store, or a partition wait for its "
-                  "lease, before its events end without an outcome (503)")
-      ->envname("TRADECAPTURE_RETRY_BUDGET_MS")
-      ->check(CLI::Range(1LL, 24LL * 3600 * 1000))
-      ->capture_default_str();
+  add_pipeline_flags(*cmd, o.pipeline,
+                     {.lock = true,
+                      .max_in_flight = "events admitted and not yet answered, at most; a request "
+                                       "that does not fit is refused whole with 503",
+                      .retry_budget_effect = " (503)"});
   cmd->add_option("--http-threads", o.http_threads, "HTTP I/O threads")
       ->envname("TRADECAPTURE_HTTP_THREADS")
       ->check(CLI::Range(1, 256))
@@ -1008,10 +908,10 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
 
 int run_serve(const ServeOptions& o) {
   // A closed terminal or a process manager's reload must not kill the gateway without a drain:
-  // SIGHUP is ignored from the start (a signal_set logs the first one once serving).
-  ::signal(SIGHUP, SIG_IGN);
+  // SIGHUP is ignored from the start (the signal guard logs the first one once serving).
+  ignore_hangups();
+  const PipelineFlags& f = o.pipeline;
   auto logger = spdlog::default_logger();
-  logger->set_level(spdlog::level::from_str(o.log_level));
 
   if (o.max_bodies_bytes < o.max_body_bytes)
     throw HostError("--max-bodies-bytes (" + std::to_string(o.max_bodies_bytes) +
@@ -1022,19 +922,12 @@ int run_serve(const ServeOptions& o) {
   const std::string token = o.auth_token_file.empty() ? "" : read_token_file(o.auth_token_file);
   const tcp::endpoint endpoint = resolve_listen("--listen", o.listen);
   auto store =
-      open_store(o.store, {.concurrency = o.threads + o.worker_threads + 1, .must_exist = false});
-  auto lock = open_lock(o.lock, std::chrono::milliseconds(o.lease_ms), o.instance_id);
+      open_store(f.store, {.concurrency = f.threads + o.worker_threads + 1, .must_exist = false});
+  auto lock = open_lock(f);
 
-  PipelineOptions options;
-  options.threads = o.threads;
-  options.max_in_flight = o.max_in_flight;
-  options.max_batch = o.batch;
-  options.max_batch_per_partition = std::min(options.max_batch_per_partition, o.batch);
   // The gateway admits whole requests within max_in_flight, so the pipeline's own wait only
   // paces a single request larger than the limit (on a worker thread, never an I/O thread).
-  options.on_overload = OverloadPolicy::wait;
-  options.retry.budget = std::chrono::milliseconds(o.retry_budget_ms);
-  options.logger = logger;
+  const PipelineOptions options = make_pipeline_options(f, logger);
 
   HttpServerOptions http_options;
   http_options.listen = endpoint;
@@ -1052,7 +945,7 @@ int run_serve(const ServeOptions& o) {
   ShutdownLatch latch;
   asio::thread_pool workers(o.worker_threads);
   Pipeline pipeline(store, lock, make_position_processor(), options);
-  Gateway gateway(pipeline, store, lock, workers, o.max_in_flight,
+  Gateway gateway(pipeline, store, lock, workers, f.max_in_flight,
                   std::chrono::milliseconds(o.request_deadline_ms), token, logger);
   asio::io_context ioc(static_cast<int>(o.http_threads));
   HttpServer server(ioc, http_options, gateway, logger);
@@ -1069,13 +962,29 @@ int run_serve(const ServeOptions& o) {
   std::fflush(stderr);
   if (!o.port_file.empty()) write_file_atomically(o.port_file, std::to_string(bound.port()) + "\n");
   logger->info("instance {}: serving {} with lock {} ({} pipeline threads, {} http threads{})",
-               o.instance_id, store->describe(), lock->describe(), o.threads, o.http_threads,
+               f.instance_id, store->describe(), lock->describe(), f.threads, o.http_threads,
                token.empty() ? "" : ", bearer token required");
 
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  arm_signals(signals, server, latch, *logger);
-  asio::signal_set hangups(ioc, SIGHUP);
-  arm_hangups(hangups, *logger, false);
+  // SIGTERM/SIGINT: drain; a second one closes every connection now. SIGHUP: logged once.
+  std::optional<SignalGuard> signals;
+  signals.emplace(SignalGuard::Options{
+      .on_stop =
+          [&server, &latch, &logger](int sig, int) {
+            if (!server.draining()) {
+              logger->info(
+                  "signal {}: draining (no new connections; in-flight requests are finished)",
+                  sig);
+              server.shutdown([&latch] { latch.idle(); });
+            } else {
+              logger->warn("signal {} again: closing every connection now", sig);
+              server.abort();
+            }
+            latch.signalled();
+          },
+      .second_is_default = false,
+      .hangup_message = "SIGHUP ignored: the gateway keeps serving (SIGTERM or SIGINT stop it "
+                        "with a drain; further SIGHUPs are ignored silently)",
+      .logger = logger});
   auto work = asio::make_work_guard(ioc);
   server.start();
   std::vector<std::thread> io_threads;
@@ -1098,8 +1007,7 @@ int run_serve(const ServeOptions& o) {
     logger->warn("shutdown timeout: events not decided yet were withdrawn (no outcome)");
   workers.join();
   if (!idle) latch.wait_idle_for(std::chrono::milliseconds(2000));
-  signals.cancel();
-  hangups.cancel();
+  signals.reset();
   work.reset();
   ioc.stop();
   for (auto& t : io_threads) t.join();

@@ -2,6 +2,8 @@
 /// \file serve.hpp
 /// `tradecapture serve`: the HTTP gateway of spec section 5.
 
+#include "pipeline_flags.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -15,16 +17,7 @@ namespace tradecapture::host {
 /// Options of `tradecapture serve` (each also read from a TRADECAPTURE_* environment variable).
 struct ServeOptions {
   std::string listen = "127.0.0.1:8080";
-  std::string store = "sqlite:tradecapture.db";
-  std::string lock = "local:";
-  // The pipeline, as in `replay`.
-  std::size_t threads = 2;
-  std::size_t max_in_flight = 65536;
-  std::size_t batch = 8192;
-  std::string log_level = "info";
-  std::string instance_id;
-  long long lease_ms = 30000;
-  long long retry_budget_ms = 15000;  ///< RetryPolicy::budget
+  PipelineFlags pipeline;  ///< the backends and the pipeline, as in `replay`
   // HTTP.
   std::size_t http_threads = 2;    ///< I/O threads (the io_context)
   std::size_t worker_threads = 4;  ///< threads for body parsing, store reads and health checks
