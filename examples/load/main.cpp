@@ -569,20 +569,7 @@ class Worker {
       Event& e = r.events[i];
       bool accepted = outcome == "ACCEPTED";
       if (accepted && log_) {
-        std::string account, book, security;
-        partition_names(e.partition, account, book, security);
-        log_buf_ += "{\"trade_id\":";
-        append_json_string(log_buf_, e.trade_id);
-        log_buf_ += ",\"version\":" + std::to_string(e.version) + ",\"type\":\"";
-        log_buf_ += e.type == EventType::new_trade ? "NEW"
-                    : e.type == EventType::amend   ? "AMEND"
-                                                   : "CANCEL";
-        log_buf_ += "\",\"account\":";
-        append_json_string(log_buf_, account);
-        log_buf_ += ",\"book\":";
-        append_json_string(log_buf_, book);
-        log_buf_ += ",\"security\":";
-        append_json_string(log_buf_, security);
+        append_event_head(log_buf_, e);
         log_buf_ += ",\"seq\":" + o.value("seq", nlohmann::json()).dump() + "}\n";
         if (log_buf_.size() > (1u << 18)) log_->write(log_buf_);
       }

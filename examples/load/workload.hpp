@@ -147,7 +147,9 @@ inline void partition_names(std::uint32_t p, std::string& account, std::string& 
 }
 
 /// Appends the JSON object of `e` (spec section 1; decimals as JSON strings).
-inline void append_event_json(std::string& out, const Event& e) {
+/// The first keys of an event object, without the closing brace:
+/// {"trade_id":..,"version":..,"type":..,"account":..,"book":..,"security":..
+inline void append_event_head(std::string& out, const Event& e) {
   std::string account, book, security;
   partition_names(e.partition, account, book, security);
   out += "{\"trade_id\":";
@@ -163,6 +165,10 @@ inline void append_event_json(std::string& out, const Event& e) {
   append_json_string(out, book);
   out += ",\"security\":";
   append_json_string(out, security);
+}
+
+inline void append_event_json(std::string& out, const Event& e) {
+  append_event_head(out, e);
   if (e.type != EventType::cancel) {
     out += e.buy ? ",\"side\":\"BUY\",\"quantity\":\"" : ",\"side\":\"SELL\",\"quantity\":\"";
     append_decimal(out, e.quantity_cents, 2);
