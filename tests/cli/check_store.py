@@ -15,6 +15,8 @@ import decimal
 import json
 import sys
 
+from model import TOTAL_FIELDS, effect  # the spec's effect of a trade on the totals
+
 decimal.setcontext(decimal.Context(prec=200, traps=[decimal.Inexact, decimal.Rounded]))
 D = decimal.Decimal
 
@@ -45,8 +47,8 @@ def main(argv):
     parts = {}
     for e in events:
         p = (e["account"], e["book"], e["security"])
-        st = parts.setdefault(p, {"seq": 0, "trades": {}, "net": D(0), "bq": D(0), "sq": D(0),
-                                  "bn": D(0), "sn": D(0), "live": 0})
+        st = parts.setdefault(p, {"seq": 0, "trades": {}, "live": 0,
+                                  "totals": {f: D(0) for f in TOTAL_FIELDS}})
         if e["seq"] != st["seq"] + 1:
             fail(f"partition {p}: seq {e['seq']} follows {st['seq']} (gap or repeat)")
         st["seq"] = e["seq"]
@@ -55,31 +57,23 @@ def main(argv):
             fail(f"(trade_id, version) {k} applied twice")
         keys.add(k)
 
-        def effect(side, q, px, sign):
-            n = q * px
-            if side == "BUY":
-                st["bq"] += sign * q
-                st["net"] += sign * q
-                st["bn"] += sign * n
-            else:
-                st["sq"] += sign * q
-                st["sn"] += sign * n
-                st["net"] -= sign * q
+        def apply(side, q, px, sign):
+            st["totals"] = effect(st["totals"], side, q, px, sign)
 
         t = st["trades"].get(e["trade_id"])
         if e["type"] == "NEW":
             if t is not None:
                 fail(f"NEW of an existing trade {k} in {p}")
             st["trades"][e["trade_id"]] = (e["side"], D(e["quantity"]), D(e["price"]), False)
-            effect(e["side"], D(e["quantity"]), D(e["price"]), 1)
+            apply(e["side"], D(e["quantity"]), D(e["price"]), 1)
             st["live"] += 1
         else:
             if t is None or t[3]:
                 fail(f"{e['type']} {k} of an unknown or cancelled trade in {p}")
-            effect(t[0], t[1], t[2], -1)
+            apply(t[0], t[1], t[2], -1)
             if e["type"] == "AMEND":
                 st["trades"][e["trade_id"]] = (e["side"], D(e["quantity"]), D(e["price"]), False)
-                effect(e["side"], D(e["quantity"]), D(e["price"]), 1)
+                apply(e["side"], D(e["quantity"]), D(e["price"]), 1)
             else:
                 st["trades"][e["trade_id"]] = (t[0], t[1], t[2], True)
                 st["live"] -= 1
@@ -90,9 +84,7 @@ def main(argv):
         st = parts.get(p)
         if st is None:
             fail(f"position {p} has no events")
-        want = {"net_quantity": st["net"], "bought_quantity": st["bq"], "sold_quantity": st["sq"],
-                "bought_notional": st["bn"], "sold_notional": st["sn"]}
-        for f, v in want.items():
+        for f, v in st["totals"].items():
             if D(row[f]) != v:
                 fail(f"{p} {f}: stored {row[f]}, fold of events gives {canon(v)}")
         if row["live_trades"] != st["live"] or row["seq"] != st["seq"]:

@@ -16,6 +16,12 @@ fail() {
   exit 1
 }
 
+# kill_all PID...: SIGKILL to each (gone ones are fine); for the clean-up at exit.
+kill_all() {
+  local pid
+  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
 model() { python3 "$HERE/model.py" "$@"; }
 gen() { python3 "$HERE/gen_trace.py" "$@"; }
 

@@ -6,8 +6,7 @@ client() { timeout 300 python3 "$HERE/http_client.py" "$@"; }
 
 SERVER_PIDS=()
 cleanup() {
-  local pid
-  for pid in "${SERVER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  kill_all "${SERVER_PIDS[@]}"
   rm -rf "$TMP"
 }
 trap cleanup EXIT

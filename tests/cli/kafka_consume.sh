@@ -7,36 +7,9 @@
 # SIGTERM: the final state is still exactly the model's (nothing lost, nothing applied twice).
 source "$(dirname "$0")/common.bash" "$1"
 
-MOCK="$BIN_DIR/tradecapture-kafka-mock"
-if [[ ! -x $MOCK ]]; then
-  # Skipped only when the build has no Kafka at all; a Kafka build without the mock is a failure.
-  if "$BIN_DIR/tradecapture" consume --help >/dev/null 2>&1; then
-    fail "$MOCK is missing although tradecapture was built with Kafka"
-  fi
-  echo "skip: built without Kafka (no consume command, no $MOCK)"
-  exit 0
-fi
-command -v sqlite3 >/dev/null || fail "sqlite3 is needed to read the stored offsets"
+source "$HERE/kafka_common.bash"
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# ---- the mock cluster ------------------------------------------------------------------------
-mkfifo "$TMP/mock.in"
-"$MOCK" cluster --brokers 3 --topic trades:6:2 --topic outcomes:3 \
-  <"$TMP/mock.in" >"$TMP/mock.out" 2>"$TMP/mock.err" &
-PIDS+=($!)
-disown  # no job-control noise when the clean-up kills it
-exec 7>"$TMP/mock.in"  # keeps the command channel open
-for _ in $(seq 100); do [[ -s $TMP/mock.out ]] && break; sleep 0.1; done
-BOOT=$(head -n 1 "$TMP/mock.out")
-[[ -n $BOOT ]] || { cat "$TMP/mock.err" >&2; fail "the mock cluster did not start"; }
-echo "mock cluster at $BOOT"
+start_mock_cluster --brokers 3 --topic trades:6:2 --topic outcomes:3
 
 # ---- the trace -------------------------------------------------------------------------------
 # Outcomes may depend on the order of events with the same (trade_id, version) in different
@@ -86,31 +59,8 @@ stored_offsets() {
     AND topic = 'trades' ORDER BY partition" 2>/dev/null || true; } | tr '|' ' '
 }
 
-# wait_stored DB GROUP SECONDS: until the stored offsets are the end offsets.
-wait_stored() {
-  local i
-  for ((i = 0; i < $3 * 10; ++i)); do
-    [[ "$(stored_offsets "$1" "$2")" == "$(cat "$TMP/end.offsets")" ]] && return 0
-    sleep 0.1
-  done
-  echo "stored offsets:" >&2
-  stored_offsets "$1" "$2" >&2
-  echo "end offsets:" >&2
-  cat "$TMP/end.offsets" >&2
-  return 1
-}
-
 CONSUME_ARGS=(--brokers "$BOOT" --topic trades --kafka-config session.timeout.ms=3000
   --kafka-config heartbeat.interval.ms=200 --progress-interval-ms 0)
-
-# stop_ok PID NAME: SIGTERM, which must end the consumer with exit code 0 within 60 s.
-stop_ok() {
-  kill -TERM "$1"
-  local rc=0
-  timeout 60 tail --pid="$1" -f /dev/null || fail "$2 did not stop within 60 s of SIGTERM"
-  wait "$1" || rc=$?
-  [[ $rc -eq 0 ]] || { tail -n 20 "$TMP/$2.err" >&2; fail "$2 exited $rc after SIGTERM"; }
-}
 
 # ---- one member ------------------------------------------------------------------------------
 "$TC" consume "${CONSUME_ARGS[@]}" --group g1 --store "sqlite:$TMP/one.db" \
@@ -174,16 +124,7 @@ PIDS+=($A)
 B=$!
 PIDS+=($B)
 # Both members consume (each stored some offsets), then A dies without a word.
-for _ in $(seq 300); do
-  total=$(stored_offsets "$TMP/two.db" g2 | awk '{ s += $2 } END { print s + 0 }')
-  ((total > N / 4)) && break
-  sleep 0.1
-done
-((total > N / 4)) || fail "the members made no progress"
-((total < N)) || fail "the members were done before the kill (make the run slower)"
-kill -KILL "$A"
-wait "$A" 2>/dev/null || true
-echo "killed member A after $total of $N offsets were stored"
+kill_mid_run "$TMP/two.db" g2 "$N" 30 "$A" A
 # B takes A's partitions over after the session timeout; a third member joins later and is
 # stopped again (one more rebalance) before B finishes.
 sleep 1

@@ -9,36 +9,9 @@
 # order, the positions are the model's, and the stored offsets are the end offsets.
 source "$(dirname "$0")/common.bash" "$1"
 
-MOCK="$BIN_DIR/tradecapture-kafka-mock"
-if [[ ! -x $MOCK ]]; then
-  # Skipped only when the build has no Kafka at all; a Kafka build without the mock is a failure.
-  if "$BIN_DIR/tradecapture" consume --help >/dev/null 2>&1; then
-    fail "$MOCK is missing although tradecapture was built with Kafka"
-  fi
-  echo "skip: built without Kafka (no consume command, no $MOCK)"
-  exit 0
-fi
-command -v sqlite3 >/dev/null || fail "sqlite3 is needed to read the stored offsets"
+source "$HERE/kafka_common.bash"
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# ---- the mock cluster ------------------------------------------------------------------------
-mkfifo "$TMP/mock.in"
-"$MOCK" cluster --brokers 3 --topic t1:4:2 --topic t2:3 \
-  <"$TMP/mock.in" >"$TMP/mock.out" 2>"$TMP/mock.err" &
-PIDS+=($!)
-disown  # no job-control noise when the clean-up kills it
-exec 7>"$TMP/mock.in"  # keeps the command channel open
-for _ in $(seq 100); do [[ -s $TMP/mock.out ]] && break; sleep 0.1; done
-BOOT=$(head -n 1 "$TMP/mock.out")
-[[ -n $BOOT ]] || { cat "$TMP/mock.err" >&2; fail "the mock cluster did not start"; }
-echo "mock cluster at $BOOT"
+start_mock_cluster --brokers 3 --topic t1:4:2 --topic t2:3
 
 # ---- the traces ------------------------------------------------------------------------------
 python3 - "$TMP" <<'PY'
@@ -104,27 +77,6 @@ stored_offsets() {
     ORDER BY topic, partition" 2>/dev/null || true; } | tr '|' ' ' | sort
 }
 
-wait_stored() {
-  local i
-  for ((i = 0; i < $3 * 10; ++i)); do
-    [[ "$(stored_offsets "$1" "$2")" == "$(cat "$TMP/end.offsets")" ]] && return 0
-    sleep 0.1
-  done
-  echo "stored offsets:" >&2
-  stored_offsets "$1" "$2" >&2
-  echo "end offsets:" >&2
-  cat "$TMP/end.offsets" >&2
-  return 1
-}
-
-stop_ok() {
-  kill -TERM "$1"
-  local rc=0
-  timeout 60 tail --pid="$1" -f /dev/null || fail "$2 did not stop within 60 s of SIGTERM"
-  wait "$1" || rc=$?
-  [[ $rc -eq 0 ]] || { tail -n 20 "$TMP/$2.err" >&2; fail "$2 exited $rc after SIGTERM"; }
-}
-
 # Small batches and in-flight windows so that there is work left when the kill comes. Without a
 # results topic every REJECTED outcome is a warning in the log.
 CONSUME_ARGS=(--brokers "$BOOT" --topic t1 --topic t2 --group g --store "sqlite:$TMP/topics.db"
@@ -137,16 +89,7 @@ PIDS+=($A)
 "$TC" consume "${CONSUME_ARGS[@]}" 2>"$TMP/b.err" &
 B=$!
 PIDS+=($B)
-for _ in $(seq 600); do
-  total=$(stored_offsets "$TMP/topics.db" g | awk '{ s += $3 } END { print s + 0 }')
-  ((total > N / 4)) && break
-  sleep 0.1
-done
-((total > N / 4)) || fail "the members made no progress"
-((total < N)) || fail "the members were done before the kill (make the run slower)"
-kill -KILL "$A"
-wait "$A" 2>/dev/null || true
-echo "killed member A after $total of $N offsets were stored"
+kill_mid_run "$TMP/topics.db" g "$N" 60 "$A" A
 sleep 1
 "$TC" consume "${CONSUME_ARGS[@]}" 2>"$TMP/a2.err" &
 A2=$!

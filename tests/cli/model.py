@@ -232,7 +232,8 @@ class Partition:
         self.events = []  # (seq, Event)
 
 
-def _effect(totals, side, q, p, sign):
+def effect(totals, side, q, p, sign):
+    """The totals after a trade of `side` `q` at `p` is applied (sign 1) or reversed (sign -1)."""
     t = dict(totals)
     notional = q * p
     if side == "BUY":
@@ -270,7 +271,7 @@ class Model:
         trade = part.trades.get(e.trade_id)
         if e.type == "NEW":
             assert trade is None, "a known trade implies its NEW key was accepted"
-            totals = _effect(part.totals, e.side, e.quantity, e.price, 1)
+            totals = effect(part.totals, e.side, e.quantity, e.price, 1)
         else:
             if trade is None:
                 return "REJECTED", "unknown trade", None
@@ -278,9 +279,9 @@ class Model:
                 return "STALE", "", None
             if trade[4]:
                 return "REJECTED", "trade cancelled", None
-            totals = _effect(part.totals, trade[1], trade[2], trade[3], -1)
+            totals = effect(part.totals, trade[1], trade[2], trade[3], -1)
             if e.type == "AMEND":
-                totals = _effect(totals, e.side, e.quantity, e.price, 1)
+                totals = effect(totals, e.side, e.quantity, e.price, 1)
         bad = _out_of_range(totals)
         if bad:
             return "REJECTED", "out of range: %s would pass 1e24" % bad, None

@@ -45,6 +45,16 @@ progress() {
   fail "host $1 made no progress; log: $(tail -n 20 "$TMP/$1.log")"
 }
 
+# restart_mid_run STORE NAME RESTART: host NAME replays same.jsonl (batches of 64) into STORE;
+# after its 1000th outcome the command RESTART runs; the host must still exit 0.
+restart_mid_run() {
+  host "$2" "$1" "$TMP/same.jsonl" --batch 64
+  local pid=$HOST_PID
+  progress "$2" 1000
+  "$3"
+  wait_ok "$pid" "$2"
+}
+
 # verify STORE TRACE LABEL: store invariants, and positions/events equal the model of TRACE.
 verify() {
   "$TC" events --store "$1" >"$TMP/ev.jsonl"
@@ -106,10 +116,7 @@ verify "$db" "$TMP/same.jsonl" "kill -9 mid-run, rerun"
 
 # (e) Redis restarted mid-run.
 db=$(newdb redis_restart)
-host r1 "$db" "$TMP/same.jsonl" --batch 64; p=$HOST_PID
-progress r1 1000
-tc_restart_redis
-wait_ok $p r1
+restart_mid_run "$db" r1 tc_restart_redis
 # The restart may fall between two lock calls (nothing to retry then); correctness is what
 # verify checks.
 if grep -E -q "lock .*unavailable|lease lost" "$TMP/r1.log"; then
@@ -121,10 +128,7 @@ verify "$db" "$TMP/same.jsonl" "Redis restarted mid-run"
 
 # (f) PostgreSQL restarted mid-run.
 db=$(newdb pg_restart)
-host g1 "$db" "$TMP/same.jsonl" --batch 64; p=$HOST_PID
-progress g1 1000
-tc_restart_postgres
-wait_ok $p g1
+restart_mid_run "$db" g1 tc_restart_postgres
 grep -E -q "retry|unavailable" "$TMP/g1.log" ||
   fail "no store retry was logged across the PostgreSQL restart: $(tail -n 20 "$TMP/g1.log")"
 verify "$db" "$TMP/same.jsonl" "PostgreSQL restarted mid-run"
