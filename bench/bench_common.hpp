@@ -22,6 +22,7 @@
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <map>
@@ -169,6 +171,19 @@ struct StoreFactory {
   std::function<void()> cleanup = [] {};
 };
 
+/// A SQLite database file of this process in the temp directory: `<stem>-<pid>.db`.
+inline std::filesystem::path temp_db_path(const std::string& stem) {
+  return std::filesystem::temp_directory_path() / (stem + "-" + std::to_string(::getpid()) + ".db");
+}
+
+/// Removes a SQLite database file with its -wal, -shm and -journal files.
+inline void remove_sqlite_files(const std::filesystem::path& db) {
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    std::error_code ec;
+    std::filesystem::remove(db.string() + suffix, ec);
+  }
+}
+
 /// What one run measured.
 struct RunResult {
   std::size_t events = 0;
@@ -228,6 +243,61 @@ inline void wait_all(std::future<Clock::time_point>& fut, const std::atomic<std:
   }
 }
 
+/// Counts the completions of one run of `total` events; the future is set by the last one.
+struct Completions {
+  explicit Completions(std::size_t n) : total(n) {}
+  const std::size_t total;
+  std::atomic<std::size_t> done{0};
+  std::promise<Clock::time_point> all_done;
+  std::future<Clock::time_point> fut = all_done.get_future();
+  /// Called by every completion, at `now`.
+  void complete(Clock::time_point now) {
+    if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == total) all_done.set_value(now);
+  }
+};
+
+/// Waits for the last completion (wait_all), then records the run's time since `start` and the
+/// pipeline's counters.
+inline void finish_run(Completions& c, Pipeline& pipe, RunResult& res, Clock::time_point start,
+                       std::chrono::seconds stall = std::chrono::seconds(30)) {
+  wait_all(c.fut, c.done, pipe, res, stall);
+  const auto end = c.fut.get();
+  CALLGRIND_STOP_INSTRUMENTATION;  // profile only submission and processing
+  res.seconds = std::chrono::duration<double>(end - start).count();
+  pipe.drain();
+  res.metrics = pipe.metrics();
+}
+
+/// Open-loop submission: event i is due at start + i/rate on the steady clock and is submitted as
+/// soon as it is due (never earlier); its latency runs from that scheduled time (not from when
+/// the submitter got round to it, so a stalled submitter shows up as latency) to its completion
+/// callback, which fires once the outcome is durable. Fills res.latency_ns and res.submit_lag_ns.
+inline void submit_paced(Pipeline& pipe, std::vector<TradeEvent>& events, double rate,
+                         Clock::time_point start, RunResult& res, Completions& c) {
+  const std::size_t n = events.size();
+  res.latency_ns.assign(n, -1);
+  res.submit_lag_ns.assign(n, 0);
+  auto* lat = res.latency_ns.data();
+  auto* lag = res.submit_lag_ns.data();
+  const double interval_ns = 1e9 / rate;
+#ifdef __linux__
+  ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  // 1 us instead of 50 us of sleep overshoot
+#endif
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto due = start + std::chrono::nanoseconds(std::int64_t(double(i) * interval_ns));
+    // Sleep (never spin: on a 2-core machine a spinning generator takes a core from the
+    // pipeline) until the event is due; whatever fell due meanwhile goes out at once. The
+    // generator's own lateness is part of the measured latency and is reported separately.
+    if (Clock::now() < due) std::this_thread::sleep_until(due);
+    lag[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - due).count();
+    pipe.async_submit(std::move(events[i]), [due, i, lat, &c](boost::system::error_code, Outcome) {
+      const auto now = Clock::now();
+      lat[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(now - due).count();
+      c.complete(now);
+    });
+  }
+}
+
 inline void check(RunResult& r) {
   if (r.metrics.failed != 0) {
     r.ok = false;
@@ -249,12 +319,8 @@ inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std:
   {
     Pipeline pipe(sf.open(), make_local_lock(), make_position_processor(),
                   bench_options(threads, max_batch));
-    std::atomic<std::size_t> done{0};
-    std::promise<Clock::time_point> all_done;
-    auto fut = all_done.get_future();
-    auto on_done = [&](boost::system::error_code, Outcome) {
-      if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == total) all_done.set_value(Clock::now());
-    };
+    Completions completions(total);
+    auto on_done = [&](boost::system::error_code, Outcome) { completions.complete(Clock::now()); };
     CALLGRIND_START_INSTRUMENTATION;  // profile only submission and processing
     const auto start = Clock::now();
     if (submitters == 1) {
@@ -267,62 +333,26 @@ inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std:
         });
       for (auto& t : ts) t.join();
     }
-    wait_all(fut, done, pipe, res);
-    const auto end = fut.get();
-    CALLGRIND_STOP_INSTRUMENTATION;
-    res.seconds = std::chrono::duration<double>(end - start).count();
-    pipe.drain();
-    res.metrics = pipe.metrics();
+    finish_run(completions, pipe, res, start);
   }
   sf.cleanup();
   check(res);
   return res;
 }
 
-/// Open-loop run: event i is due at start + i/rate on the steady clock and is submitted as soon
-/// as it is due (never earlier); its latency runs from that scheduled time (not from when the
-/// submitter got round to it, so a stalled submitter shows up as latency) to its completion
-/// callback, which fires once the outcome is durable.
+/// Open-loop run of the first `n` events at `rate` per second (submit_paced).
 inline RunResult run_paced(const StoreFactory& sf, std::size_t threads, std::size_t max_batch,
                            std::size_t n, double rate) {
   auto events = std::move(split_trace(n, 1)[0]);
-  n = events.size();
   RunResult res;
-  res.events = n;
-  res.latency_ns.assign(n, -1);
-  res.submit_lag_ns.assign(n, 0);
+  res.events = events.size();
   {
     Pipeline pipe(sf.open(), make_local_lock(), make_position_processor(),
                   bench_options(threads, max_batch));
-    std::atomic<std::size_t> done{0};
-    std::promise<Clock::time_point> all_done;
-    auto fut = all_done.get_future();
-    auto* lat = res.latency_ns.data();
-    auto* lag = res.submit_lag_ns.data();
-    const double interval_ns = 1e9 / rate;
-#ifdef __linux__
-    ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  // 1 us instead of 50 us of sleep overshoot
-#endif
+    Completions completions(events.size());
     const auto start = Clock::now() + std::chrono::milliseconds(2);
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto due = start + std::chrono::nanoseconds(std::int64_t(double(i) * interval_ns));
-      // Sleep (never spin: on a 2-core machine a spinning generator takes a core from the
-      // pipeline) until the event is due; whatever fell due meanwhile goes out at once. The
-      // generator's own lateness is part of the measured latency and is reported separately.
-      if (auto now = Clock::now(); now < due) std::this_thread::sleep_until(due);
-      lag[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - due).count();
-      pipe.async_submit(std::move(events[i]), [due, i, lat, &done, &all_done, n](
-                                                  boost::system::error_code, Outcome) {
-        const auto now = Clock::now();
-        lat[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(now - due).count();
-        if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) all_done.set_value(now);
-      });
-    }
-    wait_all(fut, done, pipe, res);
-    const auto end = fut.get();
-    res.seconds = std::chrono::duration<double>(end - start).count();
-    pipe.drain();
-    res.metrics = pipe.metrics();
+    submit_paced(pipe, events, rate, start, res, completions);
+    finish_run(completions, pipe, res, start);
   }
   sf.cleanup();
   check(res);
@@ -334,6 +364,12 @@ inline RunResult run_paced(const StoreFactory& sf, std::size_t threads, std::siz
 inline std::map<std::pair<std::int64_t, std::int64_t>, double>& saturation_rates() {
   static std::map<std::pair<std::int64_t, std::int64_t>, double> m;
   return m;
+}
+
+/// True when `r` succeeded; otherwise the benchmark is skipped with the run's error.
+inline bool ran_ok(benchmark::State& state, const RunResult& r) {
+  if (!r.ok) state.SkipWithError(r.error.c_str());
+  return r.ok;
 }
 
 /// The pipeline's counters summed over the runs of one benchmark.
@@ -379,10 +415,7 @@ inline void saturated_benchmark(benchmark::State& state, const StoreFactory& sf,
   double seconds = 0;
   for (auto _ : state) {
     RunResult r = run_saturated(sf, threads, max_batch, events_per_run, submitters);
-    if (!r.ok) {
-      state.SkipWithError(r.error.c_str());
-      return;
-    }
+    if (!ran_ok(state, r)) return;
     state.SetIterationTime(r.seconds);
     seconds += r.seconds;
     totals.add(r);
@@ -409,10 +442,7 @@ inline void paced_benchmark(benchmark::State& state, const StoreFactory& sf,
     saturation = it->second;
   } else {
     RunResult cal = run_saturated(sf, threads, max_batch, calibrate_events, 1);
-    if (!cal.ok) {
-      state.SkipWithError(cal.error.c_str());
-      return;
-    }
+    if (!ran_ok(state, cal)) return;
     saturation = double(cal.events) / cal.seconds;
   }
   double rate = saturation / 2;
@@ -421,10 +451,7 @@ inline void paced_benchmark(benchmark::State& state, const StoreFactory& sf,
       std::clamp<std::size_t>(std::size_t(rate * seconds_of_load), 1000, max_events);
   for (auto _ : state) {
     RunResult r = run_paced(sf, threads, max_batch, n, rate);
-    if (!r.ok) {
-      state.SkipWithError(r.error.c_str());
-      return;
-    }
+    if (!ran_ok(state, r)) return;
     state.SetIterationTime(r.seconds);
     auto lat = r.latency_ns;
     std::sort(lat.begin(), lat.end());
@@ -449,6 +476,42 @@ inline void paced_benchmark(benchmark::State& state, const StoreFactory& sf,
     const auto& cl = r.metrics.commit_latency_us;
     state.counters["commit_ms_mean"] = cl.count ? double(cl.sum) / double(cl.count) / 1000.0 : 0.0;
   }
+}
+
+/// The two benchmarks of one store: BM_<name>Throughput (saturated_benchmark, args (pipeline
+/// threads, max_batch, submitting threads)) and BM_<name>LatencyHalfRate (paced_benchmark, args
+/// (pipeline threads, max_batch): (1, 8192) and (2, 8192)).
+struct StoreBenchmarks {
+  std::string name;
+  const StoreFactory& (*factory)();
+  std::size_t events_per_run;
+  std::vector<std::vector<std::int64_t>> throughput_args;
+  std::int64_t throughput_iterations;
+  double seconds_of_load;  ///< of the latency run
+  std::size_t max_events;  ///< of the latency run
+};
+
+/// Registers the benchmarks of `b`, throughput first (the latency runs pace at half the rate it
+/// measured); true, for a namespace-scope initializer.
+inline bool register_store_benchmarks(const StoreBenchmarks& b) {
+  auto* t = benchmark::RegisterBenchmark(
+      ("BM_" + b.name + "Throughput").c_str(),
+      [b](benchmark::State& state) { saturated_benchmark(state, b.factory(), b.events_per_run); });
+  t->ArgNames({"threads", "max_batch", "submitters"});
+  for (const auto& args : b.throughput_args) t->Args(args);
+  t->UseManualTime()->Iterations(b.throughput_iterations)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(("BM_" + b.name + "LatencyHalfRate").c_str(),
+                               [b](benchmark::State& state) {
+                                 paced_benchmark(state, b.factory(), b.events_per_run,
+                                                 b.seconds_of_load, b.max_events);
+                               })
+      ->ArgNames({"threads", "max_batch"})
+      ->Args({1, 8192})
+      ->Args({2, 8192})
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  return true;
 }
 
 }  // namespace tcbench

@@ -46,18 +46,11 @@ std::size_t kafka_events() {
 // ---- stores ---------------------------------------------------------------------------------
 
 std::filesystem::path db_path() {
-  static const std::filesystem::path p =
-      std::filesystem::temp_directory_path() /
-      ("tc-bench-kafka-" + std::to_string(::getpid()) + ".db");
+  static const std::filesystem::path p = temp_db_path("tc-bench-kafka");
   return p;
 }
 
-void remove_db() {
-  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
-    std::error_code ec;
-    std::filesystem::remove(db_path().string() + suffix, ec);
-  }
-}
+void remove_db() { remove_sqlite_files(db_path()); }
 
 std::unique_ptr<tctest::PostgresServer> g_pg;
 int g_pg_db = 0;
@@ -302,12 +295,17 @@ double pct(std::vector<std::int64_t> v, double q) {
   return double(v[std::min(v.size() - 1, std::size_t(q * double(v.size())))]);
 }
 
-void BM_KafkaThroughput(benchmark::State& state) {
-  const std::int64_t kind = state.range(0);
-  state.SetLabel(store_name(kind));
+/// The store of the benchmark's arg "store", labelled; the trace and the logger are built first.
+StoreFactory prepare(benchmark::State& state) {
+  state.SetLabel(store_name(state.range(0)));
   quiet_logger();
   shared_trace();
-  const StoreFactory sf = store_factory(kind);
+  return store_factory(state.range(0));
+}
+
+void BM_KafkaThroughput(benchmark::State& state) {
+  const std::int64_t kind = state.range(0);
+  const StoreFactory sf = prepare(state);
   const std::size_t n = kafka_events();
   double kafka_s = 0, direct_s = 0;
   std::size_t events = 0;
@@ -319,10 +317,7 @@ void BM_KafkaThroughput(benchmark::State& state) {
       return;
     }
     RunResult direct = run_saturated(sf, 2, 8192, n, 1);
-    if (!direct.ok) {
-      state.SkipWithError(direct.error.c_str());
-      return;
-    }
+    if (!ran_ok(state, direct)) return;
     state.SetIterationTime(last.seconds);
     kafka_s += last.seconds;
     direct_s += direct.seconds;
@@ -341,10 +336,7 @@ void BM_KafkaThroughput(benchmark::State& state) {
 
 void BM_KafkaLag(benchmark::State& state) {
   const std::int64_t kind = state.range(0);
-  state.SetLabel(store_name(kind));
-  quiet_logger();
-  shared_trace();
-  const StoreFactory sf = store_factory(kind);
+  const StoreFactory sf = prepare(state);
   double rate = 0;
   if (const char* s = std::getenv("TC_BENCH_RATE")) rate = std::atof(s);
   if (rate <= 0 && kafka_rates().count(kind)) rate = kafka_rates()[kind] / 2;
@@ -375,24 +367,15 @@ void BM_KafkaLag(benchmark::State& state) {
   state.counters["direct_p99_ms"] = pct(direct_us, 0.99) / 1000.0;
 }
 
+/// One run per store (arg "store": 0, 1, 2), timed by the benchmark itself.
+void per_store(benchmark::internal::Benchmark* b) {
+  b->ArgName("store")->Arg(0)->Arg(1)->Arg(2)->UseManualTime()->Iterations(1)->Unit(
+      benchmark::kMillisecond);
+}
+
 }  // namespace
 
-BENCHMARK(BM_KafkaThroughput)
-    ->ArgName("store")
-    ->Arg(0)
-    ->Arg(1)
-    ->Arg(2)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK(BM_KafkaLag)
-    ->ArgName("store")
-    ->Arg(0)
-    ->Arg(1)
-    ->Arg(2)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_KafkaThroughput)->Apply(per_store);
+BENCHMARK(BM_KafkaLag)->Apply(per_store);
 
 BENCHMARK_MAIN();

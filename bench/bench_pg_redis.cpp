@@ -106,44 +106,19 @@ OursResult run_ours(std::vector<TradeEvent> events, double rate, bool check_orde
   auto rlock = open_redis_lock(g_redis->uri(), lo);
   if (!rlock) throw std::runtime_error("open_redis_lock: " + rlock.error().message());
   auto counting = std::make_shared<CountingLock>(rlock.value());
-  if (rate > 0) {
-    res.latency_ns.assign(n, -1);
-    res.submit_lag_ns.assign(n, 0);
-  }
   {
     Pipeline pipe(store.value(), counting, make_position_processor(), bench_options(2, 8192));
-    std::atomic<std::size_t> done{0};
-    std::promise<Clock::time_point> all_done;
-    auto fut = all_done.get_future();
+    Completions completions(n);
     const auto start = Clock::now() + std::chrono::milliseconds(rate > 0 ? 2 : 0);
     if (rate <= 0) {
       for (auto& e : events)
-        pipe.async_submit(std::move(e), [&, n](boost::system::error_code, Outcome) {
-          if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) all_done.set_value(Clock::now());
+        pipe.async_submit(std::move(e), [&](boost::system::error_code, Outcome) {
+          completions.complete(Clock::now());
         });
     } else {
-#ifdef __linux__
-      ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
-#endif
-      auto* lat = res.latency_ns.data();
-      auto* lag = res.submit_lag_ns.data();
-      const double interval_ns = 1e9 / rate;
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto due = start + std::chrono::nanoseconds(std::int64_t(double(i) * interval_ns));
-        if (Clock::now() < due) std::this_thread::sleep_until(due);
-        lag[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - due).count();
-        pipe.async_submit(std::move(events[i]), [due, i, lat, &done, &all_done, n](
-                                                    boost::system::error_code, Outcome) {
-          const auto now = Clock::now();
-          lat[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(now - due).count();
-          if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) all_done.set_value(now);
-        });
-      }
+      submit_paced(pipe, events, rate, start, res, completions);
     }
-    wait_all(fut, done, pipe, res, std::chrono::seconds(60));
-    res.seconds = std::chrono::duration<double>(fut.get() - start).count();
-    pipe.drain();
-    res.metrics = pipe.metrics();
+    finish_run(completions, pipe, res, start, std::chrono::seconds(60));
   }
   out.lock_calls = counting->calls.load();
   if (check_order) {
@@ -190,10 +165,7 @@ void BM_OursPgRedisThroughput(benchmark::State& state) {
   double seconds = 0;
   for (auto _ : state) {
     OursResult o = run_ours(trace_prefix(pg_events(), 0), 0, false);
-    if (!o.r.ok) {
-      state.SkipWithError(o.r.error.c_str());
-      return;
-    }
+    if (!ran_ok(state, o.r)) return;
     state.SetIterationTime(o.r.seconds);
     seconds += o.r.seconds;
     totals.add(o.r);
@@ -218,10 +190,7 @@ void BM_OursPgRedisLatencyHalfRate(benchmark::State& state) {
   const std::size_t n = std::clamp<std::size_t>(std::size_t(rate * 4), 1000, 1000000);
   for (auto _ : state) {
     OursResult o = run_ours(trace_prefix(n, 0), rate, false);
-    if (!o.r.ok) {
-      state.SkipWithError(o.r.error.c_str());
-      return;
-    }
+    if (!ran_ok(state, o.r)) return;
     state.SetIterationTime(o.r.seconds);
     auto lat = o.r.latency_ns;
     std::sort(lat.begin(), lat.end());
@@ -248,10 +217,7 @@ void BM_OursPgRedisHot10Order(benchmark::State& state) {
   quiet_logger();
   for (auto _ : state) {
     OursResult o = run_ours(trace_prefix(std::min<std::size_t>(pg_events(), 100000), 10), 0, true);
-    if (!o.r.ok) {
-      state.SkipWithError(o.r.error.c_str());
-      return;
-    }
+    if (!ran_ok(state, o.r)) return;
     state.SetIterationTime(o.r.seconds);
     state.counters["trades_per_s"] = double(o.r.events) / o.r.seconds;
     state.counters["stored_events"] = double(o.stored);

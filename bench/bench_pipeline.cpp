@@ -13,41 +13,20 @@ namespace {
 
 using namespace tcbench;
 
-constexpr std::size_t kEventsPerRun = 500000;
-
 const StoreFactory& memory_factory() {
   static const StoreFactory f{[] { return make_memory_store(); }};
   return f;
 }
 
-void BM_MemoryThroughput(benchmark::State& state) {
-  saturated_benchmark(state, memory_factory(), kEventsPerRun);
-}
-
-void BM_MemoryLatencyHalfRate(benchmark::State& state) {
-  paced_benchmark(state, memory_factory(), kEventsPerRun, /*seconds_of_load=*/1.5,
-                  /*max_events=*/1000000);
-}
+[[maybe_unused]] const bool registered = register_store_benchmarks(
+    {.name = "Memory",
+     .factory = memory_factory,
+     .events_per_run = 500000,
+     .throughput_args = {{1, 8192, 1}, {2, 8192, 1}, {1, 1024, 1}, {2, 1024, 1}, {2, 8192, 2}},
+     .throughput_iterations = 3,
+     .seconds_of_load = 1.5,
+     .max_events = 1000000});
 
 }  // namespace
-
-BENCHMARK(BM_MemoryThroughput)
-    ->ArgNames({"threads", "max_batch", "submitters"})
-    ->Args({1, 8192, 1})
-    ->Args({2, 8192, 1})
-    ->Args({1, 1024, 1})
-    ->Args({2, 1024, 1})
-    ->Args({2, 8192, 2})
-    ->UseManualTime()
-    ->Iterations(3)
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK(BM_MemoryLatencyHalfRate)
-    ->ArgNames({"threads", "max_batch"})
-    ->Args({1, 8192})
-    ->Args({2, 8192})
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -12,8 +12,6 @@
 
 #include <tradecapture/soci_store.hpp>
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <stdexcept>
 
@@ -21,21 +19,12 @@ namespace {
 
 using namespace tcbench;
 
-constexpr std::size_t kEventsPerRun = 300000;
-
 std::filesystem::path db_path() {
-  static const std::filesystem::path p =
-      std::filesystem::temp_directory_path() /
-      ("tc-bench-sqlite-" + std::to_string(::getpid()) + ".db");
+  static const std::filesystem::path p = temp_db_path("tc-bench-sqlite");
   return p;
 }
 
-void remove_db() {
-  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
-    std::error_code ec;
-    std::filesystem::remove(db_path().string() + suffix, ec);
-  }
-}
+void remove_db() { remove_sqlite_files(db_path()); }
 
 const StoreFactory& sqlite_factory() {
   static const StoreFactory f{
@@ -51,32 +40,15 @@ const StoreFactory& sqlite_factory() {
   return f;
 }
 
-void BM_SqliteThroughput(benchmark::State& state) {
-  saturated_benchmark(state, sqlite_factory(), kEventsPerRun);
-}
-
-void BM_SqliteLatencyHalfRate(benchmark::State& state) {
-  paced_benchmark(state, sqlite_factory(), kEventsPerRun, /*seconds_of_load=*/3.0,
-                  /*max_events=*/400000);
-}
+[[maybe_unused]] const bool registered =
+    register_store_benchmarks({.name = "Sqlite",
+                               .factory = sqlite_factory,
+                               .events_per_run = 300000,
+                               .throughput_args = {{1, 8192, 1}, {2, 8192, 1}, {2, 8192, 2}},
+                               .throughput_iterations = 2,
+                               .seconds_of_load = 3.0,
+                               .max_events = 400000});
 
 }  // namespace
-
-BENCHMARK(BM_SqliteThroughput)
-    ->ArgNames({"threads", "max_batch", "submitters"})
-    ->Args({1, 8192, 1})
-    ->Args({2, 8192, 1})
-    ->Args({2, 8192, 2})
-    ->UseManualTime()
-    ->Iterations(2)
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK(BM_SqliteLatencyHalfRate)
-    ->ArgNames({"threads", "max_batch"})
-    ->Args({1, 8192})
-    ->Args({2, 8192})
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();
