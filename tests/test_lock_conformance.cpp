@@ -17,22 +17,25 @@ PartitionKey key(std::string a, std::string b = "B", std::string s = "S") {
   return PartitionKey{std::move(a), std::move(b), std::move(s)};
 }
 
-Grant acquire_one(PartitionLock& lock, const PartitionKey& k) {
+/// try_acquire of the one partition `k`: its result.
+result<Grant> acquire(PartitionLock& lock, const PartitionKey& k) {
   std::vector<PartitionKey> ks{k};
   auto r = lock.try_acquire(ks);
   REQUIRE(r);
   REQUIRE(r.value().size() == 1);
-  REQUIRE(r.value()[0]);
-  return r.value()[0].value();
+  return r.value()[0];
+}
+
+Grant acquire_one(PartitionLock& lock, const PartitionKey& k) {
+  auto g = acquire(lock, k);
+  REQUIRE(g);
+  return g.value();
 }
 
 boost::system::error_code acquire_error(PartitionLock& lock, const PartitionKey& k) {
-  std::vector<PartitionKey> ks{k};
-  auto r = lock.try_acquire(ks);
-  REQUIRE(r);
-  REQUIRE(r.value().size() == 1);
-  REQUIRE_FALSE(r.value()[0]);
-  return r.value()[0].error();
+  auto g = acquire(lock, k);
+  REQUIRE_FALSE(g);
+  return g.error();
 }
 
 }  // namespace

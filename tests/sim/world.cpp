@@ -83,6 +83,16 @@ struct Env {
     std::printf(fmt, args...);
     std::printf("\n");
   }
+  /// The error of a server call: `e` during an outage (before `down_until`), otherwise `e` with
+  /// probability `p` (counted as fault `kind`); none otherwise.
+  boost::system::error_code injected(Micros down_until, double p, const char* kind, errc e) {
+    if (now < down_until) return e;
+    if (chance(p)) {
+      fault(kind);
+      return e;
+    }
+    return {};
+  }
   void fail(std::string what) {
     if (failure.empty()) failure = std::move(what);
   }
@@ -145,12 +155,8 @@ class FaultStore final : public TradeStoreWrapper {
 
  private:
   boost::system::error_code read_fault() {
-    if (env_.now < env_.store_down_until) return errc::store_unavailable;
-    if (env_.chance(env_.p_read_fail)) {
-      env_.fault("read_failure");
-      return errc::store_unavailable;
-    }
-    return {};
+    return env_.injected(env_.store_down_until, env_.p_read_fail, "read_failure",
+                         errc::store_unavailable);
   }
   Env& env_;
 };
@@ -241,12 +247,8 @@ class SimLock final : public PartitionLock {
     return true;
   }
   boost::system::error_code fault() {
-    if (env_.now < env_.lock_down_until) return errc::lock_unavailable;
-    if (env_.chance(env_.p_lock_fail)) {
-      env_.fault("lock_failure");
-      return errc::lock_unavailable;
-    }
-    return {};
+    return env_.injected(env_.lock_down_until, env_.p_lock_fail, "lock_failure",
+                         errc::lock_unavailable);
   }
   Env& env_;
   std::map<PartitionKey, Holder> held_;
