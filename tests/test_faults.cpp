@@ -7,6 +7,7 @@
 #include <tradecapture/store_wrapper.hpp>
 
 #include "../src/shard_core.hpp"
+#include "support/down_store.hpp"
 #include "support/events.hpp"
 
 #include <doctest/doctest.h>
@@ -27,28 +28,17 @@ using tctest::ev;
 
 const PartitionKey P{"ACC", "BOOK", "SEC"};
 
-/// A store that is down (every call store_unavailable) while `down` is set.
-class OutageStore final : public TradeStoreWrapper {
+/// A store that is down (every call store_unavailable) while `down` is set; counts the commits
+/// tried.
+class OutageStore final : public tctest::DownStore {
  public:
-  using TradeStoreWrapper::TradeStoreWrapper;
-  std::atomic<bool> down{false};
+  using DownStore::DownStore;
   std::atomic<int> commits{0};
-  result<std::vector<PartitionState>> claim_partitions(
-      std::span<const PartitionKey> p) override {
-    if (down) return errc::store_unavailable;
-    return TradeStoreWrapper::claim_partitions(p);
-  }
-  result<std::vector<std::optional<StoredEvent>>> find_events(
-      std::span<const IdempotencyKey> k) override {
-    if (down) return errc::store_unavailable;
-    return TradeStoreWrapper::find_events(k);
-  }
 
  protected:
   result<void> do_commit_(const CommitBatch& b) override {
     ++commits;
-    if (down) return errc::store_unavailable;
-    return TradeStoreWrapper::do_commit_(b);
+    return DownStore::do_commit_(b);
   }
 };
 

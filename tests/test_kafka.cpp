@@ -25,6 +25,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 #include <tradecapture/soci_store.hpp>
 #include "store_conformance.hpp"  // make_sqlite_store, make_postgres_store
 #endif
+#include "support/down_store.hpp"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -491,11 +492,10 @@ std::uint64_t outcomes_of(const KafkaSourceMetrics& m) {
 /// A store that slows every commit down (so that members hand over mid-run), can hold the
 /// commits of chosen partitions, and can "crash": from then on every call fails and nothing
 /// lands, like a process that died at that instant.
-class ControlledStore final : public TradeStoreWrapper {
+class ControlledStore final : public tctest::DownStore {
  public:
-  using TradeStoreWrapper::TradeStoreWrapper;
+  using DownStore::DownStore;
   std::atomic<int> delay_ms{0};
-  std::atomic<bool> crashed{false};
   /// Crash right after the first successful commit that accepts an event with this trade id.
   std::string crash_after_trade;
   /// Commits that touch this partition wait until released (or the crash).
@@ -508,30 +508,10 @@ class ControlledStore final : public TradeStoreWrapper {
     hold.reset();
     cv_.notify_all();
   }
+  /// From now on every call fails and nothing lands (DownStore::down); held commits go on to fail.
   void crash() {
-    crashed.store(true);
+    down.store(true);
     release();
-  }
-
-  result<std::vector<PartitionState>> load_partitions(
-      std::span<const PartitionKey> partitions) override {
-    if (crashed) return errc::store_unavailable;
-    return TradeStoreWrapper::load_partitions(partitions);
-  }
-  result<std::vector<std::optional<StoredEvent>>> find_events(
-      std::span<const IdempotencyKey> keys) override {
-    if (crashed) return errc::store_unavailable;
-    return TradeStoreWrapper::find_events(keys);
-  }
-  result<std::vector<PartitionState>> claim_partitions(
-      std::span<const PartitionKey> partitions) override {
-    if (crashed) return errc::store_unavailable;
-    return TradeStoreWrapper::claim_partitions(partitions);
-  }
-  result<SourceOffset> claim_source(std::string_view c, std::string_view t,
-                                    std::int32_t p) override {
-    if (crashed) return errc::store_unavailable;
-    return TradeStoreWrapper::claim_source(c, t, p);
   }
 
  protected:
@@ -545,12 +525,12 @@ class ControlledStore final : public TradeStoreWrapper {
         return true;
       });
     }
-    if (crashed) return errc::store_unavailable;
+    if (down) return errc::store_unavailable;
     if (int d = delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(d));
     auto r = TradeStoreWrapper::do_commit_(b);
     if (!r) return r;
     const int n = ++commits;
-    if (crash_after_commits.load() >= 0 && n >= crash_after_commits.load()) crashed.store(true);
+    if (crash_after_commits.load() >= 0 && n >= crash_after_commits.load()) down.store(true);
     if (!crash_after_trade.empty()) {
       for (const auto& p : b.partitions)
         for (const auto& e : p.events)
