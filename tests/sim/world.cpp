@@ -815,29 +815,29 @@ void World::issue(Host& h, std::size_t ci, detail::Action a) {
 /// The server side of an action, at the instant the request arrives.
 void World::execute(detail::Action& a, Reply& r) {
   boost::system::error_code ec;
+  // The server's answer goes into its slot of the reply; a failed one also into `ec`.
+  auto answer = [&ec](auto& slot, auto result) {
+    if (!result) ec = result.error();
+    slot = std::move(result);
+  };
   switch (a.kind) {
     case Kind::acquire:
-      r.acquired = lock_->try_acquire(a.keys);
-      if (!*r.acquired) ec = r.acquired->error();
+      answer(r.acquired, lock_->try_acquire(a.keys));
       break;
     case Kind::renew:
-      r.renewed = lock_->renew(a.grants);
-      if (!*r.renewed) ec = r.renewed->error();
+      answer(r.renewed, lock_->renew(a.grants));
       break;
     case Kind::claim:
     case Kind::load:  // load only with Mutation::lock_fences
-      r.states = a.kind == Kind::claim ? store_->claim_partitions(a.keys)
-                                       : store_->load_partitions(a.keys);
-      if (!*r.states) ec = r.states->error();
+      answer(r.states, a.kind == Kind::claim ? store_->claim_partitions(a.keys)
+                                             : store_->load_partitions(a.keys));
       break;
     case Kind::find:
     case Kind::verify:
-      r.found = store_->find_events(a.idem_keys);
-      if (!*r.found) ec = r.found->error();
+      answer(r.found, store_->find_events(a.idem_keys));
       break;
     case Kind::commit:
-      r.committed = store_->commit(a.batch);
-      if (!*r.committed) ec = r.committed->error();
+      answer(r.committed, store_->commit(a.batch));
       if (ec == errc::internal) env_.fail("the store refused a malformed batch (errc::internal)");
       break;
     default:
