@@ -362,24 +362,6 @@ void check_store(TradeStore& store, const Reference& ref, const std::vector<Mess
   CHECK(stored == end);
 }
 
-/// A mock cluster whose topic "trades" holds a seeded trace (make_trace), and what a sequential
-/// run answers for it.
-struct TracedTopic {
-  MockCluster cluster;
-  const std::string topic = "trades";
-  std::vector<Message> trace;
-  Reference ref;
-  /// `brokers` brokers; `partitions` Kafka partitions of `replication` replicas; `n` messages
-  /// over `keys` trade partitions.
-  TracedTopic(int brokers, int partitions, int replication, unsigned seed, std::size_t n, int keys)
-      : cluster(brokers) {
-    cluster.create_topic(topic, partitions, replication);
-    trace = make_trace(seed, n, keys);
-    produce(cluster.bootstraps(), topic, trace);
-    ref = reference_of(trace);
-  }
-};
-
 /// Records every outcome a source reports.
 struct Reported {
   std::mutex mu;
@@ -436,6 +418,29 @@ KafkaSourceOptions source_options(const std::string& brokers, const std::string&
   o.logger = quiet_logger();
   return o;
 }
+
+/// A mock cluster whose topic "trades" holds a seeded trace (make_trace), what a sequential run
+/// answers for it, and an empty memory store to consume it into.
+struct TracedTopic {
+  MockCluster cluster;
+  const std::string topic = "trades";
+  std::vector<Message> trace;
+  Reference ref;
+  std::shared_ptr<TradeStore> memory = make_memory_store();
+  /// `brokers` brokers; `partitions` Kafka partitions of `replication` replicas; `n` messages
+  /// over `keys` trade partitions.
+  TracedTopic(int brokers, int partitions, int replication, unsigned seed, std::size_t n, int keys)
+      : cluster(brokers) {
+    cluster.create_topic(topic, partitions, replication);
+    trace = make_trace(seed, n, keys);
+    produce(cluster.bootstraps(), topic, trace);
+    ref = reference_of(trace);
+  }
+  /// The options of a member of `group` consuming the topic.
+  KafkaSourceOptions options(const std::string& group) const {
+    return source_options(cluster.bootstraps(), topic, group);
+  }
+};
 
 /// Runs a source on its own thread.
 class Running {
@@ -787,7 +792,7 @@ struct TwoTopics {
 
 TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequential run") {
   TracedTopic t(3, 6, 2, 11, 2500, 24);
-  auto& [cluster, topic, trace, ref] = t;
+  auto& [cluster, topic, trace, ref, memory] = t;
   cluster.create_topic("outcomes", 3, 1);
 
   const auto stores = all_stores();
@@ -796,7 +801,7 @@ TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequen
       auto [store, keep] = make();
       const std::string group = "g-" + name;
       Reported reported;
-      auto o = source_options(cluster.bootstraps(), topic, group);
+      auto o = t.options(group);
       o.results_topic = name == "memory" ? "outcomes" : "";
       o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
       Running run(store, o);
@@ -840,11 +845,10 @@ TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequen
 
 TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided twice") {
   TracedTopic t(3, 6, 1, 23, 3000, 30);
-  auto& [cluster, topic, trace, ref] = t;
-  auto memory = make_memory_store();
+  auto& [cluster, topic, trace, ref, memory] = t;
   auto store = slowed(memory, 15);  // slow enough that the handovers happen mid-run
   Reported reported;
-  auto o = small_windows(source_options(cluster.bootstraps(), topic, "g2"));
+  auto o = small_windows(t.options("g2"));
   o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
   auto a = std::make_unique<Running>(store, o);
   wait_for([&] { return reported.count.load() >= trace.size() / 5; }, 30s, "member A to start");
@@ -872,11 +876,10 @@ TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided t
 
 TEST_CASE("kafka: a member that dies mid-run is replaced; the re-read tail changes nothing") {
   TracedTopic t(3, 4, 1, 37, 3000, 20);
-  auto& [cluster, topic, trace, ref] = t;
-  auto memory = make_memory_store();
+  auto& [cluster, topic, trace, ref, memory] = t;
   auto dying = slowed(memory, 1);
   dying->crash_after_commits = 40;
-  auto o = source_options(cluster.bootstraps(), topic, "g3");
+  auto o = t.options("g3");
   o.pipeline.retry.budget = 300ms;  // the dead member gives up sooner
   o.pipeline.max_batch = 32;
   o.max_in_flight = 512;
@@ -963,10 +966,9 @@ TEST_CASE("kafka: a rejection decided before a crash is not decided again on the
 
 TEST_CASE("kafka: a member whose partition is claimed by another cannot commit it any more") {
   TracedTopic t(1, 2, 1, 41, 600, 8);
-  auto& [cluster, topic, first, ref] = t;
-  auto memory = make_memory_store();
+  auto& [cluster, topic, first, ref, memory] = t;
   auto store = slowed(memory, 3);
-  auto o = small_windows(source_options(cluster.bootstraps(), topic, "g5"));
+  auto o = small_windows(t.options("g5"));
   o.pipeline.max_batch = 8;
   o.pipeline.retry.budget = 500ms;
   Running a(store, o);
@@ -999,11 +1001,10 @@ TEST_CASE("kafka: a member whose partition is claimed by another cannot commit i
 
 TEST_CASE("kafka: broker failures and leader moves are survived") {
   TracedTopic t(3, 6, 3, 59, 3000, 24);
-  auto& [cluster, topic, trace, ref] = t;
-  auto memory = make_memory_store();
+  auto& [cluster, topic, trace, ref, memory] = t;
   auto store = slowed(memory, 15);  // slow enough that the failures happen mid-run
   Reported reported;
-  auto o = small_windows(source_options(cluster.bootstraps(), topic, "g6"));
+  auto o = small_windows(t.options("g6"));
   o.consumer_config.emplace_back("session.timeout.ms", "6000");
   o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
   Running a(store, o);
