@@ -586,6 +586,17 @@ all_stores() {
   return stores;
 }
 
+/// Runs `body(name, store)` on a fresh store of every backend (all_stores), a SUBCASE each.
+template <class Body>
+void for_each_store(Body body) {
+  for (auto& [name, make] : all_stores()) {
+    SUBCASE(name.c_str()) {
+      auto [store, keep] = make();
+      body(name, store);
+    }
+  }
+}
+
 // ---- several topics feeding the same trade partitions -----------------------------------------
 
 /// One produced message of a multi-topic run, with where it landed.
@@ -795,52 +806,48 @@ TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequen
   auto& [cluster, topic, trace, ref, memory] = t;
   cluster.create_topic("outcomes", 3, 1);
 
-  const auto stores = all_stores();
-  for (auto& [name, make] : stores) {
-    SUBCASE(name.c_str()) {
-      auto [store, keep] = make();
-      const std::string group = "g-" + name;
-      Reported reported;
-      auto o = t.options(group);
-      o.results_topic = name == "memory" ? "outcomes" : "";
-      o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
-      Running run(store, o);
-      wait_for([&] { return reported.count.load() >= trace.size(); }, 60s, "every outcome");
-      std::this_thread::sleep_for(100ms);
-      REQUIRE(run.stop());
-      const auto m = run.source().metrics();
-      CHECK(m.replayed == 0);
-      CHECK(m.failed == 0);
-      CHECK(m.messages == trace.size());
-      CHECK(reported.count.load() == trace.size());
-      reported.check(trace, ref, true);
-      check_store(*store, ref, trace, group, topic);
-      if (!o.results_topic.empty()) {
-        // The results topic: one JSON outcome per message, keyed like it.
-        auto results = read_topic(cluster.bootstraps(), "outcomes", 3, trace.size());
-        REQUIRE(results.size() == trace.size());
-        CHECK(m.results_produced == trace.size());
-        std::map<std::pair<int, long long>, std::size_t> index;
-        for (std::size_t i = 0; i < trace.size(); ++i)
-          index[{trace[i].partition, trace[i].offset}] = i;
-        std::set<std::pair<int, long long>> seen;
-        for (const auto& [key, value] : results) {
-          auto j = nlohmann::json::parse(value);
-          const int p = j["partition"].get<int>();
-          const long long off = j["offset"].get<long long>();
-          CHECK(seen.insert({p, off}).second);
-          REQUIRE(index.count({p, off}) == 1);
-          const auto& input_key = trace[index[{p, off}]].key;
-          CHECK(key.value_or("") == input_key.value_or(""));  // keyed like the input
-          CHECK(j["topic"] == topic);
-          const auto& want = reported.by_offset[{p, off}].at(0);
-          CHECK(j["outcome"] == std::string(to_string(want.kind)));
-          if (want.kind == OutcomeKind::Accepted) CHECK(j["seq"] == want.seq);
-        }
-        CHECK(seen.size() == trace.size());
+  for_each_store([&](const std::string& name, const std::shared_ptr<TradeStore>& store) {
+    const std::string group = "g-" + name;
+    Reported reported;
+    auto o = t.options(group);
+    o.results_topic = name == "memory" ? "outcomes" : "";
+    o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+    Running run(store, o);
+    wait_for([&] { return reported.count.load() >= trace.size(); }, 60s, "every outcome");
+    std::this_thread::sleep_for(100ms);
+    REQUIRE(run.stop());
+    const auto m = run.source().metrics();
+    CHECK(m.replayed == 0);
+    CHECK(m.failed == 0);
+    CHECK(m.messages == trace.size());
+    CHECK(reported.count.load() == trace.size());
+    reported.check(trace, ref, true);
+    check_store(*store, ref, trace, group, topic);
+    if (!o.results_topic.empty()) {
+      // The results topic: one JSON outcome per message, keyed like it.
+      auto results = read_topic(cluster.bootstraps(), "outcomes", 3, trace.size());
+      REQUIRE(results.size() == trace.size());
+      CHECK(m.results_produced == trace.size());
+      std::map<std::pair<int, long long>, std::size_t> index;
+      for (std::size_t i = 0; i < trace.size(); ++i)
+        index[{trace[i].partition, trace[i].offset}] = i;
+      std::set<std::pair<int, long long>> seen;
+      for (const auto& [key, value] : results) {
+        auto j = nlohmann::json::parse(value);
+        const int p = j["partition"].get<int>();
+        const long long off = j["offset"].get<long long>();
+        CHECK(seen.insert({p, off}).second);
+        REQUIRE(index.count({p, off}) == 1);
+        const auto& input_key = trace[index[{p, off}]].key;
+        CHECK(key.value_or("") == input_key.value_or(""));  // keyed like the input
+        CHECK(j["topic"] == topic);
+        const auto& want = reported.by_offset[{p, off}].at(0);
+        CHECK(j["outcome"] == std::string(to_string(want.kind)));
+        if (want.kind == OutcomeKind::Accepted) CHECK(j["seq"] == want.seq);
       }
+      CHECK(seen.size() == trace.size());
     }
-  }
+  });
 }
 
 TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided twice") {
@@ -935,33 +942,29 @@ TEST_CASE("kafka: a rejection decided before a crash is not decided again on the
   REQUIRE(ref.outcomes[1].kind == OutcomeKind::Rejected);
 
   // Every store: the marker is a trade record whose id holds control characters.
-  const auto stores = all_stores();
-  for (auto& [name, make] : stores) {
-    SUBCASE(name.c_str()) {
-      auto [store, keep] = make();
-      auto dying = std::make_shared<ControlledStore>(store);
-      dying->hold = k2;
-      dying->crash_after_trade = "T";
-      auto o = source_options(cluster.bootstraps(), topic, "g4");
-      o.pipeline.retry.budget = 300ms;  // the dead member gives up sooner
-      {
-        Running a(dying, o);
-        CHECK(!a.join(60s));
-      }
-      auto offsets = store->source_offsets("g4").value();
-      REQUIRE(offsets.size() == 1);
-      CHECK(offsets[0].next_offset == 0);  // the dead member's commit covered nothing
-      REQUIRE(store->positions().value().size() == 1);  // but NEW T is stored
-      Running b(store, o);
-      wait_for([&] { return outcomes_of(b.source().metrics()) >= 3; }, 30s, "the re-read");
-      REQUIRE(b.stop());
-      const auto mb = b.source().metrics();
-      CHECK(mb.replayed == 1);   // the AMEND
-      CHECK(mb.duplicate == 1);  // NEW T
-      CHECK(mb.accepted == 1);   // NEW X
-      check_store(*store, ref, trace, "g4", topic);
+  for_each_store([&](const std::string&, const std::shared_ptr<TradeStore>& store) {
+    auto dying = std::make_shared<ControlledStore>(store);
+    dying->hold = k2;
+    dying->crash_after_trade = "T";
+    auto o = source_options(cluster.bootstraps(), topic, "g4");
+    o.pipeline.retry.budget = 300ms;  // the dead member gives up sooner
+    {
+      Running a(dying, o);
+      CHECK(!a.join(60s));
     }
-  }
+    auto offsets = store->source_offsets("g4").value();
+    REQUIRE(offsets.size() == 1);
+    CHECK(offsets[0].next_offset == 0);               // the dead member's commit covered nothing
+    REQUIRE(store->positions().value().size() == 1);  // but NEW T is stored
+    Running b(store, o);
+    wait_for([&] { return outcomes_of(b.source().metrics()) >= 3; }, 30s, "the re-read");
+    REQUIRE(b.stop());
+    const auto mb = b.source().metrics();
+    CHECK(mb.replayed == 1);   // the AMEND
+    CHECK(mb.duplicate == 1);  // NEW T
+    CHECK(mb.accepted == 1);   // NEW X
+    check_store(*store, ref, trace, "g4", topic);
+  });
 }
 
 TEST_CASE("kafka: a member whose partition is claimed by another cannot commit it any more") {
@@ -1052,45 +1055,40 @@ TEST_CASE("kafka: two topics feed the same trade partitions; every event is appl
   TwoTopics t({4, 2}, {3, 1}, 71);
   auto& [cluster, all, ref, end] = t;
 
-  const auto stores = all_stores();
-  for (auto& [name, make] : stores) {
-    SUBCASE(name.c_str()) {
-      auto [store, keep] = make();
-      const std::string group = "gt-" + name;
-      TopicReported reported;
-      auto o = source_options(cluster.bootstraps(), "t1", group);
-      o.topics = {"t1", "t2"};
-      o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
-      Running run(store, o);
-      wait_for([&] { return reported.count.load() >= all.size(); }, 120s, "every outcome");
-      wait_for([&] { return all_stored(*store, group, end); }, 30s, "the end offsets");
-      REQUIRE(run.stop());
-      const auto m = run.source().metrics();
-      CHECK(m.messages == all.size());
-      CHECK(m.rejected == 0);
-      CHECK(m.invalid == 0);
-      CHECK(m.failed == 0);
-      CHECK(m.replayed == 0);
-      CHECK(reported.count.load() == all.size());
-      std::size_t wrong = 0;
-      for (const auto& msg : all) {
-        const auto& got =
-            reported.by_message[{msg.topic, msg.message.partition, msg.message.offset}];
-        const auto want = msg.resend ? OutcomeKind::Duplicate : OutcomeKind::Accepted;
-        if (got.size() != 1 || got[0].kind != want) {
-          if (++wrong <= 5)
-            MESSAGE(msg.topic << "[" << msg.message.partition << "]@" << msg.message.offset
-                              << ": " << got.size() << " outcomes, first "
-                              << (got.empty() ? std::string("-")
-                                              : std::string(to_string(got[0].kind)) + " " +
-                                                    got[0].reason));
-        }
+  for_each_store([&](const std::string& name, const std::shared_ptr<TradeStore>& store) {
+    const std::string group = "gt-" + name;
+    TopicReported reported;
+    auto o = source_options(cluster.bootstraps(), "t1", group);
+    o.topics = {"t1", "t2"};
+    o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+    Running run(store, o);
+    wait_for([&] { return reported.count.load() >= all.size(); }, 120s, "every outcome");
+    wait_for([&] { return all_stored(*store, group, end); }, 30s, "the end offsets");
+    REQUIRE(run.stop());
+    const auto m = run.source().metrics();
+    CHECK(m.messages == all.size());
+    CHECK(m.rejected == 0);
+    CHECK(m.invalid == 0);
+    CHECK(m.failed == 0);
+    CHECK(m.replayed == 0);
+    CHECK(reported.count.load() == all.size());
+    std::size_t wrong = 0;
+    for (const auto& msg : all) {
+      const auto& got = reported.by_message[{msg.topic, msg.message.partition, msg.message.offset}];
+      const auto want = msg.resend ? OutcomeKind::Duplicate : OutcomeKind::Accepted;
+      if (got.size() != 1 || got[0].kind != want) {
+        if (++wrong <= 5)
+          MESSAGE(msg.topic << "[" << msg.message.partition << "]@" << msg.message.offset << ": "
+                            << got.size() << " outcomes, first "
+                            << (got.empty()
+                                    ? std::string("-")
+                                    : std::string(to_string(got[0].kind)) + " " + got[0].reason));
       }
-      CHECK(wrong == 0);
-      check_topics_store(*store, all, ref);
-      CHECK(all_stored(*store, group, end));
     }
-  }
+    CHECK(wrong == 0);
+    check_topics_store(*store, all, ref);
+    CHECK(all_stored(*store, group, end));
+  });
 }
 
 TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied exactly once") {
