@@ -119,3 +119,21 @@ function(tradecapture_add_backend name)
     PC_PRIVATE_LIBS ${ARG_PC_PRIVATE_LIBS})
   install(DIRECTORY include/tradecapture DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 endfunction()
+
+# tradecapture_link_backends(<target>)
+# Links <target> (a host, test or benchmark program of this project) PRIVATE with every backend
+# this build has, and defines TRADECAPTURE_HAVE_<BACKEND>=1 for each (SOCI, REDIS, KAFKA,
+# METRICS), so the program's sources can `#ifdef` what is there. Kafka's programs also call
+# librdkafka directly (versions, the mock cluster), so they get PkgConfig::rdkafka too.
+function(tradecapture_link_backends target)
+  foreach(backend soci redis kafka metrics)
+    if(TARGET tradecapture::${backend})
+      string(TOUPPER ${backend} upper)
+      target_link_libraries(${target} PRIVATE tradecapture::${backend})
+      target_compile_definitions(${target} PRIVATE TRADECAPTURE_HAVE_${upper}=1)
+    endif()
+  endforeach()
+  if(TARGET tradecapture::kafka)
+    target_link_libraries(${target} PRIVATE PkgConfig::rdkafka)
+  endif()
+endfunction()
