@@ -9,6 +9,12 @@
 
 #include "bench_common.hpp"
 
+#include <tradecapture/decimal.hpp>
+
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace {
 
 using namespace tcbench;
@@ -26,6 +32,23 @@ const StoreFactory& memory_factory() {
      .throughput_iterations = 3,
      .seconds_of_load = 1.5,
      .max_events = 1000000});
+
+// The notional of one trade, quantity (6 fractional digits at most) times price (8 at most):
+// the exact multiply the reference processor does for every NEW and AMEND (and its reversal).
+void BM_NotionalMultiply(benchmark::State& state) {
+  std::vector<std::pair<Decimal, Decimal>> pairs;
+  for (int i = 0; i < 1024; ++i) {
+    pairs.emplace_back(Decimal::parse(std::to_string(1 + i * 37 % 5000) + ".5").value(),
+                       Decimal::parse(std::to_string(10 + i % 300) + ".25").value());
+  }
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const auto& [q, p] = pairs[i++ & 1023];
+    benchmark::DoNotOptimize(checked_mul(q, p));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_NotionalMultiply);
 
 }  // namespace
 
