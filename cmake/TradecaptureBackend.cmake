@@ -123,10 +123,10 @@ endfunction()
 # tradecapture_link_backends(<target>)
 # Links <target> (a host, test or benchmark program of this project) PRIVATE with every backend
 # this build has, and defines TRADECAPTURE_HAVE_<BACKEND>=1 for each (SOCI, REDIS, KAFKA,
-# METRICS), so the program's sources can `#ifdef` what is there. Kafka's programs also call
+# METRICS, HTTP), so the program's sources can `#ifdef` what is there. Kafka's programs also call
 # librdkafka directly (versions, the mock cluster), so they get PkgConfig::rdkafka too.
 function(tradecapture_link_backends target)
-  foreach(backend soci redis kafka metrics)
+  foreach(backend soci redis kafka metrics http)
     if(TARGET tradecapture::${backend})
       string(TOUPPER ${backend} upper)
       target_link_libraries(${target} PRIVATE tradecapture::${backend})

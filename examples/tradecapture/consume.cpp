@@ -265,7 +265,7 @@ int run_consume(const ConsumeOptions& o) {
     http_options.listen = *endpoint;
     http_options.max_connections = 64;
     server.emplace(ioc, http_options, handler, logger);
-    const tcp::endpoint bound = server->listen();
+    const tcp::endpoint bound = listen_or_throw(*server);
     server->start();
     io_thread = std::thread([&ioc] { ioc.run(); });
     logger->info("instance {}: metrics on http://{}:{}/metrics", f.instance_id,

@@ -951,7 +951,7 @@ int run_serve(const ServeOptions& o) {
   HttpServer server(ioc, http_options, gateway, logger);
   gateway.set_server(&server);
 
-  const tcp::endpoint bound = server.listen();
+  const tcp::endpoint bound = listen_or_throw(server);
   std::string address = bound.address().to_string();
   if (bound.address().is_v6()) address = "[" + address + "]";
   const std::string where = address + ":" + std::to_string(bound.port());

@@ -1,8 +1,7 @@
-// The HTTP/1.1 server of `tradecapture serve`: Boost.Beast, one strand per connection.
+// The HTTP/1.1 server of tradecapture::http (`tradecapture serve` runs on it): Boost.Beast, one
+// strand per connection.
 
-#include "http_server.hpp"
-
-#include "host.hpp"
+#include <tradecapture/http_server.hpp>
 
 #include <tradecapture/event_codec.hpp>
 
@@ -26,12 +25,14 @@
 #include <atomic>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <unordered_map>
 
-namespace tradecapture::host {
+namespace tradecapture::http {
 namespace {
 
 namespace asio = boost::asio;
+namespace http = boost::beast::http;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
@@ -90,29 +91,6 @@ struct HttpServer::State {
     if (code < responses.size()) responses[code].fetch_add(1, std::memory_order_relaxed);
   }
 };
-
-tcp::endpoint resolve_listen(const std::string& flag, const std::string& listen) {
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon + 1 == listen.size())
-    throw HostError(flag + " '" + listen + "' is not HOST:PORT", exit_usage);
-  std::string host = listen.substr(0, colon);
-  const std::string port = listen.substr(colon + 1);
-  if (!cli::parse_port(port, true))
-    throw HostError(flag + " '" + listen + "': the port must be a number from 0 to 65535 " +
-                        "(0: any free port)",
-                    exit_usage);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  if (host.empty()) throw HostError(flag + " '" + listen + "' has no host", exit_usage);
-  asio::io_context ioc;
-  tcp::resolver resolver(ioc);
-  boost::system::error_code ec;
-  auto results =
-      resolver.resolve(host, port, tcp::resolver::passive | tcp::resolver::numeric_service, ec);
-  if (ec || results.empty())
-    throw HostError(flag + " '" + listen + "': cannot resolve: " + ec.message(), exit_usage);
-  return results.begin()->endpoint();
-}
 
 HttpResponse make_json_response(http::status status, std::string body) {
   HttpResponse res{status, 11};
@@ -532,8 +510,8 @@ tcp::endpoint HttpServer::listen() {
   const auto& ep = state_->options.listen;
   beast::error_code ec;
   const auto fail = [&](const char* what) {
-    throw HostError(std::string("cannot listen on ") + ep.address().to_string() + ":" +
-                    std::to_string(ep.port()) + ": " + what + ": " + ec.message());
+    throw std::system_error(ec, std::string("cannot listen on ") + ep.address().to_string() +
+                                    ":" + std::to_string(ep.port()) + ": " + what);
   };
   a.open(ep.protocol(), ec);
   if (ec) fail("open");
@@ -607,4 +585,4 @@ HttpStats HttpServer::stats() const {
   return s;
 }
 
-}  // namespace tradecapture::host
+}  // namespace tradecapture::http
