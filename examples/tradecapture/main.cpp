@@ -70,11 +70,16 @@ std::string version_text() {
 #ifdef TRADECAPTURE_HAVE_KAFKA
   ingress += ", kafka (consume; librdkafka " + std::string(rd_kafka_version_str()) + ")";
 #endif
+#ifdef TRADECAPTURE_HAVE_METRICS
+  const std::string metrics = "prometheus-cpp " TRADECAPTURE_PROMETHEUS_CPP_VERSION " (/metrics)";
+#else
+  const std::string metrics = "none (built without prometheus-cpp: /metrics answers 404)";
+#endif
   std::string boost = BOOST_LIB_VERSION;
   for (char& c : boost)
     if (c == '_') c = '.';
   return tradecapture::cli::version_line("tradecapture") + "\nstores: " + stores +
-         "\nlocks: " + locks + "\ningress: " + ingress + "\nlibraries: Boost " + boost +
+         "\nlocks: " + locks + "\ningress: " + ingress + "\nmetrics: " + metrics + "\nlibraries: Boost " + boost +
          ", spdlog " + to_string(SPDLOG_VER_MAJOR) + "." + to_string(SPDLOG_VER_MINOR) + "." +
          to_string(SPDLOG_VER_PATCH) + ", CLI11 " CLI11_VERSION;
 }

@@ -37,6 +37,10 @@ done
 if grep -q "kafka" v.txt; then
   grep -qE "librdkafka [0-9]+\.[0-9]+" v.txt || { cat v.txt >&2; fail "kafka without librdkafka's version"; }
 fi
+if grep -q "^TRADECAPTURE_METRICS:BOOL=ON" "$BIN_DIR/../CMakeCache.txt" 2>/dev/null; then
+  grep -qE "^metrics: prometheus-cpp [0-9]+\.[0-9]+" v.txt ||
+    { cat v.txt >&2; fail "tradecapture --version: metrics without prometheus-cpp's version"; }
+fi
 echo "ok: tradecapture --version: $(tr '\n' '|' <v.txt)"
 for bin in "$LOAD" "$MOCK"; do
   [[ -x $bin ]] || { echo "skip: $bin not built"; continue; }
