@@ -1,6 +1,6 @@
 #pragma once
 // Internal: the sans-I/O core of the Kafka source (backends/kafka). No librdkafka here: the shell
-// in kafka_source.cpp feeds it assignments, messages, completions and pipeline hooks under one
+// in backends/kafka (source_impl.hpp) feeds it assignments, messages, completions and pipeline hooks under one
 // mutex, and tests drive it directly (tests/test_offset_tracker.cpp).
 //
 // What it decides:
