@@ -1,7 +1,7 @@
 #pragma once
 // Internal: the sans-I/O core of the Kafka source (backends/kafka). No librdkafka here: the shell
 // in backends/kafka (source_impl.hpp) feeds it assignments, messages, completions and pipeline hooks under one
-// mutex, and tests drive it directly (tests/test_offset_tracker.cpp).
+// mutex, and tests drive it directly (tests/kafka/test_offset_tracker.cpp).
 //
 // What it decides:
 // - Tags: every event handed to the pipeline carries `make_tag(slot, offset)` (never 0).

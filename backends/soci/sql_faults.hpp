@@ -1,7 +1,7 @@
 #pragma once
 // Private to the SOCI backend (and its tests): what a database failure means to the store, and
 // the PostgreSQL SQLSTATE classification, kept as pure functions so that a table test can hold
-// every SQLSTATE class to a deliberate answer (tests/test_store_conformance.cpp).
+// every SQLSTATE class to a deliberate answer (tests/postgresql/test_postgresql_store.cpp).
 
 #include <tradecapture/error.hpp>
 

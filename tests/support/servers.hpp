@@ -245,4 +245,10 @@ class PostgresServer final : public ChildServer {
   }
 };
 
+/// The test process's throwaway Redis, started on first use, stopped at exit.
+inline RedisServer& shared_redis() {
+  static RedisServer server;
+  return server;
+}
+
 }  // namespace tctest

@@ -1,8 +1,8 @@
-// Bounded noise and error text of the backends (spec section 6, point 6): FaultLog, the Redis
-// lock's reasons (refused, wrong password, NOAUTH, TLS, ACL users), its reconnect backoff, and the
-// PostgreSQL store's one-line, endpoint-naming, rate-limited failure lines.
+// The Redis lock's error text and bounded noise (spec section 6, point 6): reasons (refused, wrong
+// password, NOAUTH, TLS, ACL users), host:port in every line, its reconnect backoff.
 
 #include <tradecapture/detail/log_limiter.hpp>
+#include <tradecapture/redis_lock.hpp>
 
 #include "support/log_capture.hpp"
 #include "support/servers.hpp"
@@ -12,13 +12,6 @@
 #include <atomic>
 #include <mutex>
 #include <thread>
-
-#ifdef TRADECAPTURE_HAVE_REDIS
-#include <tradecapture/redis_lock.hpp>
-#endif
-#ifdef TRADECAPTURE_HAVE_POSTGRES_TESTS
-#include <tradecapture/soci_store.hpp>
-#endif
 
 using namespace tradecapture;
 using namespace std::chrono_literals;
@@ -34,35 +27,6 @@ bool error_of_bad(const R& r) {
 
 }  // namespace
 
-TEST_CASE("FaultLog: first line, summaries per interval, one line on recovery") {
-  CHECK(detail::fold_message("a\n\tb  c\r\n") == "a b c");
-  CHECK(detail::fold_message("  x  ") == "x");
-  CapturedLog log;
-  detail::FaultLog faults(log.logger, "Thing 127.0.0.1:1", 200ms);
-  faults.success();  // nothing open: no line
-  CHECK(log.lines().empty());
-  for (int i = 0; i < 1000; ++i) faults.failure("unavailable", "refused\nline two");
-  auto lines = log.lines();
-  REQUIRE(lines.size() == 1);
-  CHECK(lines[0] == "warning tradecapture: Thing 127.0.0.1:1 unavailable: refused line two");
-  std::this_thread::sleep_for(250ms);
-  faults.failure("unavailable", "still refused");
-  lines = log.lines();
-  REQUIRE(lines.size() == 2);
-  CHECK(lines[1].find("unavailable since ") != std::string::npos);
-  CHECK(lines[1].find(": 1001 failures (still refused)") != std::string::npos);
-  faults.success();
-  faults.success();
-  lines = log.lines();
-  REQUIRE(lines.size() == 3);
-  CHECK(lines[2].find("info tradecapture: Thing 127.0.0.1:1 is back (was unavailable since") == 0);
-  // A single low-level failure ends without a line.
-  faults.failure("busy", "locked", spdlog::level::debug);
-  faults.success();
-  CHECK(log.lines().size() == 4);
-}
-
-#ifdef TRADECAPTURE_HAVE_REDIS
 TEST_CASE("Redis lock errors name host:port and the reason") {
   SUBCASE("refused") {
     CapturedLog log;
@@ -189,35 +153,3 @@ TEST_CASE("Redis lock: one connection, reconnect backoff, calls fail fast, bound
   CHECK(back);
   CHECK(log.text().find("is back (was unavailable since") != std::string::npos);
 }
-#endif
-
-#ifdef TRADECAPTURE_HAVE_POSTGRES_TESTS
-TEST_CASE("PostgreSQL store: failures on one line, naming the endpoint, bounded") {
-  tctest::PostgresServer pg;
-  CapturedLog log;
-  SociStoreOptions o;
-  o.logger = log.logger;
-  auto store = open_soci_store(pg.uri(), o).value();
-  REQUIRE(store->ping());
-  pg.stop();
-  for (int i = 0; i < 300; ++i) CHECK_FALSE(store->ping());
-  const std::string endpoint =
-      "PostgreSQL 127.0.0.1:" + std::to_string(pg.port()) + "/tradecapture";
-  auto lines = log.lines();
-  std::erase_if(lines, [](const std::string& l) {  // opening the store: one line per migration
-    return l.find("applied schema migration") != std::string::npos;
-  });
-  INFO(log.text());
-  CHECK(lines.size() <= 4);  // first failure, a reconnect attempt, no summary within 5 s
-  bool refused = false;
-  for (const auto& l : lines) {
-    if (l.rfind("warning", 0) != 0 && l.rfind("error", 0) != 0) continue;
-    CHECK(l.find(endpoint) != std::string::npos);
-    if (l.find("Connection refused") != std::string::npos) refused = true;
-  }
-  pg.start();
-  REQUIRE(store->ping());
-  CHECK(log.text().find(endpoint + " is back (was unavailable since") != std::string::npos);
-  CHECK((refused || log.text().find("server closed the connection") != std::string::npos));
-}
-#endif

@@ -7,7 +7,7 @@
 // a lock that lost its state, with the same Grant::fence, are told apart by the store's claim
 // (TradeStore::claim_partitions), whose fence is the write token; on every store backend.
 
-#include "store_conformance.hpp"
+#include "common/store_conformance.hpp"
 
 #include <tradecapture/memory.hpp>
 #include <tradecapture/pipeline.hpp>

@@ -4,7 +4,7 @@
 // applying anything twice; broker failures are survived; two topics that carry events of the
 // same trade partitions are applied exactly once, in each Kafka partition's order.
 
-#if defined(TRADECAPTURE_HAVE_KAFKA) && defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__)
 
 #include <doctest/doctest.h>
 
@@ -15,7 +15,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
   MESSAGE("skipped: librdkafka's C11 threads crash ThreadSanitizer");
 }
 
-#elif defined(TRADECAPTURE_HAVE_KAFKA)
+#else
 
 #include <tradecapture/event_codec.hpp>
 #include <tradecapture/kafka_source.hpp>
@@ -23,7 +23,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 #include <tradecapture/store_wrapper.hpp>
 #ifdef TRADECAPTURE_HAVE_SOCI
 #include <tradecapture/soci_store.hpp>
-#include "store_conformance.hpp"  // make_sqlite_store, make_postgres_store
+#include "common/store_conformance.hpp"  // store_factories, make_sqlite_store, make_postgres_store
 #endif
 #include "support/down_store.hpp"
 
@@ -1164,4 +1164,4 @@ TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied 
   CHECK(all_stored(*memory, "gm", end));
 }
 
-#endif  // TRADECAPTURE_HAVE_KAFKA
+#endif  // __SANITIZE_THREAD__

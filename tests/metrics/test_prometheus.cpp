@@ -3,7 +3,6 @@
 // metrics from /proc. (tests/cli/prometheus.sh also runs `promtool check metrics` and a real
 // Prometheus server against the gateway's /metrics.)
 
-#ifdef TRADECAPTURE_HAVE_METRICS
 
 #include <tradecapture/memory.hpp>
 #include <tradecapture/pipeline.hpp>
@@ -327,5 +326,3 @@ TEST_CASE("metrics: two pipelines, one family each, label values escaped") {
   CHECK(sample(t, "tradecapture_trades_total{outcome=\"accepted\",pipeline=\"b\\\\\\n\"}") == "2");
   CHECK(sample(t, "tradecapture_build_info{pipeline=\"a\",version=\"v\\\"1\"}") == "1");
 }
-
-#endif  // TRADECAPTURE_HAVE_METRICS

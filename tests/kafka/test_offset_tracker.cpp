@@ -2,7 +2,6 @@
 // watermarks, the rows and replay markers a commit carries, the guard (replayed and abandoned
 // events), several Kafka partitions feeding one trade partition.
 
-#ifdef TRADECAPTURE_HAVE_KAFKA
 
 #include "offset_tracker.hpp"
 
@@ -320,5 +319,3 @@ TEST_CASE("offset tracker: offsets-only commits owe only what moved") {
   CHECK(t.due_offsets().empty());
   CHECK(t.due_offsets({}, /*all=*/true).size() == 2);  // a final write: moved or not
 }
-
-#endif  // TRADECAPTURE_HAVE_KAFKA

@@ -8,7 +8,7 @@
 #include <tradecapture/soci_store.hpp>
 #endif
 #ifdef TRADECAPTURE_HAVE_POSTGRES_TESTS
-#include "store_conformance.hpp"  // make_postgres_store: a fresh database on the shared server
+#include "support/stores.hpp"  // make_postgres_store: a fresh database on the shared server
 #endif
 #include "support/events.hpp"
 

@@ -1,0 +1,205 @@
+// The SQLite store's own checks (reopening, the schema and its plain-SQL columns, migrations from
+// older versions, URIs and options); the shared TradeStore suite runs on SQLite too
+// (tests/common/test_store_conformance.cpp). Built when the SOCI backend is.
+
+#include "common/store_conformance.hpp"
+
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+using namespace tradecapture;
+using namespace tctest;
+using namespace tctest::store_ops;
+
+namespace {
+
+std::string sqlite_path(const StoreUnderTest& s) { return s.uri.substr(7); }
+
+}  // namespace
+
+TEST_CASE("sqlite: a reopened store sees the data") {
+  StoreUnderTest s = make_sqlite_store();
+  const PartitionKey k = key("A", "B_C", "\xC3\xA9");
+  require_commit(s, batch({UpdateBuilder(k, 4, 0)
+                               .add(new_trade("T1", Side::Sell, "2.5", "10.125"))
+                               .add(event("T1", 2, TradeType::Cancel))
+                               .position(sample_position())}));
+  s.store.reset();
+
+  StoreUnderTest again = open_again(s);
+  const PartitionState st = load(again, k);
+  CHECK(st.seq == 2);
+  CHECK(st.fence == 4);
+  CHECK(st.position == sample_position());
+  CHECK(st.trades.at("T1") == TradeRecord{2, Side::Sell, dec("2.5"), dec("10.125"), true});
+  REQUIRE(find(again, "T1", 1).has_value());
+  CHECK(find(again, "T1", 1)->event.price == dec("10.125"));
+  CHECK(scan(again).size() == 2);
+  // And it continues the sequence.
+  require_commit(again, batch({UpdateBuilder(k, 4, 2).add(new_trade("T2"))}));
+  CHECK(load(again, k).seq == 3);
+}
+
+TEST_CASE("sqlite: the schema is versioned and its columns are plain SQL") {
+  StoreUnderTest s = make_sqlite_store();
+  Position p = sample_position();
+  p.net_quantity = dec("-1000000000000000000000000");
+  require_commit(s, batch({UpdateBuilder(key("A", "B", "C"), 3, 0)
+                               .add(new_trade("T1", Side::Buy, "0.5", "187.25"))
+                               .add(event("T1", 2, TradeType::Cancel))
+                               .position(p)}));
+
+  soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+  long long version = 0;
+  sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
+  CHECK(version >= 1);
+  std::string net, bought_notional, journal;
+  long long seq = 0, fence = 0, live = 0;
+  sql << "SELECT net_quantity, bought_notional, seq, fence, live_trades FROM partitions "
+         "WHERE account = 'A' AND book = 'B' AND security = 'C'",
+      soci::into(net), soci::into(bought_notional), soci::into(seq), soci::into(fence),
+      soci::into(live);
+  CHECK(net == "-1000000000000000000000000");
+  CHECK(bought_notional == "18725.123456789");
+  CHECK(seq == 2);
+  CHECK(fence == 3);
+  CHECK(live == 2);
+  std::string net_type;
+  sql << "SELECT typeof(net_quantity) FROM partitions", soci::into(net_type);
+  CHECK(net_type == "text");
+
+  std::string type, side, quantity, price;
+  soci::indicator side_ind, quantity_ind, price_ind;
+  sql << "SELECT type, side, quantity, price FROM events WHERE trade_id = 'T1' AND version = 1",
+      soci::into(type), soci::into(side, side_ind), soci::into(quantity, quantity_ind),
+      soci::into(price, price_ind);
+  CHECK(type == "NEW");
+  CHECK(side == "BUY");
+  CHECK(quantity == "0.5");
+  CHECK(price == "187.25");
+  sql << "SELECT type, side, quantity, price FROM events WHERE trade_id = 'T1' AND version = 2",
+      soci::into(type), soci::into(side, side_ind), soci::into(quantity, quantity_ind),
+      soci::into(price, price_ind);
+  CHECK(type == "CANCEL");
+  CHECK(side_ind == soci::i_null);
+  CHECK(quantity_ind == soci::i_null);
+  CHECK(price_ind == soci::i_null);
+  int cancelled = -1;
+  sql << "SELECT cancelled, quantity FROM trades WHERE trade_id = 'T1'", soci::into(cancelled),
+      soci::into(quantity);
+  CHECK(cancelled == 1);
+  CHECK(quantity == "0.5");
+  sql << "PRAGMA journal_mode", soci::into(journal);
+  CHECK(journal == "wal");
+}
+
+TEST_CASE("sqlite: two stores on one file see each other and detect the other writer") {
+  StoreUnderTest s1 = make_sqlite_store();
+  StoreUnderTest s2 = open_again(s1);
+  check_other_writer_detected(s1, s2);
+}
+
+TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains their table") {
+  StoreUnderTest s = make_sqlite_store();
+  CHECK(claim(s, "g", "t", 0).epoch == 1);
+  require_commit(
+      s, batch({UpdateBuilder(key("A"), 1, 0).add(new_trade("T1"))}, {source("g", "t", 0, 77, 1)}));
+  s.store.reset();
+  {
+    soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+    long long version = 0, next_offset = 0, epoch = 0;
+    sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
+    CHECK(version == 3);
+    sql << "SELECT next_offset, epoch FROM source_offsets WHERE consumer = 'g' AND topic = 't' "
+           "AND partition = 0",
+        soci::into(next_offset), soci::into(epoch);
+    CHECK(next_offset == 77);
+    CHECK(epoch == 1);
+  }
+  StoreUnderTest again = open_again(s);
+  CHECK(offsets(again, "g") == std::vector<SourceOffset>{source("g", "t", 0, 77, 1)});
+  CHECK(claim(again, "g", "t", 0) == source("g", "t", 0, 77, 2));
+  again.store.reset();
+
+  // Back to the schema of version 1 (as a database written by an older library): the migrations
+  // add the table and the events' fence column on the next open, and the events stay, their
+  // writer's fence unknown (0).
+  {
+    soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+    sql << "DROP TABLE source_offsets";
+    sql << "ALTER TABLE events DROP COLUMN fence";
+    sql << "DELETE FROM schema_version WHERE version >= 2";
+  }
+  auto migrated = open_soci_store(s.uri);
+  REQUIRE(migrated.has_value());
+  StoreUnderTest third{migrated.value(), s.uri, s.storage};
+  CHECK(offsets(third, "g").empty());
+  CHECK(claim(third, "g", "t", 0).epoch == 1);
+  CHECK(load(third, key("A")).seq == 1);
+  const auto old_event = find(third, "T1", 1);
+  REQUIRE(old_event.has_value());
+  CHECK(old_event->fence == 0);
+  require_commit(third, batch({UpdateBuilder(key("A"), 4, 1).add(event("T1", 2, TradeType::Cancel))}));
+  CHECK(find(third, "T1", 2)->fence == 4);
+}
+
+TEST_CASE("sqlite: bad URIs and unreachable files are errors, not crashes") {
+  CHECK(error_of(open_soci_store("sqlite:")) == errc::bad_uri);
+  CHECK(error_of(open_soci_store("sqlite::memory:")) == errc::bad_uri);
+  CHECK(error_of(open_soci_store("mysql://localhost/db")) == errc::bad_uri);
+  CHECK(error_of(open_soci_store("")) == errc::bad_uri);
+  SociStoreOptions bad_sync;
+  bad_sync.sqlite_synchronous = "FULL; DROP TABLE events";
+  CHECK(error_of(open_soci_store("sqlite:/tmp/never-created.db", bad_sync)) == errc::bad_uri);
+
+  auto dir = make_scratch_dir();
+  const auto missing = open_soci_store("sqlite:" + (*dir / "no" / "such" / "dir.db").string());
+  REQUIRE_FALSE(missing.has_value());
+  CHECK((missing.error() == errc::store_unavailable || missing.error() == errc::store_error));
+
+  // A file that is not a database.
+  const auto junk = *dir / "junk.db";
+  {
+    std::FILE* f = std::fopen(junk.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::fputs(
+        "this is not a database, not even close; it is just a sentence in a file.\n"
+        "this is not a database, not even close; it is just a sentence in a file.\n",
+        f);
+    std::fclose(f);
+  }
+  const auto not_db = open_soci_store("sqlite:" + junk.string());
+  REQUIRE_FALSE(not_db.has_value());
+  CHECK((not_db.error() == errc::store_unavailable || not_db.error() == errc::store_error));
+}
+
+TEST_CASE("sqlite: options are applied") {
+  SociStoreOptions options;
+  options.sqlite_synchronous = "normal";
+  options.pool_size = 1;
+  options.busy_timeout = std::chrono::milliseconds(250);
+  StoreUnderTest s = make_sqlite_store(options);
+  require_commit(s, batch({UpdateBuilder(key("A"), 1, 0).add(new_trade("T1"))}));
+  // One connection serves concurrent callers in turn.
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const PartitionKey k = key("C" + std::to_string(t));
+      for (int i = 0; i < 20; ++i) {
+        if (!s->commit(batch({UpdateBuilder(k, 1, static_cast<std::uint64_t>(i))
+                                  .add(new_trade(k.account + "." + std::to_string(i)))}))) {
+          ++failures;
+        }
+        if (!s->positions()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures.load() == 0);
+  CHECK(positions(s).size() == 5);
+}
