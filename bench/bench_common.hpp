@@ -42,6 +42,8 @@
 #include <tuple>
 #include <vector>
 
+#include "support/trace.hpp"
+
 namespace tcbench {
 
 using namespace tradecapture;
@@ -50,93 +52,24 @@ using Clock = std::chrono::steady_clock;
 inline constexpr std::size_t kPartitions = 1000;
 
 /// One pre-parsed event and the index of its partition (for splitting among submitters).
-struct TraceEvent {
-  TradeEvent event;
-  std::uint32_t partition = 0;
-};
+using TraceEvent = tctest::TraceEvent;
 
 /// The partition key of index `i` (0 <= i < 1000): 100 accounts x 2 books x 5 securities.
-inline PartitionKey partition_key(std::size_t i) {
-  return PartitionKey{"ACC-" + std::to_string(1000 + i / 10), "BOOK-" + std::to_string((i / 5) % 2),
-                      "SEC-" + std::to_string(100 + i % 5 + 5 * ((i / 10) % 40))};
-}
+inline PartitionKey partition_key(std::size_t i) { return tctest::trace_partition_key(i); }
 
-/// A realistic stream over 1,000 partitions: mostly NEW (~83%), some AMEND (~12%) and CANCEL
-/// (~4.5%) of live trades, a few exact resends of an earlier event of the partition (DUPLICATE,
-/// ~0.5%; some still in flight when resent, so the pipeline's key gate is exercised). Partitions are mildly skewed (weight 1/(rank+10)), so a few are hot.
-/// Quantities are mostly round lots; prices have 2-4 decimals. Deterministic.
+/// A realistic stream over 1,000 partitions (tests/support/trace.hpp, `realistic_mix`): mostly
+/// NEW (~83%), some AMEND (~12%) and CANCEL (~4.5%) of live trades, a few exact resends of an
+/// earlier event (DUPLICATE, ~0.5%; some still in flight when resent, so the pipeline's key gate
+/// is exercised). Partitions are mildly skewed (weight 1/(rank+10)), so a few are hot.
+/// Quantities are mostly round lots; prices have up to 4 decimals. Deterministic.
 inline std::vector<TraceEvent> make_trace(std::size_t n, std::uint64_t seed = 20240601) {
-  struct Live {
-    std::string id;
-    std::int64_t version;
-  };
-  std::mt19937_64 rng(seed);
-  std::vector<double> w(kPartitions);
-  for (std::size_t k = 0; k < kPartitions; ++k) w[k] = 1.0 / double(k + 10);
-  std::discrete_distribution<std::uint32_t> pick_partition(w.begin(), w.end());
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  std::vector<PartitionKey> keys(kPartitions);
-  std::vector<std::int64_t> base_price_cents(kPartitions);
-  for (std::size_t i = 0; i < kPartitions; ++i) {
-    keys[i] = partition_key(i);
-    base_price_cents[i] = 1000 + std::int64_t(rng() % 50000);  // 10.00 .. 510.00
-  }
-  std::vector<std::vector<Live>> live(kPartitions);
-  std::vector<std::vector<std::size_t>> sent(kPartitions);  // indexes into out, per partition
-
-  auto fill_economics = [&](TradeEvent& e, std::uint32_t p) {
-    e.side = (rng() & 1) ? Side::Buy : Side::Sell;
-    std::int64_t q_units_e4;  // quantity in 1e-4
-    if (u(rng) < 0.8) {
-      q_units_e4 = std::int64_t(1 + rng() % 100) * 100 * 10000;  // 100 .. 10,000 shares
-    } else {
-      q_units_e4 = std::int64_t(1 + rng() % 5000000);  // 0.0001 .. 500 (fractional)
-    }
-    // price: base +- 5%, in 1e-4
-    const std::int64_t base = base_price_cents[p] * 100;
-    const std::int64_t px_e4 = base + std::int64_t(rng() % (base / 10 + 1)) - base / 20;
-    e.quantity = Decimal::from_units(Decimal::rep(q_units_e4) * Decimal::pow10(10)).value();
-    e.price = Decimal::from_units(Decimal::rep(px_e4) * Decimal::pow10(10)).value();
-  };
-
-  std::vector<TraceEvent> out;
-  out.reserve(n);
-  std::uint64_t next_id = 1;
-  while (out.size() < n) {
-    const std::uint32_t p = pick_partition(rng);
-    auto& lv = live[p];
-    const double r = u(rng);
-    TraceEvent te;
-    te.partition = p;
-    if (r < 0.005 && !sent[p].empty()) {  // exact resend of an earlier event of the partition
-      te.event = out[sent[p][rng() % sent[p].size()]].event;
-    } else if (r < 0.125 && !lv.empty()) {  // AMEND a live trade
-      Live& t = lv[rng() % lv.size()];
-      te.event.trade_id = t.id;
-      te.event.version = ++t.version;
-      te.event.type = TradeType::Amend;
-      te.event.partition = keys[p];
-      fill_economics(te.event, p);
-    } else if (r < 0.17 && !lv.empty()) {  // CANCEL a live trade
-      const std::size_t k = rng() % lv.size();
-      te.event.trade_id = lv[k].id;
-      te.event.version = lv[k].version + 1;
-      te.event.type = TradeType::Cancel;
-      te.event.partition = keys[p];
-      lv[k] = std::move(lv.back());
-      lv.pop_back();
-    } else {  // NEW
-      te.event.trade_id = "T" + std::to_string(100000000 + next_id++);
-      te.event.version = 1;
-      te.event.type = TradeType::New;
-      te.event.partition = keys[p];
-      fill_economics(te.event, p);
-      lv.push_back(Live{te.event.trade_id, 1});
-    }
-    sent[p].push_back(out.size());
-    out.push_back(std::move(te));
-  }
-  return out;
+  tctest::TraceOptions o;
+  o.seed = seed;
+  o.events = n;
+  o.partitions = kPartitions;
+  o.skewed = true;
+  o.mix = tctest::realistic_mix();
+  return tctest::make_trace(o);
 }
 
 /// TC_BENCH_EVENTS, when set, caps the events of every run and the trace (for profiling under

@@ -125,25 +125,7 @@ class Cluster {
   std::string bootstraps_;
 };
 
-std::string event_json(const TradeEvent& e) {
-  std::string s = "{\"trade_id\": ";
-  append_json_string(s, e.trade_id);
-  s += ", \"version\": " + std::to_string(e.version) + ", \"type\": \"";
-  s += to_string(e.type);
-  s += "\", \"account\": ";
-  append_json_string(s, e.partition.account);
-  s += ", \"book\": ";
-  append_json_string(s, e.partition.book);
-  s += ", \"security\": ";
-  append_json_string(s, e.partition.security);
-  if (e.type != TradeType::Cancel) {
-    s += ", \"side\": \"";
-    s += to_string(e.side);
-    s += "\", \"quantity\": \"" + e.quantity.to_string() + "\", \"price\": \"" +
-         e.price.to_string() + "\"";
-  }
-  return s + "}";
-}
+using tctest::event_json;
 
 /// A producer of trace events; `rate` > 0 paces them open-loop.
 class Producer {

@@ -11,6 +11,7 @@
 #include "support/stores.hpp"  // make_postgres_store: a fresh database on the shared server
 #endif
 #include "support/events.hpp"
+#include "support/trace.hpp"
 
 #include <utility>
 
@@ -160,47 +161,21 @@ struct Model {
   }
 };
 
-/// Random events: duplicates, conflicting resends (also across partitions), amends, cancels,
-/// stale versions, amend-before-new and invalid events.
+/// Random events (tests/support/trace.hpp, the adversarial mix): exact and conflicting resends,
+/// also across partitions (trade ids reused in other partitions), amends, cancels, stale
+/// versions, version gaps, amends before their NEW, unknown trades, invalid events and edge
+/// amounts, over partitions whose names need escaping.
 std::vector<TradeEvent> random_trace(std::uint32_t seed, int n) {
-  std::mt19937 rng(seed);
-  auto pick = [&](int k) { return static_cast<int>(rng() % static_cast<unsigned>(k)); };
-  std::vector<PartitionKey> parts{pk("A_B", "C"), pk("A", "B_C"), pk("acct1", "bk", "IBM"),
-                                  pk("acct1", "bk", "MSFT"), pk("acct2", "b2", "IBM"),
-                                  pk("\xC3\xA9t\xC3\xA9", "b", "s")};
-  for (int i = 0; i < 10; ++i) parts.push_back(pk("p" + std::to_string(i)));
-  const char* qtys[] = {"1", "10", "0.5", "123.456789", "1000000", "7"};
-  const char* pxs[] = {"0", "1", "187.25", "0.00000001", "99.5", "3"};
-  std::vector<TradeEvent> out;
-  std::map<std::string, std::int64_t> next_version;
-  for (int i = 0; i < n; ++i) {
-    int r = pick(100);
-    if (r < 12 && !out.empty()) {  // resend an earlier event, exactly or with changed content
-      TradeEvent e = out[pick(static_cast<int>(out.size()))];
-      if (pick(2) == 0) e.partition = parts[pick(static_cast<int>(parts.size()))];
-      if (pick(3) == 0 && e.type != TradeType::Cancel) e.quantity = dec(qtys[pick(6)]);
-      out.push_back(e);
-      continue;
-    }
-    std::string id = "T" + std::to_string(pick(n / 6 + 2));
-    PartitionKey p = parts[pick(static_cast<int>(parts.size()))];
-    auto& nv = next_version[id];
-    TradeEvent e;
-    if (nv == 0 || r < 30) {
-      e = ev(id, 1, TradeType::New, p, pick(2) ? Side::Buy : Side::Sell, qtys[pick(6)],
-             pxs[pick(6)]);
-      nv = std::max<std::int64_t>(nv, 2);
-    } else {
-      std::int64_t v = (pick(5) == 0) ? std::max<std::int64_t>(2, nv - 1 - pick(2)) : nv++;
-      if (pick(20) == 0) v = nv + 3;  // version jump (an amend "before" intermediate ones)
-      e = ev(id, v, pick(4) == 0 ? TradeType::Cancel : TradeType::Amend, p,
-             pick(2) ? Side::Buy : Side::Sell, qtys[pick(6)], pxs[pick(6)]);
-    }
-    if (pick(40) == 0) e.version = 0;                                    // invalid
-    if (pick(60) == 0 && e.type != TradeType::Cancel) e.quantity = {};  // invalid: qty 0
-    out.push_back(e);
-  }
-  return out;
+  tctest::TraceOptions o;
+  o.seed = seed;
+  o.events = static_cast<std::size_t>(n);
+  o.keys = {pk("A_B", "C"), pk("A", "B_C"), pk("acct1", "bk", "IBM"), pk("acct1", "bk", "MSFT"),
+            pk("acct2", "b2", "IBM"), pk("\xC3\xA9t\xC3\xA9", "b", "s")};
+  for (int i = 0; i < 10; ++i) o.keys.push_back(pk("p" + std::to_string(i)));
+  o.mix = tctest::adversarial_mix();
+  o.mix.cross_partition = true;
+  o.mix.edge_amounts = true;
+  return tctest::events_of(tctest::make_trace(o));
 }
 
 /// Submits every event from one thread (in order) and collects the outcomes by index.

@@ -26,6 +26,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 #include "common/store_conformance.hpp"  // store_factories, make_sqlite_store, make_postgres_store
 #endif
 #include "support/down_store.hpp"
+#include "support/trace.hpp"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -197,100 +198,43 @@ std::string event_json(const std::string& id, std::int64_t version, const char* 
   return s + "}";
 }
 
-/// A seeded trace over `partitions` trade partitions: NEWs, AMENDs (side changes), CANCELs,
-/// exact resends, conflicting resends, stale versions, AMENDs before their NEW, unknown trades,
-/// amends after cancels, bad JSON, invalid events, missing and wrong keys. Trade ids are unique
-/// per trade partition, so no outcome depends on the order of different Kafka partitions.
+/// A seeded trace over `partitions` trade partitions: the adversarial mix of
+/// tests/support/trace.hpp (NEWs, AMENDs, CANCELs, exact and conflicting resends, stale
+/// versions, AMENDs before their NEW, unknown trades, amends after cancels, invalid events) with
+/// Kafka's own faults on top, one message in ten: bad JSON, an empty object, no key, the key of
+/// another partition. Trade ids are unique per trade partition, so no outcome depends on the
+/// order of different Kafka partitions.
 std::vector<Message> make_trace(unsigned seed, std::size_t n, int partitions) {
+  tctest::TraceOptions o;
+  o.seed = seed;
+  o.events = n;
+  for (int i = 0; i < partitions; ++i)
+    o.keys.push_back(PartitionKey{"ACC" + std::to_string(i % 5), i % 2 ? "B_C" : "EQ",
+                                  "SEC" + std::to_string(i)});
+  o.mix = tctest::adversarial_mix();
+  const auto trace = tctest::make_trace(o);
   std::mt19937 rng(seed);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  std::vector<PartitionKey> keys;
-  for (int i = 0; i < partitions; ++i)
-    keys.push_back(PartitionKey{"ACC" + std::to_string(i % 5), i % 2 ? "B_C" : "EQ",
-                                "SEC" + std::to_string(i)});
-  struct Trade {
-    std::string id;
-    int k;
-    std::int64_t version;
-    bool cancelled;
-  };
-  std::vector<Trade> trades;
   std::vector<Message> out;
-  std::vector<std::pair<std::size_t, Message>> later;  // NEWs sent after their AMEND
-  int next_id = 0;
-  auto qty = [&] { return std::to_string(pick(1, 500)) + (pick(0, 1) ? ".5" : ""); };
-  auto px = [&] { return std::to_string(pick(1, 99)) + "." + std::to_string(pick(10, 99)); };
-  auto side = [&] { return pick(0, 1) ? "BUY" : "SELL"; };
-  auto emit = [&](int k, std::string value) {
-    out.push_back(Message{keys[k].encode(), std::move(value)});
-  };
-  while (out.size() < n) {
-    for (auto it = later.begin(); it != later.end();) {
-      if (it->first <= out.size()) {
-        out.push_back(std::move(it->second));
-        it = later.erase(it);
-      } else {
-        ++it;
-      }
-    }
+  for (const auto& te : trace) {
+    if (out.size() >= n) break;
+    const std::string key = o.keys[te.partition].encode();
     const int r = pick(0, 99);
-    if (r < 30 || trades.empty()) {  // NEW
-      const int k = pick(0, partitions - 1);
-      Trade t{"T" + std::to_string(seed) + "-" + std::to_string(next_id++) + "-k" +
-                  std::to_string(k),
-              k, 1, false};
-      emit(k, event_json(t.id, 1, "NEW", keys[k], side(), qty(), px()));
-      trades.push_back(t);
-    } else if (r < 52) {  // AMEND the current version + 1 (maybe of a cancelled trade)
-      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
-      emit(t.k, event_json(t.id, ++t.version, "AMEND", keys[t.k], side(), qty(), px()));
-    } else if (r < 58) {  // CANCEL
-      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
-      emit(t.k, event_json(t.id, ++t.version, "CANCEL", keys[t.k], "BUY", "1", "1"));
-      t.cancelled = true;
-    } else if (r < 64) {  // AMEND before its NEW: the NEW comes a few messages later
-      const int k = pick(0, partitions - 1);
-      Trade t{"E" + std::to_string(seed) + "-" + std::to_string(next_id++) + "-k" +
-                  std::to_string(k),
-              k, 2, false};
-      emit(k, event_json(t.id, 2, "AMEND", keys[k], side(), qty(), px()));
-      later.emplace_back(out.size() + pick(1, 40),
-                         Message{keys[k].encode(), event_json(t.id, 1, "NEW", keys[k], side(),
-                                                              qty(), px())});
-      trades.push_back(t);
-    } else if (r < 74 && !out.empty()) {  // exact resend of an earlier message
-      out.push_back(out[pick(0, static_cast<int>(out.size()) - 1)]);
-    } else if (r < 78) {  // conflicting resend: same key, other content
-      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
-      emit(t.k, event_json(t.id, t.version, t.version == 1 ? "NEW" : "AMEND", keys[t.k], side(),
-                           "777", "7.77"));
-    } else if (r < 84) {  // stale version
-      Trade& t = trades[pick(0, static_cast<int>(trades.size()) - 1)];
-      if (t.version >= 2)
-        emit(t.k, event_json(t.id, pick(2, static_cast<int>(t.version)), "AMEND", keys[t.k],
-                             side(), qty(), px()));
-    } else if (r < 87) {  // unknown trade
-      const int k = pick(0, partitions - 1);
-      emit(k, event_json("U" + std::to_string(next_id++), 3, "CANCEL", keys[k], "BUY", "1", "1"));
-    } else if (r < 90) {  // not JSON
-      out.push_back(Message{keys[pick(0, partitions - 1)].encode(), "{\"trade_id\": \"X\","});
-    } else if (r < 93) {  // invalid event (bad quantity)
-      const int k = pick(0, partitions - 1);
-      emit(k, event_json("Q" + std::to_string(next_id++), 1, "NEW", keys[k], "BUY", "-1", "1"));
-    } else if (r < 95) {  // no key
-      const int k = pick(0, partitions - 1);
-      out.push_back(Message{std::nullopt, event_json("N" + std::to_string(next_id++), 1, "NEW",
-                                                     keys[k], "BUY", "1", "1")});
-    } else if (r < 97) {  // the key of another partition
-      const int k = pick(0, partitions - 1);
-      out.push_back(Message{keys[(k + 1) % partitions].encode(),
-                            event_json("W" + std::to_string(next_id++), 1, "NEW", keys[k], "BUY",
-                                       "1", "1")});
-    } else {  // no value at all is not producible with a key here: an empty object instead
-      out.push_back(Message{keys[pick(0, partitions - 1)].encode(), "{}"});
+    if (r < 3) {  // not JSON
+      out.push_back(Message{key, "{\"trade_id\": \"X\","});
+    } else if (r < 6) {  // no value at all is not producible with a key here: an empty object
+      out.push_back(Message{key, "{}"});
+    } else if (r < 8) {  // no key
+      out.push_back(Message{std::nullopt, tctest::event_json(te.event)});
+      continue;
+    } else if (r < 10) {  // the key of another partition
+      out.push_back(Message{o.keys[(te.partition + 1) % o.keys.size()].encode(),
+                            tctest::event_json(te.event)});
+      continue;
     }
+    out.push_back(Message{key, tctest::event_json(te.event)});
   }
-  for (auto& [at, m] : later) out.push_back(std::move(m));
+  out.resize(std::min(out.size(), n));
   return out;
 }
 
@@ -615,47 +559,19 @@ struct TopicMessage {
 /// resend is DUPLICATE; nothing is REJECTED.
 std::vector<TopicMessage> make_topic_trace(const std::string& topic, unsigned seed, std::size_t n,
                                            const std::vector<PartitionKey>& keys) {
-  std::mt19937 rng(seed);
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  struct Trade {
-    std::string id;
-    int k;
-    std::int64_t version;
-  };
-  std::vector<Trade> open;
+  tctest::TraceOptions o;
+  o.seed = seed;
+  o.events = n;
+  o.keys = keys;
+  o.mix.amend = 450;
+  o.mix.cancel = 80;
+  o.mix.resend = 120;
+  o.id_prefix = topic + "-T";
   std::vector<TopicMessage> out;
-  int next_id = 0;
-  auto qty = [&] { return std::to_string(pick(1, 500)) + (pick(0, 1) ? ".25" : ""); };
-  auto px = [&] { return std::to_string(pick(1, 99)) + "." + std::to_string(pick(10, 99)); };
-  auto side = [&] { return pick(0, 1) ? "BUY" : "SELL"; };
-  auto emit = [&](const Trade& t, const char* type) {
-    const PartitionKey& k = keys[static_cast<std::size_t>(t.k)];
+  for (const auto& te : tctest::make_trace(o)) {
     out.push_back(TopicMessage{topic,
-                               Message{k.encode(), event_json(t.id, t.version, type, k, side(),
-                                                              qty(), px())},
-                               t.id, t.version, false});
-  };
-  while (out.size() < n) {
-    const int r = pick(0, 99);
-    if (r < 35 || open.empty()) {
-      Trade t{topic + "-T" + std::to_string(next_id++), pick(0, static_cast<int>(keys.size()) - 1),
-              1};
-      emit(t, "NEW");
-      open.push_back(t);
-    } else if (r < 80) {
-      Trade& t = open[static_cast<std::size_t>(pick(0, static_cast<int>(open.size()) - 1))];
-      ++t.version;
-      emit(t, "AMEND");
-    } else if (r < 88) {
-      const auto i = static_cast<std::size_t>(pick(0, static_cast<int>(open.size()) - 1));
-      ++open[i].version;
-      emit(open[i], "CANCEL");
-      open.erase(open.begin() + static_cast<std::ptrdiff_t>(i));
-    } else {
-      TopicMessage again = out[static_cast<std::size_t>(pick(0, static_cast<int>(out.size()) - 1))];
-      again.resend = true;
-      out.push_back(std::move(again));
-    }
+                               Message{te.event.partition.encode(), tctest::event_json(te.event)},
+                               te.event.trade_id, te.event.version, te.resend});
   }
   return out;
 }
