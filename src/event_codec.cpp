@@ -623,24 +623,19 @@ void append_position_json(std::string& out, const PositionRow& row) {
   out += "}\n";
 }
 
-void append_event_json(std::string& out, const StoredEvent& se) {
-  const TradeEvent& e = se.event;
-  out += "{\"account\": ";
-  append_json_string(out, e.partition.account);
-  out += ", \"book\": ";
-  append_json_string(out, e.partition.book);
-  out += ", \"security\": ";
-  append_json_string(out, e.partition.security);
-  out += ", \"seq\": ";
-  append_int(out, se.seq);
-  out += ", \"trade_id\": ";
+namespace {
+
+/// `"trade_id": ..., "version": ..., "type": ...` and, unless a CANCEL, side, quantity and price;
+/// a CANCEL gets JSON nulls for those when `cancel_nulls`, nothing otherwise.
+void append_trade_fields(std::string& out, const TradeEvent& e, bool cancel_nulls) {
+  out += "\"trade_id\": ";
   append_json_string(out, e.trade_id);
   out += ", \"version\": ";
   append_int(out, e.version);
   out += ", \"type\": ";
   append_json_string(out, to_string(e.type));
   if (e.type == TradeType::Cancel) {
-    out += ", \"side\": null, \"quantity\": null, \"price\": null}\n";
+    if (cancel_nulls) out += ", \"side\": null, \"quantity\": null, \"price\": null";
     return;
   }
   out += ", \"side\": ";
@@ -649,7 +644,36 @@ void append_event_json(std::string& out, const StoredEvent& se) {
   append_json_string(out, e.quantity.to_string());
   out += ", \"price\": ";
   append_json_string(out, e.price.to_string());
+}
+
+/// `"account": ..., "book": ..., "security": ...`.
+void append_partition_fields(std::string& out, const PartitionKey& p) {
+  out += "\"account\": ";
+  append_json_string(out, p.account);
+  out += ", \"book\": ";
+  append_json_string(out, p.book);
+  out += ", \"security\": ";
+  append_json_string(out, p.security);
+}
+
+}  // namespace
+
+void append_event_json(std::string& out, const StoredEvent& se) {
+  out += '{';
+  append_partition_fields(out, se.event.partition);
+  out += ", \"seq\": ";
+  append_int(out, se.seq);
+  out += ", ";
+  append_trade_fields(out, se.event, /*cancel_nulls=*/true);
   out += "}\n";
+}
+
+void append_input_event_json(std::string& out, const TradeEvent& e) {
+  out += '{';
+  append_trade_fields(out, e, /*cancel_nulls=*/false);
+  out += ", ";
+  append_partition_fields(out, e.partition);
+  out += '}';
 }
 
 }  // namespace tradecapture

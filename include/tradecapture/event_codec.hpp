@@ -45,4 +45,8 @@ void append_position_json(std::string& out, const PositionRow& row);
 /// Appends one `events` line (with '\n').
 void append_event_json(std::string& out, const StoredEvent& e);
 
+/// Appends `e` as an input event of spec section 1 (one JSON object, no '\n'; a CANCEL without
+/// side, quantity and price): what `parse_event` reads back as `e`. For producers and tests.
+void append_input_event_json(std::string& out, const TradeEvent& e);
+
 }  // namespace tradecapture

@@ -291,24 +291,9 @@ inline std::vector<tradecapture::TradeEvent> events_of(const std::vector<TraceEv
 
 /// An event as the JSON object of spec section 1 (the input of replay, serve and consume).
 inline std::string event_json(const tradecapture::TradeEvent& e) {
-  using namespace tradecapture;
-  std::string s = "{\"trade_id\": ";
-  append_json_string(s, e.trade_id);
-  s += ", \"version\": " + std::to_string(e.version) + ", \"type\": \"";
-  s += to_string(e.type);
-  s += "\", \"account\": ";
-  append_json_string(s, e.partition.account);
-  s += ", \"book\": ";
-  append_json_string(s, e.partition.book);
-  s += ", \"security\": ";
-  append_json_string(s, e.partition.security);
-  if (e.type != TradeType::Cancel) {
-    s += ", \"side\": \"";
-    s += to_string(e.side);
-    s += "\", \"quantity\": \"" + e.quantity.to_string() + "\", \"price\": \"" +
-         e.price.to_string() + "\"";
-  }
-  return s + "}";
+  std::string s;
+  tradecapture::append_input_event_json(s, e);
+  return s;
 }
 
 }  // namespace tctest
