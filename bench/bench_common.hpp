@@ -118,8 +118,23 @@ inline void remove_sqlite_files(const std::filesystem::path& db) {
 }
 
 /// What one run measured.
+/// The process's heap allocation count when the program counts them (alloc_counter.hpp), else
+/// null.
+inline std::atomic<std::uint64_t>*& allocation_counter() {
+  static std::atomic<std::uint64_t>* counter = nullptr;
+  return counter;
+}
+
+/// The allocations so far (0 when the program does not count them).
+inline std::uint64_t allocations_now() {
+  auto* c = allocation_counter();
+  return c ? c->load(std::memory_order_relaxed) : 0;
+}
+
 struct RunResult {
   std::size_t events = 0;
+  std::uint64_t allocations = 0;  ///< heap allocations from the first submission to the last
+                                  ///< completion (alloc_counter.hpp; 0 when not counted)
   double seconds = 0;  ///< from the first submission to the last completion
   PipelineMetrics metrics;
   std::vector<std::int64_t> latency_ns;     ///< paced runs only: scheduled time to completion
@@ -195,6 +210,7 @@ inline void finish_run(Completions& c, Pipeline& pipe, RunResult& res, Clock::ti
                        std::chrono::seconds stall = std::chrono::seconds(30)) {
   wait_all(c.fut, c.done, pipe, res, stall);
   const auto end = c.fut.get();
+  res.allocations = allocations_now() - res.allocations;  // run_* stored the count at start
   CALLGRIND_STOP_INSTRUMENTATION;  // profile only submission and processing
   res.seconds = std::chrono::duration<double>(end - start).count();
   pipe.drain();
@@ -255,6 +271,7 @@ inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std:
     Completions completions(total);
     auto on_done = [&](boost::system::error_code, Outcome) { completions.complete(Clock::now()); };
     CALLGRIND_START_INSTRUMENTATION;  // profile only submission and processing
+    res.allocations = allocations_now();
     const auto start = Clock::now();
     if (submitters == 1) {
       for (auto& e : parts[0]) pipe.async_submit(std::move(e), on_done);
@@ -284,6 +301,7 @@ inline RunResult run_paced(const StoreFactory& sf, std::size_t threads, std::siz
                   bench_options(threads, max_batch));
     Completions completions(events.size());
     const auto start = Clock::now() + std::chrono::milliseconds(2);
+    res.allocations = allocations_now();
     submit_paced(pipe, events, rate, start, res, completions);
     finish_run(completions, pipe, res, start);
   }
@@ -308,9 +326,10 @@ inline bool ran_ok(benchmark::State& state, const RunResult& r) {
 /// The pipeline's counters summed over the runs of one benchmark.
 struct Totals {
   std::uint64_t events = 0, batches = 0, commits = 0, duplicates = 0, rejected = 0;
-  std::uint64_t commit_us_sum = 0, commit_us_count = 0;
+  std::uint64_t commit_us_sum = 0, commit_us_count = 0, allocations = 0;
   void add(const RunResult& r) {
     events += r.events;
+    allocations += r.allocations;
     duplicates += r.metrics.duplicate;
     rejected += r.metrics.rejected + r.metrics.stale;
     batches += r.metrics.batches;
@@ -334,6 +353,9 @@ inline void report_pipeline(benchmark::State& state, const Totals& t) {
   state.counters["commits_per_trade"] = t.events ? double(t.commits) / double(t.events) : 0.0;
   state.counters["commit_ms_mean"] =
       t.commit_us_count ? double(t.commit_us_sum) / double(t.commit_us_count) / 1000.0 : 0.0;
+  // Heap allocations per event, whole process (aim: 0 in steady state); only where counted.
+  if (allocation_counter() != nullptr && t.events != 0)
+    state.counters["allocs_per_trade"] = double(t.allocations) / double(t.events);
 }
 
 /// The throughput benchmark body: args (pipeline threads, max_batch, submitting threads).

@@ -7,6 +7,7 @@
 // Throughput args: pipeline threads, max_batch, submitting threads. Latency args: pipeline
 // threads, max_batch (paced at half the rate the matching throughput run measured).
 
+#include "alloc_counter.hpp"  // this program counts heap allocations (allocs_per_trade)
 #include "bench_common.hpp"
 
 #include <tradecapture/decimal.hpp>
