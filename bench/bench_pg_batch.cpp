@@ -1,0 +1,201 @@
+// The cost of one batch on the PostgreSQL store, by batch size: the store calls a shard makes
+// for a batch of N NEW events (claim_partitions, find_events, commit with the absent-key check),
+// against a throwaway PostgreSQL 15 server on loopback (default durability: fsync,
+// synchronous_commit=on). Reports per batch and per event: wall time, the host's CPU (the
+// calling thread: SOCI and libpq run on it) and the server's CPU (every process of the
+// throwaway cluster, from /proc: backends, WAL writer, checkpointer).
+//
+//   build/bin/bench_pg_batch [--benchmark_filter=...]
+//
+// Sizes: 1, 16, 64, 512, 8192 events; a batch of N spreads its events over min(N, 1000)
+// partitions, like the pipeline's batches of a 1,000-partition load. Issue #12 wants this curve
+// in BENCHMARKS.md.
+
+#include "bench_common.hpp"
+#include "../tests/support/servers.hpp"
+
+#include <tradecapture/soci_store.hpp>
+
+#include <libpq-fe.h>
+
+#include <dirent.h>
+#include <time.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace {
+
+using namespace tcbench;
+
+std::unique_ptr<tctest::PostgresServer> g_pg;
+int g_db = 0;
+
+std::string pg_uri(const std::string& db) {
+  return "postgresql://postgres@127.0.0.1:" + std::to_string(g_pg->port()) + "/" + db;
+}
+
+/// Runs one statement on the admin database; returns the first value of the first row.
+std::string admin_query(const std::string& sql) {
+  PGconn* c = PQconnectdb(pg_uri("postgres").c_str());
+  if (PQstatus(c) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(c));
+  PGresult* r = PQexec(c, sql.c_str());
+  const auto st = PQresultStatus(r);
+  const bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+  std::string err = ok ? "" : PQresultErrorMessage(r);
+  std::string value = ok && st == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+  PQclear(r);
+  PQfinish(c);
+  if (!ok) throw std::runtime_error(sql + ": " + err);
+  return value;
+}
+
+/// Field `n` (1-based, after the command name) of /proc/<pid>/stat; -1 when unreadable.
+long long proc_stat_field(pid_t pid, int n) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto close = s.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(s.substr(close + 2));  // field 3 (state) onwards
+  std::string tok;
+  for (int i = 3; i <= n && in >> tok; ++i) {
+    if (i == n) return std::atoll(tok.c_str());
+  }
+  return -1;
+}
+
+/// The postmaster of the throwaway server: the parent of a backend.
+pid_t postmaster_pid() {
+  const pid_t backend = pid_t(std::atoi(admin_query("SELECT pg_backend_pid()").c_str()));
+  return pid_t(proc_stat_field(backend, 4));  // field 4: ppid
+}
+
+/// CPU seconds (user + system) of the postmaster and all its children so far.
+double server_cpu_seconds(pid_t postmaster) {
+  static const double tick = double(::sysconf(_SC_CLK_TCK));
+  long long ticks = 0;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return 0;
+  while (dirent* e = ::readdir(d)) {
+    const pid_t pid = pid_t(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    if (pid != postmaster && proc_stat_field(pid, 4) != postmaster) continue;
+    const long long u = proc_stat_field(pid, 14), s = proc_stat_field(pid, 15);
+    if (u >= 0 && s >= 0) ticks += u + s;
+  }
+  ::closedir(d);
+  return double(ticks) / tick;
+}
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
+
+/// Batches of `size` NEW events over min(size, 1000) partitions, committed one after another
+/// on a fresh database for about `seconds_of_load`, as the shard commits them.
+void BM_PgBatchCost(benchmark::State& state) {
+  const auto size = std::size_t(state.range(0));
+  const std::string db = "tc_batch_" + std::to_string(++g_db);
+  admin_query("CREATE DATABASE " + db);
+  SociStoreOptions so;
+  so.logger = quiet_logger();
+  auto opened = open_soci_store(pg_uri(db), so);
+  if (!opened) {
+    state.SkipWithError(opened.error().message().c_str());
+    return;
+  }
+  TradeStore& store = *opened.value();
+  const pid_t postmaster = postmaster_pid();
+  const std::size_t parts = std::min<std::size_t>(size, kPartitions);
+  std::vector<PartitionKey> keys;
+  for (std::size_t i = 0; i < parts; ++i) keys.push_back(partition_key(i));
+  std::sort(keys.begin(), keys.end());
+  std::uint64_t next_id = 0;
+  double wall = 0, host = 0, server = 0;
+  std::size_t batches = 0;
+  const Decimal qty = Decimal::parse("100").value(), px = Decimal::parse("187.25").value();
+  for (auto _ : state) {
+    // Build the batch's events (not timed: the decisions are the processor's, measured elsewhere).
+    std::vector<IdempotencyKey> ids;
+    std::vector<std::vector<TradeEvent>> per_part(parts);
+    for (std::size_t i = 0; i < size; ++i) {
+      TradeEvent e;
+      e.trade_id = "B" + std::to_string(next_id++);
+      e.version = 1;
+      e.type = TradeType::New;
+      e.partition = keys[i % parts];
+      e.side = Side::Buy;
+      e.quantity = qty;
+      e.price = px;
+      ids.push_back(IdempotencyKey{e.trade_id, 1});
+      per_part[i % parts].push_back(std::move(e));
+    }
+    const double s0 = server_cpu_seconds(postmaster), h0 = thread_cpu_seconds();
+    const auto t0 = Clock::now();
+    auto claimed = store.claim_partitions(keys);
+    if (!claimed || !store.find_events(ids)) {
+      state.SkipWithError("claim or lookup failed");
+      return;
+    }
+    CommitBatch b;
+    for (std::size_t p = 0; p < parts; ++p) {
+      const PartitionState& st = claimed.value()[p];
+      PartitionUpdate u;
+      u.partition = keys[p];
+      u.fence = st.fence;
+      u.expected_seq = st.seq;
+      u.new_seq = st.seq;
+      u.position = st.position;
+      for (auto& e : per_part[p]) {
+        u.trades.emplace_back(e.trade_id, TradeRecord{1, Side::Buy, qty, px, false});
+        u.events.push_back(StoredEvent{std::move(e), ++u.new_seq});
+      }
+      u.position.live_trades += std::int64_t(u.events.size());
+      b.partitions.push_back(std::move(u));
+    }
+    auto committed = store.commit(b);
+    const auto t1 = Clock::now();
+    const double h1 = thread_cpu_seconds(), s1 = server_cpu_seconds(postmaster);
+    if (!committed) {
+      state.SkipWithError(committed.error().message().c_str());
+      return;
+    }
+    const double w = std::chrono::duration<double>(t1 - t0).count();
+    state.SetIterationTime(w);
+    wall += w;
+    host += h1 - h0;
+    server += s1 - s0;
+    ++batches;
+  }
+  const double events = double(batches * size);
+  state.counters["events_per_batch"] = double(size);
+  state.counters["wall_us_per_batch"] = wall / double(batches) * 1e6;
+  state.counters["host_cpu_us_per_batch"] = host / double(batches) * 1e6;
+  state.counters["server_cpu_us_per_batch"] = server / double(batches) * 1e6;
+  state.counters["host_cpu_us_per_event"] = host / events * 1e6;
+  state.counters["server_cpu_us_per_event"] = server / events * 1e6;
+  state.counters["events_per_s"] = benchmark::Counter(events, benchmark::Counter::kIsRate);
+  opened.value().reset();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  g_pg = std::make_unique<tctest::PostgresServer>();
+  // Each size runs for at least ~2 s of batches (server CPU is read in clock ticks of 10 ms).
+  for (int size : {1, 16, 64, 512, 8192}) {
+    benchmark::RegisterBenchmark("BM_PgBatchCost", BM_PgBatchCost)
+        ->Arg(size)
+        ->UseManualTime()
+        ->MinTime(2.0)
+        ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  g_pg.reset();
+  return 0;
+}
