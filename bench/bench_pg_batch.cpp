@@ -7,6 +7,9 @@
 //
 //   build/bin/bench_pg_batch [--benchmark_filter=...]
 //
+// TC_PG_STATEMENTS=1 adds a pg_stat_statements profile per size; TC_PG_SETTINGS="a=b,c=d" runs
+// the server with extra settings (experiments such as plan_cache_mode=force_generic_plan).
+//
 // Sizes: 1, 16, 64, 512, 8192 events; a batch of N spreads its events over min(N, 1000)
 // partitions, like the pipeline's batches of a 1,000-partition load. Issue #12 wants this curve
 // in BENCHMARKS.md.
@@ -50,6 +53,37 @@ std::string admin_query(const std::string& sql) {
   return value;
 }
 
+/// TC_PG_STATEMENTS=1: the server loads pg_stat_statements and the program prints, per batch
+/// size, the statements of the store's batches with their calls and mean planning and
+/// execution times (where the fixed cost of a batch goes).
+bool statements_wanted() {
+  const char* s = std::getenv("TC_PG_STATEMENTS");
+  return s != nullptr && std::string(s) == "1";
+}
+
+/// Runs `sql` on database `db` and prints the rows, tab-separated (for the statement profile).
+void db_query(const std::string& db, const std::string& sql, bool print = false) {
+  PGconn* c = PQconnectdb(pg_uri(db).c_str());
+  if (PQstatus(c) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(c));
+  PGresult* r = PQexec(c, sql.c_str());
+  const auto st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    std::string err = PQresultErrorMessage(r);
+    PQclear(r);
+    PQfinish(c);
+    throw std::runtime_error(sql + ": " + err);
+  }
+  if (print) {
+    for (int i = 0; i < PQntuples(r); ++i) {
+      for (int j = 0; j < PQnfields(r); ++j)
+        std::printf("%s%s", j ? "\t" : "  ", PQgetvalue(r, i, j));
+      std::printf("\n");
+    }
+  }
+  PQclear(r);
+  PQfinish(c);
+}
+
 /// Field `n` (1-based, after the command name) of /proc/<pid>/stat; -1 when unreadable.
 long long proc_stat_field(pid_t pid, int n) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
@@ -62,12 +96,6 @@ long long proc_stat_field(pid_t pid, int n) {
     if (i == n) return std::atoll(tok.c_str());
   }
   return -1;
-}
-
-/// The postmaster of the throwaway server: the parent of a backend.
-pid_t postmaster_pid() {
-  const pid_t backend = pid_t(std::atoi(admin_query("SELECT pg_backend_pid()").c_str()));
-  return pid_t(proc_stat_field(backend, 4));  // field 4: ppid
 }
 
 /// CPU seconds (user + system) of the postmaster and all its children so far.
@@ -99,6 +127,7 @@ void BM_PgBatchCost(benchmark::State& state) {
   const auto size = std::size_t(state.range(0));
   const std::string db = "tc_batch_" + std::to_string(++g_db);
   admin_query("CREATE DATABASE " + db);
+  if (statements_wanted()) db_query(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
   SociStoreOptions so;
   so.logger = quiet_logger();
   auto opened = open_soci_store(pg_uri(db), so);
@@ -107,7 +136,7 @@ void BM_PgBatchCost(benchmark::State& state) {
     return;
   }
   TradeStore& store = *opened.value();
-  const pid_t postmaster = postmaster_pid();
+  const pid_t postmaster = g_pg->pid();
   const std::size_t parts = std::min<std::size_t>(size, kPartitions);
   std::vector<PartitionKey> keys;
   for (std::size_t i = 0; i < parts; ++i) keys.push_back(partition_key(i));
@@ -178,6 +207,19 @@ void BM_PgBatchCost(benchmark::State& state) {
   state.counters["server_cpu_us_per_event"] = server / events * 1e6;
   state.counters["events_per_s"] = benchmark::Counter(events, benchmark::Counter::kIsRate);
   opened.value().reset();
+  if (statements_wanted()) {
+    std::printf("statements of the batches of %zu events (calls, mean plan ms, mean exec ms, "
+                "rows, shared blocks hit+read, query):\n",
+                size);
+    db_query(db,
+             "SELECT calls, round(mean_plan_time::numeric, 3), round(mean_exec_time::numeric, 3), "
+             "rows, shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', "
+             "'g'), 110) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE "
+             "d.datname = current_database() ORDER BY total_exec_time + total_plan_time DESC "
+             "LIMIT 12",
+             true);
+    db_query(db, "SELECT pg_stat_statements_reset()");
+  }
 }
 
 }  // namespace
@@ -185,7 +227,18 @@ void BM_PgBatchCost(benchmark::State& state) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  g_pg = std::make_unique<tctest::PostgresServer>();
+  std::vector<std::string> settings;
+  if (statements_wanted()) {
+    settings = {"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all",
+                "pg_stat_statements.track_planning=on"};
+  }
+  // TC_PG_SETTINGS: extra server settings for experiments, "name=value,name=value".
+  if (const char* extra = std::getenv("TC_PG_SETTINGS")) {
+    std::stringstream in(extra);
+    for (std::string kv; std::getline(in, kv, ',');)
+      if (!kv.empty()) settings.push_back(kv);
+  }
+  g_pg = std::make_unique<tctest::PostgresServer>(settings);
   // Each size runs for at least ~2 s of batches (server CPU is read in clock ticks of 10 ms).
   for (int size : {1, 16, 64, 512, 8192}) {
     benchmark::RegisterBenchmark("BM_PgBatchCost", BM_PgBatchCost)

@@ -195,7 +195,9 @@ class RedisServer final : public ChildServer {
 /// temporary directory, with its default durability (fsync, synchronous_commit on).
 class PostgresServer final : public ChildServer {
  public:
-  PostgresServer() : ChildServer("tc-pg") {
+  /// `settings`: extra server settings, "name=value" each (passed as -c).
+  explicit PostgresServer(std::vector<std::string> settings = {})
+      : ChildServer("tc-pg"), settings_(std::move(settings)) {
     const std::string bin = "/usr/lib/postgresql/15/bin/";
     if (::geteuid() == 0) {
       run_checked({"chown", "-R", "postgres:postgres", dir_.string()}, dir_ / "setup.log");
@@ -212,10 +214,14 @@ class PostgresServer final : public ChildServer {
 
   void start() override {
     const std::string bin = "/usr/lib/postgresql/15/bin/";
-    pid_ = spawn(as_postgres_({bin + "postgres", "-D", (dir_ / "data").string(), "-p",
-                               std::to_string(port_), "-k", dir_.string(), "-c",
-                               "listen_addresses=127.0.0.1", "-c", "max_connections=200"}),
-                 dir_ / "postgres.log");
+    std::vector<std::string> argv{bin + "postgres", "-D", (dir_ / "data").string(), "-p",
+                                  std::to_string(port_), "-k", dir_.string(), "-c",
+                                  "listen_addresses=127.0.0.1", "-c", "max_connections=200"};
+    for (const auto& s : settings_) {
+      argv.push_back("-c");
+      argv.push_back(s);
+    }
+    pid_ = spawn(as_postgres_(std::move(argv)), dir_ / "postgres.log");
     // Accepting TCP is not enough: wait until it accepts sessions ("starting up" is refused).
     const std::string isready =
         bin + "pg_isready -q -h 127.0.0.1 -U postgres -p " + std::to_string(port_);
@@ -235,7 +241,11 @@ class PostgresServer final : public ChildServer {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/tradecapture";
   }
 
+  /// The postmaster's process id (-1 when stopped).
+  pid_t pid() const { return pid_; }
+
  private:
+  std::vector<std::string> settings_;
   static std::vector<std::string> as_postgres_(std::vector<std::string> argv) {
     if (::geteuid() != 0) return argv;
     std::vector<std::string> out{"setpriv", "--reuid=postgres", "--regid=postgres",
