@@ -23,6 +23,16 @@ VERSION=$("$TC" --version | head -n1 | awk '{print $2}')
 for f in tradecapture/version.hpp tradecapture/memory.hpp tradecapture/pipeline.hpp; do
   [[ -f "$PREFIX/include/$f" ]] || fail "include/$f not installed"
 done
+# detail/ holds only what the installed templates need (the submission op), no other internals.
+DETAIL=$(cd "$PREFIX/include/tradecapture/detail" && ls | tr '\n' ' ')
+[[ $DETAIL == "submit_op.hpp " ]] || fail "installed include/tradecapture/detail/ holds: $DETAIL"
+# Every installed header compiles alone against the installed tree (no internal header missing).
+for h in "$PREFIX"/include/tradecapture/*.hpp "$PREFIX"/include/tradecapture/detail/*.hpp; do
+  echo "#include <tradecapture/${h#"$PREFIX"/include/tradecapture/}>" >"$TMP/hdr.cpp"
+  g++ -std=c++20 -fsyntax-only -I"$PREFIX/include" "$TMP/hdr.cpp" 2>"$TMP/hdr.err" ||
+    fail "installed header ${h#"$PREFIX"/include/} does not compile alone: $(head -3 "$TMP/hdr.err")"
+done
+echo "ok: installed detail/ holds only submit_op.hpp; every installed header compiles alone"
 # Static libraries need their private dependencies at the consumer's link; shared ones do not.
 STATIC=0
 [[ -f "$LIBDIR/libtradecapture_core.a" ]] && STATIC=1
