@@ -130,7 +130,10 @@ KafkaSource::Impl::Impl(std::shared_ptr<TradeStore> s, std::shared_ptr<const Pro
       log(o.logger ? o.logger : spdlog::default_logger()),
       tracker(o.group) {
   if (!o.results_topic.empty())
-    results = std::make_unique<ResultsProducer>(o.results_topic, log, [this] { notify(); });
+        // Every queued outcome message is of a message the poll loop admitted: in the pipeline and
+    // in the queue together there are at most max_in_flight (see room()).
+    results = std::make_unique<ResultsProducer>(o.results_topic, log, o.max_in_flight,
+                                                [this] { notify(); });
 }
 
 // ---- failures ---------------------------------------------------------------------------

@@ -185,10 +185,14 @@ void KafkaSource::Impl::handle(rd_kafka_message_t* m) {
   pipeline->async_submit(std::move(*parsed.event), tag, std::move(done));
 }
 
+/// Room for one more message: the messages in the pipeline and the outcome messages queued for
+/// the results topic stay below max_in_flight together, which bounds the results queue. A
+/// completion queues its outcome message before it leaves `in_flight`, so reading `in_flight`
+/// first can only overestimate.
 bool KafkaSource::Impl::room() const {
-  return counters.in_flight.load(std::memory_order_acquire) +
-             (results ? results->pending() : 0) <
-         o.max_in_flight;
+  const std::size_t in_pipeline = counters.in_flight.load(std::memory_order_acquire);
+  const std::size_t queued = results ? results->pending() : 0;
+  return in_pipeline + queued < o.max_in_flight;
 }
 
 result<void> KafkaSource::Impl::run() {

@@ -3,13 +3,17 @@
 // message goes to the results topic, keyed like the input message. `push` runs where outcomes
 // are reported (pipeline shards and the polling thread) and never waits for Kafka: it queues the
 // message for the producer's own thread, which hands it to librdkafka and serves the delivery
-// reports.
+// reports. The queue is bounded by construction: it holds at most `capacity` messages, and the
+// source never has more than `max_in_flight` messages in the pipeline and in this queue together
+// (the poll loop waits for room), so with capacity = max_in_flight a push is never refused; one
+// that would exceed it is dropped and counted as failed, never queued.
 
 #include <tradecapture/kafka_source.hpp>
 
 #include <spdlog/fwd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -31,9 +35,12 @@ std::string outcome_json(const KafkaOutcome& o);
 /// The producer of the results topic, with its own thread.
 class ResultsProducer {
  public:
-  /// `on_room` is called (on the producer thread) whenever queued messages left the queue.
-  ResultsProducer(std::string topic, std::shared_ptr<spdlog::logger> log,
-                  std::function<void()> on_room);
+  /// `capacity`: queued messages at most (at least 1). `on_room` is called (on the producer
+  /// thread) whenever queued messages left the queue. `patience`: how long the thread waits for
+  /// room in librdkafka's queue for one message, and `stop` for the last deliveries.
+  ResultsProducer(std::string topic, std::shared_ptr<spdlog::logger> log, std::size_t capacity,
+                  std::function<void()> on_room,
+                  std::chrono::milliseconds patience = std::chrono::seconds(10));
   ~ResultsProducer();
   ResultsProducer(const ResultsProducer&) = delete;
   ResultsProducer& operator=(const ResultsProducer&) = delete;
@@ -42,17 +49,21 @@ class ResultsProducer {
   /// thread. False with `error` set when librdkafka refuses.
   bool start(rd_kafka_conf_s* conf, std::string& error);
 
-  /// Queues the outcome message of `k` (never waits).
-  void push(const KafkaOutcome& k);
+  /// Queues the outcome message of `k`; never waits. False (counted in `failed`, a warning
+  /// logged at most once a second) when `capacity` messages are queued already.
+  bool push(const KafkaOutcome& k);
 
   /// Messages queued and not handed to librdkafka yet.
   std::size_t pending() const noexcept { return pending_.load(std::memory_order_acquire); }
 
-  /// Hands every queued message to librdkafka, ends the thread, waits (at most 10 s) for the
-  /// deliveries and destroys the producer. Idempotent.
+  /// Hands every queued message to librdkafka, ends the thread, waits for the deliveries and
+  /// destroys the producer; whatever librdkafka cannot take or deliver within `patience` of the
+  /// call (twice that at worst) is counted as failed. Idempotent.
   void stop();
 
+  /// Messages delivered to the results topic.
   std::uint64_t produced() const noexcept { return produced_.load(std::memory_order_relaxed); }
+  /// Messages dropped (queue full), refused by librdkafka or not delivered.
   std::uint64_t failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
 
  private:
@@ -67,6 +78,8 @@ class ResultsProducer {
 
   std::string topic_;
   std::shared_ptr<spdlog::logger> log_;
+  std::size_t capacity_;
+  std::chrono::milliseconds patience_;
   std::function<void()> on_room_;
   rd_kafka_s* producer_ = nullptr;
   std::thread thread_;
@@ -76,6 +89,8 @@ class ResultsProducer {
   std::deque<Pending> queue_;
   std::atomic<std::size_t> pending_{0};
   std::atomic<std::uint64_t> produced_{0}, failed_{0};
+  std::atomic<std::int64_t> give_up_ns_{0};   // after stop(): no more waiting for room past this
+  std::atomic<std::int64_t> last_drop_warning_ns_{0};
 };
 
 }  // namespace tradecapture::kafka_detail

@@ -27,6 +27,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 #endif
 #include "support/down_store.hpp"
 #include "support/trace.hpp"
+#include "results_producer.hpp"  // backends/kafka (internal)
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -1078,6 +1079,84 @@ TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied 
   CHECK(rejected == 0);
   check_topics_store(*memory, all, ref);
   CHECK(all_stored(*memory, "gm", end));
+}
+
+
+// ---- the results producer -------------------------------------------------------------------
+
+namespace {
+
+KafkaOutcome results_outcome(std::int64_t offset) {
+  KafkaOutcome k;
+  k.topic = "trades";
+  k.partition = 0;
+  k.offset = offset;
+  k.key = "4:ACC17:EQ-FLOW4:AAPL";
+  k.trade_id = "T" + std::to_string(offset);
+  k.version = 1;
+  k.outcome = Outcome::accepted(offset + 1);
+  return k;
+}
+
+rd_kafka_conf_t* results_conf(const std::string& brokers,
+                              std::vector<std::pair<std::string, std::string>> extra = {}) {
+  char err[256];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  extra.emplace_back("bootstrap.servers", brokers);
+  extra.emplace_back("log_level", "2");
+  for (const auto& [k, v] : extra)
+    REQUIRE(rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) == RD_KAFKA_CONF_OK);
+  return conf;
+}
+
+}  // namespace
+
+TEST_CASE("kafka: the results producer's queue is bounded; a message past it is counted failed") {
+  MockCluster cluster(1);
+  cluster.create_topic("outcomes", 1);
+  std::atomic<int> room_calls{0};
+  kafka_detail::ResultsProducer producer("outcomes", quiet_logger(), 3, [&] { ++room_calls; });
+  // Not started: nothing leaves the queue.
+  std::vector<bool> pushed;
+  for (std::int64_t i = 0; i < 5; ++i) pushed.push_back(producer.push(results_outcome(i)));
+  CHECK(pushed == std::vector<bool>{true, true, true, false, false});
+  CHECK(producer.pending() == 3);
+  CHECK(producer.failed() == 2);
+  std::string error;
+  REQUIRE(producer.start(results_conf(cluster.bootstraps()), error));
+  producer.stop();
+  CHECK(producer.pending() == 0);
+  CHECK(producer.produced() == 3);
+  CHECK(producer.failed() == 2);
+  CHECK(room_calls.load() >= 1);
+}
+
+TEST_CASE("kafka: the results producer never waits in push, even with its broker down") {
+  // Nothing listens on port 1; librdkafka's own queue holds one message, which is never
+  // delivered: the producer thread waits for room, push does not.
+  kafka_detail::ResultsProducer producer("outcomes", quiet_logger(), 4, {},
+                                         std::chrono::milliseconds(300));
+  std::string error;
+  REQUIRE(producer.start(results_conf("127.0.0.1:1", {{"queue.buffering.max.messages", "1"},
+                                                      {"message.timeout.ms", "60000"}}),
+                         error));
+  int accepted = 0;
+  auto slowest = std::chrono::steady_clock::duration::zero();
+  for (std::int64_t i = 0; i < 40; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (producer.push(results_outcome(i))) ++accepted;
+    slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  CHECK(slowest < std::chrono::milliseconds(200));
+  // One message in librdkafka's queue, at most 4 waiting for room: the rest were dropped.
+  CHECK(accepted <= 5);
+  CHECK(producer.failed() >= static_cast<std::uint64_t>(40 - accepted));
+  const auto t0 = std::chrono::steady_clock::now();
+  producer.stop();  // gives up after the patience: counts every undelivered message
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  CHECK(producer.produced() == 0);
+  CHECK(producer.failed() == 40);
 }
 
 #endif  // __SANITIZE_THREAD__

@@ -86,8 +86,10 @@ struct KafkaSourceOptions {
   std::vector<std::pair<std::string, std::string>> consumer_config;
   /// Extra librdkafka properties of the results producer.
   std::vector<std::pair<std::string, std::string>> producer_config;
-  /// Messages handed to the pipeline and not completed yet, at most: the poll loop waits for
-  /// room (librdkafka's own prefetch is bounded by queued.max.messages.kbytes).
+  /// Messages handed to the pipeline and not completed yet, plus outcome messages waiting for
+  /// the results topic, at most: the poll loop waits for room (librdkafka's own prefetch is
+  /// bounded by queued.max.messages.kbytes). The results producer runs on its own thread;
+  /// reporting an outcome never waits for Kafka.
   std::size_t max_in_flight = 65536;
   /// How often completions that no event commit covered (rejects, duplicates, stale events)
   /// are stored as offsets-only commits.
@@ -127,6 +129,7 @@ struct KafkaSourceMetrics {
                                    ///< watermarks of the assigned partitions (as last fetched)
   std::uint64_t results_produced = 0;  ///< outcome messages delivered to the results topic
   std::uint64_t results_failed = 0;    ///< outcome messages that could not be delivered
+                                       ///< (refused, undelivered, or given up at shutdown)
   /// Message timestamp (producer CreateTime, milliseconds) to durable outcome, microseconds.
   Histogram::Snapshot end_to_end_us;
 };
