@@ -239,11 +239,38 @@ KafkaSource::KafkaSource(std::shared_ptr<TradeStore> store,
                          std::shared_ptr<const Processor> processor, KafkaSourceOptions options)
     : impl_(std::make_unique<Impl>(std::move(store), std::move(processor), std::move(options))) {}
 
-KafkaSource::~KafkaSource() = default;
+KafkaSource::~KafkaSource() {
+  stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
 
-result<void> KafkaSource::run() { return impl_->run(); }
+result<void> KafkaSource::start(std::function<void(boost::system::error_code)> on_finished) {
+  Impl& i = *impl_;
+  if (i.launched.exchange(true)) return kafka_errc::bad_config;  // started already
+  i.thread = std::thread([&i, on_finished = std::move(on_finished)] {
+    i.outcome = i.run();
+    i.done.store(true, std::memory_order_release);
+    if (on_finished) on_finished(i.outcome ? boost::system::error_code() : i.outcome.error());
+  });
+  return boost::outcome_v2::success();
+}
+
+result<void> KafkaSource::wait() {
+  Impl& i = *impl_;
+  if (i.thread.joinable()) i.thread.join();
+  return i.outcome;
+}
+
+result<void> KafkaSource::run() {
+  if (auto r = start(); !r) return r;
+  return wait();
+}
 
 void KafkaSource::stop() noexcept { impl_->stop_requested.store(true, std::memory_order_relaxed); }
+
+bool KafkaSource::finished() const noexcept {
+  return impl_->done.load(std::memory_order_acquire);
+}
 
 KafkaSourceMetrics KafkaSource::metrics() const {
   const Impl& i = *impl_;

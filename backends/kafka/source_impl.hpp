@@ -6,11 +6,11 @@
 //                         guard, the source offsets added before each commit, completions
 //   client.cpp            configuration and set-up of the librdkafka clients
 //   rebalance.cpp         assignments (claims), revocations, lost and fenced partitions
-//   poll_loop.cpp         the polling thread: messages, offsets-only commits, shutdown
+//   poll_loop.cpp         the source's thread: messages, offsets-only commits, shutdown
 //   results_producer.*    the results topic (its own thread)
 //   source_metrics.*      counters, progress and summary lines
 //
-// Threads: `run` polls the consumer (messages, rebalance callbacks) and stores offsets-only
+// Threads: the source's own thread (`start`) polls the consumer (messages, rebalance callbacks) and stores offsets-only
 // commits; the results producer's thread sends the results topic's messages and serves their
 // delivery reports; the pipeline's shards call the hooks (before_commit, the guard) and complete
 // events inline (callback handlers run on the shard, before it takes its next batch), so nothing
@@ -99,6 +99,12 @@ struct KafkaSource::Impl {
 
   Clock::time_point next_flush{}, next_lag{}, next_progress{}, last_fence_check{};
   Clock::time_point started{};
+
+  // The source's own thread (start/wait).
+  std::thread thread;
+  std::atomic<bool> launched{false};
+  std::atomic<bool> done{false};
+  result<void> outcome = boost::outcome_v2::success();  // the run's, once `done`
 
   // ---- failures and waiting (kafka_source.cpp) --------------------------------------------
 

@@ -275,7 +275,10 @@ int run_consume(const ConsumeOptions& o) {
   logger->info("instance {}: consuming {} topic(s) in group {} from {} into {}", f.instance_id,
                o.topics.size(), o.group, o.brokers, store->describe());
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = source.run();
+  // Consumes on the source's own thread; SIGTERM/SIGINT stop it, and it drains before wait()
+  // returns.
+  auto r = source.start();
+  if (r) r = source.wait();
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

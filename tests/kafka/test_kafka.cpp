@@ -387,42 +387,32 @@ struct TracedTopic {
   }
 };
 
-/// Runs a source on its own thread.
+/// A started source (on its own thread: KafkaSource::start).
 class Running {
  public:
   Running(std::shared_ptr<TradeStore> store, KafkaSourceOptions o)
       : source_(std::make_unique<KafkaSource>(std::move(store), make_position_processor(),
                                               std::move(o))) {
-    thread_ = std::thread([this] {
-      result_ = source_->run();
-      finished_.store(true);
-    });
+    REQUIRE(source_->start());
   }
   ~Running() { (void)stop(); }
-  /// Stops and joins; the result of run().
+  /// Stops and waits; the result of the run.
   result<void> stop() {
-    if (thread_.joinable()) {
-      source_->stop();
-      thread_.join();
-    }
-    return result_;
+    source_->stop();
+    return source_->wait();
   }
-  /// Waits for run() to return on its own.
+  /// Waits for the source to finish on its own.
   result<void> join(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
     REQUIRE(done());
-    thread_.join();
-    return result_;
+    return source_->wait();
   }
-  bool done() const { return finished_.load(); }
+  bool done() const { return source_->finished(); }
   KafkaSource& source() { return *source_; }
 
  private:
   std::unique_ptr<KafkaSource> source_;
-  result<void> result_ = boost::outcome_v2::success();
-  std::atomic<bool> finished_{false};
-  std::thread thread_;
 };
 
 /// Waits until `pred` or fails the test after `timeout`.
@@ -1081,6 +1071,55 @@ TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied 
   CHECK(all_stored(*memory, "gm", end));
 }
 
+
+// ---- the lifecycle -------------------------------------------------------------------------
+
+TEST_CASE("kafka: start returns at once; stop drains; wait and on_finished give the result") {
+  SUBCASE("a bad configuration is the result of wait and of on_finished") {
+    KafkaSourceOptions o = source_options("127.0.0.1:1", "trades", "g");
+    o.topics.clear();
+    KafkaSource source(make_memory_store(), make_position_processor(), o);
+    std::atomic<int> calls{0};
+    boost::system::error_code seen;
+    REQUIRE(source.start([&](boost::system::error_code ec) {
+      seen = ec;
+      ++calls;
+    }));
+    CHECK(source.start().error() == kafka_errc::bad_config);  // once per source
+    const auto r = source.wait();
+    REQUIRE(!r);
+    CHECK(r.error() == kafka_errc::bad_config);
+    CHECK(source.finished());
+    CHECK(calls.load() == 1);
+    CHECK(seen == kafka_errc::bad_config);
+  }
+  SUBCASE("a member consumes on its own thread until stop, then drains and stores its offsets") {
+    TracedTopic t(1, 4, 1, 11, 2000, 40);
+    auto store = make_memory_store();
+    KafkaSource source(store, make_position_processor(), t.options("g"));
+    std::atomic<int> calls{0};
+    REQUIRE(source.start([&](boost::system::error_code ec) {
+      CHECK(!ec);
+      ++calls;
+    }));
+    CHECK(!source.finished());
+    wait_for([&] { return outcomes_of(source.metrics()) >= 50; }, 30s, "the member to consume");
+    CHECK(!source.finished());
+    source.stop();
+    REQUIRE(source.wait());
+    CHECK(source.finished());
+    CHECK(calls.load() == 1);
+    const auto m = source.metrics();
+    CHECK(m.in_flight == 0);
+    CHECK(m.partitions == 0);
+    // Every message decided is covered by the stored offsets, and nothing beyond.
+    auto rows = store->source_offsets("g");
+    REQUIRE(rows);
+    std::int64_t stored = 0;
+    for (const auto& r : rows.value()) stored += r.next_offset;
+    CHECK(static_cast<std::uint64_t>(stored) == outcomes_of(m));
+  }
+}
 
 // ---- the results producer -------------------------------------------------------------------
 

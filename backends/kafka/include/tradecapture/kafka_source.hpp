@@ -136,37 +136,51 @@ struct KafkaSourceMetrics {
 
 /// A consumer-group member that feeds a Pipeline (created and owned by the source) from Kafka.
 ///
-/// `run` subscribes, consumes until `stop`, then stops fetching, lets every in-flight event
-/// reach its durable outcome, stores the final offsets, leaves the group and stops the
-/// pipeline. Malformed messages (not JSON, not a valid event, no key, a key that is not the
+/// `start` subscribes and consumes on a thread of the source's own until `stop`, then stops
+/// fetching, lets every in-flight event reach its durable outcome, stores the final offsets,
+/// leaves the group and stops the pipeline; `wait` returns the result. `run` is `start` then
+/// `wait`. Malformed messages (not JSON, not a valid event, no key, a key that is not the
 /// event's partition) are REJECTED with an "invalid: ..." reason, counted, reported (results
 /// topic, `on_outcome`, and a warning when there is no results topic) and consumed.
 ///
-/// Thread-safety: `run` once, from one thread; `stop`, `metrics` and `pipeline_metrics` from
-/// any thread (`stop` also from a signal handler).
+/// Thread-safety: `start` (or `run`) once; `wait` from one thread at a time; `stop`, `finished`,
+/// `metrics`, `pipeline_metrics` and `last_error` from any thread (`stop` also from a signal
+/// handler). Destruction stops the source and waits for it.
 class KafkaSource {
  public:
-  /// Sets the source up; nothing connects before `run`.
+  /// Sets the source up; nothing connects before `start`.
   KafkaSource(std::shared_ptr<TradeStore> store, std::shared_ptr<const Processor> processor,
               KafkaSourceOptions options);
   ~KafkaSource();
   KafkaSource(const KafkaSource&) = delete;
   KafkaSource& operator=(const KafkaSource&) = delete;
 
-  /// Consumes until `stop` (success) or a failure: a bad configuration, a fatal librdkafka
-  /// error, or a store failure past the pipeline's retry budget (an event without an outcome;
-  /// everything stored stays true and a restart resumes from the stored offsets). On failure
-  /// `last_error` says more.
+  /// Starts consuming on the source's own thread and returns at once (nothing is checked
+  /// here: a bad configuration is the result of `wait`). `on_finished`, when set, is called on
+  /// that thread with the run's error (clear after a clean stop) once it has finished: drained,
+  /// offsets stored, group left. Once per source; `kafka_errc::bad_config` if started already.
+  result<void> start(std::function<void(boost::system::error_code)> on_finished = {});
+
+  /// Waits until the source has finished (after `stop` or a failure). Success after `stop`; a
+  /// failure: a bad configuration, a fatal librdkafka error, or a store failure past the
+  /// pipeline's retry budget (an event without an outcome; everything stored stays true and a
+  /// restart resumes from the stored offsets); `last_error` says more. Before `start`: success.
+  result<void> wait();
+
+  /// `start`, then `wait`.
   result<void> run();
 
-  /// Asks `run` to finish (async-signal-safe).
+  /// Asks the source to finish (async-signal-safe; before `start` too: it then stops at once).
   void stop() noexcept;
+
+  /// True once a started source has finished (`wait` returns at once).
+  bool finished() const noexcept;
 
   /// A copy of the source's counters.
   KafkaSourceMetrics metrics() const;
-  /// The pipeline's counters (zeros before `run` started it).
+  /// The pipeline's counters (zeros before the source started it).
   PipelineMetrics pipeline_metrics() const;
-  /// A description of the failure that ended `run`, empty otherwise.
+  /// A description of the failure that ended the run, empty otherwise.
   std::string last_error() const;
 
  private:
