@@ -188,32 +188,9 @@ CLI::App* add_consume_command(CLI::App& app, ConsumeOptions& o) {
       "--metrics-listen serves GET /metrics (Prometheus), /health/live and /health/ready.\n"
       "Flags shared with serve read the same TRADECAPTURE_* environment variables (flags win).\n" +
       std::string(cli::exit_codes_help));
-  cmd->add_option("--brokers", o.brokers, "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")
-      ->required();
-  cmd->add_option("--topic", o.topics, "input topic (repeat for several)")->required();
-  cmd->add_option("--group", o.group, "consumer group id (also names the stored offsets)")
-      ->required();
-  cmd->add_option("--results-topic", o.results_topic,
-                  "topic for one outcome JSON per message (keyed like the input)");
-  cmd->add_option("--kafka-config", o.kafka_config,
-                  "extra librdkafka consumer property KEY=VALUE (repeat; e.g. "
-                  "session.timeout.ms=10000, security.protocol=ssl)");
+  add_kafka_flags(*cmd, o.kafka, /*required=*/true);
   cmd->add_option("--metrics-listen", o.metrics_listen,
                   "serve /metrics, /health/live and /health/ready on HOST:PORT");
-  cmd->add_option("--offsets-interval-ms", o.offsets_interval_ms,
-                  "how often offsets moved by outcomes without a commit (rejects, duplicates) "
-                  "are stored")
-      ->check(CLI::Range(1LL, 3600LL * 1000))
-      ->capture_default_str();
-  cmd->add_option("--revoke-timeout-ms", o.revoke_timeout_ms,
-                  "how long a revoked partition's in-flight events may take before they are "
-                  "abandoned to the next owner")
-      ->check(CLI::Range(1LL, 3600LL * 1000))
-      ->capture_default_str();
-  cmd->add_option("--progress-interval-ms", o.progress_interval_ms,
-                  "a progress line at info level every N ms (0: none)")
-      ->check(CLI::Range(0LL, 3600LL * 1000))
-      ->capture_default_str();
   add_pipeline_flags(*cmd, o.pipeline,
                      {.lock = false,
                       .max_in_flight = "messages in the pipeline and not yet completed, at most "
@@ -228,23 +205,7 @@ int run_consume(const ConsumeOptions& o) {
   const PipelineFlags& f = o.pipeline;
   auto logger = spdlog::default_logger();
 
-  KafkaSourceOptions options;
-  options.brokers = o.brokers;
-  options.topics = o.topics;
-  options.group = o.group;
-  options.results_topic = o.results_topic;
-  for (const auto& kv : o.kafka_config) {
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw HostError("--kafka-config '" + kv + "' is not KEY=VALUE", exit_usage);
-    options.consumer_config.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-  }
-  options.max_in_flight = f.max_in_flight;
-  options.offsets_interval = std::chrono::milliseconds(o.offsets_interval_ms);
-  options.revoke_timeout = std::chrono::milliseconds(o.revoke_timeout_ms);
-  options.progress_interval = std::chrono::milliseconds(o.progress_interval_ms);
-  options.pipeline = make_pipeline_options(f, logger);
-  options.logger = logger;
+  KafkaSourceOptions options = make_kafka_source_options(o.kafka, f, logger);
 
   std::optional<tcp::endpoint> endpoint;
   if (!o.metrics_listen.empty()) endpoint = resolve_listen("--metrics-listen", o.metrics_listen);
@@ -273,7 +234,7 @@ int run_consume(const ConsumeOptions& o) {
   }
 
   logger->info("instance {}: consuming {} topic(s) in group {} from {} into {}", f.instance_id,
-               o.topics.size(), o.group, o.brokers, store->describe());
+               o.kafka.topics.size(), o.kafka.group, o.kafka.brokers, store->describe());
   const auto t0 = std::chrono::steady_clock::now();
   // Consumes on the source's own thread; SIGTERM/SIGINT stop it, and it drains before wait()
   // returns.

@@ -2,11 +2,10 @@
 /// \file consume.hpp
 /// `tradecapture consume`: Kafka ingress (a consumer-group member feeding the pipeline).
 
+#include "kafka_ingress.hpp"
 #include "pipeline_flags.hpp"
 
-#include <cstddef>
 #include <string>
-#include <vector>
 
 namespace CLI {
 class App;
@@ -16,15 +15,8 @@ namespace tradecapture::host {
 
 /// Options of `tradecapture consume`.
 struct ConsumeOptions {
-  std::string brokers;
-  std::vector<std::string> topics;
-  std::string group;
-  std::string results_topic;                ///< empty: none
-  std::vector<std::string> kafka_config;    ///< KEY=VALUE librdkafka consumer properties
+  KafkaFlags kafka;                         ///< the consumer group member (kafka_ingress.hpp)
   std::string metrics_listen;               ///< HOST:PORT; empty: no HTTP endpoint
-  long long offsets_interval_ms = 200;
-  long long revoke_timeout_ms = 30000;
-  long long progress_interval_ms = 10000;
   /// The store and the pipeline, as in `replay` (no partition lock: `lock` and `lease_ms` unused).
   PipelineFlags pipeline;
 };
