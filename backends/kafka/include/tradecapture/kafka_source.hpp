@@ -158,7 +158,8 @@ class KafkaSource {
   /// Starts consuming on the source's own thread and returns at once (nothing is checked
   /// here: a bad configuration is the result of `wait`). `on_finished`, when set, is called on
   /// that thread with the run's error (clear after a clean stop) once it has finished: drained,
-  /// offsets stored, group left. Once per source; `kafka_errc::bad_config` if started already.
+  /// offsets stored, group left; it must not call `wait` or destroy the source (that thread
+  /// is what they wait for). Once per source; `kafka_errc::bad_config` if started already.
   result<void> start(std::function<void(boost::system::error_code)> on_finished = {});
 
   /// Waits until the source has finished (after `stop` or a failure). Success after `stop`; a
