@@ -1,6 +1,15 @@
 #pragma once
 // Admission of submissions into a pipeline: the in-flight bound (back-pressure or fail-fast),
-// stop, and waiting for everything admitted to complete. Thread-safe.
+// whole-batch reservations (`Pipeline::try_reserve`), stop, and waiting for everything admitted
+// to complete. Thread-safe.
+//
+// `in_flight_` counts every admitted event and every reserved slot not used yet; `reserved_` the
+// latter only. A reserved slot becomes an admitted event when a batch uses it
+// (`use_reserved`), or goes back when its reservation is released (`release_reserved`). Drain and
+// stop wait for admitted events only (`in_flight_ <= reserved_`): a reservation nobody uses never
+// blocks a stop, and a batch submitted after the stop began completes with `stopped`.
+// `reserved_` changes only under `mu_`, and `in_flight_` >= `reserved_` at every moment the mutex
+// is free (reserve adds to `in_flight_` first, release takes from `reserved_` first).
 
 #include <tradecapture/error.hpp>
 #include <tradecapture/pipeline.hpp>
@@ -36,6 +45,38 @@ class Admission {
     return {};
   }
 
+  /// Reserves `n` slots whole: when they fit next to those in flight, or nothing is in flight
+  /// (a batch larger than the limit then runs alone). Never waits. Fails with overloaded or
+  /// stopped.
+  boost::system::error_code reserve(std::size_t n) {
+    if (stopping_.load()) return errc::stopped;
+    if (n == 0) return {};
+    std::lock_guard lk(mu_);
+    std::size_t cur = in_flight_.load(std::memory_order_acquire);
+    for (;;) {
+      if (cur != 0 && cur + n > max_) return errc::overloaded;
+      if (in_flight_.compare_exchange_weak(cur, cur + n, std::memory_order_acq_rel)) break;
+    }
+    reserved_ += n;
+    return {};
+  }
+
+  /// `n` reserved slots now hold admitted events (they complete through `finished`).
+  void use_reserved(std::size_t n) {
+    if (n == 0) return;
+    std::lock_guard lk(mu_);
+    reserved_ -= n;
+  }
+
+  /// `n` reserved slots were not used: they are free again.
+  void release_reserved(std::size_t n) {
+    if (n == 0) return;
+    std::lock_guard lk(mu_);
+    reserved_ -= n;
+    in_flight_.fetch_sub(n, std::memory_order_acq_rel);
+    cv_.notify_all();
+  }
+
   /// `n` admitted submissions completed.
   void finished(std::size_t n) {
     in_flight_.fetch_sub(n, std::memory_order_acq_rel);
@@ -53,32 +94,40 @@ class Admission {
   }
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
-  /// Blocks until nothing is in flight.
+  /// Blocks until no admitted event is in flight (unused reserved slots do not count).
   void wait_empty() {
     std::unique_lock lk(mu_);
     waiters_.fetch_add(1);
-    cv_.wait(lk, [&] { return in_flight_.load() == 0; });
+    cv_.wait(lk, [&] { return in_flight_.load() <= reserved_; });
     waiters_.fetch_sub(1);
   }
 
-  /// Blocks until nothing is in flight or `timeout` passed; true when empty.
+  /// Blocks until no admitted event is in flight or `timeout` passed; true when empty.
   bool wait_empty_for(std::chrono::milliseconds timeout) {
     std::unique_lock lk(mu_);
     waiters_.fetch_add(1);
-    const bool empty = cv_.wait_for(lk, timeout, [&] { return in_flight_.load() == 0; });
+    const bool empty = cv_.wait_for(lk, timeout, [&] { return in_flight_.load() <= reserved_; });
     waiters_.fetch_sub(1);
     return empty;
   }
 
+  /// Admitted events and reserved slots not used yet.
   std::size_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
+  /// Reserved slots not used yet.
+  std::size_t reserved() const {
+    std::lock_guard lk(mu_);
+    return reserved_;
+  }
+  std::size_t max_in_flight() const { return max_; }
 
  private:
   std::size_t max_ = 65536;
   OverloadPolicy policy_ = OverloadPolicy::wait;
   std::atomic<std::size_t> in_flight_{0};
+  std::size_t reserved_ = 0;  // guarded by mu_
   std::atomic<bool> stopping_{false};
   std::atomic<int> waiters_{0};
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
 };
 

@@ -53,7 +53,7 @@ struct Pipeline::Impl {
   std::vector<std::unique_ptr<Shard>> shards;
   detail::KeyGate gate;
   detail::Counters counters;
-  detail::Admission admission;
+  std::shared_ptr<detail::Admission> admission = std::make_shared<detail::Admission>();
   std::mutex stop_mu;
   bool stopped = false;
 
@@ -162,7 +162,7 @@ struct Pipeline::Impl::Shard {
     if (done.empty()) return;
     const auto now = Clock::now();
     for (auto& c : done) impl.complete(c.op, c.ec, std::move(c.outcome), now);
-    impl.admission.finished(done.size());
+    impl.admission->finished(done.size());
   }
 
   /// Runs the core until it waits or idles (yielding the thread now and then).
@@ -287,7 +287,7 @@ Pipeline::Impl::Impl(std::shared_ptr<TradeStore> s, std::shared_ptr<PartitionLoc
   if (opt.max_in_flight == 0) opt.max_in_flight = 1;
   if (opt.max_batch == 0) opt.max_batch = 1;
   if (opt.max_batch_per_partition == 0) opt.max_batch_per_partition = 1;
-  admission.configure(opt.max_in_flight, opt.on_overload);
+  admission->configure(opt.max_in_flight, opt.on_overload);
   if (opt.executor) {
     exec = *opt.executor;
   } else {
@@ -305,13 +305,13 @@ void Pipeline::Impl::wake(const PartitionKey& key) { shard_for(key).wake(key); }
 bool Pipeline::Impl::stop(std::optional<std::chrono::milliseconds> timeout) {
   std::lock_guard stop_lk(stop_mu);
   if (stopped) return true;
-  admission.begin_stop();
+  admission->begin_stop();
   bool in_time = true;
   if (timeout) {
-    in_time = admission.wait_empty_for(*timeout);
+    in_time = admission->wait_empty_for(*timeout);
     if (!in_time) {
       log->warn("pipeline stop: {} submissions not finished after {} ms; withdrawing them",
-                admission.in_flight(), timeout->count());
+                admission->in_flight(), timeout->count());
       for (auto& sh : shards) {
         std::promise<void> done;
         asio::post(sh->strand, [&] {
@@ -323,7 +323,7 @@ bool Pipeline::Impl::stop(std::optional<std::chrono::milliseconds> timeout) {
     }
   }
   // Finish every accepted submission (after an abort: only the store calls under way).
-  admission.wait_empty();
+  admission->wait_empty();
   for (auto& sh : shards) {
     std::promise<void> done;
     asio::post(sh->strand, [&] {
@@ -349,7 +349,7 @@ Pipeline::~Pipeline() { impl_->stop(std::nullopt); }
 
 void Pipeline::enqueue_(std::unique_ptr<SubmitOp> op) {
   Impl& im = *impl_;
-  if (im.admission.stopping()) {
+  if (im.admission->stopping()) {
     im.counters.count(errc::stopped, {});
     op.release()->complete(errc::stopped, Outcome{});
     return;
@@ -360,13 +360,146 @@ void Pipeline::enqueue_(std::unique_ptr<SubmitOp> op) {
     op.release()->complete({}, std::move(o));
     return;
   }
-  if (auto ec = im.admission.admit()) {
+  if (auto ec = im.admission->admit()) {
     im.counters.count(ec, {});
     op.release()->complete(ec, Outcome{});
     return;
   }
   op->key_hash = detail::key_hash_of(op->event);
   im.shard_for(op->event.partition).push(op.release());
+}
+
+// ---- whole-batch admission -----------------------------------------------------------------
+
+Pipeline::Reservation::Reservation(Reservation&& other) noexcept
+    : admission_(std::move(other.admission_)), size_(std::exchange(other.size_, 0)) {}
+
+Pipeline::Reservation& Pipeline::Reservation::operator=(Reservation&& other) noexcept {
+  if (this != &other) {
+    release();
+    admission_ = std::move(other.admission_);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+Pipeline::Reservation::~Reservation() { release(); }
+
+void Pipeline::Reservation::release() noexcept {
+  if (admission_ && size_ != 0) admission_->release_reserved(size_);
+  admission_.reset();
+  size_ = 0;
+}
+
+result<Pipeline::Reservation> Pipeline::try_reserve(std::size_t n) {
+  if (auto ec = impl_->admission->reserve(n)) return ec;
+  return Reservation(impl_->admission, n);
+}
+
+std::size_t Pipeline::in_flight() const noexcept { return impl_->admission->in_flight(); }
+
+std::size_t Pipeline::max_in_flight() const noexcept { return impl_->admission->max_in_flight(); }
+
+namespace {
+
+/// The results of one batch, filled by its events' completions (each writes its own slot).
+struct BatchState {
+  std::unique_ptr<detail::BatchOp> op;
+  std::vector<Outcome> outcomes;
+  std::vector<boost::system::error_code> errors;
+  /// Events not completed, plus one held by the submitting thread until every event is in.
+  std::atomic<std::size_t> remaining;
+
+  BatchState(std::unique_ptr<detail::BatchOp> o, std::size_t n)
+      : op(std::move(o)), outcomes(n), errors(n), remaining(n + 1) {}
+
+  void done(std::size_t i, boost::system::error_code ec, Outcome o) {
+    if (ec) {
+      errors[i] = ec;
+    } else {
+      outcomes[i] = std::move(o);
+    }
+    arrive();
+  }
+
+  void arrive() {
+    if (remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    boost::system::error_code first;
+    std::vector<result<Outcome>> results;
+    results.reserve(outcomes.size());
+    for (std::size_t i = 0; i < outcomes.size(); ++i) {
+      if (errors[i]) {
+        if (!first) first = errors[i];
+        results.emplace_back(errors[i]);
+      } else {
+        results.emplace_back(std::move(outcomes[i]));
+      }
+    }
+    op.release()->complete(first, std::move(results));
+  }
+};
+
+/// One event of a batch: its completion goes into the batch's results.
+struct BatchMemberOp final : SubmitOp {
+  std::shared_ptr<BatchState> state;
+  std::size_t index;
+  BatchMemberOp(TradeEvent e, std::shared_ptr<BatchState> s, std::size_t i)
+      : SubmitOp(std::move(e)), state(std::move(s)), index(i) {}
+  void complete(boost::system::error_code ec, Outcome outcome) override {
+    auto s = std::move(state);
+    const std::size_t i = index;
+    delete this;
+    s->done(i, ec, std::move(outcome));
+  }
+};
+
+}  // namespace
+
+void Pipeline::enqueue_batch_(std::vector<TradeEvent> events, Reservation reservation,
+                              const SubmitOptions& options, std::unique_ptr<detail::BatchOp> op) {
+  Impl& im = *impl_;
+  // A reservation of another pipeline gives no room here (it is released as it is dropped).
+  std::size_t reserved = reservation.admission_ == im.admission ? reservation.size() : 0;
+  const std::size_t use = std::min(reserved, events.size());
+  // From here the used slots count as admitted events (drain and stop wait for them); those
+  // whose event completes at once are freed below, the rest when their event completes.
+  im.admission->use_reserved(use);
+  reservation.size_ -= use;
+  reservation.release();
+  std::size_t slots = use;
+  std::size_t unused_slots = 0;
+  auto state = std::make_shared<BatchState>(std::move(op), events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    auto m = std::make_unique<BatchMemberOp>(std::move(events[i]), state, i);
+    m->source_tag = options.source_tag;
+    if (options.deadline) m->deadline = *options.deadline;
+    const bool has_slot = slots > 0;
+    if (has_slot) --slots;
+    if (im.admission->stopping()) {
+      if (has_slot) ++unused_slots;
+      im.counters.count(errc::stopped, {});
+      m.release()->complete(errc::stopped, Outcome{});
+      continue;
+    }
+    if (std::string reason = validate(m->event); !reason.empty()) {
+      if (has_slot) ++unused_slots;
+      Outcome o = Outcome::rejected(std::move(reason));
+      im.counters.count({}, o);
+      m.release()->complete({}, std::move(o));
+      continue;
+    }
+    if (!has_slot) {
+      if (auto ec = im.admission->admit()) {
+        im.counters.count(ec, {});
+        m.release()->complete(ec, Outcome{});
+        continue;
+      }
+    }
+    m->key_hash = detail::key_hash_of(m->event);
+    im.shard_for(m->event.partition).push(m.release());
+  }
+  if (unused_slots != 0) im.admission->finished(unused_slots);
+  state->arrive();  // the submitting thread's share: the batch may complete from here on
 }
 
 result<Outcome> Pipeline::submit(TradeEvent event) {
@@ -382,7 +515,7 @@ result<Outcome> Pipeline::submit(TradeEvent event) {
   return f.get();
 }
 
-void Pipeline::drain() { impl_->admission.wait_empty(); }
+void Pipeline::drain() { impl_->admission->wait_empty(); }
 
 void Pipeline::stop() { impl_->stop(std::nullopt); }
 
@@ -404,7 +537,8 @@ PipelineMetrics Pipeline::metrics() const {
   m.lock_busy = c.lock_busy.load();
   m.lease_losses = c.lease_losses.load();
   m.queue_depth = c.queue_depth.load();
-  m.in_flight = impl_->admission.in_flight();
+  m.in_flight = impl_->admission->in_flight();
+  m.reserved = impl_->admission->reserved();
   for (std::size_t i = 0; i < retry_cause_count; ++i)
     m.retries_by_cause[i] = c.retries_by_cause[i].load();
   for (const auto& sh : impl_->shards) {

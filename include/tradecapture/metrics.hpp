@@ -88,7 +88,10 @@ struct PipelineMetrics {
   std::uint64_t lock_busy = 0;      ///< acquisitions refused because another holder had it
   std::uint64_t lease_losses = 0;   ///< leases lost while held
   std::uint64_t queue_depth = 0;    ///< events submitted and not yet taken into a batch
-  std::uint64_t in_flight = 0;      ///< events submitted and not yet completed
+  /// events submitted and not yet completed, plus reserved slots not used yet
+  /// (`Pipeline::try_reserve`)
+  std::uint64_t in_flight = 0;
+  std::uint64_t reserved = 0;       ///< reserved slots not used yet (part of `in_flight`)
   std::uint64_t partitions_cached = 0;  ///< partitions whose state is held in memory
   std::uint64_t partitions_active = 0;  ///< partitions with queued or in-progress events
   std::uint64_t leases_held = 0;        ///< partition leases this pipeline holds now

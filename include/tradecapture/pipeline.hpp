@@ -2,6 +2,7 @@
 /// \file pipeline.hpp
 /// The partition-sequential pipeline a host embeds: submit events, get durable outcomes.
 
+#include <tradecapture/detail/batch_op.hpp>
 #include <tradecapture/detail/submit_op.hpp>
 #include <tradecapture/error.hpp>
 #include <tradecapture/metrics.hpp>
@@ -24,8 +25,13 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <vector>
 
 namespace tradecapture {
+
+namespace detail {
+class Admission;
+}
 
 /// What `async_submit` does when the in-flight limit is reached.
 enum class OverloadPolicy {
@@ -170,6 +176,81 @@ class Pipeline {
         token, std::move(event));
   }
 
+  /// Room for a whole batch under `PipelineOptions::max_in_flight`, held until used by
+  /// `async_submit_batch` or released (RAII; see `try_reserve`). Movable, not copyable. May
+  /// outlive its pipeline (releasing it then does nothing useful, and nothing harmful).
+  class Reservation {
+   public:
+    /// An empty reservation (no slots).
+    Reservation() noexcept = default;
+    Reservation(Reservation&& other) noexcept;
+    Reservation& operator=(Reservation&& other) noexcept;
+    /// Releases the slots not used (as `release`).
+    ~Reservation();
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+
+    /// Slots held and not used yet.
+    std::size_t size() const noexcept { return size_; }
+    /// Gives the unused slots back to the pipeline at once; the reservation is empty after.
+    void release() noexcept;
+
+   private:
+    friend class Pipeline;
+    Reservation(std::shared_ptr<detail::Admission> admission, std::size_t n) noexcept
+        : admission_(std::move(admission)), size_(n) {}
+    std::shared_ptr<detail::Admission> admission_;
+    std::size_t size_ = 0;
+  };
+
+  /// Whole-batch admission: reserves `n` in-flight slots when they fit next to the events in
+  /// flight (admitted or reserved) under `max_in_flight`, or when nothing at all is in flight
+  /// (a batch larger than the limit then runs alone). Never waits, whatever `on_overload` says.
+  /// Fails with `errc::overloaded` when the batch does not fit, `errc::stopped` once `stop` has
+  /// begun. The slots count in `in_flight()` and against every other submitter until they are
+  /// used by `async_submit_batch` (then each is freed when its event completes) or released.
+  /// `drain` and `stop` do not wait for slots that were never used.
+  result<Reservation> try_reserve(std::size_t n);
+
+  /// Submits `events` as one batch on the room of `reservation` (from `try_reserve` of this
+  /// pipeline): each event is submitted as by `async_submit`, in vector order, so events of one
+  /// partition keep their order, but takes a reserved slot instead of waiting for room. Events
+  /// beyond `reservation.size()` are admitted one by one as `async_submit` admits them (waiting
+  /// or failing per `on_overload`); slots left over are released once every event is submitted.
+  /// `options` applies to every event (a deadline: each event not decided by then is withdrawn).
+  ///
+  /// The completion signature is
+  /// `void(boost::system::error_code, std::vector<result<Outcome>>)`, called once, after the
+  /// last event completed: one result per event, in event order, each the durable outcome or
+  /// the error that left that event without one (re-sending it is safe); the error code is the
+  /// first such error in event order, clear when every event has its outcome. With
+  /// `use_awaitable` a failed event throws: use `redirect_error` to keep the results.
+  template <class CompletionToken>
+  auto async_submit_batch(std::vector<TradeEvent> events, Reservation reservation,
+                          SubmitOptions options, CompletionToken&& token) {
+    return boost::asio::async_initiate<
+        CompletionToken, void(boost::system::error_code, std::vector<result<Outcome>>)>(
+        [this, options](auto handler, std::vector<TradeEvent> evs, Reservation r) {
+          using H = std::decay_t<decltype(handler)>;
+          enqueue_batch_(std::move(evs), std::move(r), options,
+                         std::make_unique<detail::BatchOpImpl<H>>(std::move(handler)));
+        },
+        token, std::move(events), std::move(reservation));
+  }
+  /// `async_submit_batch` without options.
+  template <class CompletionToken>
+  auto async_submit_batch(std::vector<TradeEvent> events, Reservation reservation,
+                          CompletionToken&& token) {
+    return async_submit_batch(std::move(events), std::move(reservation), SubmitOptions{},
+                              std::forward<CompletionToken>(token));
+  }
+
+  /// Events admitted and not completed, plus reserved slots not used yet (cheap; also in
+  /// `metrics()`).
+  std::size_t in_flight() const noexcept;
+  /// `PipelineOptions::max_in_flight` as in force (at least 1).
+  std::size_t max_in_flight() const noexcept;
+
   /// Submits one event and blocks until its outcome is durable.
   result<Outcome> submit(TradeEvent event);
 
@@ -191,6 +272,8 @@ class Pipeline {
 
  private:
   void enqueue_(std::unique_ptr<detail::SubmitOp> op);
+  void enqueue_batch_(std::vector<TradeEvent> events, Reservation reservation,
+                      const SubmitOptions& options, std::unique_ptr<detail::BatchOp> op);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -678,3 +678,243 @@ TEST_CASE("before_commit sees the source tags of every event the batch decided")
   REQUIRE(offsets.value().size() == 1);
   CHECK(offsets.value()[0].next_offset == 4);
 }
+
+// ---- whole-batch admission: try_reserve and async_submit_batch ------------------------------
+
+namespace {
+
+/// Waits for `f` at most 10 s (a hang fails the check instead of the whole run).
+template <class T>
+bool ready_soon(std::future<T>& f) {
+  return f.wait_for(10s) == std::future_status::ready;
+}
+
+using BatchResults = std::vector<result<Outcome>>;
+
+/// Submits a batch; the future holds the completion's error code and results.
+std::future<std::pair<boost::system::error_code, BatchResults>> submit_batch(
+    Pipeline& pl, std::vector<TradeEvent> events, Pipeline::Reservation r,
+    SubmitOptions options = {}) {
+  auto p = std::make_shared<std::promise<std::pair<boost::system::error_code, BatchResults>>>();
+  auto f = p->get_future();
+  pl.async_submit_batch(std::move(events), std::move(r), options,
+                        [p](boost::system::error_code ec, BatchResults results) {
+                          p->set_value({ec, std::move(results)});
+                        });
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("try_reserve: a batch fits whole next to what is in flight, or runs alone") {
+  PipelineOptions o = quiet_options(1);
+  o.max_in_flight = 10;
+  o.on_overload = OverloadPolicy::fail_fast;
+  Pipeline pl(make_memory_store(), make_local_lock(), make_position_processor(), o);
+  CHECK(pl.max_in_flight() == 10);
+  auto a = pl.try_reserve(6);
+  REQUIRE(a);
+  CHECK(a.value().size() == 6);
+  CHECK(pl.in_flight() == 6);
+  auto refused = pl.try_reserve(5);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error() == errc::overloaded);
+  CHECK(pl.in_flight() == 6);  // a refusal takes nothing
+  auto b = pl.try_reserve(4);
+  REQUIRE(b);
+  CHECK(pl.in_flight() == 10);
+  CHECK(pl.metrics().reserved == 10);
+  // The reservations hold room against every other submitter: fail-fast single submits too.
+  auto single = pl.async_submit(ev("R0", 1, TradeType::New, pk("res")), boost::asio::use_future);
+  CHECK_THROWS(single.get());
+  a.value().release();
+  CHECK(a.value().size() == 0);
+  CHECK(pl.in_flight() == 4);
+  {
+    Pipeline::Reservation moved = std::move(b.value());
+    CHECK(b.value().size() == 0);
+    CHECK(moved.size() == 4);
+    CHECK(pl.in_flight() == 4);
+  }  // destroyed: released
+  CHECK(pl.in_flight() == 0);
+  // Larger than the limit: only when nothing is in flight, and then nothing else fits.
+  auto big = pl.try_reserve(50);
+  REQUIRE(big);
+  CHECK(pl.in_flight() == 50);
+  CHECK_FALSE(pl.try_reserve(1));
+  big.value() = Pipeline::Reservation{};  // assignment releases what it held
+  CHECK(pl.in_flight() == 0);
+  auto empty = pl.try_reserve(0);
+  REQUIRE(empty);
+  CHECK(empty.value().size() == 0);
+}
+
+TEST_CASE("async_submit_batch: outcomes in event order; slots freed as events complete") {
+  auto store = std::make_shared<ControlledStore>(make_memory_store());
+  PipelineOptions o = quiet_options(2);
+  o.max_in_flight = 8;
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  store->hold();
+  std::vector<TradeEvent> events = {
+      ev("B1", 1, TradeType::New, pk("b1")),
+      ev("B2", 1, TradeType::New, pk("b2")),
+      ev("B1", 2, TradeType::Amend, pk("b1"), Side::Sell, "3", "4"),
+      ev("BX", 0, TradeType::New, pk("b1")),  // invalid: completes at once
+      ev("B1", 1, TradeType::New, pk("b1")),  // a resend: DUPLICATE
+      ev("B1", 3, TradeType::Cancel, pk("b1")),
+  };
+  auto r = pl.try_reserve(events.size());
+  REQUIRE(r);
+  auto done = submit_batch(pl, std::move(events), std::move(r.value()));
+  // Held by the store: the invalid event's slot is free already, the others are in flight.
+  CHECK(pl.in_flight() == 5);
+  CHECK(pl.metrics().reserved == 0);
+  CHECK(done.wait_for(50ms) == std::future_status::timeout);
+  store->release();
+  REQUIRE(ready_soon(done));
+  auto [ec, results] = done.get();
+  CHECK_FALSE(ec);
+  REQUIRE(results.size() == 6);
+  for (auto& x : results) REQUIRE(x);
+  CHECK(results[0].value() == Outcome::accepted(1));
+  CHECK(results[1].value() == Outcome::accepted(1));
+  CHECK(results[2].value() == Outcome::accepted(2));
+  CHECK(results[3].value().kind == OutcomeKind::Rejected);
+  CHECK(results[3].value().reason.rfind("invalid:", 0) == 0);
+  CHECK(results[4].value() == Outcome::duplicate());
+  CHECK(results[5].value() == Outcome::accepted(3));
+  pl.drain();
+  CHECK(pl.in_flight() == 0);
+}
+
+TEST_CASE("async_submit_batch: left-over slots are released, events beyond are admitted singly") {
+  auto store = std::make_shared<ControlledStore>(make_memory_store());
+  PipelineOptions o = quiet_options(1);
+  o.max_in_flight = 4;
+  o.on_overload = OverloadPolicy::fail_fast;
+  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
+  store->hold();
+  SUBCASE("more slots than events") {
+    auto r = pl.try_reserve(4);
+    REQUIRE(r);
+    auto done = submit_batch(pl, {ev("L1", 1, TradeType::New, pk("l")),
+                                  ev("L2", 1, TradeType::New, pk("l"))},
+                             std::move(r.value()));
+    CHECK(pl.in_flight() == 2);  // the two unused slots went back at submission
+    CHECK(pl.try_reserve(2));
+    store->release();
+    REQUIRE(ready_soon(done));
+    CHECK_FALSE(done.get().first);
+  }
+  SUBCASE("fewer slots than events: the rest as async_submit (fail-fast: overloaded)") {
+    auto r = pl.try_reserve(4);
+    REQUIRE(r);
+    r.value().release();
+    auto two = pl.try_reserve(2);
+    REQUIRE(two);
+    auto other = pl.try_reserve(2);  // the rest of the room, held elsewhere
+    REQUIRE(other);
+    auto done = submit_batch(pl, {ev("M1", 1, TradeType::New, pk("m")),
+                                  ev("M2", 1, TradeType::New, pk("m")),
+                                  ev("M3", 1, TradeType::New, pk("m"))},
+                             std::move(two.value()));
+    store->release();
+    REQUIRE(ready_soon(done));
+    auto [ec, results] = done.get();
+    CHECK(ec == errc::overloaded);
+    REQUIRE(results.size() == 3);
+    CHECK(results[0].value() == Outcome::accepted(1));
+    CHECK(results[1].value() == Outcome::accepted(2));
+    REQUIRE_FALSE(results[2]);
+    CHECK(results[2].error() == errc::overloaded);
+  }
+  pl.drain();
+  CHECK(pl.metrics().in_flight == pl.metrics().reserved);
+}
+
+TEST_CASE("async_submit_batch: a reservation of another pipeline gives no room") {
+  PipelineOptions o = quiet_options(1);
+  o.max_in_flight = 2;
+  o.on_overload = OverloadPolicy::fail_fast;
+  Pipeline a(make_memory_store(), make_local_lock(), make_position_processor(), o);
+  Pipeline b(make_memory_store(), make_local_lock(), make_position_processor(), o);
+  auto room_a = a.try_reserve(2);
+  REQUIRE(room_a);
+  auto room_b = b.try_reserve(2);  // b is full: its own events cannot be admitted
+  REQUIRE(room_b);
+  auto done = submit_batch(b, {ev("X1", 1, TradeType::New, pk("x"))}, std::move(room_a.value()));
+  REQUIRE(ready_soon(done));
+  CHECK(done.get().first == errc::overloaded);
+  CHECK(a.in_flight() == 0);  // a's reservation was released, not used by b
+  CHECK(b.in_flight() == 2);
+}
+
+TEST_CASE("drain and stop do not wait for unused reservations; a batch after stop is refused") {
+  PipelineOptions o = quiet_options(1);
+  o.max_in_flight = 4;
+  Pipeline pl(make_memory_store(), make_local_lock(), make_position_processor(), o);
+  auto kept = pl.try_reserve(3);
+  REQUIRE(kept);
+  auto drained = std::async(std::launch::async, [&] { pl.drain(); });
+  REQUIRE(ready_soon(drained));
+  auto stopped = std::async(std::launch::async, [&] { pl.stop(); });
+  REQUIRE(ready_soon(stopped));
+  auto late = pl.try_reserve(1);
+  REQUIRE_FALSE(late);
+  CHECK(late.error() == errc::stopped);
+  auto done = submit_batch(pl, {ev("S1", 1, TradeType::New, pk("s")),
+                                ev("S2", 1, TradeType::New, pk("s"))},
+                           std::move(kept.value()));
+  REQUIRE(ready_soon(done));
+  auto [ec, results] = done.get();
+  CHECK(ec == errc::stopped);
+  REQUIRE(results.size() == 2);
+  CHECK(results[1].error() == errc::stopped);
+  CHECK(pl.in_flight() == 0);
+}
+
+TEST_CASE("async_submit_batch: a deadline withdraws the batch's events; an empty batch completes") {
+  PipelineOptions o = quiet_options(1);
+  Pipeline pl(make_memory_store(), make_local_lock(), make_position_processor(), o);
+  SubmitOptions past;
+  past.deadline = std::chrono::steady_clock::now() - 1ms;
+  auto r = pl.try_reserve(2);
+  REQUIRE(r);
+  auto done = submit_batch(pl, {ev("D1", 1, TradeType::New, pk("d")),
+                                ev("D2", 1, TradeType::New, pk("d"))},
+                           std::move(r.value()), past);
+  REQUIRE(ready_soon(done));
+  auto [ec, results] = done.get();
+  CHECK(ec == errc::deadline_exceeded);
+  CHECK(results.at(0).error() == errc::deadline_exceeded);
+  CHECK(results.at(1).error() == errc::deadline_exceeded);
+  auto none = submit_batch(pl, {}, Pipeline::Reservation{});
+  REQUIRE(ready_soon(none));
+  auto [ec2, empty] = none.get();
+  CHECK_FALSE(ec2);
+  CHECK(empty.empty());
+  CHECK(pl.in_flight() == 0);
+}
+
+TEST_CASE("async_submit_batch with use_awaitable") {
+  boost::asio::io_context io;
+  Pipeline pl(make_memory_store(), make_local_lock(), make_position_processor(), quiet_options(2));
+  BatchResults got;
+  boost::asio::co_spawn(
+      io,
+      [&]() -> boost::asio::awaitable<void> {
+        auto room = pl.try_reserve(3);
+        REQUIRE(room);
+        std::vector<TradeEvent> events = {ev("A1", 1, TradeType::New, pk("aw")),
+                                          ev("A2", 1, TradeType::New, pk("aw")),
+                                          ev("A1", 2, TradeType::Amend, pk("aw"))};
+        got = co_await pl.async_submit_batch(std::move(events), std::move(room.value()),
+                                             boost::asio::use_awaitable);
+      },
+      boost::asio::detached);
+  io.run();
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].value() == Outcome::accepted(1));
+  CHECK(got[1].value() == Outcome::accepted(2));
+  CHECK(got[2].value() == Outcome::accepted(3));
+}
