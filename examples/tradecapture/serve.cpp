@@ -5,9 +5,14 @@
 //   GET  /v1/trades/{id}     the accepted events of one trade id
 //   GET  /health/live, /health/ready, /metrics
 //
+// The gateway itself (routing, authentication, admission, the JSON of every answer) is the
+// library's `tradecapture::Gateway` (<tradecapture/gateway.hpp>); this file adapts the Beast
+// server (`tradecapture::http`) to it and adds the flags, the metrics and the drain.
+//
 // Threads: the io_context (--http-threads) only reads and writes; body parsing, admission,
-// store reads and health checks run on a small worker pool (--worker-threads); the pipeline has
-// its own shards (--threads). Completions post back to the connection's strand.
+// store reads and health checks run on a small worker pool (--worker-threads, the gateway's
+// executor); the pipeline has its own shards (--threads). Answers post back to the connection's
+// strand.
 
 #include "serve.hpp"
 
@@ -16,15 +21,11 @@
 #include "http_server.hpp"
 #include "signals.hpp"
 
-#include <tradecapture/event_codec.hpp>
+#include <tradecapture/gateway.hpp>
 #include <tradecapture/pipeline.hpp>
 #include <tradecapture/processor.hpp>
-#include <tradecapture/request_body.hpp>
 #ifdef TRADECAPTURE_HAVE_METRICS
 #include <tradecapture/prometheus_metrics.hpp>
-
-#include <prometheus/counter.h>
-#include <prometheus/registry.h>
 #endif
 
 #include <utility>  // must precede asio with Boost 1.74 and C++20
@@ -35,7 +36,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/beast/core/string.hpp>
 
 #include <unistd.h>
 #include <algorithm>
@@ -58,182 +58,8 @@ namespace tradecapture::host {
 namespace {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 using Respond = std::function<void(HttpResponse)>;
-
-// ---- small HTTP helpers ------------------------------------------------------------------
-
-/// Beast of Boost 1.74 has its own string_view.
-std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  return beast::iequals(beast::string_view(a.data(), a.size()),
-                        beast::string_view(b.data(), b.size()));
-}
-
-HttpResponse unavailable(std::string_view reason) {
-  HttpResponse res = make_error_response(http::status::service_unavailable, reason);
-  res.set(http::field::retry_after, "1");
-  return res;
-}
-
-/// The optional request header that shortens --request-deadline-ms for one request.
-constexpr std::string_view deadline_header = "X-Request-Deadline-Ms";
-constexpr long long max_deadline_ms = 86400LL * 1000;
-
-/// A deadline header value: a decimal number of milliseconds, 1 to one day; nothing otherwise.
-std::optional<long long> parse_deadline_ms(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  if (v.empty() || v.size() > 12) return std::nullopt;
-  long long n = 0;
-  for (char c : v) {
-    if (c < '0' || c > '9') return std::nullopt;
-    n = n * 10 + (c - '0');
-  }
-  if (n < 1 || n > max_deadline_ms) return std::nullopt;
-  return n;
-}
-
-enum class Route { not_found, trades, trade, positions, live, ready, metrics };
-
-struct Target {
-  Route route = Route::not_found;
-  std::string_view query;     ///< after '?', raw
-  std::string_view trade_id;  ///< Route::trade: the raw (percent-encoded) path segment
-  /// Route::not_found only: the path without its trailing slashes, when that one is a resource
-  /// (the trailing-slash policy: 404 naming the canonical path, never a redirect).
-  std::string_view canonical;
-};
-
-Target route_path(std::string_view path);
-
-Target parse_target(std::string_view target) {
-  std::string_view path = target;
-  std::string_view query;
-  if (auto q = target.find('?'); q != std::string_view::npos) {
-    path = target.substr(0, q);
-    query = target.substr(q + 1);
-  }
-  Target t = route_path(path);
-  t.query = query;
-  if (t.route == Route::not_found && path.size() > 1 && path.back() == '/') {
-    std::string_view bare = path;
-    while (bare.size() > 1 && bare.back() == '/') bare.remove_suffix(1);
-    if (route_path(bare).route != Route::not_found) t.canonical = bare;
-  }
-  return t;
-}
-
-Target route_path(std::string_view path) {
-  Target t;
-  constexpr std::string_view trade_prefix = "/v1/trades/";
-  if (path == "/v1/trades") {
-    t.route = Route::trades;
-  } else if (path.substr(0, trade_prefix.size()) == trade_prefix &&
-             path.size() > trade_prefix.size() &&
-             path.find('/', trade_prefix.size()) == std::string_view::npos) {
-    t.route = Route::trade;
-    t.trade_id = path.substr(trade_prefix.size());
-  } else if (path == "/v1/positions") {
-    t.route = Route::positions;
-  } else if (path == "/health/live") {
-    t.route = Route::live;
-  } else if (path == "/health/ready") {
-    t.route = Route::ready;
-  } else if (path == "/metrics") {
-    t.route = Route::metrics;
-  }
-  return t;
-}
-
-/// The 404 of an unknown path; with a trailing slash on a resource, it names the canonical path.
-HttpResponse not_found_response(const Target& t) {
-  if (t.canonical.empty()) return make_error_response(http::status::not_found, "no such resource");
-  HttpResponse res{http::status::not_found, 11};
-  res.set(http::field::content_type, "application/json");
-  std::string body = "{\"error\": ";
-  append_json_string(body, "no such resource: paths have no trailing slash; the resource is " +
-                               std::string(t.canonical));
-  body += ", \"canonical_path\": ";
-  append_json_string(body, t.canonical);
-  body += "}\n";
-  res.body() = std::move(body);
-  return res;
-}
-
-/// True when every coding of the Content-Encoding fields is `identity` (or there is none): the
-/// gateway decodes no content coding (no gzip), so anything else is refused with 415.
-bool identity_encoding(const HttpRequestHeader& h) {
-  auto [begin, end] = h.equal_range(http::field::content_encoding);
-  for (auto it = begin; it != end; ++it) {
-    std::string_view v = sv(it->value());
-    while (!v.empty()) {
-      const auto comma = v.find(',');
-      std::string_view coding = v.substr(0, comma);
-      v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
-      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t'))
-        coding.remove_prefix(1);
-      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t'))
-        coding.remove_suffix(1);
-      if (!coding.empty() && !iequals(coding, "identity")) return false;
-    }
-  }
-  return true;
-}
-
-http::verb allowed_method(Route r) {
-  return r == Route::trades ? http::verb::post : http::verb::get;
-}
-
-/// Percent-decodes `s` ('+' is a space when `plus_is_space`); nothing on a bad escape.
-std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
-  const auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (c == '%') {
-      if (i + 2 >= s.size()) return std::nullopt;
-      const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-/// The body format of a Content-Type value (its parameters are ignored); nothing otherwise.
-std::optional<BodyFormat> body_format(std::string_view content_type) {
-  std::string_view type = content_type.substr(0, content_type.find(';'));
-  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
-  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
-  if (iequals(type, "application/json")) return BodyFormat::json;
-  if (iequals(type, "application/x-ndjson")) return BodyFormat::ndjson;
-  return std::nullopt;
-}
-
-/// Compares in time that depends only on the length of `expected` (the secret), not on where
-/// the first difference is.
-bool constant_time_equal(std::string_view expected, std::string_view given) noexcept {
-  unsigned char diff = expected.size() == given.size() ? 0 : 1;
-  for (std::size_t i = 0; i < expected.size(); ++i) {
-    const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
-    diff |= static_cast<unsigned char>(static_cast<unsigned char>(expected[i]) ^ g);
-  }
-  return diff == 0;
-}
 
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -271,81 +97,32 @@ void write_file_atomically(const std::string& path, const std::string& text) {
     throw HostError("cannot write '" + path + "': " + std::strerror(errno), exit_cantcreat);
 }
 
-// ---- the gateway -------------------------------------------------------------------------
+// ---- the HTTP adapter ----------------------------------------------------------------------
 
-/// The events of one POST /v1/trades, from submission to the response.
-struct TradesJob {
-  std::chrono::steady_clock::time_point deadline;  ///< arrival + the request's deadline
-  std::vector<BodyEvent> events;  ///< in request order (parsed; the TradeEvents moved out)
-  std::vector<Outcome> outcomes;
-  std::vector<boost::system::error_code> errors;  ///< per event; set only by its completion
-  std::uint64_t submitted = 0;
-  std::uint64_t rejected_at_parse = 0;
-  std::atomic<std::uint64_t> remaining{0};
-  Respond respond;
-};
-
-class Gateway final : public HttpHandler {
+/// `tradecapture::Gateway` behind the Beast server: fields in, fields out. The gateway does the
+/// routing, authentication, admission and rendering; this class adds the host's metrics.
+class HttpGateway final : public HttpHandler {
  public:
-  Gateway(Pipeline& pipeline, std::shared_ptr<TradeStore> store,
-          std::shared_ptr<PartitionLock> lock, asio::thread_pool& workers,
-          std::size_t max_in_flight, std::chrono::milliseconds request_deadline, std::string token,
-          std::shared_ptr<spdlog::logger> logger)
+  HttpGateway(Pipeline& pipeline, std::shared_ptr<TradeStore> store,
+              std::shared_ptr<PartitionLock> lock, asio::thread_pool& workers,
+              std::chrono::milliseconds request_deadline, std::string token,
+              std::shared_ptr<spdlog::logger> logger)
       : pipeline_(pipeline),
-        store_(std::move(store)),
-        lock_(std::move(lock)),
-        workers_(workers),
-        max_in_flight_(max_in_flight),
-        request_deadline_(request_deadline),
-        token_(std::move(token)),
-        logger_(std::move(logger)) {}
+        gateway_(pipeline, std::move(store), std::move(lock),
+                 GatewayOptions{.executor = workers.get_executor(),
+                                .token = std::move(token),
+                                .request_deadline = request_deadline,
+                                .draining = [this] { return server_ != nullptr && server_->draining(); },
+                                .metrics = [this] { return metrics_(); },
+                                .logger = std::move(logger)}) {}
 
   void set_server(const HttpServer* server) { server_ = server; }
 
-  /// POST /v1/trades requests whose events all completed (answered 200 or 503), for the summary.
-  std::uint64_t trade_requests() const { return trades_requests_.load(); }
-  /// Events answered REJECTED at parse, without the pipeline.
-  std::uint64_t rejected_at_parse() const { return rejected_before_submit_.load(); }
+  /// The gateway's counters (requests answered, events rejected at parse), for the summary.
+  GatewayStats stats() const { return gateway_.stats(); }
 
   std::optional<HttpResponse> check_header(const HttpRequestHeader& h) override {
-    const Target t = parse_target(sv(h.target()));
-    if (t.route == Route::not_found) return not_found_response(t);
-    if (needs_auth_(t.route) && !authorized_(h)) {
-      HttpResponse res = make_error_response(http::status::unauthorized,
-                                             "missing or wrong 'Authorization: Bearer' token");
-      res.set(http::field::www_authenticate, "Bearer realm=\"tradecapture\"");
-      return res;
-    }
-    // HEAD arrives here as GET: the server answers it as a GET without the body.
-    if (h.method() != allowed_method(t.route)) {
-      HttpResponse res =
-          make_error_response(http::status::method_not_allowed, "method not allowed");
-      res.set(http::field::allow, t.route == Route::trades ? "POST" : "GET, HEAD");
-      return res;
-    }
-    if (!identity_encoding(h)) {
-      HttpResponse res = make_error_response(
-          http::status::unsupported_media_type,
-          "Content-Encoding '" + std::string(sv(h[http::field::content_encoding])) +
-              "' is not supported: send the body uncompressed (identity)");
-      res.set(http::field::accept_encoding, "identity");
-      return res;
-    }
-    if (t.route == Route::trades && !body_format(sv(h[http::field::content_type]))) {
-      return make_error_response(
-          http::status::unsupported_media_type,
-          "POST /v1/trades takes Content-Type application/json or application/x-ndjson");
-    }
-    if (t.route == Route::trades) {
-      const auto n = h.count(beast::string_view(deadline_header.data(), deadline_header.size()));
-      if (n > 1 || (n == 1 && !parse_deadline_ms(sv(h[beast::string_view(
-                                   deadline_header.data(), deadline_header.size())])))) {
-        return make_error_response(http::status::bad_request,
-                                   std::string(deadline_header) +
-                                       " must appear once, as a number of milliseconds from 1 "
-                                       "to 86400000");
-      }
-    }
+    if (auto refusal = gateway_.check(to_gateway_request(h))) return to_http_response(std::move(*refusal));
     return std::nullopt;
   }
 
@@ -355,113 +132,31 @@ class Gateway final : public HttpHandler {
 
   void handle_at(HttpRequest req, std::chrono::steady_clock::time_point arrival,
                  Respond respond) override {
-    const Target t = parse_target(sv(req.target()));
-    switch (t.route) {
-      case Route::live:
-        return respond(health_live_response());
-      case Route::ready:
-        return asio::post(workers_, [this, respond] { respond(ready_()); });
-      case Route::metrics:
-        return asio::post(workers_, [this, respond] { respond(metrics_()); });
-      case Route::positions: {
-        PositionFilter filter;
-        if (auto err = parse_filter_(t.query, filter))
-          return respond(make_error_response(http::status::bad_request, *err));
-        return asio::post(
-            workers_, [this, respond, filter = std::move(filter)] { respond(positions_(filter)); });
-      }
-      case Route::trade: {
-        auto id = percent_decode(t.trade_id, false);
-        if (!id)
-          return respond(make_error_response(http::status::bad_request,
-                                             "bad percent-encoding in the trade id"));
-        return asio::post(workers_, [this, respond, id = std::move(*id)] { respond(trade_(id)); });
-      }
-      case Route::trades: {
-        const BodyFormat format = *body_format(sv(req[http::field::content_type]));
-        // The request's deadline runs from the arrival of its first byte: the smaller of
-        // --request-deadline-ms and X-Request-Deadline-Ms (validated in check_header).
-        auto limit = request_deadline_;
-        if (auto h = parse_deadline_ms(sv(req[beast::string_view(deadline_header.data(),
-                                                                 deadline_header.size())])))
-          limit = std::min(limit, std::chrono::milliseconds(*h));
-        const auto deadline = arrival + limit;
-        auto body = std::make_shared<std::string>(std::move(req.body()));
-        return asio::post(workers_, [this, respond, format, body, deadline] {
-          post_trades_(*body, format, deadline, respond);
-        });
-      }
-      case Route::not_found:
-        break;
-    }
-    respond(not_found_response(t));
+    GatewayRequest g = to_gateway_request(req.base());
+    g.body = std::move(req.body());
+    g.arrival = arrival;
+    gateway_.async_handle(std::move(g), [respond = std::move(respond)](GatewayResponse r) {
+      respond(to_http_response(std::move(r)));
+    });
   }
 
  private:
-  struct PositionFilter {
-    std::optional<std::string> account, book, security;
-  };
-
-  static bool needs_auth_(Route r) { return r != Route::live && r != Route::ready; }
-
-  bool authorized_(const HttpRequestHeader& h) const {
-    if (token_.empty()) return true;
-    std::string_view v = sv(h[http::field::authorization]);
-    constexpr std::string_view scheme = "bearer";
-    if (v.size() <= scheme.size() || !iequals(v.substr(0, scheme.size()), scheme) ||
-        (v[scheme.size()] != ' ' && v[scheme.size()] != '\t'))
-      return false;
-    v.remove_prefix(scheme.size());
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-    return constant_time_equal(token_, v);
-  }
-
-  /// Parses account=, book=, security= (form encoding); an error message otherwise.
-  static std::optional<std::string> parse_filter_(std::string_view query, PositionFilter& f) {
-    while (!query.empty()) {
-      const auto amp = query.find('&');
-      std::string_view pair = query.substr(0, amp);
-      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-      if (pair.empty()) continue;
-      const auto eq = pair.find('=');
-      auto key = percent_decode(pair.substr(0, eq), true);
-      auto value = percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), true);
-      if (!key || !value) return "bad percent-encoding in the query";
-      std::optional<std::string>* slot = nullptr;
-      if (*key == "account") slot = &f.account;
-      if (*key == "book") slot = &f.book;
-      if (*key == "security") slot = &f.security;
-      if (slot == nullptr)
-        return "unknown query parameter '" + *key + "' (filters: account, book, security)";
-      if (*slot) return "query parameter '" + *key + "' given twice";
-      *slot = std::move(*value);
-    }
-    return std::nullopt;
-  }
-
-  HttpResponse ready_() {
-    return health_ready_response(*store_, lock_.get(), server_ != nullptr && server_->draining());
-  }
-
-  HttpResponse metrics_() {
+  GatewayResponse metrics_() {
 #ifdef TRADECAPTURE_HAVE_METRICS
-    // One exposition: the gateway's registry (its own counters), the pipeline, the HTTP
-    // server's and the gateway's gauges, and the process.
-    HttpResponse res{http::status::ok, 11};
-    res.set(http::field::content_type, std::string(metrics::content_type));
-    res.body() = metrics::serialize(
-        {&registry_, &pipeline_collector_, &server_collector_, &process_collector_});
+    // One exposition: the pipeline, the HTTP server's and the gateway's counters and gauges,
+    // and the process.
+    GatewayResponse res;
+    res.content_type = std::string(metrics::content_type);
+    res.body = metrics::serialize({&pipeline_collector_, &server_collector_, &process_collector_});
     return res;
 #else
-    return make_error_response(http::status::not_found,
-                               "built without prometheus-cpp (TRADECAPTURE_METRICS=OFF): no "
-                               "/metrics");
+    return gateway_error(404, "built without prometheus-cpp (TRADECAPTURE_METRICS=OFF): no "
+                              "/metrics");
 #endif
   }
 
 #ifdef TRADECAPTURE_HAVE_METRICS
-  /// The HTTP server's counters and the gateway's gauges, read at each scrape.
+  /// The HTTP server's and the gateway's counters and gauges, read at each scrape.
   std::vector<prometheus::MetricFamily> server_families_() const {
     using prometheus::MetricType;
     std::vector<prometheus::MetricFamily> out;
@@ -508,241 +203,46 @@ class Gateway final : public HttpHandler {
                           ? metrics::counter_family(x.name, x.help, x.value)
                           : metrics::gauge_family(x.name, x.help, x.value));
     }
+    const GatewayStats gs = gateway_.stats();
+    // The pipeline's own count (admitted events and reserved room): the gateway keeps none.
     out.push_back(metrics::gauge_family(
         "tradecapture_gateway_admitted_events",
-        "Events of admitted POST /v1/trades requests not answered yet.", d(admitted_.load())));
+        "Events of admitted POST /v1/trades requests not answered yet.",
+        d(pipeline_.in_flight())));
+    out.push_back(metrics::counter_family(
+        "tradecapture_gateway_overload_refusals_total",
+        "POST /v1/trades requests refused with 503 by the in-flight limit.",
+        d(gs.overload_refusals)));
+    out.push_back(metrics::counter_family(
+        "tradecapture_gateway_deadline_failures_total",
+        "POST /v1/trades requests answered 503 because some event was withdrawn at the "
+        "request deadline (--request-deadline-ms, X-Request-Deadline-Ms).",
+        d(gs.deadline_failures)));
     return out;
   }
 
   /// `server_families_` as a collectable.
   class ServerCollector final : public prometheus::Collectable {
    public:
-    explicit ServerCollector(const Gateway& gateway) : gateway_(gateway) {}
+    explicit ServerCollector(const HttpGateway& gateway) : gateway_(gateway) {}
     std::vector<prometheus::MetricFamily> Collect() const override {
       return gateway_.server_families_();
     }
 
    private:
-    const Gateway& gateway_;
+    const HttpGateway& gateway_;
   };
 #endif
 
-  HttpResponse positions_(const PositionFilter& f) {
-    auto rows = store_->positions();
-    if (!rows) {
-      logger_->warn("GET /v1/positions: {}", rows.error().message());
-      return unavailable("cannot read positions: " + rows.error().message());
-    }
-    std::string body = "{\"positions\": [";
-    bool first = true;
-    for (const PositionRow& row : rows.value()) {
-      if ((f.account && *f.account != row.partition.account) ||
-          (f.book && *f.book != row.partition.book) ||
-          (f.security && *f.security != row.partition.security))
-        continue;
-      if (!first) body += ", ";
-      first = false;
-      append_position_json(body, row);
-      body.pop_back();  // its '\n'
-    }
-    body += "]}\n";
-    return make_json_response(http::status::ok, std::move(body));
-  }
-
-  HttpResponse trade_(const std::string& trade_id) {
-    // A full scan of the accepted events: fine for the example host, not for a big store (a real
-    // gateway would add an index lookup to TradeStore).
-    std::string events;
-    std::size_t n = 0;
-    auto scanned = store_->scan_events([&](const StoredEvent& e) {
-      if (e.event.trade_id == trade_id) {
-        if (n++ != 0) events += ", ";
-        append_event_json(events, e);
-        events.pop_back();  // its '\n'
-      }
-      return true;
-    });
-    if (!scanned) {
-      logger_->warn("GET /v1/trades/{{id}}: {}", scanned.error().message());
-      return unavailable("cannot read events: " + scanned.error().message());
-    }
-    if (n == 0)
-      return make_error_response(http::status::not_found, "no accepted event of this trade id");
-    std::string body = "{\"trade_id\": ";
-    append_json_string(body, trade_id);
-    body += ", \"events\": [";
-    body += events;
-    body += "]}\n";
-    return make_json_response(http::status::ok, std::move(body));
-  }
-
-  /// Admits `n` events whole, or refuses them whole: room for all of them under the in-flight
-  /// limit, or nothing else in flight (a request bigger than the limit then runs alone, the
-  /// pipeline's own back-pressure pacing its submission).
-  bool admit_(std::uint64_t n) {
-    std::uint64_t cur = admitted_.load();
-    for (;;) {
-      if (cur != 0 && cur + n > max_in_flight_) return false;
-      if (admitted_.compare_exchange_weak(cur, cur + n)) return true;
-    }
-  }
-
-  // Runs on a worker thread.
-  void post_trades_(const std::string& raw, BodyFormat format,
-                    std::chrono::steady_clock::time_point deadline, const Respond& respond) {
-    ParsedBody parsed = parse_request_body(raw, format);
-    if (!parsed.error.empty())
-      return respond(make_error_response(http::status::bad_request, parsed.error));
-    auto job = std::make_shared<TradesJob>();
-    job->deadline = deadline;
-    job->events = std::move(parsed.events);
-    job->outcomes.resize(job->events.size());
-    job->errors.resize(job->events.size());
-    job->respond = respond;
-    for (const BodyEvent& e : job->events) {
-      if (e.parsed.event) {
-        ++job->submitted;
-      } else {
-        ++job->rejected_at_parse;
-      }
-    }
-    if (job->submitted > 0 && !admit_(job->submitted)) {
-#ifdef TRADECAPTURE_HAVE_METRICS
-      overload_refusals_.Increment();
-#endif
-      return respond(unavailable("overloaded: " + std::to_string(admitted_.load()) +
-                                 " events in flight, --max-in-flight " +
-                                 std::to_string(max_in_flight_) + "; retry later"));
-    }
-    job->remaining.store(job->submitted);
-    // Every event carries the request's deadline: one not decided by then is withdrawn by the
-    // pipeline (no outcome, never decided later), so the client or a proxy may re-send the
-    // request elsewhere once the deadline has passed (spec section 6, point 5).
-    SubmitOptions submit_options;
-    submit_options.deadline = job->deadline;
-    for (std::size_t i = 0; i < job->events.size(); ++i) {
-      BodyEvent& e = job->events[i];
-      if (!e.parsed.event) {
-        job->outcomes[i] = Outcome::rejected(std::move(e.parsed.reason));
-        continue;
-      }
-      TradeEvent ev = std::move(*e.parsed.event);
-      e.parsed.event.reset();
-      pipeline_.async_submit(std::move(ev), submit_options,
-                             [this, job, i](boost::system::error_code ec, Outcome o) {
-                               if (ec) {
-                                 job->errors[i] = ec;
-                               } else {
-                                 job->outcomes[i] = std::move(o);
-                               }
-                               if (job->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
-                                 asio::post(workers_, [this, job] { finish_trades_(*job); });
-                             });
-    }
-    if (job->submitted == 0) finish_trades_(*job);
-  }
-
-  // Runs on a worker thread once every submitted event has completed.
-  void finish_trades_(TradesJob& job) {
-    admitted_.fetch_sub(job.submitted);
-    trades_requests_.fetch_add(1);
-    std::uint64_t failed = 0;
-    bool withdrawn = false;
-    const boost::system::error_code* first = nullptr;
-    for (const auto& ec : job.errors) {
-      if (ec) {
-        ++failed;
-        if (first == nullptr) first = &ec;
-        if (ec == make_error_code(errc::deadline_exceeded)) withdrawn = true;
-      }
-    }
-    if (failed > 0) {
-      // No outcome for some events (deadline passed, store or lock down past the retry budget,
-      // stopping): the whole request fails; the outcomes that were decided are durable, and
-      // sending the same request again is safe (DUPLICATE for those).
-#ifdef TRADECAPTURE_HAVE_METRICS
-      if (withdrawn) deadline_failures_.Increment();
-#else
-      (void)withdrawn;
-#endif
-      warn_limited_("POST /v1/trades: {} of {} events have no outcome: {}", failed,
-                    job.events.size(), first->message());
-      job.respond(unavailable(std::to_string(failed) + " of " + std::to_string(job.events.size()) +
-                              " events have no outcome (" + first->message() +
-                              "); re-sending the whole request is safe"));
-      return;
-    }
-    rejected_before_submit_.fetch_add(job.rejected_at_parse);
-    std::string body;
-    body.reserve(32 + job.events.size() * 96);
-    body += "{\"outcomes\": [";
-    for (std::size_t i = 0; i < job.events.size(); ++i) {
-      if (i != 0) body += ", ";
-      const BodyEvent& e = job.events[i];
-      append_outcome_json(body, e.line, e.parsed.echo_trade_id, e.parsed.echo_version,
-                          job.outcomes[i]);
-      body.pop_back();  // its '\n'
-    }
-    body += "]}\n";
-    job.respond(make_json_response(http::status::ok, std::move(body)));
-  }
-
-  /// A warning, at most one a second (a persistent fault fails every request: bounded noise,
-  /// spec section 6, point 6); the next one says how many were suppressed.
-  template <typename... Args>
-  void warn_limited_(spdlog::format_string_t<Args...> fmt, Args&&... args) {
-    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    auto last = last_warn_.load();
-    if (last != 0 && now - last < std::chrono::steady_clock::duration(std::chrono::seconds(1)).count()) {
-      suppressed_warns_.fetch_add(1);
-      return;
-    }
-    if (!last_warn_.compare_exchange_strong(last, now)) {
-      suppressed_warns_.fetch_add(1);
-      return;
-    }
-    if (const auto n = suppressed_warns_.exchange(0); n != 0)
-      logger_->warn("({} similar warnings suppressed in the last second(s))", n);
-    logger_->warn(fmt, std::forward<Args>(args)...);
-  }
-
   Pipeline& pipeline_;
-  const std::shared_ptr<TradeStore> store_;
-  const std::shared_ptr<PartitionLock> lock_;
-  asio::thread_pool& workers_;
-  const std::uint64_t max_in_flight_;
-  const std::chrono::milliseconds request_deadline_;
-  const std::string token_;
-  const std::shared_ptr<spdlog::logger> logger_;
   const HttpServer* server_ = nullptr;
-  std::atomic<std::uint64_t> admitted_{0};
-  std::atomic<std::uint64_t> rejected_before_submit_{0};
-  std::atomic<std::uint64_t> trades_requests_{0};
-  std::atomic<std::chrono::steady_clock::rep> last_warn_{0};
-  std::atomic<std::uint64_t> suppressed_warns_{0};
+  Gateway gateway_;
 #ifdef TRADECAPTURE_HAVE_METRICS
-  // The gateway's own events are counted where they happen, in its registry (what a host that
-  // uses prometheus-cpp does); what already lives elsewhere is read at each scrape by the
-  // collectors next to it.
-  prometheus::Registry registry_;
-  prometheus::Counter& overload_refusals_ =
-      prometheus::BuildCounter()
-          .Name("tradecapture_gateway_overload_refusals_total")
-          .Help("POST /v1/trades requests refused with 503 by the in-flight limit.")
-          .Register(registry_)
-          .Add({});
-  prometheus::Counter& deadline_failures_ =
-      prometheus::BuildCounter()
-          .Name("tradecapture_gateway_deadline_failures_total")
-          .Help("POST /v1/trades requests answered 503 because some event was withdrawn at the "
-                "request deadline (--request-deadline-ms, X-Request-Deadline-Ms).")
-          .Register(registry_)
-          .Add({});
   // Events answered REJECTED at parse never reach the pipeline: added to its `rejected`, so
   // that tradecapture_trades_total counts every outcome.
   metrics::PipelineCollector pipeline_collector_{[this] {
     PipelineMetrics m = pipeline_.metrics();
-    m.rejected += rejected_before_submit_.load();
+    m.rejected += gateway_.stats().rejected_at_parse;
     return m;
   }};
   ServerCollector server_collector_{*this};
@@ -925,8 +425,8 @@ int run_serve(const ServeOptions& o) {
       open_store(f.store, {.concurrency = f.threads + o.worker_threads + 1, .must_exist = false});
   auto lock = open_lock(f);
 
-  // The gateway admits whole requests within max_in_flight, so the pipeline's own wait only
-  // paces a single request larger than the limit (on a worker thread, never an I/O thread).
+  // The gateway admits whole requests with the pipeline's own try_reserve (max_in_flight): a
+  // request larger than the limit runs alone.
   const PipelineOptions options = make_pipeline_options(f, logger);
 
   HttpServerOptions http_options;
@@ -945,8 +445,8 @@ int run_serve(const ServeOptions& o) {
   ShutdownLatch latch;
   asio::thread_pool workers(o.worker_threads);
   Pipeline pipeline(store, lock, make_position_processor(), options);
-  Gateway gateway(pipeline, store, lock, workers, f.max_in_flight,
-                  std::chrono::milliseconds(o.request_deadline_ms), token, logger);
+  HttpGateway gateway(pipeline, store, lock, workers,
+                      std::chrono::milliseconds(o.request_deadline_ms), token, logger);
   asio::io_context ioc(static_cast<int>(o.http_threads));
   HttpServer server(ioc, http_options, gateway, logger);
   gateway.set_server(&server);
@@ -1016,11 +516,11 @@ int run_serve(const ServeOptions& o) {
   std::fprintf(stderr,
                "tradecapture serve: stopped after %llu trade requests (accepted %llu, duplicate "
                "%llu, stale %llu, rejected %llu, failed %llu)\n",
-               static_cast<unsigned long long>(gateway.trade_requests()),
+               static_cast<unsigned long long>(gateway.stats().trade_requests),
                static_cast<unsigned long long>(m.accepted),
                static_cast<unsigned long long>(m.duplicate),
                static_cast<unsigned long long>(m.stale),
-               static_cast<unsigned long long>(m.rejected + gateway.rejected_at_parse()),
+               static_cast<unsigned long long>(m.rejected + gateway.stats().rejected_at_parse),
                static_cast<unsigned long long>(m.failed));
   return 0;
 }
