@@ -4,8 +4,9 @@
 /// `tradecapture serve` and `consume --metrics-listen` run on it): keep-alive, pipelined requests
 /// answered in order, size limits, idle/read/write timeouts, a connection limit, a global bound
 /// on request-body memory and a graceful shutdown. It knows nothing of trades: an `HttpHandler`
-/// does, so a trading gateway can put its own routes (or this library's request-body parser,
-/// `<tradecapture/request_body.hpp>`, in front of its `Pipeline`) behind it.
+/// does, so a trading gateway can put its own routes behind it, or the library's transport-free
+/// gateway of spec section 5 (`tradecapture::Gateway`, `<tradecapture/gateway.hpp>`: what
+/// `tradecapture serve` adapts to this server).
 
 #include <tradecapture/metrics.hpp>
 
