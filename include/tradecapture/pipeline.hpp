@@ -2,7 +2,6 @@
 /// \file pipeline.hpp
 /// The partition-sequential pipeline a host embeds: submit events, get durable outcomes.
 
-#include <tradecapture/detail/batch_op.hpp>
 #include <tradecapture/detail/submit_op.hpp>
 #include <tradecapture/error.hpp>
 #include <tradecapture/metrics.hpp>

@@ -1,6 +1,8 @@
 #pragma once
-// Internal: the type-erased submission that carries an event and its completion handler.
+// Internal: the type-erased submission that carries an event and its completion handler, and
+// the completion of a batch (`Pipeline::async_submit_batch`).
 
+#include <tradecapture/error.hpp>
 #include <tradecapture/types.hpp>
 
 #include <utility>  // must precede asio with Boost 1.74 and C++20
@@ -17,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace tradecapture::detail {
 
@@ -60,6 +63,42 @@ struct SubmitOpImpl final : SubmitOp {
     delete this;
     boost::asio::dispatch(work, [h = std::move(handler), ec, o = std::move(outcome)]() mutable {
       std::move(h)(ec, std::move(o));
+    });
+  }
+
+ private:
+  tracked_executor work_;
+  Handler handler_;
+};
+
+/// The completion of one submitted batch; called once, when its last event completed.
+struct BatchOp {
+  BatchOp() = default;
+  virtual ~BatchOp() = default;
+  BatchOp(const BatchOp&) = delete;
+  BatchOp& operator=(const BatchOp&) = delete;
+  /// Delivers the result exactly once; consumes the op.
+  virtual void complete(boost::system::error_code ec, std::vector<result<Outcome>> results) = 0;
+};
+
+/// A BatchOp holding an Asio completion handler; the handler runs on its associated executor.
+template <class Handler>
+struct BatchOpImpl final : BatchOp {
+  using executor_type = boost::asio::associated_executor_t<Handler>;
+  using tracked_executor =
+      std::decay_t<decltype(boost::asio::prefer(std::declval<executor_type>(),
+                                                boost::asio::execution::outstanding_work.tracked))>;
+  explicit BatchOpImpl(Handler h)
+      : work_(boost::asio::prefer(boost::asio::get_associated_executor(h),
+                                  boost::asio::execution::outstanding_work.tracked)),
+        handler_(std::move(h)) {}
+
+  void complete(boost::system::error_code ec, std::vector<result<Outcome>> results) override {
+    auto work = std::move(work_);
+    auto handler = std::move(handler_);
+    delete this;
+    boost::asio::dispatch(work, [h = std::move(handler), ec, r = std::move(results)]() mutable {
+      std::move(h)(ec, std::move(r));
     });
   }
 
