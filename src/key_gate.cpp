@@ -10,34 +10,34 @@ std::size_t key_hash_of(const TradeEvent& e) noexcept {
 }
 
 void KeyGate::enter(SubmitOp* op) {
-  Stripe& s = stripe_(op->key_hash);
+  Stripe& s = stripe_(state_of(op).key_hash);
   std::lock_guard lk(s.mu);
   auto [it, inserted] = s.fifo.try_emplace(view_(op), Entry{op, op});
   if (inserted) {
-    op->gate_head.store(true, std::memory_order_release);
+    state_of(op).gate_head.store(true, std::memory_order_release);
   } else {
-    it->second.tail->gate_next = op;
+    state_of(it->second.tail).gate_next = op;
     it->second.tail = op;
   }
 }
 
 std::optional<PartitionKey> KeyGate::leave(SubmitOp* op) {
-  Stripe& s = stripe_(op->key_hash);
+  Stripe& s = stripe_(state_of(op).key_hash);
   std::lock_guard lk(s.mu);
   auto it = s.fifo.find(view_(op));
   if (it == s.fifo.end()) return std::nullopt;
   Entry& e = it->second;
   const bool was_head = e.head == op;
   if (was_head) {
-    e.head = op->gate_next;
+    e.head = state_of(op).gate_next;
   } else {
     SubmitOp* prev = e.head;
-    while (prev != nullptr && prev->gate_next != op) prev = prev->gate_next;
+    while (prev != nullptr && state_of(prev).gate_next != op) prev = state_of(prev).gate_next;
     if (prev == nullptr) return std::nullopt;
-    prev->gate_next = op->gate_next;
+    state_of(prev).gate_next = state_of(op).gate_next;
     if (e.tail == op) e.tail = prev;
   }
-  op->gate_next = nullptr;
+  state_of(op).gate_next = nullptr;
   if (e.head == nullptr) {
     s.fifo.erase(it);
     return std::nullopt;
@@ -49,7 +49,7 @@ std::optional<PartitionKey> KeyGate::leave(SubmitOp* op) {
   node.key() = view_(head);
   PartitionKey next = head->event.partition;
   s.fifo.insert(std::move(node));
-  head->gate_head.store(true, std::memory_order_release);
+  state_of(head).gate_head.store(true, std::memory_order_release);
   return next;
 }
 

@@ -9,6 +9,8 @@
 
 #include <tradecapture/detail/submit_op.hpp>
 
+#include "op_state.hpp"
+
 #include <array>
 #include <cstddef>
 #include <mutex>
@@ -23,12 +25,12 @@ std::size_t key_hash_of(const TradeEvent& e) noexcept;
 
 class KeyGate {
  public:
-  /// Appends `op` to the FIFO of its key (`op->key_hash` must be set).
+  /// Appends `op` to the FIFO of its key (`state_of(op).key_hash` must be set).
   void enter(SubmitOp* op);
 
   /// True when `op` leads its key and may be decided.
   static bool may_take(const SubmitOp* op) {
-    return op->gate_head.load(std::memory_order_acquire);
+    return state_of(op).gate_head.load(std::memory_order_acquire);
   }
 
   /// Removes `op` (completed); returns the partition of the op that now leads the key, if that
@@ -56,7 +58,7 @@ class KeyGate {
     std::unordered_map<View, Entry, ViewHash> fifo;
   };
   static View view_(const SubmitOp* op) {
-    return View{op->event.trade_id, op->event.version, op->key_hash};
+    return View{op->event.trade_id, op->event.version, state_of(op).key_hash};
   }
   Stripe& stripe_(std::size_t h) { return stripes_[(h >> 7) % stripes_.size()]; }
   std::array<Stripe, 64> stripes_;

@@ -12,6 +12,7 @@
 #include <tradecapture/pipeline.hpp>
 
 #include "admission.hpp"
+#include "op_state.hpp"
 #include "key_gate.hpp"
 #include "shard_core.hpp"
 
@@ -124,7 +125,7 @@ struct Pipeline::Impl::Shard {
 
   void push(SubmitOp* op) {
     std::lock_guard lk(inbox_mu);
-    op->stamp = next_stamp.fetch_add(1, std::memory_order_acq_rel);
+    state_of(op).stamp = next_stamp.fetch_add(1, std::memory_order_acq_rel);
     impl.gate.enter(op);
     inbox.push_back(op);
     impl.counters.queue_depth.fetch_add(1, std::memory_order_relaxed);
@@ -365,7 +366,7 @@ void Pipeline::enqueue_(std::unique_ptr<SubmitOp> op) {
     op.release()->complete(ec, Outcome{});
     return;
   }
-  op->key_hash = detail::key_hash_of(op->event);
+  detail::state_of(op.get()).key_hash = detail::key_hash_of(op->event);
   im.shard_for(op->event.partition).push(op.release());
 }
 

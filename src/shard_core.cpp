@@ -12,6 +12,7 @@
 // deciding and dropped whenever a commit does not succeed.
 
 #include "shard_core.hpp"
+#include "op_state.hpp"
 
 #include "key_gate.hpp"
 #include <tradecapture/detail/log_limiter.hpp>
@@ -245,14 +246,14 @@ struct ShardCore::Impl {
 
   void add(SubmitOp* op, Time now) {
     Slot& s = slot_for(op->event.partition);
-    if (op->stamp < s.barrier) {
+    if (state_of(op).stamp < s.barrier) {
       complete(op, errc::predecessor_failed);
       return;
     }
     s.queue.push_back(op);
     s.last_active = now;
     if (op->deadline != Time::max() && cfg.mutation != Mutation::ignore_deadlines)
-      deadlines.push(DeadlineEntry{op->deadline, op->stamp, s.key});
+      deadlines.push(DeadlineEntry{op->deadline, state_of(op).stamp, s.key});
     make_ready(s);
   }
 
@@ -265,7 +266,7 @@ struct ShardCore::Impl {
       if (it == slots.end()) continue;
       Slot& s = *it->second;
       auto pos = std::find_if(s.queue.begin(), s.queue.end(),
-                              [&](SubmitOp* op) { return op->stamp == e.stamp; });
+                              [&](SubmitOp* op) { return state_of(op).stamp == e.stamp; });
       if (pos == s.queue.end()) continue;  // decided, failed or in the batch under way
       withdraw(s, now);
     }
@@ -905,7 +906,7 @@ struct ShardCore::Impl {
     for (const Taken& t : taken) {
       bool bounced_out = false;
       for (std::size_t i = t.first; i < t.first + t.count; ++i)
-        if (++ops[i]->redecides > cfg.retry.max_attempts) bounced_out = true;
+        if (++state_of(ops[i]).redecides > cfg.retry.max_attempts) bounced_out = true;
       if (bounced_out) {
         log->error("partition {} kept conflicting; failing its queued events",
                    t.slot->key.to_string());

@@ -141,7 +141,7 @@ class ShardCore {
   ShardCore(const ShardCore&) = delete;
   ShardCore& operator=(const ShardCore&) = delete;
 
-  /// An op arrived (it has entered the key gate; `op->stamp` is set, increasing per pipeline).
+  /// An op arrived (it has entered the key gate; `state_of(op).stamp` is set, increasing per pipeline).
   void add(SubmitOp* op, Time now);
   /// The key gate made the first queued op of `key` decidable.
   void wake(const PartitionKey& key);

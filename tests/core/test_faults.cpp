@@ -7,6 +7,7 @@
 #include <tradecapture/store_wrapper.hpp>
 
 #include "../src/shard_core.hpp"
+#include "../src/op_state.hpp"
 #include "support/down_store.hpp"
 #include "support/events.hpp"
 
@@ -270,8 +271,8 @@ std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops,
   const Clock::time_point t0{std::chrono::hours(1000)};
   std::uint64_t stamp = 1;
   for (StepOp* op : ops) {
-    op->gate_head = true;
-    op->stamp = stamp++;
+    state_of(op).gate_head = true;
+    state_of(op).stamp = stamp++;
   }
   core.set_stamp_now(stamp);
   for (StepOp* op : ops) core.add(op, t0);

@@ -14,6 +14,7 @@
 // the host clock passed its deadline, and then re-sends elsewhere without waiting (point 5).
 
 #include "key_gate.hpp"
+#include "op_state.hpp"
 #include "sim.hpp"
 
 #include <tradecapture/memory.hpp>
@@ -741,8 +742,8 @@ void World::receive(const std::vector<std::uint32_t>& ids) {
     auto op = std::make_unique<SimOp>(streams_[s.partition][s.index], *this, id);
     op->submitted = host_now(h);
     if (s.deadline) op->deadline = *s.deadline;
-    op->key_hash = detail::key_hash_of(op->event);
-    op->stamp = s.stamp = h.next_stamp++;
+    detail::state_of(op.get()).key_hash = detail::key_hash_of(op->event);
+    detail::state_of(op.get()).stamp = s.stamp = h.next_stamp++;
     s.state = Submission::State::pending;
     s.h0 = env_.history.size();
     SimOp* raw = op.get();

@@ -27,16 +27,14 @@ namespace tradecapture::detail {
 struct SubmitOp {
   TradeEvent event;
   std::chrono::steady_clock::time_point submitted;
-  // Bookkeeping owned by the pipeline (see src/pipeline.cpp).
-  SubmitOp* gate_next = nullptr;  ///< next op waiting on the same idempotency key
-  std::atomic<bool> gate_head{false};  ///< first of the ops carrying its key: may be decided
-  std::size_t key_hash = 0;       ///< hash of (trade_id, version)
-  int redecides = 0;              ///< times its batch was decided again after a conflict
   std::uint64_t source_tag = 0;   ///< the host's tag (0: none), see PipelineOptions::before_commit
   /// Withdrawn when not decided by then (SubmitOptions::deadline); max() means none.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  std::uint64_t stamp = 0;        ///< submission order within the pipeline (set on entry)
-  explicit SubmitOp(TradeEvent e) : event(std::move(e)), submitted(std::chrono::steady_clock::now()) {}
+  /// The pipeline's own bookkeeping of the op (key gate links, order stamp, retries; defined in
+  /// src/op_state.hpp), kept in place so that a submission is one allocation. Opaque here.
+  alignas(8) std::byte scheduler_state[40];
+  /// Takes the event; sets up the pipeline's bookkeeping (defined in the core library).
+  explicit SubmitOp(TradeEvent e);
   virtual ~SubmitOp() = default;
   SubmitOp(const SubmitOp&) = delete;
   SubmitOp& operator=(const SubmitOp&) = delete;

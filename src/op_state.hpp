@@ -1,0 +1,40 @@
+#pragma once
+// Internal: the pipeline's bookkeeping of one submitted op, stored in place in
+// `SubmitOp::scheduler_state` (the installed header keeps it opaque) and reached with `state_of`.
+
+#include <tradecapture/detail/submit_op.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <type_traits>
+
+namespace tradecapture::detail {
+
+/// What the key gate and the shard keep per op.
+struct OpState {
+  SubmitOp* gate_next = nullptr;       ///< next op waiting on the same idempotency key
+  std::atomic<bool> gate_head{false};  ///< first of the ops carrying its key: may be decided
+  std::size_t key_hash = 0;            ///< hash of (trade_id, version)
+  int redecides = 0;                   ///< times its batch was decided again after a conflict
+  std::uint64_t stamp = 0;             ///< submission order within the pipeline (set on entry)
+};
+
+static_assert(sizeof(OpState) <= sizeof(SubmitOp::scheduler_state),
+              "SubmitOp::scheduler_state is too small for OpState");
+static_assert(alignof(OpState) <= 8, "SubmitOp::scheduler_state is not aligned for OpState");
+static_assert(std::is_trivially_destructible_v<OpState>,
+              "SubmitOp's destructor does not destroy its OpState");
+
+/// The bookkeeping of `op` (constructed by SubmitOp's constructor).
+inline OpState& state_of(SubmitOp* op) noexcept {
+  return *std::launder(reinterpret_cast<OpState*>(op->scheduler_state));
+}
+
+/// The bookkeeping of `op`, read-only.
+inline const OpState& state_of(const SubmitOp* op) noexcept {
+  return *std::launder(reinterpret_cast<const OpState*>(op->scheduler_state));
+}
+
+}  // namespace tradecapture::detail
