@@ -496,7 +496,7 @@ void Pipeline::enqueue_batch_(std::vector<TradeEvent> events, Reservation reserv
         continue;
       }
     }
-    m->key_hash = detail::key_hash_of(m->event);
+    detail::state_of(m.get()).key_hash = detail::key_hash_of(m->event);
     im.shard_for(m->event.partition).push(m.release());
   }
   if (unused_slots != 0) im.admission->finished(unused_slots);
