@@ -148,7 +148,6 @@ inline std::vector<TraceEvent> make_trace(const TraceOptions& options) {
     std::string id;
     std::uint32_t partition;
     std::int64_t version;  ///< the last version sent
-    bool cancelled;
   };
   std::vector<Trade> trades;
   std::vector<std::size_t> live;  // indexes into trades of trades not cancelled
@@ -173,7 +172,7 @@ inline std::vector<TraceEvent> make_trace(const TraceOptions& options) {
   auto emit_new = [&](std::uint32_t p) {
     std::string id = fresh_id();
     if (mix.cross_partition && !trades.empty() && below(4) == 0) id = trades[below(trades.size())].id;
-    trades.push_back(Trade{std::move(id), p, 1, false});
+    trades.push_back(Trade{std::move(id), p, 1});
     live.push_back(trades.size() - 1);
     out.push_back(event_of(trades.back(), 1, TradeType::New));
   };
@@ -235,17 +234,17 @@ inline std::vector<TraceEvent> make_trace(const TraceOptions& options) {
         continue;
       }
     } else if (take(mix.amend_before_new)) {
-      trades.push_back(Trade{fresh_id(), p, 2, false});
+      trades.push_back(Trade{fresh_id(), p, 2});
       live.push_back(trades.size() - 1);
       out.push_back(event_of(trades.back(), 2, TradeType::Amend));
       later.emplace_back(out.size() + 1 + below(40), event_of(trades.back(), 1, TradeType::New));
       continue;
     } else if (take(mix.unknown)) {
-      Trade ghost{"U" + fresh_id(), p, 2, false};
+      Trade ghost{"U" + fresh_id(), p, 2};
       out.push_back(event_of(ghost, 3, TradeType::Cancel));
       continue;
     } else if (take(mix.invalid)) {
-      Trade bad{"Q" + fresh_id(), p, 1, false};
+      Trade bad{"Q" + fresh_id(), p, 1};
       TraceEvent te = event_of(bad, 1, TradeType::New);
       if (below(2) == 0) {
         te.event.version = 0;
@@ -265,7 +264,6 @@ inline std::vector<TraceEvent> make_trace(const TraceOptions& options) {
       if (!live.empty()) {
         const std::size_t k = below(live.size());
         Trade& t = trades[live[k]];
-        t.cancelled = true;
         out.push_back(event_of(t, ++t.version, TradeType::Cancel));
         live[k] = live.back();
         live.pop_back();
