@@ -39,21 +39,6 @@ std::string pg_uri(const std::string& db) {
   return "postgresql://postgres@127.0.0.1:" + std::to_string(g_pg->port()) + "/" + db;
 }
 
-/// Runs one statement on the admin database; returns the first value of the first row.
-std::string admin_query(const std::string& sql) {
-  PGconn* c = PQconnectdb(pg_uri("postgres").c_str());
-  if (PQstatus(c) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(c));
-  PGresult* r = PQexec(c, sql.c_str());
-  const auto st = PQresultStatus(r);
-  const bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-  std::string err = ok ? "" : PQresultErrorMessage(r);
-  std::string value = ok && st == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
-  PQclear(r);
-  PQfinish(c);
-  if (!ok) throw std::runtime_error(sql + ": " + err);
-  return value;
-}
-
 /// TC_PG_STATEMENTS=1: the server loads pg_stat_statements and the program prints, per batch
 /// size, the statements of the store's batches with their calls and mean planning and
 /// execution times (where the fixed cost of a batch goes).
@@ -62,7 +47,8 @@ bool statements_wanted() {
   return s != nullptr && std::string(s) == "1";
 }
 
-/// Runs `sql` on database `db` and prints the rows, tab-separated (for the statement profile).
+/// Runs `sql` on database `db`; with `print`, prints the rows, tab-separated (the statement
+/// profile).
 void db_query(const std::string& db, const std::string& sql, bool print = false) {
   PGconn* c = PQconnectdb(pg_uri(db).c_str());
   if (PQstatus(c) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(c));
@@ -127,7 +113,7 @@ double thread_cpu_seconds() {
 void BM_PgBatchCost(benchmark::State& state) {
   const auto size = std::size_t(state.range(0));
   const std::string db = "tc_batch_" + std::to_string(++g_db);
-  admin_query("CREATE DATABASE " + db);
+  db_query("postgres", "CREATE DATABASE " + db);
   if (statements_wanted()) db_query(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
   SociStoreOptions so;
   so.logger = quiet_logger();
