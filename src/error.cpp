@@ -32,6 +32,10 @@ class Category final : public boost::system::error_category {
       case errc::deadline_exceeded: return "deadline passed before the event was decided (withdrawn)";
       case errc::predecessor_failed:
         return "an earlier event of the partition ended without an outcome";
+      case errc::replayed:
+        return "replayed: decided before (at or below its source's mark in the partition)";
+      case errc::source_abandoned:
+        return "abandoned: its source no longer owns the stream it came from";
     }
     return "unknown tradecapture error";
   }

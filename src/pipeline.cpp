@@ -238,6 +238,12 @@ struct Pipeline::Impl::Shard {
         core.on_verified(std::move(r), Clock::now());
         break;
       }
+      case Action::Kind::sources: {
+        auto r = detail::read_source_offsets(*impl.store, a.consumers);
+        stamp();
+        core.on_sources(std::move(r), Clock::now());
+        break;
+      }
     }
     deliver();
     return true;
@@ -530,6 +536,7 @@ PipelineMetrics Pipeline::metrics() const {
   m.stale = c.stale.load();
   m.rejected = c.rejected.load();
   m.failed = c.failed.load();
+  m.replayed = c.replayed.load();
   m.batches = c.batches.load();
   m.commits = c.commits.load();
   m.commit_failures = c.commit_failures.load();

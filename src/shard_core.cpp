@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <queue>
 
 namespace tradecapture::detail {
@@ -49,6 +50,10 @@ void Counters::retry(const boost::system::error_code& ec) {
 }
 
 void Counters::count(const boost::system::error_code& ec, const Outcome& o) {
+  if (ec == errc::replayed) {
+    replayed.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   if (ec) {
     failed.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -59,6 +64,17 @@ void Counters::count(const boost::system::error_code& ec, const Outcome& o) {
     case OutcomeKind::Stale: stale.fetch_add(1, std::memory_order_relaxed); break;
     case OutcomeKind::Rejected: rejected.fetch_add(1, std::memory_order_relaxed); break;
   }
+}
+
+result<std::vector<SourceOffset>> read_source_offsets(TradeStore& store,
+                                                      std::span<const std::string> consumers) {
+  std::vector<SourceOffset> out;
+  for (const auto& c : consumers) {
+    auto r = store.source_offsets(c);
+    if (!r) return r.error();
+    for (auto& row : r.value()) out.push_back(std::move(row));
+  }
+  return out;
 }
 
 std::uint64_t micros_between(Time a, Time b) {
@@ -84,7 +100,13 @@ struct ShardCore::Impl {
     std::uint64_t barrier = 0;  // ops with a lower stamp fail on arrival (predecessor failed)
   };
 
-  enum class Step { start, renew, acquire, claim, take, commit, verify };
+  enum class Step { start, renew, acquire, claim, take, commit, verify, probe };
+
+  /// The events of one source hook in the batch under way (SourceHook::before_commit).
+  struct HookBatch {
+    SourceHook* hook = nullptr;
+    std::vector<SourceEvent> events;
+  };
 
   struct Taken {
     Slot* slot;
@@ -125,6 +147,8 @@ struct ShardCore::Impl {
   std::vector<Taken> taken;
   std::vector<SubmitOp*> ops;
   std::vector<Outcome> outcomes;
+  std::vector<boost::system::error_code> ends;  // set: completes without an outcome (a source's)
+  std::vector<HookBatch> hook_batches;
   std::vector<PartitionKey> need;  // of the acquire/claim under way
   std::vector<Grant> renewing;     // of the renew under way
   CommitBatch batch;
@@ -233,6 +257,8 @@ struct ShardCore::Impl {
     taken.clear();
     ops.clear();
     outcomes.clear();
+    ends.clear();
+    hook_batches.clear();
     need.clear();
     renewing.clear();
     batch = CommitBatch{};
@@ -452,6 +478,16 @@ struct ShardCore::Impl {
           awaiting = true;
           return a;
         }
+        case Step::probe: {
+          Action a;
+          a.kind = Action::Kind::sources;
+          for (const auto& row : batch.sources) a.consumers.push_back(row.consumer);
+          std::sort(a.consumers.begin(), a.consumers.end());
+          a.consumers.erase(std::unique(a.consumers.begin(), a.consumers.end()),
+                            a.consumers.end());
+          awaiting = true;
+          return a;
+        }
         case Step::verify: {
           Action a;
           a.kind = Action::Kind::verify;
@@ -502,23 +538,59 @@ struct ShardCore::Impl {
   /// Step 6: decide every taken op on the claimed state and build the commit batch.
   void decide(const std::vector<std::optional<StoredEvent>>& found) {
     outcomes.assign(ops.size(), Outcome{});
+    ends.assign(ops.size(), {});
+    hook_batches.clear();
     batch = CommitBatch{};
     batch.partitions.reserve(taken.size());
     std::vector<std::string_view> changed_ids;
+    std::map<std::string, std::int64_t, std::less<>> marks;  // moved by this partition's events
     for (const Taken& t : taken) {
       PartitionState& st = *t.slot->state;
       PartitionUpdate up;
       up.partition = t.slot->key;
       up.fence = st.fence;
       up.expected_seq = st.seq;
+      marks.clear();
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
-        const TradeEvent& e = ops[i]->event;
+        SubmitOp* op = ops[i];
+        const TradeEvent& e = op->event;
+        std::string mark_id;
+        if (op->source.hook != nullptr) {
+          // The source first: a stream it lost, or an event decided before a restart.
+          mark_id = op->source.hook->mark_id(op->source.stream);
+          std::optional<std::int64_t> mark;
+          if (auto m = st.source_marks.find(mark_id); m != st.source_marks.end()) mark = m->second;
+          const SourceVerdict v =
+              op->source.hook->check(op->source.stream, op->source.position, mark);
+          if (v == SourceVerdict::abandoned) {
+            ends[i] = errc::source_abandoned;
+            continue;
+          }
+          if (v == SourceVerdict::replayed && !found[i]) {
+            // Its key is not stored, so it was not ACCEPTED: its outcome, reported before,
+            // wrote nothing; decided now it could differ. (A stored key is DUPLICATE anyway.)
+            ends[i] = errc::replayed;
+            source_event(*op, false);
+            continue;
+          }
+        }
         outcomes[i] = decide_one(e, st, found[i]);
-        if (outcomes[i].kind == OutcomeKind::Accepted) {
+        const bool written = outcomes[i].kind == OutcomeKind::Accepted;
+        if (written) {
           up.events.push_back(StoredEvent{e, outcomes[i].seq});
+          if (op->source.hook != nullptr) {
+            auto [m, fresh] = marks.try_emplace(std::move(mark_id), op->source.position);
+            if (!fresh) m->second = std::max(m->second, op->source.position);
+          }
         } else if (!found[i]) {
           batch.absent_keys.push_back(IdempotencyKey{e.trade_id, e.version});
         }
+        if (op->source.hook != nullptr) source_event(*op, written);
+      }
+      for (const auto& [id, position] : marks) {
+        // Sorted by id (std::map); the cached state follows the store's.
+        up.marks.push_back(SourceMark{id, position});
+        st.source_marks.insert_or_assign(id, position);
       }
       up.new_seq = st.seq;
       if (up.events.empty()) {
@@ -554,6 +626,20 @@ struct ShardCore::Impl {
         if (op->source_tag != 0) tags.push_back(op->source_tag);
       before_commit(tags, batch);
     }
+    for (auto& hb : hook_batches) hb.hook->before_commit(hb.events, batch);
+  }
+
+  /// Records an event of a source that the batch completes (for its hook's calls).
+  void source_event(const SubmitOp& op, bool written) {
+    auto hb = std::find_if(hook_batches.begin(), hook_batches.end(),
+                           [&](const HookBatch& h) { return h.hook == op.source.hook; });
+    if (hb == hook_batches.end()) hb = hook_batches.insert(hb, HookBatch{op.source.hook, {}});
+    hb->events.push_back(SourceEvent{op.source.stream, op.source.position, written});
+  }
+
+  /// Tells every source of the batch how its commit attempt went.
+  void after_commit(const boost::system::error_code& ec, std::span<const SourceOffset> stale) {
+    for (auto& hb : hook_batches) hb.hook->after_commit(hb.events, ec, stale);
   }
 
   /// The idempotency check (spec section 2), then the processor (section 3). `prior` is the
@@ -762,6 +848,7 @@ struct ShardCore::Impl {
   void on_committed(result<void> r, Time now) {
     awaiting = false;
     if (r) {
+      after_commit({}, {});
       counters.commits.fetch_add(1, std::memory_order_relaxed);
       counters.commit_latency_us.record(micros_between(commit_started, now));
       recovered(std::string("store: ") + "store unavailable", now);
@@ -772,6 +859,14 @@ struct ShardCore::Impl {
     counters.commit_failures.fetch_add(1, std::memory_order_relaxed);
     const auto ec = r.error();
     if (ec == errc::store_unavailable) uncertain = true;
+    if (ec == errc::fenced_off && !aborting && !uncertain && !hook_batches.empty() &&
+        !batch.sources.empty()) {
+      // A partition's fence or a source's epoch? Read the source rows: a source that lost its
+      // stream must not hold back the other events of the batch.
+      step = Step::probe;
+      return;
+    }
+    after_commit(ec, {});
     if (aborting) {
       if (uncertain && has_writes()) {
         step = Step::verify;  // one look: did it apply? (a lost acknowledgement)
@@ -871,11 +966,33 @@ struct ShardCore::Impl {
     redecide(errc::sequence_conflict, now);
   }
 
+  void on_sources(result<std::vector<SourceOffset>> r, Time now) {
+    awaiting = false;
+    std::vector<SourceOffset> stale;
+    if (r) {
+      for (const auto& row : batch.sources) {
+        for (const auto& stored : r.value()) {
+          if (stored.consumer == row.consumer && stored.topic == row.topic &&
+              stored.partition == row.partition && stored.epoch > row.epoch)
+            stale.push_back(row);
+        }
+      }
+    }
+    after_commit(make_error_code(errc::fenced_off), stale);
+    if (aborting) return abort_batch();
+    if (!stale.empty()) {
+      // The partitions were not fenced: keep their leases; the sources' verdicts change.
+      return redecide(errc::fenced_off, now, /*partitions_fenced=*/false);
+    }
+    redecide(errc::fenced_off, now);
+  }
+
   /// The batch is durable (or, with nothing to validate, decided): complete it.
   void finish_batch(Time now) {
     counters.batches.fetch_add(1, std::memory_order_relaxed);
     counters.batch_size.record(ops.size());
-    for (std::size_t i = 0; i < ops.size(); ++i) complete(ops[i], {}, std::move(outcomes[i]));
+    for (std::size_t i = 0; i < ops.size(); ++i)
+      complete(ops[i], ends[i], std::move(outcomes[i]));
     for (const Taken& t : taken) {
       t.slot->lock_failures = 0;
       t.slot->last_active = now;
@@ -887,7 +1004,7 @@ struct ShardCore::Impl {
 
   /// The batch was decided on a stale view (fenced off, another writer, a key taken
   /// concurrently): drop the cached state, put the events back in order, decide again.
-  void redecide(boost::system::error_code ec, Time now) {
+  void redecide(boost::system::error_code ec, Time now, bool partitions_fenced = true) {
     counters.retry(ec);
     fault_log("batch refused", now, "batch of {} events refused ({}); deciding it again", ops.size(),
               ec.message());
@@ -895,7 +1012,7 @@ struct ShardCore::Impl {
     for (auto t = taken.rbegin(); t != taken.rend(); ++t) {
       Slot& s = *t->slot;
       s.state.reset();
-      if (ec == errc::fenced_off && s.grant) {
+      if (ec == errc::fenced_off && partitions_fenced && s.grant) {
         // Another holder claimed the partition after us: let it work, come back later.
         counters.lease_losses.fetch_add(1, std::memory_order_relaxed);
         lost.push_back(*s.grant);
@@ -1023,6 +1140,10 @@ void ShardCore::on_committed(result<void> r, Time now) { impl_->on_committed(std
   impl_->settle_abort(); }
 void ShardCore::on_verified(result<std::vector<std::optional<StoredEvent>>> r, Time now) {
   impl_->on_verified(std::move(r), now);
+  impl_->settle_abort();
+}
+void ShardCore::on_sources(result<std::vector<SourceOffset>> r, Time now) {
+  impl_->on_sources(std::move(r), now);
   impl_->settle_abort();
 }
 

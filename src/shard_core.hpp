@@ -27,6 +27,14 @@
 //   ends without an outcome too.
 // - Deadlines: an event whose deadline passed is withdrawn before any commit that would decide
 //   it; nothing of its partition behind it is decided.
+// - Sources (SourceHook): an event submitted with a source is first put to its hook, with its
+//   stream's mark in the partition: a `replayed` one completes with errc::replayed, an
+//   `abandoned` one with errc::source_abandoned, neither decided nor failing its partition. The
+//   marks of the events a batch accepts are written with them (PartitionUpdate::marks); each
+//   hook adds its rows (CommitBatch::sources) and hears of every attempt. A batch refused as
+//   fenced_off while it carries source rows reads the stored rows (Action::sources) and tells
+//   the hooks which are stale, so the source that lost its stream abandons its events and the
+//   rest of the batch, decided again, commits without them.
 // - Every retry is bounded: store calls by RetryPolicy's attempts and budget, lock busy or
 //   unavailable by the budget, re-decisions by max_attempts.
 
@@ -65,6 +73,7 @@ std::uint64_t micros_between(Time a, Time b);
 /// Counters shared by the shards of a pipeline (atomics: read by `Pipeline::metrics`).
 struct Counters {
   std::atomic<std::uint64_t> accepted{0}, duplicate{0}, stale{0}, rejected{0}, failed{0};
+  std::atomic<std::uint64_t> replayed{0};
   std::atomic<std::uint64_t> batches{0}, commits{0}, commit_failures{0}, retries{0};
   std::atomic<std::uint64_t> lock_grants{0}, lock_busy{0}, lease_losses{0};
   std::atomic<std::uint64_t> queue_depth{0};
@@ -114,6 +123,7 @@ struct Action {
     find,      ///< store.find_events(idem_keys) -> on_found
     commit,    ///< store.commit(batch) -> on_committed
     verify,    ///< store.find_events(idem_keys) -> on_verified (did a commit whose ack was lost apply?)
+    sources,   ///< read_source_offsets(store, consumers) -> on_sources (which source was fenced?)
   };
   Kind kind = Kind::idle;
   Time until{};                          ///< wait
@@ -121,7 +131,12 @@ struct Action {
   std::vector<Grant> grants;             ///< renew, release
   std::vector<IdempotencyKey> idem_keys; ///< find, verify
   CommitBatch batch;                     ///< commit
+  std::vector<std::string> consumers;    ///< sources (ascending, distinct)
 };
+
+/// The stored source offsets of every consumer of `consumers`, concatenated (Action::sources).
+result<std::vector<SourceOffset>> read_source_offsets(TradeStore& store,
+                                                      std::span<const std::string> consumers);
 
 /// One submission to complete: an outcome (ec clear) or no outcome (ec set).
 struct Completion {
@@ -154,6 +169,7 @@ class ShardCore {
   void on_found(result<std::vector<std::optional<StoredEvent>>> r, Time now);
   void on_committed(result<void> r, Time now);
   void on_verified(result<std::vector<std::optional<StoredEvent>>> r, Time now);
+  void on_sources(result<std::vector<SourceOffset>> r, Time now);
 
   /// Withdraws every op not being decided by the action under way (completes them with `ec`),
   /// and makes the action under way end its batch without retrying (pipeline stop timeout).

@@ -251,22 +251,18 @@ void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch
     batch.sources.push_back(std::move(r));
   }
 
-  // Replay markers: the Kafka offset of each partition's last accepted event, as a trade record
-  // whose id sorts before every valid trade id (the trades stay sorted by id).
+  // Source marks: the Kafka offset of each partition's last accepted event in each trade
+  // partition (the marks of an update stay sorted by source id).
   for (const auto& [where, offset] : markers) {
     const Slot& s = *slot_(where.second);
-    auto& trades = batch.partitions[where.first].trades;
-    TradeRecord marker;
-    marker.version = offset;
+    auto& marks = batch.partitions[where.first].marks;
     auto pos = std::lower_bound(
-        trades.begin(), trades.end(), s.marker_id,
-        [](const std::pair<std::string, TradeRecord>& t, const std::string& id) {
-          return t.first < id;
-        });
-    if (pos != trades.end() && pos->first == s.marker_id) {
-      pos->second.version = std::max(pos->second.version, offset);
+        marks.begin(), marks.end(), s.marker_id,
+        [](const SourceMark& m, const std::string& id) { return m.source < id; });
+    if (pos != marks.end() && pos->source == s.marker_id) {
+      pos->position = std::max(pos->position, offset);
     } else {
-      trades.emplace(pos, s.marker_id, marker);
+      marks.insert(pos, SourceMark{s.marker_id, offset});
     }
   }
 }
@@ -285,8 +281,8 @@ Verdict OffsetTracker::guard(const TradeEvent& event, const PartitionState& stat
     Verdict v = Verdict::decide;
     if (s->state == SlotState::dead) {
       v = Verdict::abandoned;
-    } else if (auto m = state.trades.find(s->marker_id);
-               m != state.trades.end() && offset <= m->second.version) {
+    } else if (auto m = state.source_marks.find(s->marker_id);
+               m != state.source_marks.end() && offset <= m->second) {
       // Its own Kafka partition's marker: the markers of other Kafka partitions feeding the
       // same trade partition say nothing about this one.
       v = Verdict::replayed;

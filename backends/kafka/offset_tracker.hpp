@@ -19,10 +19,10 @@
 // - Replay guard: re-reading the uncommitted tail after a crash is harmless for ACCEPTED events
 //   (their idempotency key makes them DUPLICATE) but not for the others: an AMEND rejected as
 //   "unknown trade" before its NEW would be accepted if decided again after the NEW. So every
-//   commit also writes, into each trade partition it changes, one marker record per Kafka
-//   partition whose events it accepted there (a trade whose id no event can have, see
-//   `replay_marker_id`: group, topic and partition), holding the Kafka offset of the last event
-//   of that Kafka partition accepted in that trade partition. A re-read event at or below ITS
+//   commit also writes, into each trade partition it changes, one source mark per Kafka
+//   partition whose events it accepted there (`PartitionUpdate::marks`, id `replay_marker_id`:
+//   group, topic and partition; stored apart from the trades), holding the Kafka offset of the
+//   last event of that Kafka partition accepted in that trade partition. A re-read event at or below ITS
 //   Kafka partition's marker in its trade partition was decided before the crash and is not
 //   decided again (`replayed`); a later one is decided again (nothing of it is durable, and no
 //   later event of its Kafka partition was accepted in that trade partition, so deciding it now
@@ -74,8 +74,9 @@ constexpr std::int64_t tag_offset(std::uint64_t tag) noexcept {
   return static_cast<std::int64_t>(tag & static_cast<std::uint64_t>(max_tag_offset));
 }
 
-/// The trade id of the replay marker of (group, topic, partition): starts with a control
-/// character, so no valid event has it, and sorts before every valid trade id.
+/// The id of the source mark of (group, topic, partition). It starts with a control character:
+/// up to schema version 3 marks were trade records (replay markers) under this id, which no
+/// valid trade id can be; migration 4 moved them, ids unchanged, into the store's source marks.
 std::string replay_marker_id(std::string_view group, std::string_view topic,
                              std::int32_t partition);
 
@@ -175,7 +176,7 @@ class OffsetTracker {
 
   // ---- pipeline hooks -----------------------------------------------------------------------
 
-  /// PipelineOptions::before_commit: adds the source offset rows and replay markers of a batch
+  /// PipelineOptions::before_commit: adds the source offset rows and source marks of a batch
   /// whose decided events carry `tags`. Changes nothing in the tracker (the batch may be refused
   /// and decided again).
   void add_sources(std::span<const std::uint64_t> tags, CommitBatch& batch) const;

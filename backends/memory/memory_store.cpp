@@ -162,6 +162,7 @@ class MemoryStore final : public TradeStore {
       p.state.fence = update.fence;
       p.state.position = update.position;
       for (const auto& [trade_id, record] : update.trades) p.state.trades[trade_id] = record;
+      for (const auto& m : update.marks) p.state.source_marks[m.source] = m.position;
       for (const auto& e : update.events) {
         p.events.push_back(e);
         p.events.back().fence = update.fence;  // the writer, for a lost acknowledgement's check
@@ -179,7 +180,7 @@ class MemoryStore final : public TradeStore {
  private:
   /// An update that only checks the partition's seq and fence (see PartitionUpdate).
   static bool check_only(const PartitionUpdate& u) {
-    return u.events.empty() && u.trades.empty() && u.new_seq == u.expected_seq;
+    return u.events.empty() && u.trades.empty() && u.marks.empty() && u.new_seq == u.expected_seq;
   }
 
   struct Partition {

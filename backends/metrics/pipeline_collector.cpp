@@ -113,13 +113,14 @@ std::vector<prometheus::MetricFamily> PipelineCollector::families(
 
   auto trades = family("tradecapture_trades_total",
                        "Events completed, by outcome (failed: completed with an error and no "
-                       "outcome).",
+                       "outcome; replayed: an event of a source decided before, not again).",
                        MetricType::Counter);
   add_sample(trades, with(l, "outcome", "accepted"), d(m.accepted));
   add_sample(trades, with(l, "outcome", "duplicate"), d(m.duplicate));
   add_sample(trades, with(l, "outcome", "stale"), d(m.stale));
   add_sample(trades, with(l, "outcome", "rejected"), d(m.rejected));
   add_sample(trades, with(l, "outcome", "failed"), d(m.failed));
+  add_sample(trades, with(l, "outcome", "replayed"), d(m.replayed));
   out.push_back(std::move(trades));
 
   out.push_back(histogram_family("tradecapture_submit_latency_seconds",

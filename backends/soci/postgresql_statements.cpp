@@ -47,16 +47,18 @@
 //      we waited for it, or twice within this batch): the caller rolls back and reports
 //      errc::key_conflict; the pipeline then looks the keys up with find_events and decides the
 //      batch again, which gives every event of the batch its correct outcome;
-//   4. upsert_trades: the trade records, in (partition, trade_id) order.
+//   4. upsert_trades: the trade records, in (partition, trade_id) order;
+//   5. upsert_marks (only when the batch carries source marks): the source marks, in
+//      (partition, source id) order.
 //
 // No deadlock by construction. A transaction waits only (o) in step 0, for a source row locked or
 // being inserted by another transaction (a commit, or a claim_source, which is a transaction of
 // one statement locking one source row and waiting for nothing else), (a) in step 1, for a
 // partition row locked or being inserted by another transaction, or (b) in step 3, for an events
 // key inserted by another uncommitted transaction. Step 2 locks nothing new (step 1 holds every
-// row it updates, in the same NO KEY EXCLUSIVE mode, so no lock is upgraded), and step 4 writes
-// only trade rows of partitions this transaction has locked, which no other writer can be
-// touching. Rank a waiting transaction by (step, key it waits for): in (o) the holder locked that
+// row it updates, in the same NO KEY EXCLUSIVE mode, so no lock is upgraded), and steps 4 and 5
+// write only trade and mark rows of partitions this transaction has locked, which no other writer
+// can be touching. Rank a waiting transaction by (step, key it waits for): in (o) the holder locked that
 // row earlier in its own ascending walk of step 0 (or is a claim, which waits for nothing), in (a)
 // the holder locked that row earlier in its own ascending walk of step 1, so it is further along
 // step 1 or past it; in (b) the holder inserted that key in its own ascending walk of step 3, so
@@ -162,6 +164,15 @@ constexpr const char* upsert_trades_sql =
     "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
     "cancelled = excluded.cancelled";
 
+constexpr const char* upsert_marks_sql =
+    "INSERT INTO source_marks (partition_id, source_id, source_position) "
+    "SELECT u.partition_id, u.source_id, u.source_position "
+    "FROM unnest(:partition_id::bigint[], :source_id::text[], :source_position::bigint[]) "
+    "WITH ORDINALITY AS u(partition_id, source_id, source_position, ord) "
+    "ORDER BY u.ord "
+    "ON CONFLICT (partition_id, source_id) DO UPDATE SET "
+    "source_position = excluded.source_position";
+
 constexpr const char* upsert_sources_sql =
     "WITH written AS ("
     "INSERT INTO source_offsets AS s (consumer, topic, partition, next_offset, epoch) "
@@ -186,6 +197,11 @@ constexpr const char* select_trades_sql =
     "SELECT u.ord, t.trade_id, t.version, t.side, t.quantity::text, t.price::text, t.cancelled "
     "FROM unnest(:partition_id::bigint[], :ord::bigint[]) AS u(partition_id, ord) "
     "JOIN trades t ON t.partition_id = u.partition_id";
+
+constexpr const char* select_marks_sql =
+    "SELECT u.ord, m.source_id, m.source_position "
+    "FROM unnest(:partition_id::bigint[], :ord::bigint[]) AS u(partition_id, ord) "
+    "JOIN source_marks m ON m.partition_id = u.partition_id";
 
 constexpr const char* find_events_sql =
     "SELECT u.ord, p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity::text, "
@@ -261,9 +277,11 @@ class PostgresqlStatements final : public BatchStatements {
         count_keys_(s),
         insert_events_(s),
         upsert_trades_(s),
+        upsert_marks_(s),
         upsert_sources_(s),
         select_partitions_(s),
         select_trades_(s),
+        select_marks_(s),
         find_events_(s) {
     using soci::into;
     using soci::use;
@@ -296,6 +314,8 @@ class PostgresqlStatements final : public BatchStatements {
                       use(trade_id_.bound(), "trade_id"), use(version_.bound(), "version"),
                       use(side_.bound(), "side"), use(quantity_.bound(), "quantity"),
                       use(price_.bound(), "price"), use(cancelled_.bound(), "cancelled"));
+    upsert_marks_ = (s.prepare << upsert_marks_sql, use(partition_id_.bound(), "partition_id"),
+                     use(trade_id_.bound(), "source_id"), use(version_.bound(), "source_position"));
     upsert_sources_ =
         (s.prepare << upsert_sources_sql, use(consumer_.bound(), "consumer"),
          use(topic_.bound(), "topic"), use(source_partition_.bound(), "partition"),
@@ -310,6 +330,9 @@ class PostgresqlStatements final : public BatchStatements {
         (s.prepare << select_trades_sql, use(partition_id_.bound(), "partition_id"),
          use(ords_.bound(), "ord"), into(ord_out_), into(trade_id_out_), into(version_out_),
          into(side_out_), into(quantity_out_), into(price_out_), into(cancelled_out_));
+    select_marks_ = (s.prepare << select_marks_sql, use(partition_id_.bound(), "partition_id"),
+                     use(ords_.bound(), "ord"), into(ord_out_), into(trade_id_out_),
+                     into(version_out_));
     find_events_ =
         (s.prepare << find_events_sql, use(trade_id_.bound(), "trade_id"),
          use(version_.bound(), "version"), into(ord_out_), into(account_out_), into(book_out_),
@@ -352,6 +375,10 @@ class PostgresqlStatements final : public BatchStatements {
       t.price = parse_decimal(price_out_[r]);
       t.cancelled = cancelled_out_[r] != 0;
       out[index_of(ord_out_[r], keys.size())].trades.insert_or_assign(trade_id_out_[r], t);
+    });
+    for_each_row(select_marks_, [&](std::size_t r) {
+      out[index_of(ord_out_[r], keys.size())].source_marks.insert_or_assign(trade_id_out_[r],
+                                                                            version_out_[r]);
     });
   }
 
@@ -553,6 +580,22 @@ class PostgresqlStatements final : public BatchStatements {
       }
       upsert_trades_.execute(true);
     }
+
+    // 5. The source marks, by partition then source id (ascending within each update).
+    bool any_mark = false;
+    for (ArrayParam* a : {&partition_id_, &trade_id_, &version_}) a->reset();
+    for (std::size_t p = 0; p < n; ++p) {
+      for (const SourceMark& m : updates[p]->marks) {
+        partition_id_.add_integer(ids_[p]);
+        trade_id_.add_text(m.source);
+        version_.add_integer(m.position);
+        any_mark = true;
+      }
+    }
+    if (any_mark) {
+      for (ArrayParam* a : {&partition_id_, &trade_id_, &version_}) a->finish();
+      upsert_marks_.execute(true);
+    }
     return std::nullopt;
   }
 
@@ -680,9 +723,11 @@ class PostgresqlStatements final : public BatchStatements {
   soci::statement count_keys_;         // how many of the absent keys are stored
   soci::statement insert_events_;      // every event of a batch; counts the inserted rows
   soci::statement upsert_trades_;      // every trade record of a batch
+  soci::statement upsert_marks_;       // every source mark of a batch
   soci::statement upsert_sources_;     // every source offset of a batch; counts the rows written
   soci::statement select_partitions_;  // keys -> id, seq, fence, position
   soci::statement select_trades_;      // partition ids -> their trade records
+  soci::statement select_marks_;       // partition ids -> their source marks
   soci::statement find_events_;        // idempotency keys -> events and their partitions
 };
 

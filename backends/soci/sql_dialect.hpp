@@ -21,11 +21,11 @@
 
 namespace tradecapture::detail::sql {
 
-/// True for a check-only update: no events, no trades, `new_seq == expected_seq`. It writes
+/// True for a check-only update: no events, trades or marks, `new_seq == expected_seq`. It writes
 /// nothing; the commit fails unless the stored seq is still `expected_seq` (`sequence_conflict`)
 /// and the stored fence is not above its fence (`fenced_off`, which wins).
 inline bool check_only(const PartitionUpdate& u) {
-  return u.events.empty() && u.trades.empty() && u.new_seq == u.expected_seq;
+  return u.events.empty() && u.trades.empty() && u.marks.empty() && u.new_seq == u.expected_seq;
 }
 
 /// How a dialect spells the column types and table options of the schema.
@@ -36,7 +36,8 @@ struct ColumnTypes {
   std::string_view text;                 ///< UTF-8 text compared bytewise
   std::string_view table_options;        ///< appended after ")" of a CREATE TABLE with a rowid/id
   std::string_view keyed_table_options;  ///< the same for tables keyed by their primary key
-  /// Appended after those to the tables whose rows are updated in place (partitions, trades).
+  /// Appended after those to the tables whose rows are updated in place (partitions, trades,
+  /// source marks).
   std::string_view updated_table_options;
   /// Appended to the `partition_id` columns of events and trades: a foreign-key clause, or
   /// nothing where the database would check it on every row (see sql_schema.cpp).

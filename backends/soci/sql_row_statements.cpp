@@ -8,9 +8,10 @@
 // above the batch's, checked in the statement itself: a row it leaves alone is fenced off); then,
 // per partition in batch order, create the partition row when it is new, else update it on
 // condition (WHERE seq = expected AND fence <= token); then insert its events
-// (UNIQUE(trade_id, version) is the global idempotency key) and upsert its trades. A check-only
-// update reads the partition's seq and fence (select_head) and compares, writing nothing. Last,
-// each of the batch's absent keys is looked up (find_event): one found is a key conflict. SQLite
+// (UNIQUE(trade_id, version) is the global idempotency key) and upsert its trades and its source
+// marks. A check-only update reads the partition's seq and fence (select_head) and compares,
+// writing nothing. Last, each of the batch's absent keys is looked up (find_event): one found is
+// a key conflict. SQLite
 // has one writer at a time (the write transaction is BEGIN IMMEDIATE), so what a check reads
 // stays true until COMMIT, and the order of the rows touched cannot deadlock.
 //
@@ -43,6 +44,9 @@ constexpr const char* select_partition_sql =
 constexpr const char* select_trades_sql =
     "SELECT trade_id, version, side, quantity, price, cancelled "
     "FROM trades WHERE partition_id = :partition_id";
+
+constexpr const char* select_marks_sql =
+    "SELECT source_id, source_position FROM source_marks WHERE partition_id = :partition_id";
 
 constexpr const char* select_head_sql =
     "SELECT partition_id, seq, fence "
@@ -81,6 +85,12 @@ constexpr const char* upsert_trades_sql =
     "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
     "cancelled = excluded.cancelled";
 
+constexpr const char* upsert_marks_sql =
+    "INSERT INTO source_marks (partition_id, source_id, source_position) "
+    "VALUES (:partition_id, :source_id, :source_position) "
+    "ON CONFLICT (partition_id, source_id) DO UPDATE SET "
+    "source_position = excluded.source_position";
+
 // A row whose stored epoch is above the batch's is left alone (no row changed): fenced off.
 constexpr const char* upsert_source_sql =
     "INSERT INTO source_offsets (consumer, topic, partition, next_offset, epoch) "
@@ -104,12 +114,14 @@ class RowStatements final : public BatchStatements {
       : find_event(s),
         select_partition(s),
         select_trades(s),
+        select_marks(s),
         select_head(s),
         claim_partition(s),
         insert_partition(s),
         update_partition(s),
         insert_events(s),
         upsert_trades(s),
+        upsert_marks(s),
         upsert_source(s) {
     using soci::into;
     using soci::use;
@@ -126,6 +138,8 @@ class RowStatements final : public BatchStatements {
     select_trades = (s.prepare << select_trades_sql, use(partition_id, "partition_id"),
                      into(trade_id_out), into(version_out), into(side_out), into(quantity_out),
                      into(price_out), into(cancelled_out));
+    select_marks = (s.prepare << select_marks_sql, use(partition_id, "partition_id"),
+                    into(trade_id_out), into(version_out));
     select_head =
         (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out));
@@ -153,6 +167,8 @@ class RowStatements final : public BatchStatements {
         (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
          use(tr_trade_id, "trade_id"), use(tr_version, "version"), use(tr_side, "side"),
          use(tr_quantity, "quantity"), use(tr_price, "price"), use(tr_cancelled, "cancelled"));
+    upsert_marks = (s.prepare << upsert_marks_sql, use(mk_partition_id, "partition_id"),
+                    use(mk_source, "source_id"), use(mk_position, "source_position"));
     upsert_source = (s.prepare << upsert_source_sql, use(src_consumer, "consumer"),
                      use(src_topic, "topic"), use(src_partition, "partition"),
                      use(src_next_offset, "next_offset"), use(src_epoch, "epoch"));
@@ -175,16 +191,22 @@ class RowStatements final : public BatchStatements {
       s.position.sold_notional = parse_decimal(sold_notional);
       s.position.live_trades = live_trades;
       partition_id = partition_id_out;
-      if (!select_trades.execute(true)) continue;
-      do {
-        TradeRecord r;
-        r.version = version_out;
-        r.side = parse_side(side_out);
-        r.quantity = parse_decimal(quantity_out);
-        r.price = parse_decimal(price_out);
-        r.cancelled = cancelled_out != 0;
-        s.trades.insert_or_assign(trade_id_out, r);
-      } while (select_trades.fetch());
+      if (select_trades.execute(true)) {
+        do {
+          TradeRecord r;
+          r.version = version_out;
+          r.side = parse_side(side_out);
+          r.quantity = parse_decimal(quantity_out);
+          r.price = parse_decimal(price_out);
+          r.cancelled = cancelled_out != 0;
+          s.trades.insert_or_assign(trade_id_out, r);
+        } while (select_trades.fetch());
+      }
+      if (select_marks.execute(true)) {
+        do {
+          s.source_marks.insert_or_assign(trade_id_out, version_out);
+        } while (select_marks.fetch());
+      }
     }
   }
 
@@ -343,6 +365,17 @@ class RowStatements final : public BatchStatements {
       }
       upsert_trades.execute(true);
     }
+
+    if (const std::size_t n = u.marks.size(); n > 0) {
+      mk_partition_id.assign(n, id);
+      mk_source.resize(n);
+      mk_position.resize(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        mk_source[i] = u.marks[i].source;
+        mk_position[i] = u.marks[i].position;
+      }
+      upsert_marks.execute(true);
+    }
     return std::nullopt;
   }
 
@@ -364,6 +397,8 @@ class RowStatements final : public BatchStatements {
   std::vector<long long> tr_partition_id, tr_version;
   std::vector<std::string> tr_trade_id, tr_side, tr_quantity, tr_price;
   std::vector<int> tr_cancelled;
+  std::vector<long long> mk_partition_id, mk_position;
+  std::vector<std::string> mk_source;
   // The source offset being written.
   std::string src_consumer, src_topic;
   long long src_partition = 0, src_next_offset = 0, src_epoch = 0;
@@ -371,12 +406,14 @@ class RowStatements final : public BatchStatements {
   soci::statement find_event;        // (trade_id, version) -> the event and its partition
   soci::statement select_partition;  // key -> id, seq, fence, position
   soci::statement select_trades;     // partition id -> its trade records
+  soci::statement select_marks;      // partition id -> its source marks
   soci::statement select_head;       // key -> id, seq, fence
   soci::statement claim_partition;   // create the row (seq 0, fence 1) or increment its fence
   soci::statement insert_partition;  // a new partition with its state after the batch
   soci::statement update_partition;  // conditional on seq and fence
   soci::statement insert_events;     // bulk
   soci::statement upsert_trades;     // bulk
+  soci::statement upsert_marks;      // bulk
   soci::statement upsert_source;     // one source offset, conditional on its epoch
 };
 

@@ -9,7 +9,7 @@
 // PostgreSQL's exact decimal, which holds every value of `Decimal` (|v| <= 1e24 with 14 fractional
 // digits) and reads back as text such as "12.50000000000000" that `Decimal::parse` accepts.
 //
-// events.partition_id and trades.partition_id refer to partitions. SQLite declares the foreign
+// events.partition_id, trades.partition_id and source_marks.partition_id refer to partitions. SQLite declares the foreign
 // keys and leaves them unenforced (see sqlite_dialect.cpp); PostgreSQL always enforces a declared
 // one, with a lookup per inserted row that cost 15-20 ms of a 5,000-event batch here (about a
 // third of inserting the events), so the PostgreSQL dialect leaves the clause out. Nothing is lost:
@@ -133,6 +133,26 @@ std::vector<Migration> schema_migrations(const ColumnTypes& types) {
       "the writer's fence of each event",
       {
           spell("ALTER TABLE events ADD COLUMN fence {int}", types),
+      }});
+  // Version 4: source marks (SourceMark: how far a source's stream is decided in a partition) in
+  // a table of their own, written with the events they cover. Up to version 3 the Kafka source
+  // kept each of them in `trades`, as a record whose trade_id (the mark's source id) starts with
+  // the control character 0x1f and whose version held the position; no valid trade id has a
+  // control character, and text compares bytewise in both dialects, so exactly those ids sort
+  // below ' '. They move here: `trades` holds trades only.
+  m.push_back(Migration{
+      4,
+      "source marks in their own table",
+      {
+          spell("CREATE TABLE source_marks ("
+                "partition_id {int} NOT NULL{ref}, "
+                "source_id {text} NOT NULL, "
+                "source_position {int} NOT NULL CHECK (source_position >= 0), "
+                "PRIMARY KEY (partition_id, source_id)){keyed}{upd}",
+                types),
+          "INSERT INTO source_marks (partition_id, source_id, source_position) "
+          "SELECT partition_id, trade_id, version FROM trades WHERE trade_id < ' '",
+          "DELETE FROM trades WHERE trade_id < ' '",
       }});
   return m;
 }

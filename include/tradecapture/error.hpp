@@ -45,6 +45,10 @@ enum class errc : int {
   // re-sending it (in order, with the rest of its partition) is safe.
   deadline_exceeded,        ///< the submission's deadline passed before it was decided (withdrawn)
   predecessor_failed,       ///< an earlier event of the same partition ended without an outcome
+  // Added with source marks (`SourceHook`); only for events submitted with a source. Terminal,
+  // and not failures: the event is not decided by this pipeline, by design.
+  replayed,          ///< decided before (at or below its stream's mark): its outcome was reported
+  source_abandoned,  ///< its source gave it up (lost its stream): the stream's next owner decides it
 };
 
 /// What a caller should do about an error.

@@ -77,7 +77,10 @@ struct PipelineMetrics {
   std::uint64_t duplicate = 0;      ///< events completed DUPLICATE
   std::uint64_t stale = 0;          ///< events completed STALE
   std::uint64_t rejected = 0;       ///< events completed REJECTED (all reasons)
-  std::uint64_t failed = 0;         ///< events completed with an error (no outcome)
+  std::uint64_t failed = 0;         ///< events completed with an error (no outcome), but:
+  /// events of a source completed with `errc::replayed`: decided before (at or below their
+  /// stream's mark), not decided again (see `SourceHook`)
+  std::uint64_t replayed = 0;
   std::uint64_t batches = 0;        ///< committed batches
   std::uint64_t commits = 0;        ///< store transactions that succeeded
   std::uint64_t commit_failures = 0;///< store transactions that failed (before retry)

@@ -7,6 +7,7 @@
 #include <tradecapture/metrics.hpp>
 #include <tradecapture/partition_lock.hpp>
 #include <tradecapture/processor.hpp>
+#include <tradecapture/source_hook.hpp>
 #include <tradecapture/trade_store.hpp>
 #include <tradecapture/types.hpp>
 
@@ -62,7 +63,12 @@ struct RetryPolicy {
 struct SubmitOptions {
   /// A host-defined tag (a Kafka partition and offset, say) handed to
   /// `PipelineOptions::before_commit` with the batch that decides the event; 0 means none.
+  /// Superseded by `source`.
   std::uint64_t source_tag = 0;
+  /// The source, stream and position the event comes from (see `SourceHook`): the pipeline asks
+  /// the hook whether the event was decided before, stores the stream's mark with the events it
+  /// accepts and lets the hook add its progress to the commit. Default: no source.
+  SourceRef source;
   /// When set: if the event is not decided by then, it is withdrawn and completes with
   /// `errc::deadline_exceeded` (no outcome), and it is never decided later by this pipeline
   /// (spec section 6, point 5), so a client or proxy may re-send it elsewhere after the
@@ -96,6 +102,8 @@ struct PipelineOptions {
   /// of it can never be decided, so re-sending from the first line without an outcome gives the
   /// sequential result. A gateway leaves it off: its clients' later requests go on.
   bool sticky_failures = false;
+  /// Superseded by `SourceHook` (`SubmitOptions::source`), which attaches a source to any
+  /// pipeline and has the pipeline keep its marks.
   /// Called on a shard right before each store commit with the source tags (see
   /// `async_submit`) of every event the batch decided (non-zero tags only, any outcome) and the
   /// batch, to which it may add `sources`. The commit makes the batch's events and those offsets
@@ -161,7 +169,10 @@ class Pipeline {
     o.source_tag = source_tag;
     return async_submit(std::move(event), o, std::forward<CompletionToken>(token));
   }
-  /// Submits one event with options (source tag, deadline). Otherwise the same as above.
+  /// Submits one event with options (source, deadline). Otherwise the same as above. An event
+  /// with a source may also complete with `errc::replayed` (decided before: at or below its
+  /// stream's mark) or `errc::source_abandoned` (its source gave the stream up), both without
+  /// an outcome and without failing the rest of its partition.
   template <class CompletionToken>
   auto async_submit(TradeEvent event, SubmitOptions options, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Outcome)>(
@@ -169,6 +180,7 @@ class Pipeline {
           using H = std::decay_t<decltype(handler)>;
           auto op = std::make_unique<detail::SubmitOpImpl<H>>(std::move(ev), std::move(handler));
           op->source_tag = options.source_tag;
+          op->source = options.source;
           if (options.deadline) op->deadline = *options.deadline;
           enqueue_(std::move(op));
         },

@@ -20,9 +20,9 @@ namespace tradecapture {
 /// Everything one batch changes in one partition, or (no events) a check that the partition is
 /// still as the batch's decisions read it.
 ///
-/// A *check-only* update (no `events`, no `trades`, `new_seq == expected_seq`) writes nothing: the
-/// commit fails unless the stored seq is still `expected_seq` and the stored fence is not above
-/// `fence`. The pipeline sends one for every partition whose events of the batch were all
+/// A *check-only* update (no `events`, `trades` or `marks`, `new_seq == expected_seq`) writes
+/// nothing: the commit fails unless the stored seq is still `expected_seq` and the stored fence
+/// is not above `fence`. The pipeline sends one for every partition whose events of the batch were all
 /// decided without a write (DUPLICATE, STALE, REJECTED), so those outcomes are validated in the
 /// same transaction as the writes (spec section 6, point 1).
 struct PartitionUpdate {
@@ -37,6 +37,9 @@ struct PartitionUpdate {
   std::vector<std::pair<std::string, TradeRecord>> trades;
   /// The accepted events, with seq expected_seq+1 .. new_seq in order.
   std::vector<StoredEvent> events;
+  /// Source marks to store with the events (created or replaced), strictly ascending by
+  /// `SourceMark::source`. Only with events: a check-only update carries none.
+  std::vector<SourceMark> marks;
 };
 
 /// The consumed position of one partition of an external source (a Kafka topic partition),
@@ -66,7 +69,7 @@ struct CommitBatch {
 };
 
 /// Durable state: applied events with their sequence numbers, per-partition state (position,
-/// seq, fencing token, trades) and the global idempotency keys (trade_id, version).
+/// seq, fencing token, trades, source marks) and the global idempotency keys (trade_id, version).
 ///
 /// Thread-safety: every method may be called concurrently from several threads; an
 /// implementation serialises internally or uses a connection per caller.

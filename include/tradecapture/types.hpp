@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -133,12 +134,28 @@ struct TradeRecord {
   friend bool operator==(const TradeRecord&, const TradeRecord&) = default;
 };
 
+/// How far one stream of an external source (a Kafka topic partition, say) is decided in one
+/// partition: the position (offset) of the stream's last event accepted there. Stored with the
+/// events it covers, in the same transaction (`PartitionUpdate::marks`), in the store's own
+/// table, never among the trades.
+struct SourceMark {
+  /// The stream's id, chosen by its source (`SourceHook::mark_id`): stable across restarts and
+  /// unique among every source feeding the store (Kafka: group, topic and partition).
+  std::string source;
+  std::int64_t position = 0;  ///< the stream position of the last event accepted, >= 0
+  friend auto operator<=>(const SourceMark&, const SourceMark&) = default;
+  friend bool operator==(const SourceMark&, const SourceMark&) = default;
+};
+
 /// Everything a Processor needs to know about a partition.
 struct PartitionState {
   Position position;
   std::uint64_t seq = 0;    ///< the last sequence number taken (0 before the first event)
   std::uint64_t fence = 0;  ///< the highest fencing token that wrote this partition
-  std::unordered_map<std::string, TradeRecord> trades;  ///< by trade_id
+  std::unordered_map<std::string, TradeRecord> trades;  ///< by trade_id; only trades
+  /// The source marks of the partition: stream id -> position (see `SourceMark`). Loaded with
+  /// the partition; the pipeline consults them, processors need not.
+  std::map<std::string, std::int64_t, std::less<>> source_marks;
 };
 
 /// A partition's position as reported by `TradeStore::positions`.

@@ -124,6 +124,13 @@ class UpdateBuilder {
     u_.trades.emplace_back(trade_id, r);
     return *this;
   }
+  /// Adds a source mark written with the update (keeps the marks sorted by source id).
+  UpdateBuilder& mark(std::string source, std::int64_t position) {
+    auto pos = u_.marks.begin();
+    while (pos != u_.marks.end() && pos->source < source) ++pos;
+    u_.marks.insert(pos, SourceMark{std::move(source), position});
+    return *this;
+  }
   PartitionUpdate build() const { return u_; }
   operator PartitionUpdate() const { return u_; }
 

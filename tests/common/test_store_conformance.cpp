@@ -811,6 +811,60 @@ TEST_CASE("store: a batch of check-only updates succeeds and writes nothing") {
   });
 }
 
+TEST_CASE("store: source marks commit with the events, load with the partition, never as trades") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), b = key("B");
+    const std::string k0 = "\x1fkafka\x1fg\x1ft\x1f" "0", k1 = "\x1fkafka\x1fg\x1ft\x1f" "1";
+    require_commit(s, batch({UpdateBuilder(a, 1, 0).add(new_trade("T1")).mark(k0, 7),
+                             UpdateBuilder(b, 1, 0).add(new_trade("T2")).mark("http", 0)}));
+    PartitionState st = load(s, a);
+    CHECK(st.source_marks == std::map<std::string, std::int64_t, std::less<>>{{k0, 7}});
+    CHECK(st.trades.size() == 1);  // T1 only: a mark is not a trade
+    CHECK(load(s, b).source_marks.at("http") == 0);
+
+    // A later batch replaces one mark (also backwards: the writer decides) and adds another;
+    // marks of other partitions stay.
+    require_commit(s, batch({UpdateBuilder(a, 1, 1).add(new_trade("T3")).mark(k0, 5).mark(k1, 9)}));
+    st = load(s, a);
+    CHECK(st.source_marks ==
+          std::map<std::string, std::int64_t, std::less<>>{{k0, 5}, {k1, 9}});
+    CHECK(st.trades.size() == 2);
+    CHECK(load(s, b).source_marks.size() == 1);
+    // A write without marks keeps them.
+    require_commit(s, batch({UpdateBuilder(a, 1, 2).add(new_trade("T4"))}));
+    CHECK(load(s, a).source_marks.size() == 2);
+    // A claim returns them with the state.
+    const std::vector<PartitionKey> keys{a};
+    auto claimed = s->claim_partitions(keys);
+    REQUIRE(claimed.has_value());
+    CHECK(claimed.value().at(0).source_marks.at(k1) == 9);
+
+    // A refused batch writes no mark (here: a stale fence).
+    require_refused(s, batch({UpdateBuilder(a, 1, 3).add(new_trade("T5")).mark(k1, 20)}),
+                    errc::fenced_off, {}, {"T5"});
+    CHECK(load(s, a).source_marks.at(k1) == 9);
+    // Positions and events know nothing of marks.
+    CHECK(positions(s).size() == 2);
+    CHECK(scan(s).size() == 4);
+
+    // Invariants: marks only with events, strictly ascending, not negative.
+    PartitionUpdate check_with_mark;
+    check_with_mark.partition = a;
+    check_with_mark.fence = 2;
+    check_with_mark.expected_seq = check_with_mark.new_seq = 3;
+    check_with_mark.marks.push_back(SourceMark{k0, 1});
+    CHECK(error_of(s->commit(batch({check_with_mark}))) == errc::internal);
+    PartitionUpdate unsorted = UpdateBuilder(a, 2, 3).add(new_trade("T6"));
+    unsorted.marks = {SourceMark{k1, 1}, SourceMark{k0, 1}};
+    CHECK(error_of(s->commit(batch({unsorted}))) == errc::internal);
+    unsorted.marks = {SourceMark{k0, 1}, SourceMark{k0, 2}};
+    CHECK(error_of(s->commit(batch({unsorted}))) == errc::internal);
+    unsorted.marks = {SourceMark{k0, -1}};
+    CHECK(error_of(s->commit(batch({unsorted}))) == errc::internal);
+    CHECK(load(s, a).seq == 3);
+  });
+}
+
 TEST_CASE(
     "store: absent keys that are stored are a key conflict; nothing of the batch is written") {
   for_each_store([](StoreUnderTest& s) {

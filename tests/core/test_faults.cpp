@@ -16,7 +16,11 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
+#include <map>
+#include <mutex>
+#include <set>
 #include <thread>
+#include <tuple>
 
 using namespace tradecapture;
 using namespace std::chrono_literals;
@@ -405,4 +409,188 @@ TEST_CASE("faults: sticky failures (batch hosts) fail every later event of a fai
   auto other = pl.submit(ev("Z", 1, TradeType::New, PartitionKey{"ACC", "BOOK", "ELSE"}));
   REQUIRE(other);
   CHECK(other.value() == Outcome::accepted(1));
+}
+
+// ---- sources: marks, replayed events, a source that lost its stream --------------------------
+
+namespace {
+
+/// A source for the tests: stream n's marks are "test/n", its row is (consumer "test", topic
+/// "t", partition n) with the next position after the batch's last event and the source's epoch;
+/// a stream reported stale after a refusal is lost: its events are abandoned from then on.
+class TestSource final : public SourceHook {
+ public:
+  explicit TestSource(std::uint64_t epoch = 0) : epoch_(epoch) {}
+  std::string mark_id(std::uint32_t stream) const override {
+    return "test/" + std::to_string(stream);
+  }
+  SourceVerdict check(std::uint32_t stream, std::int64_t position,
+                      std::optional<std::int64_t> mark) override {
+    std::lock_guard lk(mu_);
+    if (lost_.count(stream) != 0) return SourceVerdict::abandoned;
+    return SourceHook::check(stream, position, mark);
+  }
+  void before_commit(std::span<const SourceEvent> events, CommitBatch& batch) override {
+    std::map<std::int32_t, std::int64_t> next;
+    for (const auto& e : events) {
+      auto& n = next[static_cast<std::int32_t>(e.stream)];
+      n = std::max(n, e.position + 1);
+    }
+    for (const auto& [p, n] : next) batch.sources.push_back(SourceOffset{"test", "t", p, n, epoch_});
+    std::sort(batch.sources.begin(), batch.sources.end(),
+              [](const SourceOffset& a, const SourceOffset& b) {
+                return std::tie(a.consumer, a.topic, a.partition) <
+                       std::tie(b.consumer, b.topic, b.partition);
+              });
+  }
+  void after_commit(std::span<const SourceEvent>, boost::system::error_code ec,
+                    std::span<const SourceOffset> stale) override {
+    std::lock_guard lk(mu_);
+    ++attempts;
+    if (!ec) ++commits;
+    for (const auto& row : stale)
+      if (row.consumer == "test") lost_.insert(static_cast<std::uint32_t>(row.partition));
+  }
+  int attempts = 0, commits = 0;  // read after the pipeline stopped
+
+ private:
+  std::mutex mu_;
+  std::uint64_t epoch_;
+  std::set<std::uint32_t> lost_;
+};
+
+SubmitOptions from(SourceHook& hook, std::uint32_t stream, std::int64_t position) {
+  SubmitOptions so;
+  so.source = SourceRef{&hook, stream, position};
+  return so;
+}
+
+Result wait(std::future<Result> f) { return f.get(); }
+
+Result submit_one(Pipeline& pl, const TradeEvent& e, SubmitOptions so = {}) {
+  return wait(std::move(submit_all(pl, {e}, so)[0]));
+}
+
+PartitionState state_of(TradeStore& store, const PartitionKey& k) {
+  return store.load_partitions(std::vector<PartitionKey>{k}).value().at(0);
+}
+
+}  // namespace
+
+TEST_CASE("faults: a source's events re-read after a restart are replayed, never decided again") {
+  auto store = make_memory_store();
+  TestSource src;
+  {
+    Pipeline pl(store, make_local_lock(), make_position_processor(), fast_retries());
+    // Before the "crash": the AMEND comes before its NEW and is rejected; the NEW is accepted.
+    auto amend = submit_all(pl, {ev("T", 2, TradeType::Amend, P)}, from(src, 0, 0));
+    auto nw = submit_all(pl, {ev("T", 1, TradeType::New, P)}, from(src, 0, 1));
+    const Result a = wait(std::move(amend[0])), n = wait(std::move(nw[0]));
+    CHECK(a.outcome.reason == "unknown trade");
+    CHECK(n.outcome == Outcome::accepted(1));
+  }
+  // The mark is the position of the stream's last accepted event, stored apart from the trades;
+  // the source's row went in with the events.
+  PartitionState st = state_of(*store, P);
+  CHECK(st.source_marks == std::map<std::string, std::int64_t, std::less<>>{{"test/0", 1}});
+  CHECK(st.trades.size() == 1);
+  REQUIRE(store->source_offsets("test").value().size() == 1);
+  CHECK(store->source_offsets("test").value()[0].next_offset == 2);
+
+  // The restart re-reads the stream from 0: decided again, the AMEND would now be ACCEPTED.
+  Pipeline again(store, make_local_lock(), make_position_processor(), fast_retries());
+  const Result a = submit_one(again, ev("T", 2, TradeType::Amend, P), from(src, 0, 0));
+  CHECK(a.ec == errc::replayed);
+  const Result n = submit_one(again, ev("T", 1, TradeType::New, P), from(src, 0, 1));
+  CHECK(n.outcome == Outcome::duplicate());
+  const Result u = submit_one(again, ev("U", 1, TradeType::New, P), from(src, 0, 2));
+  CHECK(u.outcome == Outcome::accepted(2));
+  // Events of another stream, or of no source, are not the stream's: decided.
+  const Result other = submit_one(again, ev("V", 2, TradeType::Amend, P), from(src, 1, 0));
+  CHECK(other.outcome.reason == "unknown trade");
+  const Result plain = submit_one(again, ev("V", 3, TradeType::Amend, P));
+  CHECK(plain.outcome.reason == "unknown trade");
+  REQUIRE(again.stop(10s));
+  const PipelineMetrics m = again.metrics();
+  CHECK(m.replayed == 1);
+  CHECK(m.rejected == 2);
+  CHECK(m.failed == 0);
+  CHECK(state_of(*store, P).source_marks.at("test/0") == 2);
+  CHECK(state_of(*store, P).seq == 2);
+  CHECK(src.commits >= 2);
+}
+
+TEST_CASE("faults: a source that lost its stream drops its own events; the rest of the batch "
+          "commits") {
+  using K = detail::Action::Kind;
+  auto store = make_memory_store();
+  auto lock = make_local_lock();
+  const PartitionKey Q{"ACC", "BOOK", "OTHER"};
+  REQUIRE(store->claim_source("test", "t", 0).value().epoch == 1);
+  TestSource src(1);
+  StepOp http(ev("H", 1, TradeType::New, P));  // no source: an HTTP client's
+  StepOp k(ev("K", 1, TradeType::New, P)), l(ev("L", 1, TradeType::New, Q));
+  k.source = SourceRef{&src, 0, 5};
+  l.source = SourceRef{&src, 0, 6};
+  detail::Counters counters;
+  detail::ShardCore core(detail::ShardConfig{}, make_position_processor(), counters, nullptr);
+  const Clock::time_point t0{std::chrono::hours(1000)};
+  std::uint64_t stamp = 1;
+  for (StepOp* op : {&http, &k, &l}) {
+    op->gate_head = true;
+    op->stamp = stamp++;
+  }
+  core.set_stamp_now(stamp);
+  for (StepOp* op : {&http, &k, &l}) core.add(op, t0);
+  std::vector<K> seen;
+  std::vector<CommitBatch> commits;
+  for (int i = 0; i < 40; ++i) {
+    const auto now = t0 + std::chrono::seconds(i);
+    auto act = core.next(now);
+    seen.push_back(act.kind);
+    if (act.kind == K::idle) break;
+    switch (act.kind) {
+      case K::acquire: core.on_acquired(lock->try_acquire(act.keys), now); break;
+      case K::renew: {
+        auto r = lock->renew(act.grants);
+        core.on_renewed(std::move(act.grants), std::move(r), now);
+        break;
+      }
+      case K::claim: core.on_claimed(store->claim_partitions(act.keys), now); break;
+      case K::find: core.on_found(store->find_events(act.idem_keys), now); break;
+      case K::sources:
+        core.on_sources(detail::read_source_offsets(*store, act.consumers), now);
+        break;
+      case K::commit:
+        // Another member takes the stream over before the first commit lands.
+        if (commits.empty()) REQUIRE(store->claim_source("test", "t", 0).value().epoch == 2);
+        commits.push_back(act.batch);
+        core.on_committed(store->commit(act.batch), now);
+        break;
+      default: break;
+    }
+    for (auto& c : core.take_completions()) c.op->complete(c.ec, c.outcome);
+  }
+  CHECK(std::count(seen.begin(), seen.end(), K::sources) == 1);
+  REQUIRE(commits.size() == 2);
+  CHECK(commits[0].sources == std::vector<SourceOffset>{{"test", "t", 0, 7, 1}});
+  REQUIRE(commits[0].partitions.size() == 2);  // Q, then P (ascending keys)
+  CHECK(commits[0].partitions[0].marks == std::vector<SourceMark>{{"test/0", 6}});
+  CHECK(commits[0].partitions[1].marks == std::vector<SourceMark>{{"test/0", 5}});
+  CHECK(commits[1].sources.empty());  // the lost stream has no row, nor any event, in it
+  REQUIRE(http.done);
+  CHECK_FALSE(http.ec);
+  CHECK(http.outcome == Outcome::accepted(1));
+  REQUIRE(k.done);
+  REQUIRE(l.done);
+  CHECK(k.ec == errc::source_abandoned);
+  CHECK(l.ec == errc::source_abandoned);
+  // The store: the HTTP event only; the stream's row is the new owner's, untouched.
+  CHECK(state_of(*store, P).seq == 1);
+  CHECK(state_of(*store, P).source_marks.empty());
+  CHECK(state_of(*store, Q).seq == 0);
+  CHECK(store->source_offsets("test").value() ==
+        std::vector<SourceOffset>{{"test", "t", 0, 0, 2}});
+  CHECK(src.attempts == 1);  // told of the refusal; its events were not in the batch that committed
+  CHECK(src.commits == 0);
 }

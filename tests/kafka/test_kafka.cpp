@@ -848,7 +848,7 @@ TEST_CASE("kafka: a rejection decided before a crash is not decided again on the
   const Reference ref = reference_of(trace);
   REQUIRE(ref.outcomes[1].kind == OutcomeKind::Rejected);
 
-  // Every store: the marker is a trade record whose id holds control characters.
+  // Every store: the mark is stored in the store's source marks, never as a trade.
   for_each_store([&](const std::string&, const std::shared_ptr<TradeStore>& store) {
     auto dying = std::make_shared<ControlledStore>(store);
     dying->hold = k2;
@@ -871,6 +871,10 @@ TEST_CASE("kafka: a rejection decided before a crash is not decided again on the
     CHECK(mb.duplicate == 1);  // NEW T
     CHECK(mb.accepted == 1);   // NEW X
     check_store(*store, ref, trace, "g4", topic);
+    const auto st = store->load_partitions(std::vector<PartitionKey>{k1}).value().at(0);
+    CHECK(st.source_marks.size() == 1);  // K1's mark: offset 2
+    CHECK(st.source_marks.begin()->second == 2);
+    CHECK(st.trades.size() == 1);  // T only
   });
 }
 

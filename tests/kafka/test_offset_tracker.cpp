@@ -134,19 +134,15 @@ TEST_CASE("offset tracker: a commit carries one row per Kafka partition, its own
     CHECK(again.sources[0].next_offset == 3);
   }
 
-  SUBCASE("replay markers: the last accepted offset of each trade partition") {
+  SUBCASE("source marks: the last accepted offset of each trade partition") {
     // A's events at 0 and 2 are accepted; B's event at 1 was decided (not accepted) in the same
-    // batch: it gets no marker of its own.
+    // batch: it gets no mark of its own. Marks are not trades.
     CommitBatch b = accepted({e0, e2});
     const std::uint64_t tags[] = {t0, t1, t2};
     t.add_sources(tags, b);
     REQUIRE(b.partitions.size() == 1);
-    const auto& trades = b.partitions[0].trades;
-    REQUIRE(trades.size() == 3);
-    CHECK(trades[0].first == replay_marker_id("g", "t", 0));  // first: trades stay sorted
-    CHECK(trades[0].second.version == 2);
-    CHECK(std::is_sorted(trades.begin(), trades.end(),
-                         [](const auto& x, const auto& y) { return x.first < y.first; }));
+    CHECK(b.partitions[0].trades.size() == 2);
+    CHECK(b.partitions[0].marks == std::vector<SourceMark>{{replay_marker_id("g", "t", 0), 2}});
     CHECK(b.sources[0].next_offset == 3);
   }
 
@@ -158,7 +154,7 @@ TEST_CASE("offset tracker: a commit carries one row per Kafka partition, its own
     t.add_sources(tags, b);
     REQUIRE(b.sources.size() == 1);
     CHECK(b.sources[0].epoch == 0);
-    CHECK(b.partitions[0].trades.size() == 1);  // no marker for it
+    CHECK(b.partitions[0].marks.empty());  // no mark for it
     auto store = make_memory_store();
     REQUIRE(store->claim_source("g", "t", 0));
     CHECK(store->commit(b).error() == errc::fenced_off);
@@ -207,7 +203,7 @@ TEST_CASE("offset tracker: a trade partition fed by several Kafka partitions at 
   const auto ta1 = t.submitted(a, 1, a1);
   const auto tb1 = t.submitted(b, 41, b1);
 
-  SUBCASE("rows and markers") {
+  SUBCASE("rows and marks") {
     CommitBatch batch = accepted({a0, b0, a1, b1});
     const std::uint64_t tags[] = {ta0, tb0, ta1, tb1};
     t.add_sources(tags, batch);
@@ -215,18 +211,15 @@ TEST_CASE("offset tracker: a trade partition fed by several Kafka partitions at 
     CHECK(batch.sources[0] == SourceOffset{"g", "t1", 0, 2, 3});
     CHECK(batch.sources[1] == SourceOffset{"g", "t2", 0, 42, 7});
     REQUIRE(batch.partitions.size() == 2);
-    const auto& trades = batch.partitions[0].trades;  // k
-    std::map<std::string, std::int64_t> markers;
-    for (const auto& [id, rec] : trades)
-      if (id[0] == '\x1f') markers[id] = rec.version;
-    CHECK(markers == std::map<std::string, std::int64_t>{{replay_marker_id("g", "t1", 0), 1},
-                                                         {replay_marker_id("g", "t2", 0), 40}});
-    CHECK(std::is_sorted(trades.begin(), trades.end(),
-                         [](const auto& x, const auto& y) { return x.first < y.first; }));
-    // The other trade partition only got t2's marker.
-    const auto& other_trades = batch.partitions[1].trades;
-    CHECK(other_trades.front().first == replay_marker_id("g", "t2", 0));
-    CHECK(other_trades.front().second.version == 41);
+    // k: one mark per Kafka partition, sorted by source id.
+    CHECK(batch.partitions[0].marks ==
+          std::vector<SourceMark>{{replay_marker_id("g", "t1", 0), 1},
+                                  {replay_marker_id("g", "t2", 0), 40}});
+    // The other trade partition only got t2's mark.
+    CHECK(batch.partitions[1].marks ==
+          std::vector<SourceMark>{{replay_marker_id("g", "t2", 0), 41}});
+    for (const auto& p : batch.partitions)
+      for (const auto& [id, rec] : p.trades) CHECK(id[0] != '\x1f');
   }
 
   SUBCASE("the replay guard reads the marker of the event's own Kafka partition") {
@@ -234,12 +227,12 @@ TEST_CASE("offset tracker: a trade partition fed by several Kafka partitions at 
     // marker in the other trade partition is far ahead: it says nothing about k.
     PartitionState st;
     st.trades["A-1"] = TradeRecord{1};
-    st.trades[replay_marker_id("g", "t1", 0)] = TradeRecord{0};
+    st.source_marks[replay_marker_id("g", "t1", 0)] = 0;
     CHECK(t.guard(a0, st) == Verdict::replayed);
     CHECK(t.guard(b0, st) == Verdict::decide);  // t2 has no marker in k: decided again
     CHECK(t.guard(a1, st) == Verdict::decide);  // above t1's marker
     // A marker of t2 far above does not make t1's later events decided.
-    st.trades[replay_marker_id("g", "t2", 0)] = TradeRecord{1000};
+    st.source_marks[replay_marker_id("g", "t2", 0)] = 1000;
     CHECK(t.guard(b0, st) == Verdict::replayed);
     CHECK(t.guard(a1, st) == Verdict::decide);
     CHECK(t.completed(ta0).replayed);
@@ -283,13 +276,13 @@ TEST_CASE("offset tracker: the replay guard answers re-read events at or below t
   const auto tl = t.submitted(s, 7, later);
   PartitionState st;
   st.trades["T"] = TradeRecord{1};
-  st.trades[replay_marker_id("g", "t", 0)] = TradeRecord{6};
+  st.source_marks[replay_marker_id("g", "t", 0)] = 6;
   CHECK(t.guard(amend, st) == Verdict::replayed);
   CHECK(t.guard(nw, st) == Verdict::replayed);
   CHECK(t.guard(later, st) == Verdict::decide);
   // Another partition's marker does not count, nor does another trade partition's event.
   PartitionState other;
-  other.trades[replay_marker_id("g", "t", 1)] = TradeRecord{100};
+  other.source_marks[replay_marker_id("g", "t", 1)] = 100;
   CHECK(t.guard(later, other) == Verdict::decide);
   CHECK(t.guard(event("T", 2, key("Z")), st) == Verdict::decide);
   CHECK(t.completed(ta).replayed);

@@ -220,6 +220,7 @@ TEST_CASE("metrics: pipeline families from a snapshot, with the exact values") {
   m.stale = 1;
   m.rejected = 3;
   m.failed = 4;
+  m.replayed = 9;
   m.retries_by_cause[static_cast<std::size_t>(RetryCause::deadlock)] = 5;
   m.retries_by_cause[static_cast<std::size_t>(RetryCause::fenced_off)] = 6;
   m.lock_grants = 11;
@@ -250,6 +251,7 @@ TEST_CASE("metrics: pipeline families from a snapshot, with the exact values") {
   CHECK(sample(t, "tradecapture_trades_total{outcome=\"stale\"}") == "1");
   CHECK(sample(t, "tradecapture_trades_total{outcome=\"rejected\"}") == "13");
   CHECK(sample(t, "tradecapture_trades_total{outcome=\"failed\"}") == "4");
+  CHECK(sample(t, "tradecapture_trades_total{outcome=\"replayed\"}") == "9");
   CHECK(sample(t, "tradecapture_retries_total{cause=\"deadlock\"}") == "5");
   CHECK(sample(t, "tradecapture_retries_total{cause=\"fenced_off\"}") == "6");
   CHECK(sample(t, "tradecapture_retries_total{cause=\"busy\"}") == "0");

@@ -252,11 +252,40 @@ TEST_CASE("postgresql: a source claimed by another host fences this host's offse
   auto sql = pg_sql(s1);
   long long version = 0, columns = 0;
   *sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
-  CHECK(version == 3);
+  CHECK(version == 4);
   *sql << "SELECT count(*) FROM information_schema.key_column_usage "
           "WHERE table_name = 'source_offsets' AND constraint_name = 'source_offsets_pkey'",
       soci::into(columns);
   CHECK(columns == 3);
+}
+
+TEST_CASE("postgresql: a version-3 database's replay markers move from trades to source marks") {
+  StoreUnderTest s = make_postgres_store();
+  const std::string marker = "\x1fkafka\x1fg\x1ft\x1f" "0";
+  require_commit(s, batch({UpdateBuilder(key("A"), 1, 0).add(new_trade("T1")),
+                           UpdateBuilder(key("B"), 1, 0).add(new_trade("T2"))}));
+  {
+    auto sql = pg_sql(s);
+    *sql << "DROP TABLE source_marks";
+    *sql << "DELETE FROM schema_version WHERE version >= 4";
+    long long id = 0;
+    *sql << "SELECT partition_id FROM partitions WHERE account = 'A'", soci::into(id);
+    *sql << "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, "
+            "cancelled) VALUES (:id, :trade_id, 41, 'BUY', 0, 0, 0)",
+        soci::use(id, "id"), soci::use(marker, "trade_id");
+  }
+  StoreUnderTest again = open_again(s);  // migrates
+  const PartitionState a = load(again, key("A"));
+  CHECK(a.source_marks == std::map<std::string, std::int64_t, std::less<>>{{marker, 41}});
+  REQUIRE(a.trades.size() == 1);
+  CHECK(a.trades.count("T1") == 1);
+  CHECK(load(again, key("B")).source_marks.empty());
+  auto sql = pg_sql(s);
+  long long version = 0, trades = 0;
+  *sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
+  CHECK(version == 4);
+  *sql << "SELECT count(*) FROM trades", soci::into(trades);
+  CHECK(trades == 2);
 }
 
 TEST_CASE("postgresql: concurrent commits and claims of shared sources never deadlock") {

@@ -49,8 +49,8 @@ Micros from_time(Time t) {
          kBase;
 }
 const char* kind_name(Kind k) {  // for traces, in the enum's order
-  static const char* const names[] = {"idle",  "wait", "acquire", "renew",  "release",
-                                      "claim", "load", "find",    "commit", "verify"};
+  static const char* const names[] = {"idle",  "wait", "acquire", "renew",  "release", "claim",
+                                      "load",  "find", "commit",  "verify", "sources"};
   const auto i = static_cast<std::size_t>(k);
   return i < std::size(names) ? names[i] : "?";
 }
@@ -321,6 +321,7 @@ struct Reply {
   std::optional<result<std::vector<PartitionState>>> states;
   std::optional<result<std::vector<std::optional<StoredEvent>>>> found;
   std::optional<result<void>> committed;
+  std::optional<result<std::vector<SourceOffset>>> sources;
 };
 
 class World {
@@ -841,6 +842,9 @@ void World::execute(detail::Action& a, Reply& r) {
       answer(r.committed, store_->commit(a.batch));
       if (ec == errc::internal) env_.fail("the store refused a malformed batch (errc::internal)");
       break;
+    case Kind::sources:
+      answer(r.sources, detail::read_source_offsets(*store_, a.consumers));
+      break;
     default:
       env_.fail("unexpected action kind");
   }
@@ -864,6 +868,7 @@ void World::answer(int hid, std::size_t ci, const std::shared_ptr<detail::Action
     case Kind::find: cs.core->on_found(std::move(*r->found), now); break;
     case Kind::verify: cs.core->on_verified(std::move(*r->found), now); break;
     case Kind::commit: cs.core->on_committed(std::move(*r->committed), now); break;
+    case Kind::sources: cs.core->on_sources(std::move(*r->sources), now); break;
     default: break;
   }
   deliver(h, cs);

@@ -113,7 +113,7 @@ TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains t
     soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
     long long version = 0, next_offset = 0, epoch = 0;
     sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
-    CHECK(version == 3);
+    CHECK(version == 4);
     sql << "SELECT next_offset, epoch FROM source_offsets WHERE consumer = 'g' AND topic = 't' "
            "AND partition = 0",
         soci::into(next_offset), soci::into(epoch);
@@ -130,6 +130,7 @@ TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains t
   // writer's fence unknown (0).
   {
     soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+    sql << "DROP TABLE source_marks";
     sql << "DROP TABLE source_offsets";
     sql << "ALTER TABLE events DROP COLUMN fence";
     sql << "DELETE FROM schema_version WHERE version >= 2";
@@ -145,6 +146,42 @@ TEST_CASE("sqlite: source offsets survive a reopen; a version-1 database gains t
   CHECK(old_event->fence == 0);
   require_commit(third, batch({UpdateBuilder(key("A"), 4, 1).add(event("T1", 2, TradeType::Cancel))}));
   CHECK(find(third, "T1", 2)->fence == 4);
+}
+
+TEST_CASE("sqlite: a version-3 database's replay markers move from trades to source marks") {
+  StoreUnderTest s = make_sqlite_store();
+  const std::string marker = "\x1fkafka\x1fg\x1ft\x1f" "0";
+  require_commit(s, batch({UpdateBuilder(key("A"), 1, 0).add(new_trade("T1")),
+                           UpdateBuilder(key("B"), 1, 0).add(new_trade("T2"))}));
+  s.store.reset();
+  // Back to version 3, as the Kafka source of that version left it: its replay marker of A is a
+  // trade record whose id starts with a control character.
+  {
+    soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+    sql << "DROP TABLE source_marks";
+    sql << "DELETE FROM schema_version WHERE version >= 4";
+    long long id = 0;
+    sql << "SELECT partition_id FROM partitions WHERE account = 'A'", soci::into(id);
+    sql << "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, "
+           "cancelled) VALUES (:id, :trade_id, 41, 'BUY', '0', '0', 0)",
+        soci::use(id, "id"), soci::use(marker, "trade_id");
+  }
+  auto migrated = open_soci_store(s.uri);
+  REQUIRE(migrated.has_value());
+  StoreUnderTest again{migrated.value(), s.uri, s.storage};
+  const PartitionState a = load(again, key("A"));
+  CHECK(a.source_marks == std::map<std::string, std::int64_t, std::less<>>{{marker, 41}});
+  REQUIRE(a.trades.size() == 1);
+  CHECK(a.trades.count("T1") == 1);
+  CHECK(load(again, key("B")).source_marks.empty());
+  CHECK(load(again, key("B")).trades.size() == 1);
+  again.store.reset();
+  soci::session sql(soci::sqlite3, "db=\"" + sqlite_path(s) + "\"");
+  long long version = 0, trades = 0;
+  sql << "SELECT MAX(version) FROM schema_version", soci::into(version);
+  CHECK(version == 4);
+  sql << "SELECT count(*) FROM trades", soci::into(trades);
+  CHECK(trades == 2);
 }
 
 TEST_CASE("sqlite: bad URIs and unreachable files are errors, not crashes") {

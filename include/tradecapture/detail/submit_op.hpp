@@ -3,6 +3,7 @@
 // the completion of a batch (`Pipeline::async_submit_batch`).
 
 #include <tradecapture/error.hpp>
+#include <tradecapture/source_hook.hpp>
 #include <tradecapture/types.hpp>
 
 #include <utility>  // must precede asio with Boost 1.74 and C++20
@@ -28,6 +29,7 @@ struct SubmitOp {
   TradeEvent event;
   std::chrono::steady_clock::time_point submitted;
   std::uint64_t source_tag = 0;   ///< the host's tag (0: none), see PipelineOptions::before_commit
+  SourceRef source;               ///< where it comes from (SubmitOptions::source)
   /// Withdrawn when not decided by then (SubmitOptions::deadline); max() means none.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   /// The pipeline's own bookkeeping of the op (key gate links, order stamp, retries; defined in
