@@ -1,5 +1,6 @@
-// The Kafka source: its public API and its pipeline side (the pipeline, its lock and guard, the
-// source offsets added before each commit, completions). See source_impl.hpp for the parts.
+// The Kafka source: its public API and its pipeline side (the pipeline, its lock, the source
+// hook that adds the offsets to each commit and abandons lost partitions' events, completions).
+// See source_impl.hpp for the parts.
 
 #include "source_impl.hpp"
 
@@ -65,7 +66,7 @@ class KafkaSource::Impl::SourceStore final : public TradeStoreWrapper {
 // partition here, and there is nobody else here. Its grants carry no fencing token (fence 0;
 // no store compares it). That a revoked or lost Kafka partition feeds nothing further is the
 // tracker's job: its messages are not taken any more, and its events still in the pipeline
-// are abandoned by the guard (see Guard) or refused in the commit.
+// are abandoned by the hook (see Hook) or refused in the commit.
 class KafkaSource::Impl::FreeLock final : public PartitionLock {
  public:
   explicit FreeLock(std::string group) : group_(std::move(group)) {}
@@ -97,29 +98,49 @@ class KafkaSource::Impl::FreeLock final : public PartitionLock {
   std::string group_;
 };
 
-// Before the processor decides an event: abandons the events of dead slots and answers
-// re-read events that were decided before a restart instead of deciding them again.
-class KafkaSource::Impl::Guard final : public Processor {
+// The source hook of the pipeline's commits (SourceHook): each event names its slot (stream) and
+// offset (position); the pipeline keeps each Kafka partition's source mark per trade partition.
+// Abandons the events of dead slots, adds the offset rows, and kills the slots whose rows a
+// refused commit found claimed by another member.
+class KafkaSource::Impl::Hook final : public SourceHook {
  public:
-  Guard(Impl& impl, std::shared_ptr<const Processor> inner)
-      : impl_(impl), inner_(std::move(inner)) {}
-  Decision decide(const TradeEvent& event, const PartitionState& state) const override {
-    kafka_detail::Verdict v;
+  explicit Hook(Impl& impl) : impl_(impl) {}
+  std::string mark_id(std::uint32_t stream) const override {
+    std::lock_guard lk(impl_.mu);
+    return impl_.tracker.mark_id(stream);
+  }
+  SourceVerdict check(std::uint32_t stream, std::int64_t position,
+                      std::optional<std::int64_t> mark) override {
     {
       std::lock_guard lk(impl_.mu);
-      v = impl_.tracker.guard(event, state);
+      if (impl_.tracker.dead(stream)) return SourceVerdict::abandoned;
     }
-    // Neither writes anything; neither is reported (see on_done).
-    if (v == kafka_detail::Verdict::replayed)
-      return Decision{Outcome::rejected(std::string(kafka_detail::replayed_reason)), {}, {}};
-    if (v == kafka_detail::Verdict::abandoned)
-      return Decision{Outcome::rejected(std::string(kafka_detail::abandoned_reason)), {}, {}};
-    return inner_->decide(event, state);
+    return SourceHook::check(stream, position, mark);
+  }
+  void before_commit(std::span<const SourceEvent> events, CommitBatch& batch) override {
+    std::lock_guard lk(impl_.mu);
+    impl_.tracker.add_sources(events, batch);
+  }
+  void after_commit(std::span<const SourceEvent>, boost::system::error_code,
+                    std::span<const SourceOffset> stale) override {
+    if (stale.empty()) return;
+    std::vector<kafka_detail::SlotView> killed;
+    {
+      std::lock_guard lk(impl_.mu);
+      killed = impl_.tracker.lost(stale);
+    }
+    for (const auto& v : killed) {
+      impl_.counters.fenced.fetch_add(1, std::memory_order_relaxed);
+      impl_.log->error("kafka source: {}[{}] was claimed by another member (its stored epoch is "
+                       "above ours, {}); giving it up, its in-flight events are abandoned",
+                       v.topic, v.partition, v.epoch);
+    }
+    // The poll thread looks for other partitions claimed behind our back.
+    impl_.fence_suspect.store(true, std::memory_order_relaxed);
   }
 
  private:
   Impl& impl_;
-  std::shared_ptr<const Processor> inner_;
 };
 
 KafkaSource::Impl::Impl(std::shared_ptr<TradeStore> s, std::shared_ptr<const Processor> p,
@@ -166,12 +187,8 @@ void KafkaSource::Impl::start_pipeline() {
   po.max_in_flight = std::max(po.max_in_flight, o.max_in_flight + 16);
   po.on_overload = OverloadPolicy::wait;
   if (!po.logger) po.logger = log;
-  po.before_commit = [this](std::span<const std::uint64_t> tags, CommitBatch& batch) {
-    std::lock_guard lk(mu);
-    tracker.add_sources(tags, batch);
-  };
-  auto p = std::make_unique<Pipeline>(store, std::make_shared<FreeLock>(o.group),
-                                      std::make_shared<Guard>(*this, processor), po);
+  hook = std::make_unique<Hook>(*this);
+  auto p = std::make_unique<Pipeline>(store, std::make_shared<FreeLock>(o.group), processor, po);
   std::lock_guard lk(pipeline_mu);
   pipeline = std::move(p);
 }
@@ -197,11 +214,19 @@ void KafkaSource::Impl::on_done(const Done& d, boost::system::error_code ec, Out
     std::lock_guard lk(mu);
     c = tracker.completed(d.tag);
     // An event without an outcome: nothing later of its Kafka partition may commit (the
-    // replay marker of a later event would skip it on the re-read).
-    if (ec && c.known && c.state != SlotState::dead)
+    // source mark of a later event would skip it on the re-read).
+    if (ec && ec != errc::replayed && ec != errc::source_abandoned && c.known &&
+        c.state != SlotState::dead)
       tracker.set_state(tag_slot(d.tag), SlotState::dead);
   }
-  if (ec) {
+  if (ec == errc::replayed) {
+    // Decided before a restart (at or below its Kafka partition's mark): not reported again.
+    counters.replayed.fetch_add(1, std::memory_order_relaxed);
+  } else if (ec == errc::source_abandoned) {
+    // Its slot died before it was decided: no outcome here; the next owner reads it again.
+    counters.failures.fetch_add(1, std::memory_order_relaxed);
+    log->debug("kafka source: abandoned event {}[{}]@{}", c.topic, c.partition, c.offset);
+  } else if (ec) {
     counters.failures.fetch_add(1, std::memory_order_relaxed);
     if (c.known && c.state != SlotState::dead) {
       fail(ec, "event " + c.topic + "[" + std::to_string(c.partition) + "]@" +
@@ -211,12 +236,6 @@ void KafkaSource::Impl::on_done(const Done& d, boost::system::error_code ec, Out
       log->debug("kafka source: abandoned event {}[{}]@{}: {}", c.topic, c.partition, c.offset,
                  ec.message());
     }
-  } else if (c.replayed) {
-    counters.replayed.fetch_add(1, std::memory_order_relaxed);
-  } else if (c.abandoned) {
-    // Its slot died before it was decided: no outcome here; the next owner reads it again.
-    counters.failures.fetch_add(1, std::memory_order_relaxed);
-    log->debug("kafka source: abandoned event {}[{}]@{}", c.topic, c.partition, c.offset);
   } else {
     KafkaOutcome k;
     k.topic = c.topic;

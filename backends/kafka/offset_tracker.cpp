@@ -1,6 +1,7 @@
 #include "offset_tracker.hpp"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -19,11 +20,6 @@ std::string replay_marker_id(std::string_view group, std::string_view topic,
   return id;
 }
 
-std::size_t OffsetTracker::KeyHash::operator()(
-    const std::pair<std::string, std::int64_t>& k) const noexcept {
-  return IdempotencyKeyHash{}(IdempotencyKey{k.first, k.second});
-}
-
 OffsetTracker::OffsetTracker(std::string group) : group_(std::move(group)) {}
 
 const OffsetTracker::Slot* OffsetTracker::slot_(SlotIndex i) const {
@@ -37,7 +33,7 @@ OffsetTracker::Slot* OffsetTracker::slot_(SlotIndex i) {
 }
 
 std::int64_t OffsetTracker::watermark_(const Slot& s) {
-  return s.in_flight.empty() ? s.position : s.in_flight.begin()->first;
+  return s.in_flight.empty() ? s.position : *s.in_flight.begin();
 }
 
 SourceOffset OffsetTracker::row_(const std::string& group, const Slot& s, std::int64_t next) {
@@ -135,14 +131,9 @@ Admit OffsetTracker::check(SlotIndex slot, std::int64_t offset) const {
   return Admit::submit;
 }
 
-std::uint64_t OffsetTracker::submitted(SlotIndex slot, std::int64_t offset,
-                                       const TradeEvent& event) {
+std::uint64_t OffsetTracker::submitted(SlotIndex slot, std::int64_t offset) {
   Slot& s = *slot_(slot);
-  auto& p = *partitions_.try_emplace(event.partition).first;
-  ++p.second.count;
-  auto& k = *keys_.try_emplace(std::make_pair(event.trade_id, event.version)).first;
-  k.second.emplace_back(slot, offset);
-  s.in_flight.emplace(offset, Entry{&p, &k, Verdict::decide});
+  s.in_flight.insert(offset);
   s.position = offset + 1;
   return make_tag(slot, offset);
 }
@@ -158,69 +149,37 @@ Completion OffsetTracker::completed(std::uint64_t tag) {
   if (s == nullptr) return c;
   auto it = s->in_flight.find(tag_offset(tag));
   if (it == s->in_flight.end()) return c;
-  const Entry e = it->second;
   c.known = true;
-  c.replayed = e.verdict == Verdict::replayed;
-  c.abandoned = e.verdict == Verdict::abandoned;
   c.state = s->state;
   c.topic = s->topic;
   c.partition = s->partition;
-  c.offset = it->first;
-  auto& refs = e.key->second;
-  refs.erase(std::find(refs.begin(), refs.end(), std::make_pair(tag_slot(tag), it->first)));
-  if (refs.empty()) keys_.erase(e.key->first);
-  if (--e.partition->second.count == 0) partitions_.erase(e.partition->first);
+  c.offset = *it;
   s->in_flight.erase(it);
   return c;
 }
 
 // ---- pipeline hooks -------------------------------------------------------------------------
 
-void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch& batch) const {
-  if (tags.empty()) return;
-  // The accepted events of the batch, by idempotency key: their partition update.
-  struct ViewHash {
-    std::size_t operator()(const std::pair<std::string_view, std::int64_t>& k) const noexcept {
-      return std::hash<std::string_view>{}(k.first) ^
-             (static_cast<std::size_t>(k.second) * 0x9E3779B97F4A7C15ull);
-    }
-  };
-  std::unordered_map<std::pair<std::string_view, std::int64_t>, std::size_t, ViewHash> accepted;
-  for (std::size_t i = 0; i < batch.partitions.size(); ++i)
-    for (const auto& e : batch.partitions[i].events)
-      accepted.emplace(std::make_pair(std::string_view(e.event.trade_id), e.event.version), i);
-
-  // Per slot: the offsets of this batch; per (update, slot): the last accepted offset. Several
-  // slots may feed one trade partition: each gets its own marker there.
+void OffsetTracker::add_sources(std::span<const SourceEvent> events, CommitBatch& batch) const {
+  if (events.empty()) return;
+  // Per slot: the offsets of this batch.
   std::map<SlotIndex, std::vector<std::int64_t>> per_slot;
-  std::map<std::pair<std::size_t, SlotIndex>, std::int64_t> markers;
   std::set<SlotIndex> dead_writes;  // dead slots with an event this batch writes
-  for (std::uint64_t tag : tags) {
-    const SlotIndex si = tag_slot(tag);
+  for (const SourceEvent& e : events) {
+    const SlotIndex si = e.stream;
     const Slot* s = slot_(si);
     if (s == nullptr) continue;
-    const std::int64_t offset = tag_offset(tag);
-    per_slot[si].push_back(offset);
-    auto it = s->in_flight.find(offset);
-    if (it == s->in_flight.end()) continue;
-    const Entry& e = it->second;
-    auto a = accepted.find(std::make_pair(std::string_view(e.key->first.first), e.key->first.second));
-    if (a == accepted.end() || batch.partitions[a->second].partition != e.partition->first) continue;
-    if (s->state == SlotState::dead) {
-      dead_writes.insert(si);
-      continue;
-    }
-    auto& m = markers[{a->second, si}];
-    m = std::max(m, offset);
+    per_slot[si].push_back(e.position);
+    if (e.written && s->state == SlotState::dead) dead_writes.insert(si);
   }
 
   std::vector<SourceOffset> rows;
   for (auto& [si, offsets] : per_slot) {
     const Slot& s = *slot_(si);
     if (s.state == SlotState::dead) {
-      // Its events were abandoned or decided without a write: nothing of it lands, so it needs
-      // no row (its offset stays where it is for the next owner). A write decided before the
-      // slot died must not land: epoch 0 refuses the batch, which is then decided again.
+      // Its events were decided without a write: nothing of it lands, so it needs no row (its
+      // offset stays where it is for the next owner). A write decided before the slot died must
+      // not land: epoch 0 refuses the batch, which is then decided again (and abandoned).
       if (dead_writes.count(si) != 0) rows.push_back(row_(group_, s, s.start));
       continue;
     }
@@ -228,7 +187,7 @@ void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch
     // The smallest offset in flight that is not decided by this batch.
     std::int64_t next = s.position;
     auto o = offsets.begin();
-    for (const auto& [offset, entry] : s.in_flight) {
+    for (const std::int64_t offset : s.in_flight) {
       while (o != offsets.end() && *o < offset) ++o;
       if (o != offsets.end() && *o == offset) continue;
       next = offset;
@@ -250,47 +209,30 @@ void OffsetTracker::add_sources(std::span<const std::uint64_t> tags, CommitBatch
     }
     batch.sources.push_back(std::move(r));
   }
-
-  // Source marks: the Kafka offset of each partition's last accepted event in each trade
-  // partition (the marks of an update stay sorted by source id).
-  for (const auto& [where, offset] : markers) {
-    const Slot& s = *slot_(where.second);
-    auto& marks = batch.partitions[where.first].marks;
-    auto pos = std::lower_bound(
-        marks.begin(), marks.end(), s.marker_id,
-        [](const SourceMark& m, const std::string& id) { return m.source < id; });
-    if (pos != marks.end() && pos->source == s.marker_id) {
-      pos->position = std::max(pos->position, offset);
-    } else {
-      marks.insert(pos, SourceMark{s.marker_id, offset});
-    }
-  }
 }
 
-Verdict OffsetTracker::guard(const TradeEvent& event, const PartitionState& state) {
-  auto k = keys_.find(std::make_pair(event.trade_id, event.version));
-  if (k == keys_.end()) return Verdict::decide;
-  for (const auto& [si, offset] : k->second) {
-    Slot* s = slot_(si);
-    if (s == nullptr) continue;
-    auto it = s->in_flight.find(offset);
-    if (it == s->in_flight.end() || it->second.partition->first != event.partition) continue;
-    // The first in-flight event with this key and trade partition is the one being decided
-    // (the pipeline decides one key at a time, in submission order, and the poll thread records
-    // events here in the order it submits them), whichever Kafka partition it came from.
-    Verdict v = Verdict::decide;
-    if (s->state == SlotState::dead) {
-      v = Verdict::abandoned;
-    } else if (auto m = state.source_marks.find(s->marker_id);
-               m != state.source_marks.end() && offset <= m->second) {
-      // Its own Kafka partition's marker: the markers of other Kafka partitions feeding the
-      // same trade partition say nothing about this one.
-      v = Verdict::replayed;
-    }
-    it->second.verdict = v;
-    return v;
+std::string OffsetTracker::mark_id(SlotIndex slot) const {
+  const Slot* s = slot_(slot);
+  return s == nullptr ? std::string() : s->marker_id;
+}
+
+bool OffsetTracker::dead(SlotIndex slot) const {
+  const Slot* s = slot_(slot);
+  return s == nullptr || s->state == SlotState::dead;
+}
+
+std::vector<SlotView> OffsetTracker::lost(std::span<const SourceOffset> stale) {
+  std::vector<SlotView> killed;
+  for (const auto& r : stale) {
+    if (r.consumer != group_) continue;
+    auto i = find(r.topic, r.partition);
+    if (!i) continue;
+    Slot& s = slots_[*i];
+    if (s.state == SlotState::dead || r.epoch != s.epoch) continue;
+    killed.push_back(view(*i));
+    s.state = SlotState::dead;
   }
-  return Verdict::decide;
+  return killed;
 }
 
 // ---- offsets-only commits -------------------------------------------------------------------

@@ -16,23 +16,22 @@
 //   (one poll thread submits them in offset order; the pipeline keeps submission order per trade
 //   partition); events of different Kafka partitions interleave in whatever order they arrive,
 //   which is as valid an order as any (Kafka defines none between partitions).
-// - Replay guard: re-reading the uncommitted tail after a crash is harmless for ACCEPTED events
-//   (their idempotency key makes them DUPLICATE) but not for the others: an AMEND rejected as
-//   "unknown trade" before its NEW would be accepted if decided again after the NEW. So every
-//   commit also writes, into each trade partition it changes, one source mark per Kafka
-//   partition whose events it accepted there (`PartitionUpdate::marks`, id `replay_marker_id`:
-//   group, topic and partition; stored apart from the trades), holding the Kafka offset of the
-//   last event of that Kafka partition accepted in that trade partition. A re-read event at or below ITS
-//   Kafka partition's marker in its trade partition was decided before the crash and is not
-//   decided again (`replayed`); a later one is decided again (nothing of it is durable, and no
-//   later event of its Kafka partition was accepted in that trade partition, so deciding it now
-//   is deciding it at a later point of a valid interleaving). Trade partitions commit in seq order
-//   and a Kafka partition's events in offset order, so a marker never goes backwards; it is
-//   durable exactly when the events it covers are. Markers of other Kafka partitions in the same
-//   trade partition say nothing about this one.
+// - Source marks (the SourceHook of kafka_source.cpp, `SourceHook` in the core): every event
+//   handed to the pipeline names its slot (stream) and offset (position); the pipeline stores,
+//   with the events it accepts, each Kafka partition's mark in each trade partition under
+//   `replay_marker_id` (group, topic, partition) and answers a re-read event at or below its
+//   own Kafka partition's mark as replayed (errc::replayed). Re-reading the uncommitted tail
+//   after a crash is harmless for ACCEPTED events (their idempotency key makes them DUPLICATE)
+//   but not for the others: an AMEND rejected as "unknown trade" before its NEW would be
+//   accepted if decided again after the NEW; its mark says it was decided. A later event is
+//   decided again (nothing of it is durable, and no later event of its Kafka partition was
+//   accepted in that trade partition, so deciding it now is deciding it at a later point of a
+//   valid interleaving). Marks of other Kafka partitions in the same trade partition say
+//   nothing about this one.
 // - Abandoned events: once a slot is dead (revoked past the timeout, lost, fenced, failed) its
-//   events still in the pipeline are answered by the guard without a decision (`abandoned`): they
-//   write nothing and are not reported; the next owner of the Kafka partition reads them again
+//   events still in the pipeline are abandoned by the hook before a decision
+//   (errc::source_abandoned): they write nothing and are not reported; the next owner of the
+//   Kafka partition reads them again
 //   from the stored offset. An event of a dead slot decided before the slot died and not yet
 //   committed makes its batch carry epoch 0 (refused): decided again, it is abandoned.
 // - No fencing tokens here: the pipeline writes with the tokens of the store's
@@ -40,11 +39,12 @@
 //   epochs fence the source offsets (and with them every commit that carries a Kafka event).
 
 #include <tradecapture/error.hpp>
+#include <tradecapture/source_hook.hpp>
 #include <tradecapture/trade_store.hpp>
 #include <tradecapture/types.hpp>
 
 #include <cstdint>
-#include <map>
+#include <set>
 #include <optional>
 #include <span>
 #include <string>
@@ -80,10 +80,6 @@ constexpr std::int64_t tag_offset(std::uint64_t tag) noexcept {
 std::string replay_marker_id(std::string_view group, std::string_view topic,
                              std::int32_t partition);
 
-/// The reason of the outcome the replay guard gives an event decided before a restart (the
-/// source does not report it again).
-inline constexpr std::string_view replayed_reason = "replayed: decided before a restart";
-
 enum class SlotState : std::uint8_t {
   live,      ///< assigned: messages are accepted, commits carry the claim epoch
   draining,  ///< being revoked: no new messages; in-flight events still commit
@@ -97,22 +93,9 @@ enum class Admit : std::uint8_t {
   not_live,    ///< the slot does not take messages: drop it (the next owner reads it)
 };
 
-/// What the guard says about an event the pipeline is about to decide.
-enum class Verdict : std::uint8_t {
-  decide,     ///< decide it (the processor)
-  replayed,   ///< a re-read event at or below its marker: decided before a restart
-  abandoned,  ///< its slot is dead: not decided here (the next owner reads it again)
-};
-
-/// The reason of the outcome the guard gives an abandoned event (never reported).
-inline constexpr std::string_view abandoned_reason =
-    "abandoned: its Kafka partition is no longer assigned here";
-
 /// What a completion was.
 struct Completion {
-  bool known = false;      ///< the tag was in flight in a slot of this tracker
-  bool replayed = false;   ///< the replay guard answered it: decided before a restart
-  bool abandoned = false;  ///< the guard answered it without a decision: its slot was dead
+  bool known = false;  ///< the tag was in flight in a slot of this tracker
   SlotState state = SlotState::dead;  ///< the slot's state when it completed
   std::string topic;
   std::int32_t partition = 0;
@@ -168,7 +151,7 @@ class OffsetTracker {
   /// from any number of slots at once.
   Admit check(SlotIndex slot, std::int64_t offset) const;
   /// Records an event handed to the pipeline (after `check` said submit); returns its tag.
-  std::uint64_t submitted(SlotIndex slot, std::int64_t offset, const TradeEvent& event);
+  std::uint64_t submitted(SlotIndex slot, std::int64_t offset);
   /// Records a message answered without the pipeline (malformed): decided at once.
   void answered(SlotIndex slot, std::int64_t offset);
   /// Records the completion of a tagged event (with an outcome or with an error).
@@ -176,16 +159,17 @@ class OffsetTracker {
 
   // ---- pipeline hooks -----------------------------------------------------------------------
 
-  /// PipelineOptions::before_commit: adds the source offset rows and source marks of a batch
-  /// whose decided events carry `tags`. Changes nothing in the tracker (the batch may be refused
-  /// and decided again).
-  void add_sources(std::span<const std::uint64_t> tags, CommitBatch& batch) const;
-  /// The guard, called before deciding `event` on `state`: `abandoned` when the event's slot is
-  /// dead, `replayed` when it is a re-read message at or below the replay marker of its own Kafka
-  /// partition in its trade partition, `decide` otherwise. The event is flagged accordingly (its
-  /// completion says `replayed` or `abandoned`; a later call may clear the flag again, the last
-  /// decision counts).
-  Verdict guard(const TradeEvent& event, const PartitionState& state);
+  /// SourceHook::before_commit: adds the source offset rows of a batch that decided `events`
+  /// (stream = slot, position = offset). Changes nothing in the tracker (the batch may be
+  /// refused and decided again).
+  void add_sources(std::span<const SourceEvent> events, CommitBatch& batch) const;
+  /// SourceHook::mark_id: the id of the slot's source marks (`replay_marker_id`).
+  std::string mark_id(SlotIndex slot) const;
+  /// True when the slot is dead or closed: its events are abandoned, not decided.
+  bool dead(SlotIndex slot) const;
+  /// SourceHook::after_commit's stale rows: the slots of this group whose row another owner's
+  /// claim made stale die. Returns the slots it killed (as they were).
+  std::vector<SlotView> lost(std::span<const SourceOffset> stale);
 
   // ---- offsets-only commits -----------------------------------------------------------------
 
@@ -199,20 +183,6 @@ class OffsetTracker {
   void flushed(std::span<const SourceOffset> rows);
 
  private:
-  struct KeyHash {
-    std::size_t operator()(const std::pair<std::string, std::int64_t>& k) const noexcept;
-  };
-  using KeyMap = std::unordered_map<std::pair<std::string, std::int64_t>,
-                                    std::vector<std::pair<SlotIndex, std::int64_t>>, KeyHash>;
-  struct PartitionInfo {
-    std::size_t count = 0;  // events in flight, from any slot (the key is shared by entries)
-  };
-  using PartitionMap = std::unordered_map<PartitionKey, PartitionInfo, PartitionKeyHash>;
-  struct Entry {
-    PartitionMap::value_type* partition = nullptr;
-    KeyMap::value_type* key = nullptr;
-    Verdict verdict = Verdict::decide;  // the guard's last word on it
-  };
   struct Slot {
     bool open = false;
     std::string topic;
@@ -223,7 +193,7 @@ class OffsetTracker {
     std::int64_t start = 0;
     std::int64_t position = 0;
     std::int64_t flushed = -1;
-    std::map<std::int64_t, Entry> in_flight;
+    std::set<std::int64_t> in_flight;
     std::string marker_id;
   };
 
@@ -236,8 +206,6 @@ class OffsetTracker {
   std::vector<Slot> slots_{1};  // index 0 unused
   std::vector<SlotIndex> free_;
   std::uint64_t generations_ = 0;
-  PartitionMap partitions_;
-  KeyMap keys_;
 };
 
 }  // namespace tradecapture::kafka_detail

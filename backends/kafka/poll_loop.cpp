@@ -165,7 +165,7 @@ void KafkaSource::Impl::handle(rd_kafka_message_t* m) {
     // Still ours? (A rebalance callback runs on this thread, but only inside a poll.)
     std::lock_guard lk(mu);
     if (tracker.check(slot, offset) != Admit::submit) return;
-    if (reason.empty()) tag = tracker.submitted(slot, offset, *parsed.event);
+    if (reason.empty()) tag = tracker.submitted(slot, offset);
   }
   if (!reason.empty()) {
     counters.invalid.fetch_add(1, std::memory_order_relaxed);
@@ -182,7 +182,9 @@ void KafkaSource::Impl::handle(rd_kafka_message_t* m) {
             parsed.event->trade_id,
             parsed.event->version,
             k.timestamp_ms};
-  pipeline->async_submit(std::move(*parsed.event), tag, std::move(done));
+  SubmitOptions so;
+  so.source = SourceRef{hook.get(), slot, offset};
+  pipeline->async_submit(std::move(*parsed.event), so, std::move(done));
 }
 
 /// Room for one more message: the messages in the pipeline and the outcome messages queued for

@@ -36,7 +36,8 @@ void KafkaSource::Impl::on_assign(rd_kafka_topic_partition_list_t* parts) {
     rd_kafka_topic_partition_t& p = parts->elems[i];
     const std::string topic = p.topic;
     // A partition abandoned earlier in this process: its events must be out of the pipeline
-    // before a new generation starts (the guard abandons them as soon as a shard gets to them).
+    // before a new generation starts (the source hook abandons them as soon as a shard gets to
+    // them).
     std::optional<SlotIndex> old;
     {
       std::lock_guard lk(mu);

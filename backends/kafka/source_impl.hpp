@@ -2,8 +2,8 @@
 // Internal: the state of a KafkaSource, a thin librdkafka shell around OffsetTracker
 // (offset_tracker.hpp). Its parts live in one file each:
 //
-//   kafka_source.cpp      the public API and the pipeline side: the pipeline, its lock and
-//                         guard, the source offsets added before each commit, completions
+//   kafka_source.cpp      the public API and the pipeline side: the pipeline, its lock, the
+//                         source hook (offsets, marks, abandoned streams), completions
 //   client.cpp            configuration and set-up of the librdkafka clients
 //   rebalance.cpp         assignments (claims), revocations, lost and fenced partitions
 //   poll_loop.cpp         the source's thread: messages, offsets-only commits, shutdown
@@ -12,7 +12,7 @@
 //
 // Threads: the source's own thread (`start`) polls the consumer (messages, rebalance callbacks) and stores offsets-only
 // commits; the results producer's thread sends the results topic's messages and serves their
-// delivery reports; the pipeline's shards call the hooks (before_commit, the guard) and complete
+// delivery reports; the pipeline's shards call the source hook (SourceHook) and complete
 // events inline (callback handlers run on the shard, before it takes its next batch), so nothing
 // that runs on a shard sleeps or waits for Kafka. Everything the tracker knows is guarded by one
 // mutex, never held across a call into the pipeline, the store or librdkafka.
@@ -48,7 +48,7 @@ struct KafkaSource::Impl {
 
   class SourceStore;  // kafka_source.cpp
   class FreeLock;     // kafka_source.cpp
-  class Guard;        // kafka_source.cpp
+  class Hook;         // kafka_source.cpp
 
   // What a completion needs to report its event.
   struct Done {
@@ -94,6 +94,7 @@ struct KafkaSource::Impl {
   std::mt19937_64 jitter{std::random_device{}()};  // the poll thread's retry backoffs
   bool cooperative = false;
   std::shared_ptr<TradeStore> store;  // the pipeline's view of user_store (a SourceStore)
+  std::unique_ptr<SourceHook> hook;   // a Hook; outlives the pipeline (declared before it)
   mutable std::mutex pipeline_mu;     // guards the pointer (metrics from other threads)
   std::unique_ptr<Pipeline> pipeline;
 

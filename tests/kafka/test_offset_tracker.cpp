@@ -1,7 +1,7 @@
 // The Kafka source's sans-I/O core (backends/kafka/offset_tracker.hpp), driven directly: tags,
-// watermarks, the rows and replay markers a commit carries, the guard (replayed and abandoned
-// events), several Kafka partitions feeding one trade partition.
-
+// watermarks, the rows a commit carries, dead slots (abandoned events) and slots lost to another
+// member, several Kafka partitions feeding one trade partition. (The source marks and replayed
+// events are the pipeline's, through the source hook: tests/test_faults.cpp and test_kafka.cpp.)
 
 #include "offset_tracker.hpp"
 
@@ -54,6 +54,11 @@ CommitBatch accepted(std::vector<TradeEvent> events) {
   return b;
 }
 
+/// The hook's view of the event of `tag` in a batch (written: ACCEPTED).
+SourceEvent decided(std::uint64_t tag, bool written = true) {
+  return SourceEvent{tag_slot(tag), tag_offset(tag), written};
+}
+
 }  // namespace
 
 TEST_CASE("kafka: the message key of a trade partition is PartitionKey::encode()") {
@@ -71,20 +76,23 @@ TEST_CASE("offset tracker: tags carry slot and offset and are never zero") {
   CHECK(tag_offset(make_tag(7, 123456789)) == 123456789);
   CHECK(tag_offset(make_tag(65535, max_tag_offset)) == max_tag_offset);
   CHECK(tag_slot(make_tag(65535, max_tag_offset)) == 65535);
-  // Marker ids cannot be trade ids and sort before every valid one.
+  // Mark ids are those of the replay markers of schema version 3 (migration 4 moved them):
+  // they cannot be trade ids.
   const std::string id = replay_marker_id("g", "t", 3);
   CHECK(!validate(event(id, 1, key("A"))).empty());
   CHECK(id < std::string(" "));
+  OffsetTracker t("g");
+  CHECK(t.mark_id(t.open("t", 3, 1, 0)) == id);
 }
 
 TEST_CASE("offset tracker: the watermark is the smallest undecided offset") {
   OffsetTracker t("g");
   const SlotIndex s = t.open("t", 0, 1, 10);
   CHECK(t.view(s).watermark == 10);
-  const auto a = t.submitted(s, 10, event("A", 1, key("A")));
-  const auto b = t.submitted(s, 11, event("B", 1, key("B")));
+  const auto a = t.submitted(s, 10);
+  const auto b = t.submitted(s, 11);
   t.answered(s, 12);  // a malformed message, decided at the source
-  const auto c = t.submitted(s, 13, event("C", 1, key("C")));
+  const auto c = t.submitted(s, 13);
   CHECK(t.view(s).position == 14);
   CHECK(t.view(s).watermark == 10);
   // Out of order completions: nothing moves until offset 10 is decided.
@@ -106,19 +114,17 @@ TEST_CASE("offset tracker: a commit carries one row per Kafka partition, its own
   const SlotIndex s0 = t.open("t", 0, 4, 0);
   const SlotIndex s1 = t.open("t", 1, 9, 100);
   const auto e0 = event("A1", 1, key("A"));
-  const auto e1 = event("B1", 1, key("B"));
-  const auto e2 = event("A2", 1, key("A"));
   const auto e3 = event("C1", 1, key("C"));
-  const auto t0 = t.submitted(s0, 0, e0);
-  const auto t1 = t.submitted(s0, 1, e1);
-  const auto t2 = t.submitted(s0, 2, e2);
-  const auto t3 = t.submitted(s1, 100, e3);
+  const auto t0 = t.submitted(s0, 0);
+  const auto t1 = t.submitted(s0, 1);
+  const auto t2 = t.submitted(s0, 2);
+  const auto t3 = t.submitted(s1, 100);
 
   SUBCASE("the rows") {
     // The batch decided offsets 0 and 2 of partition 0 (1 is still in flight) and 100 of 1.
-    CommitBatch b = accepted({e0, e2, e3});
-    const std::uint64_t tags[] = {t2, t0, t3};
-    t.add_sources(tags, b);
+    CommitBatch b;
+    const SourceEvent events[] = {decided(t2), decided(t0, false), decided(t3)};
+    t.add_sources(events, b);
     REQUIRE(b.sources.size() == 2);
     CHECK(b.sources[0] == SourceOffset{"g", "t", 0, 1, 4});
     CHECK(b.sources[1] == SourceOffset{"g", "t", 1, 101, 9});
@@ -127,34 +133,26 @@ TEST_CASE("offset tracker: a commit carries one row per Kafka partition, its own
     CHECK(t.view(s0).in_flight == 3);
     // With offset 1 decided too, the row moves past 2.
     CHECK(t.completed(t1).known);
-    CommitBatch again = accepted({e0, e2});
-    const std::uint64_t tags2[] = {t0, t2};
-    t.add_sources(tags2, again);
+    CommitBatch again;
+    const SourceEvent events2[] = {decided(t0), decided(t2)};
+    t.add_sources(events2, again);
     REQUIRE(again.sources.size() == 1);
     CHECK(again.sources[0].next_offset == 3);
-  }
-
-  SUBCASE("source marks: the last accepted offset of each trade partition") {
-    // A's events at 0 and 2 are accepted; B's event at 1 was decided (not accepted) in the same
-    // batch: it gets no mark of its own. Marks are not trades.
-    CommitBatch b = accepted({e0, e2});
-    const std::uint64_t tags[] = {t0, t1, t2};
-    t.add_sources(tags, b);
-    REQUIRE(b.partitions.size() == 1);
-    CHECK(b.partitions[0].trades.size() == 2);
-    CHECK(b.partitions[0].marks == std::vector<SourceMark>{{replay_marker_id("g", "t", 0), 2}});
-    CHECK(b.sources[0].next_offset == 3);
+    // Rows only: the marks are the pipeline's.
+    CommitBatch with_events = accepted({e0});
+    t.add_sources(events2, with_events);
+    CHECK(with_events.partitions[0].marks.empty());
   }
 
   SUBCASE("a write of a dead slot carries epoch 0, which every claimed row refuses") {
     // Decided (accepted) while the slot was live; the slot died before the commit.
     t.set_state(s0, SlotState::dead);
+    CHECK(t.dead(s0));
     CommitBatch b = accepted({e0});
-    const std::uint64_t tags[] = {t0};
-    t.add_sources(tags, b);
+    const SourceEvent events[] = {decided(t0)};
+    t.add_sources(events, b);
     REQUIRE(b.sources.size() == 1);
     CHECK(b.sources[0].epoch == 0);
-    CHECK(b.partitions[0].marks.empty());  // no mark for it
     auto store = make_memory_store();
     REQUIRE(store->claim_source("g", "t", 0));
     CHECK(store->commit(b).error() == errc::fenced_off);
@@ -165,129 +163,83 @@ TEST_CASE("offset tracker: a commit carries one row per Kafka partition, its own
   }
 
   SUBCASE("a dead slot whose events the batch does not write needs no row") {
-    // Decided again after the slot died: the guard abandons its events; the batch goes on with
-    // the other slots' events.
+    // Decided again after the slot died: the hook abandons its events (they are not in the
+    // batch); the batch goes on with the other slots' events.
     t.set_state(s0, SlotState::dead);
-    PartitionState st;
-    CHECK(t.guard(e0, st) == Verdict::abandoned);
-    CHECK(t.guard(e3, st) == Verdict::decide);
+    CHECK(t.dead(s0));
+    CHECK(!t.dead(s1));
     CommitBatch b = accepted({e3});
-    const std::uint64_t tags[] = {t0, t3};
-    t.add_sources(tags, b);
+    const SourceEvent events[] = {decided(t3)};
+    t.add_sources(events, b);
     REQUIRE(b.sources.size() == 1);
     CHECK(b.sources[0] == SourceOffset{"g", "t", 1, 101, 9});
     const auto c = t.completed(t0);
-    CHECK(c.abandoned);
-    CHECK(!c.replayed);
+    CHECK(c.known);
     CHECK(c.state == SlotState::dead);
-    CHECK(!t.completed(t3).abandoned);
   }
 }
 
 TEST_CASE("offset tracker: a trade partition fed by several Kafka partitions at once") {
   // Two topics carry events of the same trade partitions: nothing is refused at the source,
-  // each Kafka partition gets its own row and its own marker in each trade partition.
+  // each Kafka partition gets its own row (and, from the pipeline, its own mark).
   OffsetTracker t("g");
   const SlotIndex a = t.open("t1", 0, 3, 0);
   const SlotIndex b = t.open("t2", 0, 7, 40);
-  const PartitionKey k = key("A");
-  const PartitionKey other = key("B");
-  const auto a0 = event("A-1", 1, k);
-  const auto b0 = event("B-1", 1, k);
-  const auto a1 = event("A-2", 1, k);
-  const auto b1 = event("B-2", 1, other);
   CHECK(t.check(a, 0) == Admit::submit);
-  const auto ta0 = t.submitted(a, 0, a0);
+  const auto ta0 = t.submitted(a, 0);
   CHECK(t.check(b, 40) == Admit::submit);  // the same trade partition, in flight from t1
-  const auto tb0 = t.submitted(b, 40, b0);
-  const auto ta1 = t.submitted(a, 1, a1);
-  const auto tb1 = t.submitted(b, 41, b1);
+  const auto tb0 = t.submitted(b, 40);
+  const auto ta1 = t.submitted(a, 1);
+  const auto tb1 = t.submitted(b, 41);
+  CHECK(t.mark_id(a) != t.mark_id(b));
 
-  SUBCASE("rows and marks") {
-    CommitBatch batch = accepted({a0, b0, a1, b1});
-    const std::uint64_t tags[] = {ta0, tb0, ta1, tb1};
-    t.add_sources(tags, batch);
+  SUBCASE("rows") {
+    CommitBatch batch;
+    const SourceEvent events[] = {decided(ta0), decided(tb0), decided(ta1), decided(tb1)};
+    t.add_sources(events, batch);
     REQUIRE(batch.sources.size() == 2);
     CHECK(batch.sources[0] == SourceOffset{"g", "t1", 0, 2, 3});
     CHECK(batch.sources[1] == SourceOffset{"g", "t2", 0, 42, 7});
-    REQUIRE(batch.partitions.size() == 2);
-    // k: one mark per Kafka partition, sorted by source id.
-    CHECK(batch.partitions[0].marks ==
-          std::vector<SourceMark>{{replay_marker_id("g", "t1", 0), 1},
-                                  {replay_marker_id("g", "t2", 0), 40}});
-    // The other trade partition only got t2's mark.
-    CHECK(batch.partitions[1].marks ==
-          std::vector<SourceMark>{{replay_marker_id("g", "t2", 0), 41}});
-    for (const auto& p : batch.partitions)
-      for (const auto& [id, rec] : p.trades) CHECK(id[0] != '\x1f');
-  }
-
-  SUBCASE("the replay guard reads the marker of the event's own Kafka partition") {
-    // Before a crash t1's event at 0 was accepted in k (marker 0); nothing of t2 was. t2's
-    // marker in the other trade partition is far ahead: it says nothing about k.
-    PartitionState st;
-    st.trades["A-1"] = TradeRecord{1};
-    st.source_marks[replay_marker_id("g", "t1", 0)] = 0;
-    CHECK(t.guard(a0, st) == Verdict::replayed);
-    CHECK(t.guard(b0, st) == Verdict::decide);  // t2 has no marker in k: decided again
-    CHECK(t.guard(a1, st) == Verdict::decide);  // above t1's marker
-    // A marker of t2 far above does not make t1's later events decided.
-    st.source_marks[replay_marker_id("g", "t2", 0)] = 1000;
-    CHECK(t.guard(b0, st) == Verdict::replayed);
-    CHECK(t.guard(a1, st) == Verdict::decide);
-    CHECK(t.completed(ta0).replayed);
-    CHECK(t.completed(tb0).replayed);
-    CHECK(!t.completed(ta1).replayed);
   }
 
   SUBCASE("one source dies: its events are abandoned, the other's go on") {
     t.set_state(a, SlotState::dead);
-    PartitionState st;
-    CHECK(t.guard(a0, st) == Verdict::abandoned);
-    CHECK(t.guard(b0, st) == Verdict::decide);
-    CHECK(t.guard(a1, st) == Verdict::abandoned);
-    CommitBatch batch = accepted({b0, b1});
-    const std::uint64_t tags[] = {ta0, tb0, ta1, tb1};
-    t.add_sources(tags, batch);
+    CHECK(t.dead(a));
+    CHECK(!t.dead(b));
+    CommitBatch batch;
+    const SourceEvent events[] = {decided(tb0), decided(tb1)};
+    t.add_sources(events, batch);
     REQUIRE(batch.sources.size() == 1);
     CHECK(batch.sources[0] == SourceOffset{"g", "t2", 0, 42, 7});
-    CHECK(t.completed(ta0).abandoned);
-    CHECK(t.completed(ta1).abandoned);
+    CHECK(t.completed(ta0).known);
+    CHECK(t.completed(ta1).known);
     CHECK(t.idle(a));
     t.close(a);
     // A new generation of t1 (claimed again) feeds the same trade partition at once.
     const SlotIndex a2 = t.open("t1", 0, 4, 0);
     CHECK(t.check(a2, 0) == Admit::submit);
-    const auto ta2 = t.submitted(a2, 0, a0);
-    CHECK(t.guard(a0, st) == Verdict::decide);
-    CHECK(!t.completed(ta2).abandoned);
+    t.submitted(a2, 0);
+    CHECK(!t.dead(a2));
   }
 }
 
-TEST_CASE("offset tracker: the replay guard answers re-read events at or below the marker") {
+TEST_CASE("offset tracker: rows a refused commit found stale kill their slots, no others") {
   OffsetTracker t("g");
-  const SlotIndex s = t.open("t", 0, 2, 5);
-  const PartitionKey k = key("A");
-  const auto amend = event("T", 2, k);  // at 5: was REJECTED unknown trade before the crash
-  const auto nw = event("T", 1, k);     // at 6: was ACCEPTED, marker 6 stored with it
-  const auto later = event("U", 1, k);  // at 7: never decided
-  const auto ta = t.submitted(s, 5, amend);
-  const auto tn = t.submitted(s, 6, nw);
-  const auto tl = t.submitted(s, 7, later);
-  PartitionState st;
-  st.trades["T"] = TradeRecord{1};
-  st.source_marks[replay_marker_id("g", "t", 0)] = 6;
-  CHECK(t.guard(amend, st) == Verdict::replayed);
-  CHECK(t.guard(nw, st) == Verdict::replayed);
-  CHECK(t.guard(later, st) == Verdict::decide);
-  // Another partition's marker does not count, nor does another trade partition's event.
-  PartitionState other;
-  other.source_marks[replay_marker_id("g", "t", 1)] = 100;
-  CHECK(t.guard(later, other) == Verdict::decide);
-  CHECK(t.guard(event("T", 2, key("Z")), st) == Verdict::decide);
-  CHECK(t.completed(ta).replayed);
-  CHECK(t.completed(tn).replayed);
-  CHECK(!t.completed(tl).replayed);
+  const SlotIndex a = t.open("t", 0, 3, 0);
+  const SlotIndex b = t.open("t", 1, 5, 0);
+  // Another group's row, and a row of an older generation of b: not ours to act on.
+  const SourceOffset others[] = {SourceOffset{"h", "t", 0, 9, 3}, SourceOffset{"g", "t", 1, 0, 4}};
+  CHECK(t.lost(others).empty());
+  CHECK(!t.dead(a));
+  CHECK(!t.dead(b));
+  const SourceOffset stale[] = {SourceOffset{"g", "t", 0, 7, 3}};
+  const auto killed = t.lost(stale);
+  REQUIRE(killed.size() == 1);
+  CHECK(killed[0].index == a);
+  CHECK(t.lost(stale).empty());  // dead already
+  CHECK(t.dead(a));
+  CHECK(!t.dead(b));
+  CHECK(t.check(a, 0) == Admit::not_live);
 }
 
 TEST_CASE("offset tracker: offsets-only commits owe only what moved") {
