@@ -537,8 +537,8 @@ TEST_CASE("faults: a source that lost its stream drops its own events; the rest 
   const Clock::time_point t0{std::chrono::hours(1000)};
   std::uint64_t stamp = 1;
   for (StepOp* op : {&http, &k, &l}) {
-    op->gate_head = true;
-    op->stamp = stamp++;
+    detail::state_of(op).gate_head = true;
+    detail::state_of(op).stamp = stamp++;
   }
   core.set_stamp_now(stamp);
   for (StepOp* op : {&http, &k, &l}) core.add(op, t0);
