@@ -1,6 +1,7 @@
 #include <tradecapture/types.hpp>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -61,19 +62,49 @@ bool is_valid_utf8(std::string_view s) noexcept {
   return true;
 }
 
-// "" when `value` is a legal identifier (1..64 bytes of UTF-8, no control characters), else the
-// reason.
-std::string check_identifier(std::string_view field, std::string_view value) {
-  std::string prefix = "invalid: ";
-  prefix += field;
-  if (value.empty()) return prefix + ": must not be empty";
-  if (value.size() > 64) return prefix + ": longer than 64 bytes";
+// True when every byte of `value` is printable ASCII (0x20..0x7E), eight bytes at a time: the
+// common case, which needs no further check.
+bool printable_ascii(std::string_view value) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t highs = 0x8080808080808080ULL;
+  const char* p = value.data();
+  std::size_t n = value.size();
+  while (n > 0) {
+    std::uint64_t x = 0x4141414141414141ULL;  // 'A' pads a short tail
+    const std::size_t k = n < 8 ? n : 8;
+    std::memcpy(&x, p, k);
+    p += k;
+    n -= k;
+    const std::uint64_t y = x ^ (ones * 0x7F);
+    // A byte >= 0x80, a byte < 0x20 (exact as a whole: hasless), a byte == 0x7F (haszero of y).
+    if (((x | ((x - ones * 0x20) & ~x) | ((y - ones) & ~y)) & highs) != 0) return false;
+  }
+  return true;
+}
+
+// Why `value` is not a legal identifier (1..64 bytes of UTF-8, no control characters), or null
+// when it is one. The reason text is built only on failure (validate runs for every event).
+const char* identifier_problem(std::string_view value) noexcept {
+  if (value.empty()) return "must not be empty";
+  if (value.size() > 64) return "longer than 64 bytes";
+  if (printable_ascii(value)) return nullptr;
   for (const char ch : value) {
     const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7F) return prefix + ": contains a control character";
+    if (c < 0x20 || c == 0x7F) return "contains a control character";
   }
-  if (!is_valid_utf8(value)) return prefix + ": not valid UTF-8";
-  return {};
+  if (!is_valid_utf8(value)) return "not valid UTF-8";
+  return nullptr;
+}
+
+// "" when `value` is a legal identifier, else the reason ("invalid: <field>: <problem>").
+std::string check_identifier(std::string_view field, std::string_view value) {
+  const char* problem = identifier_problem(value);
+  if (problem == nullptr) return {};
+  std::string reason = "invalid: ";
+  reason += field;
+  reason += ": ";
+  reason += problem;
+  return reason;
 }
 
 }  // namespace
@@ -159,7 +190,7 @@ bool TradeEvent::same_content(const TradeEvent& other) const noexcept {
 }
 
 std::string validate(const TradeEvent& e) {
-  if (auto r = check_identifier("trade_id", e.trade_id); !r.empty()) return r;
+  if (identifier_problem(e.trade_id) != nullptr) return check_identifier("trade_id", e.trade_id);
   if (e.type != TradeType::New && e.type != TradeType::Amend && e.type != TradeType::Cancel) {
     return "invalid: type: must be NEW, AMEND or CANCEL";
   }
@@ -173,9 +204,12 @@ std::string validate(const TradeEvent& e) {
   if (e.type == TradeType::Cancel && e.version < 2) {
     return "invalid: version: CANCEL must have version >= 2";
   }
-  if (auto r = check_identifier("account", e.partition.account); !r.empty()) return r;
-  if (auto r = check_identifier("book", e.partition.book); !r.empty()) return r;
-  if (auto r = check_identifier("security", e.partition.security); !r.empty()) return r;
+  if (identifier_problem(e.partition.account) != nullptr)
+    return check_identifier("account", e.partition.account);
+  if (identifier_problem(e.partition.book) != nullptr)
+    return check_identifier("book", e.partition.book);
+  if (identifier_problem(e.partition.security) != nullptr)
+    return check_identifier("security", e.partition.security);
   if (e.type == TradeType::Cancel) return {};
 
   if (e.side != Side::Buy && e.side != Side::Sell) return "invalid: side: must be BUY or SELL";
