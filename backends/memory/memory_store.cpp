@@ -2,19 +2,78 @@
 // durability. One shared_mutex guards everything; a commit validates the whole batch before it
 // changes anything, so a refused batch leaves no trace. Fencing tokens are issued by
 // claim_partitions (the stored fence plus one), never by a clock.
+//
+// Steady state allocates nothing per event (amortised growth aside): the idempotency keys are an
+// open-addressed index of references to the stored events (the key is compared through the
+// event, never copied), a partition's trades are a flat table, and a commit's scratch vectors
+// are kept from one commit to the next.
 
 #include <tradecapture/memory.hpp>
 
+#include <algorithm>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace tradecapture {
 namespace {
+
+/// Linear probing over a power-of-two table at most half full; `home` of a hash.
+inline std::size_t home_of(std::size_t hash, std::size_t mask) noexcept {
+  return static_cast<std::size_t>((hash * 0x9E3779B97F4A7C15ull) >> 17) & mask;
+}
+
+/// A partition's trades by trade_id: records in insertion order and an index of them.
+class TradeTable {
+ public:
+  /// Inserts or replaces the record of `id`.
+  void put(const std::string& id, const TradeRecord& record) {
+    const std::size_t h = std::hash<std::string_view>{}(id);
+    if ((records_.size() + 1) * 2 > index_.size()) grow();
+    const std::size_t mask = index_.size() - 1;
+    std::size_t i = home_of(h, mask);
+    for (;; i = (i + 1) & mask) {
+      const std::uint32_t r = index_[i];
+      if (r == 0) break;
+      if (hashes_[r - 1] == h && records_[r - 1].first == id) {
+        records_[r - 1].second = record;
+        return;
+      }
+    }
+    records_.emplace_back(id, record);
+    hashes_.push_back(h);
+    index_[i] = static_cast<std::uint32_t>(records_.size());
+  }
+
+  /// The trades as a PartitionState holds them.
+  void copy_to(std::unordered_map<std::string, TradeRecord>& out) const {
+    out.reserve(records_.size());
+    for (const auto& [id, record] : records_) out.insert_or_assign(id, record);
+  }
+
+ private:
+  void grow() {
+    std::vector<std::uint32_t> index(index_.empty() ? 16 : index_.size() * 2, 0);
+    const std::size_t mask = index.size() - 1;
+    for (std::size_t r = 0; r < records_.size(); ++r) {
+      std::size_t i = home_of(hashes_[r], mask);
+      while (index[i] != 0) i = (i + 1) & mask;
+      index[i] = static_cast<std::uint32_t>(r + 1);
+    }
+    index_.swap(index);
+  }
+
+  std::vector<std::pair<std::string, TradeRecord>> records_;
+  std::vector<std::size_t> hashes_;   ///< of records_[i].first
+  std::vector<std::uint32_t> index_;  ///< 0: free, else 1 + the record's index
+};
 
 class MemoryStore final : public TradeStore {
  public:
@@ -25,7 +84,7 @@ class MemoryStore final : public TradeStore {
     std::shared_lock lock(mutex_);
     for (const auto& key : partitions) {
       auto it = partitions_.find(key);
-      out.push_back(it == partitions_.end() ? PartitionState{} : it->second.state);
+      out.push_back(it == partitions_.end() ? PartitionState{} : state_of(it->second));
     }
     return out;
   }
@@ -41,8 +100,8 @@ class MemoryStore final : public TradeStore {
     for (const auto& key : partitions) {
       // A partition never written gets its row now: seq 0, fence 1, the empty position.
       Partition& p = partitions_[key];
-      ++p.state.fence;
-      out.push_back(p.state);
+      ++p.fence;
+      out.push_back(state_of(p));
     }
     return out;
   }
@@ -53,11 +112,11 @@ class MemoryStore final : public TradeStore {
     out.reserve(keys.size());
     std::shared_lock lock(mutex_);
     for (const auto& key : keys) {
-      auto it = keys_.find(key);
-      if (it == keys_.end()) {
-        out.emplace_back(std::nullopt);
+      if (const StoredEvent* e =
+              find_key(key.trade_id, key.version, key_hash(key.trade_id, key.version))) {
+        out.emplace_back(*e);
       } else {
-        out.emplace_back(it->second.partition->events[it->second.seq - 1]);
+        out.emplace_back(std::nullopt);
       }
     }
     return out;
@@ -68,7 +127,7 @@ class MemoryStore final : public TradeStore {
     std::shared_lock lock(mutex_);
     // std::map orders by PartitionKey, whose std::string parts compare bytewise (unsigned).
     for (const auto& [key, p] : partitions_) {
-      if (p.state.seq > 0) out.push_back(PositionRow{key, p.state.position, p.state.seq});
+      if (p.seq > 0) out.push_back(PositionRow{key, p.position, p.seq});
     }
     return out;
   }
@@ -126,53 +185,52 @@ class MemoryStore final : public TradeStore {
       auto it = sources_.find(std::make_tuple(src.consumer, src.topic, src.partition));
       if (it != sources_.end() && it->second.epoch > src.epoch) return errc::fenced_off;
     }
+    targets_.clear();
     for (const auto& update : batch.partitions) {
       auto it = partitions_.find(update.partition);
-      const std::uint64_t stored_seq = it == partitions_.end() ? 0 : it->second.state.seq;
-      const std::uint64_t stored_fence = it == partitions_.end() ? 0 : it->second.state.fence;
+      Partition* p = it == partitions_.end() ? nullptr : &it->second;
+      const std::uint64_t stored_seq = p == nullptr ? 0 : p->seq;
+      const std::uint64_t stored_fence = p == nullptr ? 0 : p->fence;
       if (stored_fence > update.fence) return errc::fenced_off;
       if (stored_seq != update.expected_seq) return errc::sequence_conflict;
+      targets_.push_back(p);
     }
     for (const auto& key : batch.absent_keys) {
-      if (keys_.contains(key)) return errc::key_conflict;
+      if (find_key(key.trade_id, key.version, key_hash(key.trade_id, key.version)) != nullptr)
+        return errc::key_conflict;
     }
-    // Claim the keys; on a collision (stored, or twice in this batch) give back what was claimed.
-    std::vector<decltype(keys_)::iterator> claimed;
-    claimed.reserve(batch.partitions.size() * 4);
+    // Every key the batch inserts must be new: not stored, and not twice in the batch.
+    hashes_.clear();
     for (const auto& update : batch.partitions) {
       for (const auto& e : update.events) {
-        auto [it, inserted] =
-            keys_.try_emplace(IdempotencyKey{e.event.trade_id, e.event.version}, EventRef{});
-        if (!inserted) {
-          for (auto c : claimed) keys_.erase(c);
-          return errc::key_conflict;
-        }
-        claimed.push_back(it);
+        const std::size_t h = key_hash(e.event.trade_id, e.event.version);
+        if (find_key(e.event.trade_id, e.event.version, h) != nullptr) return errc::key_conflict;
+        hashes_.push_back(h);
       }
     }
+    if (hashes_.size() > 1 && has_repeated_key(batch)) return errc::key_conflict;
     // Apply: nothing below can fail except by running out of memory.
     for (const auto& src : batch.sources) {
       auto& row = sources_[std::make_tuple(src.consumer, src.topic, src.partition)];
       row = src;
     }
-    for (const auto& update : batch.partitions) {
+    reserve_keys(keys_used_ + hashes_.size());
+    std::size_t k = 0;
+    for (std::size_t u = 0; u < batch.partitions.size(); ++u) {
+      const PartitionUpdate& update = batch.partitions[u];
       if (check_only(update)) continue;  // validated above; writes nothing
-      Partition& p = partitions_[update.partition];
-      p.state.seq = update.new_seq;
-      p.state.fence = update.fence;
-      p.state.position = update.position;
-      for (const auto& [trade_id, record] : update.trades) p.state.trades[trade_id] = record;
-      for (const auto& m : update.marks) p.state.source_marks[m.source] = m.position;
+      Partition& p = targets_[u] != nullptr ? *targets_[u] : partitions_[update.partition];
+      p.seq = update.new_seq;
+      p.fence = update.fence;
+      p.position = update.position;
+      for (const auto& [trade_id, record] : update.trades) p.trades.put(trade_id, record);
+      for (const auto& m : update.marks) p.source_marks[m.source] = m.position;
+      p.events.reserve(p.events.size() + update.events.size());
       for (const auto& e : update.events) {
         p.events.push_back(e);
         p.events.back().fence = update.fence;  // the writer, for a lost acknowledgement's check
+        insert_key(hashes_[k++], KeyRef{&p, e.seq});
       }
-    }
-    std::size_t i = 0;
-    for (const auto& update : batch.partitions) {
-      if (check_only(update)) continue;
-      Partition& p = partitions_.find(update.partition)->second;
-      for (const auto& e : update.events) claimed[i++]->second = EventRef{&p, e.seq};
     }
     return boost::outcome_v2::success();
   }
@@ -184,18 +242,102 @@ class MemoryStore final : public TradeStore {
   }
 
   struct Partition {
-    PartitionState state;
+    Position position;
+    std::uint64_t seq = 0;
+    std::uint64_t fence = 0;
+    TradeTable trades;
+    std::map<std::string, std::int64_t, std::less<>> source_marks;
     std::vector<StoredEvent> events;  ///< events[i].seq == i + 1
   };
-  struct EventRef {
-    const Partition* partition;
-    std::uint64_t seq;
+
+  /// An idempotency key's slot: the stored event that holds it (partition null: free).
+  struct KeyRef {
+    const Partition* partition = nullptr;
+    std::uint64_t seq = 0;
+    const StoredEvent& event() const { return partition->events[seq - 1]; }
   };
+  struct KeySlot {
+    std::size_t hash = 0;
+    KeyRef ref;
+  };
+
+  static PartitionState state_of(const Partition& p) {
+    PartitionState s;
+    s.position = p.position;
+    s.seq = p.seq;
+    s.fence = p.fence;
+    p.trades.copy_to(s.trades);
+    s.source_marks = p.source_marks;
+    return s;
+  }
+
+  /// The index's hash of an idempotency key.
+  static std::size_t key_hash(std::string_view trade_id, std::int64_t version) noexcept {
+    const std::size_t h = std::hash<std::string_view>{}(trade_id);
+    return h ^ (static_cast<std::size_t>(version) * 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2));
+  }
+
+  const StoredEvent* find_key(const std::string& trade_id, std::int64_t version,
+                              std::size_t hash) const {
+    if (keys_.empty()) return nullptr;
+    const std::size_t mask = keys_.size() - 1;
+    for (std::size_t i = home_of(hash, mask);; i = (i + 1) & mask) {
+      const KeySlot& s = keys_[i];
+      if (s.ref.partition == nullptr) return nullptr;
+      if (s.hash != hash) continue;
+      const StoredEvent& e = s.ref.event();
+      if (e.event.version == version && e.event.trade_id == trade_id) return &e;
+    }
+  }
+
+  /// Room for `n` keys at most half full (the table only grows).
+  void reserve_keys(std::size_t n) {
+    if (n * 2 <= keys_.size()) return;
+    std::size_t size = keys_.empty() ? 1024 : keys_.size();
+    while (n * 2 > size) size *= 2;
+    std::vector<KeySlot> old(size);
+    old.swap(keys_);
+    const std::size_t mask = keys_.size() - 1;
+    for (const KeySlot& s : old) {
+      if (s.ref.partition == nullptr) continue;
+      std::size_t i = home_of(s.hash, mask);
+      while (keys_[i].ref.partition != nullptr) i = (i + 1) & mask;
+      keys_[i] = s;
+    }
+  }
+
+  /// Inserts a key known to be absent, with room reserved.
+  void insert_key(std::size_t hash, KeyRef ref) {
+    const std::size_t mask = keys_.size() - 1;
+    std::size_t i = home_of(hash, mask);
+    while (keys_[i].ref.partition != nullptr) i = (i + 1) & mask;
+    keys_[i] = KeySlot{hash, ref};
+    ++keys_used_;
+  }
+
+  /// True when two events of the batch carry the same idempotency key (hashes_ holds their
+  /// hashes in batch order).
+  bool has_repeated_key(const CommitBatch& batch) {
+    sorted_.assign(hashes_.begin(), hashes_.end());
+    std::sort(sorted_.begin(), sorted_.end());
+    if (std::adjacent_find(sorted_.begin(), sorted_.end()) == sorted_.end()) return false;
+    // Equal hashes (rare): compare the keys themselves.
+    std::vector<std::pair<std::string_view, std::int64_t>> ids;
+    for (const auto& update : batch.partitions)
+      for (const auto& e : update.events) ids.emplace_back(e.event.trade_id, e.event.version);
+    std::sort(ids.begin(), ids.end());
+    return std::adjacent_find(ids.begin(), ids.end()) != ids.end();
+  }
 
   mutable std::shared_mutex mutex_;
   std::map<PartitionKey, Partition> partitions_;
-  std::unordered_map<IdempotencyKey, EventRef, IdempotencyKeyHash> keys_;
+  std::vector<KeySlot> keys_;  ///< open-addressed, at most half full; size 0 or a power of two
+  std::size_t keys_used_ = 0;
   std::map<std::tuple<std::string, std::string, std::int32_t>, SourceOffset> sources_;
+  // Scratch of do_commit_ (under the exclusive lock), kept for its capacity.
+  std::vector<Partition*> targets_;
+  std::vector<std::size_t> hashes_;
+  std::vector<std::size_t> sorted_;
 };
 
 }  // namespace
