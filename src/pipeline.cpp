@@ -93,6 +93,9 @@ struct Pipeline::Impl::Shard {
 
   // Owned by the strand.
   Clock::time_point timer_at = Clock::time_point::max();
+  std::vector<SubmitOp*> absorbed;          // absorb's share of the inbox
+  std::vector<PartitionKey> absorbed_wakes;  // absorb's share of the wakes
+  std::vector<detail::Completion> delivered;  // deliver's, kept for its capacity
   std::atomic<std::size_t> cached{0}, active{0}, leases{0};  // for metrics
 
   Shard(Impl& i, asio::any_io_executor ex, std::size_t index)
@@ -140,8 +143,11 @@ struct Pipeline::Impl::Shard {
 
   /// Moves the inbox into the core.
   void absorb(Clock::time_point now) {
-    std::vector<SubmitOp*> in;
-    std::vector<PartitionKey> wk;
+    // Swapped with the inbox: the vectors' capacity goes back and forth, never reallocated.
+    std::vector<SubmitOp*>& in = absorbed;
+    std::vector<PartitionKey>& wk = absorbed_wakes;
+    in.clear();
+    wk.clear();
     {
       std::lock_guard lk(inbox_mu);
       in.swap(inbox);
@@ -159,7 +165,8 @@ struct Pipeline::Impl::Shard {
   void stamp() { core.set_stamp_now(next_stamp.load(std::memory_order_acquire)); }
 
   void deliver() {
-    auto done = core.take_completions();
+    auto& done = delivered;
+    core.take_completions(done);
     if (done.empty()) return;
     const auto now = Clock::now();
     for (auto& c : done) impl.complete(c.op, c.ec, std::move(c.outcome), now);
@@ -227,7 +234,7 @@ struct Pipeline::Impl::Shard {
         break;
       }
       case Action::Kind::commit: {
-        auto r = impl.store->commit(a.batch);
+        auto r = impl.store->commit(*a.batch);
         stamp();
         core.on_committed(std::move(r), Clock::now());
         break;

@@ -149,9 +149,14 @@ struct ShardCore::Impl {
   std::vector<Outcome> outcomes;
   std::vector<boost::system::error_code> ends;  // set: completes without an outcome (a source's)
   std::vector<HookBatch> hook_batches;
+  using TradeNode = std::pair<const std::string, TradeRecord>;
+  std::vector<const TradeNode*> changed;  // decide: trades a partition's accepted events wrote
+  const TradeNode* last_trade = nullptr;  // decide_one: the trade its ACCEPTED outcome wrote
   std::vector<PartitionKey> need;  // of the acquire/claim under way
   std::vector<Grant> renewing;     // of the renew under way
-  CommitBatch batch;
+  /// The batch's commit: shared with the commit action (the shell, or a simulated server that
+  /// outlives a crashed host, may still hold it), never copied.
+  std::shared_ptr<CommitBatch> batch = std::make_shared<CommitBatch>();
   bool uncertain = false;       // a commit attempt failed in a way that may have applied it
   int attempt = 0;              // attempts of the store call under way
   std::optional<Time> failing_since;  // first retryable failure of this batch
@@ -193,6 +198,15 @@ struct ShardCore::Impl {
     if (!s.ready && !s.waiting && !s.queue.empty()) {
       s.ready = true;
       ready.push_back(&s);
+    }
+  }
+
+  /// An empty batch to build, not shared with a commit action still held elsewhere.
+  void fresh_batch() {
+    if (batch.use_count() == 1) {
+      *batch = CommitBatch{};
+    } else {
+      batch = std::make_shared<CommitBatch>();
     }
   }
 
@@ -261,7 +275,7 @@ struct ShardCore::Impl {
     hook_batches.clear();
     need.clear();
     renewing.clear();
-    batch = CommitBatch{};
+    fresh_batch();
     uncertain = false;
     attempt = 0;
     failing_since.reset();
@@ -473,7 +487,7 @@ struct ShardCore::Impl {
           }
           Action a;
           a.kind = Action::Kind::commit;
-          a.batch = batch;
+          a.batch = batch;  // shared, not copied
           commit_started = now;
           awaiting = true;
           return a;
@@ -481,7 +495,7 @@ struct ShardCore::Impl {
         case Step::probe: {
           Action a;
           a.kind = Action::Kind::sources;
-          for (const auto& row : batch.sources) a.consumers.push_back(row.consumer);
+          for (const auto& row : batch->sources) a.consumers.push_back(row.consumer);
           std::sort(a.consumers.begin(), a.consumers.end());
           a.consumers.erase(std::unique(a.consumers.begin(), a.consumers.end()),
                             a.consumers.end());
@@ -491,7 +505,7 @@ struct ShardCore::Impl {
         case Step::verify: {
           Action a;
           a.kind = Action::Kind::verify;
-          for (const auto& p : batch.partitions)
+          for (const auto& p : batch->partitions)
             for (const auto& e : p.events)
               a.idem_keys.push_back(IdempotencyKey{e.event.trade_id, e.event.version});
           awaiting = true;
@@ -540,9 +554,12 @@ struct ShardCore::Impl {
     outcomes.assign(ops.size(), Outcome{});
     ends.assign(ops.size(), {});
     hook_batches.clear();
-    batch = CommitBatch{};
-    batch.partitions.reserve(taken.size());
-    std::vector<std::string_view> changed_ids;
+    fresh_batch();
+    // The updates in partition order (the store's row order), built in that order: `taken` is
+    // sorted instead of the updates (each Taken keeps its own range of `ops`).
+    std::sort(taken.begin(), taken.end(),
+              [](const Taken& a, const Taken& b) { return a.slot->key < b.slot->key; });
+    batch->partitions.reserve(taken.size());
     std::map<std::string, std::int64_t, std::less<>> marks;  // moved by this partition's events
     for (const Taken& t : taken) {
       PartitionState& st = *t.slot->state;
@@ -550,6 +567,8 @@ struct ShardCore::Impl {
       up.partition = t.slot->key;
       up.fence = st.fence;
       up.expected_seq = st.seq;
+      up.events.reserve(t.count);
+      changed.clear();
       marks.clear();
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
         SubmitOp* op = ops[i];
@@ -577,13 +596,14 @@ struct ShardCore::Impl {
         outcomes[i] = decide_one(e, st, found[i]);
         const bool written = outcomes[i].kind == OutcomeKind::Accepted;
         if (written) {
-          up.events.push_back(StoredEvent{e, outcomes[i].seq});
+          up.events.emplace_back(e, outcomes[i].seq);
+          changed.push_back(last_trade);
           if (op->source.hook != nullptr) {
             auto [m, fresh] = marks.try_emplace(std::move(mark_id), op->source.position);
             if (!fresh) m->second = std::max(m->second, op->source.position);
           }
         } else if (!found[i]) {
-          batch.absent_keys.push_back(IdempotencyKey{e.trade_id, e.version});
+          batch->absent_keys.push_back(IdempotencyKey{e.trade_id, e.version});
         }
         if (op->source.hook != nullptr) source_event(*op, written);
       }
@@ -595,38 +615,30 @@ struct ShardCore::Impl {
       up.new_seq = st.seq;
       if (up.events.empty()) {
         // Check-only: the partition must still be as we read it when the batch commits.
-        if (cfg.mutation != Mutation::unvalidated_noop) batch.partitions.push_back(std::move(up));
+        if (cfg.mutation != Mutation::unvalidated_noop) batch->partitions.push_back(std::move(up));
         continue;
       }
       up.position = st.position;
-      // The final state of every trade the batch changed, once each (sorted, deduplicated ids).
-      changed_ids.clear();
-      for (const auto& se : up.events) changed_ids.push_back(se.event.trade_id);
-      std::sort(changed_ids.begin(), changed_ids.end());
-      changed_ids.erase(std::unique(changed_ids.begin(), changed_ids.end()), changed_ids.end());
-      up.trades.reserve(changed_ids.size());
-      for (std::string_view id : changed_ids) {
-        std::string key(id);
-        const TradeRecord& rec = st.trades.at(key);
-        up.trades.emplace_back(std::move(key), rec);
-      }
-      batch.partitions.push_back(std::move(up));
+      // The final state of every trade the batch changed, once each, by id: the map nodes that
+      // decide_one wrote (stable addresses), sorted by id and deduplicated.
+      std::sort(changed.begin(), changed.end(),
+                [](const TradeNode* a, const TradeNode* b) { return a->first < b->first; });
+      changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
+      up.trades.reserve(changed.size());
+      for (const TradeNode* node : changed) up.trades.emplace_back(node->first, node->second);
+      batch->partitions.push_back(std::move(up));
     }
-    if (cfg.mutation == Mutation::unvalidated_noop) batch.absent_keys.clear();
-    std::sort(batch.partitions.begin(), batch.partitions.end(),
-              [](const PartitionUpdate& a, const PartitionUpdate& b) {
-                return a.partition < b.partition;
-              });
-    std::sort(batch.absent_keys.begin(), batch.absent_keys.end());
-    batch.absent_keys.erase(std::unique(batch.absent_keys.begin(), batch.absent_keys.end()),
-                            batch.absent_keys.end());
+    if (cfg.mutation == Mutation::unvalidated_noop) batch->absent_keys.clear();
+    std::sort(batch->absent_keys.begin(), batch->absent_keys.end());
+    batch->absent_keys.erase(std::unique(batch->absent_keys.begin(), batch->absent_keys.end()),
+                            batch->absent_keys.end());
     if (before_commit) {
       std::vector<std::uint64_t> tags;
       for (SubmitOp* op : ops)
         if (op->source_tag != 0) tags.push_back(op->source_tag);
-      before_commit(tags, batch);
+      before_commit(tags, *batch);
     }
-    for (auto& hb : hook_batches) hb.hook->before_commit(hb.events, batch);
+    for (auto& hb : hook_batches) hb.hook->before_commit(hb.events, *batch);
   }
 
   /// Records an event of a source that the batch completes (for its hook's calls).
@@ -664,7 +676,8 @@ struct ShardCore::Impl {
     }
     if (d.outcome.kind != OutcomeKind::Accepted) return std::move(d.outcome);
     st.position = d.position;
-    st.trades[e.trade_id] = d.record;
+    auto [node, fresh] = st.trades.insert_or_assign(e.trade_id, d.record);
+    last_trade = &*node;
     return Outcome::accepted(++st.seq);
   }
 
@@ -829,7 +842,7 @@ struct ShardCore::Impl {
     attempt = 0;
     store_outage_since.reset();
     decide(r.value());
-    if (batch.partitions.empty() && batch.absent_keys.empty() && batch.sources.empty()) {
+    if (batch->partitions.empty() && batch->absent_keys.empty() && batch->sources.empty()) {
       // Only possible with the unvalidated_noop mutation: nothing to validate.
       finish_batch(now);
       return;
@@ -860,7 +873,7 @@ struct ShardCore::Impl {
     const auto ec = r.error();
     if (ec == errc::store_unavailable) uncertain = true;
     if (ec == errc::fenced_off && !aborting && !uncertain && !hook_batches.empty() &&
-        !batch.sources.empty()) {
+        !batch->sources.empty()) {
       // A partition's fence or a source's epoch? Read the source rows: a source that lost its
       // stream must not hold back the other events of the batch.
       step = Step::probe;
@@ -890,7 +903,7 @@ struct ShardCore::Impl {
   }
 
   bool has_writes() const {
-    for (const auto& p : batch.partitions)
+    for (const auto& p : batch->partitions)
       if (!p.events.empty()) return true;
     return false;
   }
@@ -909,7 +922,7 @@ struct ShardCore::Impl {
     // same events, deciding them the same way or not).
     std::size_t i = 0;
     bool mine = false, not_mine = false, unknown = false;
-    for (const auto& p : batch.partitions) {
+    for (const auto& p : batch->partitions) {
       for (const auto& e : p.events) {
         const auto& f = i < r.value().size() ? r.value()[i] : std::optional<StoredEvent>{};
         ++i;
@@ -945,8 +958,8 @@ struct ShardCore::Impl {
       // outcomes are then known to be true (another host may have decided the same events the
       // same way). Outcomes validated only by our own commit (check-only partitions, absent
       // keys, a REJECTED next to a write), or ops past their deadline, end without an outcome.
-      bool only_writes = batch.absent_keys.empty();
-      for (const auto& p : batch.partitions)
+      bool only_writes = batch->absent_keys.empty();
+      for (const auto& p : batch->partitions)
         if (p.events.empty()) only_writes = false;
       for (const auto& o : outcomes)
         if (o.kind != OutcomeKind::Accepted) only_writes = false;
@@ -970,7 +983,7 @@ struct ShardCore::Impl {
     awaiting = false;
     std::vector<SourceOffset> stale;
     if (r) {
-      for (const auto& row : batch.sources) {
+      for (const auto& row : batch->sources) {
         for (const auto& stored : r.value()) {
           if (stored.consumer == row.consumer && stored.topic == row.topic &&
               stored.partition == row.partition && stored.epoch > row.epoch)
@@ -1167,6 +1180,11 @@ std::vector<Completion> ShardCore::take_completions() {
   std::vector<Completion> out;
   out.swap(impl_->completions);
   return out;
+}
+
+void ShardCore::take_completions(std::vector<Completion>& out) {
+  out.clear();
+  out.swap(impl_->completions);
 }
 
 std::size_t ShardCore::cached() const { return impl_->slots.size(); }

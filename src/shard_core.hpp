@@ -130,7 +130,7 @@ struct Action {
   std::vector<PartitionKey> keys;        ///< acquire, claim (strictly ascending for claim)
   std::vector<Grant> grants;             ///< renew, release
   std::vector<IdempotencyKey> idem_keys; ///< find, verify
-  CommitBatch batch;                     ///< commit
+  std::shared_ptr<const CommitBatch> batch;  ///< commit (the core's own, shared: never copied)
   std::vector<std::string> consumers;    ///< sources (ascending, distinct)
 };
 
@@ -184,6 +184,8 @@ class ShardCore {
 
   /// Completions produced since the last call, in order.
   std::vector<Completion> take_completions();
+  /// The same into `out` (cleared first), whose capacity the core keeps for the next ones.
+  void take_completions(std::vector<Completion>& out);
 
   /// For metrics: partitions known, partitions with work, leases held.
   std::size_t cached() const;

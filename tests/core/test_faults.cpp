@@ -313,7 +313,7 @@ std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops,
           lost_one = true;
           if (how == LostAck::other_writer) {
             // Another host claimed the partitions after us and committed the same decisions.
-            CommitBatch theirs = act.batch;
+            CommitBatch theirs = *act.batch;
             std::vector<PartitionKey> keys;
             for (const auto& u : theirs.partitions) keys.push_back(u.partition);
             auto claimed = store->claim_partitions(keys);
@@ -321,13 +321,13 @@ std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops,
             for (std::size_t k = 0; k < keys.size(); ++k)
               theirs.partitions[k].fence = claimed.value()[k].fence;
             REQUIRE(store->commit(theirs));
-            CHECK(store->commit(act.batch).error() == errc::fenced_off);
+            CHECK(store->commit(*act.batch).error() == errc::fenced_off);
           } else {
-            REQUIRE(store->commit(act.batch));
+            REQUIRE(store->commit(*act.batch));
           }
           core.on_committed(make_error_code(errc::store_unavailable), now);
         } else {
-          core.on_committed(store->commit(act.batch), now);
+          core.on_committed(store->commit(*act.batch), now);
         }
         break;
       default: break;
@@ -564,8 +564,8 @@ TEST_CASE("faults: a source that lost its stream drops its own events; the rest 
       case K::commit:
         // Another member takes the stream over before the first commit lands.
         if (commits.empty()) REQUIRE(store->claim_source("test", "t", 0).value().epoch == 2);
-        commits.push_back(act.batch);
-        core.on_committed(store->commit(act.batch), now);
+        commits.push_back(*act.batch);
+        core.on_committed(store->commit(*act.batch), now);
         break;
       default: break;
     }

@@ -839,7 +839,7 @@ void World::execute(detail::Action& a, Reply& r) {
       answer(r.found, store_->find_events(a.idem_keys));
       break;
     case Kind::commit:
-      answer(r.committed, store_->commit(a.batch));
+      answer(r.committed, store_->commit(*a.batch));
       if (ec == errc::internal) env_.fail("the store refused a malformed batch (errc::internal)");
       break;
     case Kind::sources:
@@ -849,8 +849,8 @@ void World::execute(detail::Action& a, Reply& r) {
       env_.fail("unexpected action kind");
   }
   env_.trace("  host %d %s (%zu keys, %zu partitions) -> %s", env_.caller, kind_name(a.kind),
-             a.keys.size() + a.idem_keys.size() + a.grants.size(), a.batch.partitions.size(),
-             ec ? ec.message().c_str() : "ok");
+             a.keys.size() + a.idem_keys.size() + a.grants.size(),
+             a.batch ? a.batch->partitions.size() : 0, ec ? ec.message().c_str() : "ok");
 }
 
 void World::answer(int hid, std::size_t ci, const std::shared_ptr<detail::Action>& a,
