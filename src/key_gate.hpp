@@ -1,10 +1,16 @@
 #pragma once
 // The global gate on idempotency keys (trade_id, version), shared by every shard of a pipeline.
 //
-// For each key, the FIFO of submitted, not yet completed ops that carry it, in entry order. The
-// map key views the head op's trade_id (no copy). An op may be decided only when it leads its key
-// (every earlier op with the same key has completed, so its outcome is durable and `find_events`
-// sees it). The lead is published in `SubmitOp::gate_head`, so the common check needs no lock.
+// For each key, the FIFO of submitted, not yet completed ops that carry it, in entry order. An op
+// may be decided only when it leads its key (every earlier op with the same key has completed,
+// so its outcome is durable and `find_events` sees it). The lead is published in
+// `OpState::gate_head`, so the common check needs no lock.
+//
+// The ops are the nodes: each stripe is an open-addressed table (linear probing, backward-shift
+// deletion) of {hash, head op, tail op}, and an op links to the next op of its key through
+// `OpState::gate_next`. Keys are compared through the head op's event, so nothing is copied and
+// nothing is allocated per op (a stripe's table grows to its peak and stays). Stripes sit on
+// cache lines of their own: submitters enter and shards leave concurrently.
 // Thread-safe: striped mutexes.
 
 #include <tradecapture/detail/submit_op.hpp>
@@ -15,12 +21,11 @@
 #include <cstddef>
 #include <mutex>
 #include <optional>
-#include <string_view>
-#include <unordered_map>
+#include <vector>
 
 namespace tradecapture::detail {
 
-/// Hash of an event's idempotency key (stored in `SubmitOp::key_hash` before `enter`).
+/// Hash of an event's idempotency key (stored in `OpState::key_hash` before `enter`).
 std::size_t key_hash_of(const TradeEvent& e) noexcept;
 
 class KeyGate {
@@ -38,28 +43,23 @@ class KeyGate {
   std::optional<PartitionKey> leave(SubmitOp* op);
 
  private:
-  struct View {
-    std::string_view trade_id;
-    std::int64_t version;
-    std::size_t hash;
-    bool operator==(const View& o) const {
-      return version == o.version && trade_id == o.trade_id;
-    }
-  };
-  struct ViewHash {
-    std::size_t operator()(const View& v) const { return v.hash; }
-  };
   struct Entry {
-    SubmitOp* head;
-    SubmitOp* tail;
+    std::size_t hash = 0;
+    SubmitOp* head = nullptr;  ///< null: the entry is free
+    SubmitOp* tail = nullptr;
   };
-  struct Stripe {
+  struct alignas(64) Stripe {
     std::mutex mu;
-    std::unordered_map<View, Entry, ViewHash> fifo;
+    std::vector<Entry> table;  ///< size a power of two (or 0), at most half full
+    std::size_t used = 0;
   };
-  static View view_(const SubmitOp* op) {
-    return View{op->event.trade_id, op->event.version, state_of(op).key_hash};
+  static std::size_t home_(std::size_t hash, std::size_t mask) noexcept {
+    return static_cast<std::size_t>((hash * 0x9E3779B97F4A7C15ull) >> 17) & mask;
   }
+  static bool same_key_(const Entry& e, const SubmitOp* op) noexcept;
+  static Entry* find_(Stripe& s, const SubmitOp* op) noexcept;
+  static void grow_(Stripe& s);
+  static void erase_(Stripe& s, Entry* e) noexcept;
   Stripe& stripe_(std::size_t h) { return stripes_[(h >> 7) % stripes_.size()]; }
   std::array<Stripe, 64> stripes_;
 };
