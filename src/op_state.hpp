@@ -15,10 +15,12 @@ namespace tradecapture::detail {
 /// What the key gate and the shard keep per op.
 struct OpState {
   SubmitOp* gate_next = nullptr;       ///< next op waiting on the same idempotency key
-  std::atomic<bool> gate_head{false};  ///< first of the ops carrying its key: may be decided
   std::size_t key_hash = 0;            ///< hash of (trade_id, version)
-  int redecides = 0;                   ///< times its batch was decided again after a conflict
   std::uint64_t stamp = 0;             ///< submission order within the pipeline (set on entry)
+  /// PartitionKeyHash of the event's partition, computed once on entry (0: not computed yet).
+  std::size_t partition_hash = 0;
+  int redecides = 0;                   ///< times its batch was decided again after a conflict
+  std::atomic<bool> gate_head{false};  ///< first of the ops carrying its key: may be decided
 };
 
 static_assert(sizeof(OpState) <= sizeof(SubmitOp::scheduler_state),

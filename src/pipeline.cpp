@@ -65,6 +65,13 @@ struct Pipeline::Impl {
     return *shards[PartitionKeyHash{}(k) % shards.size()];
   }
 
+  /// The shard of `op`'s partition; the partition's hash is kept in the op for the shard's map.
+  Shard& shard_for(SubmitOp* op) {
+    const std::size_t h = PartitionKeyHash{}(op->event.partition);
+    detail::state_of(op).partition_hash = h;
+    return *shards[h % shards.size()];
+  }
+
   /// Completes an op that went through the gate and the in-flight count.
   void complete(SubmitOp* op, boost::system::error_code ec, Outcome o, Clock::time_point now) {
     counters.count(ec, o);
@@ -380,7 +387,7 @@ void Pipeline::enqueue_(std::unique_ptr<SubmitOp> op) {
     return;
   }
   detail::state_of(op.get()).key_hash = detail::key_hash_of(op->event);
-  im.shard_for(op->event.partition).push(op.release());
+  im.shard_for(op.get()).push(op.release());
 }
 
 // ---- whole-batch admission -----------------------------------------------------------------
@@ -510,7 +517,7 @@ void Pipeline::enqueue_batch_(std::vector<TradeEvent> events, Reservation reserv
       }
     }
     detail::state_of(m.get()).key_hash = detail::key_hash_of(m->event);
-    im.shard_for(m->event.partition).push(m.release());
+    im.shard_for(m.get()).push(m.release());
   }
   if (unused_slots != 0) im.admission->finished(unused_slots);
   state->arrive();  // the submitting thread's share: the batch may complete from here on

@@ -130,7 +130,25 @@ struct ShardCore::Impl {
   LogLimiter limiter;
   std::uint64_t stamp_now = 0;
 
-  std::unordered_map<PartitionKey, std::unique_ptr<Slot>, PartitionKeyHash> slots;
+  /// A partition key with its PartitionKeyHash, computed once per op (OpState::partition_hash).
+  struct HashedKey {
+    const PartitionKey& key;
+    std::size_t hash;
+  };
+  /// PartitionKeyHash, or the hash a HashedKey carries. Not noexcept on purpose: libstdc++ then
+  /// keeps each node's hash, so walking a bucket compares those instead of hashing keys again.
+  struct SlotHash {
+    using is_transparent = void;
+    std::size_t operator()(const PartitionKey& k) const { return PartitionKeyHash{}(k); }
+    std::size_t operator()(const HashedKey& k) const { return k.hash; }
+  };
+  struct SlotEq {
+    using is_transparent = void;
+    bool operator()(const PartitionKey& a, const PartitionKey& b) const { return a == b; }
+    bool operator()(const HashedKey& a, const PartitionKey& b) const { return a.key == b; }
+    bool operator()(const PartitionKey& a, const HashedKey& b) const { return a == b.key; }
+  };
+  std::unordered_map<PartitionKey, std::unique_ptr<Slot>, SlotHash, SlotEq> slots;
   std::deque<Slot*> ready;
   std::vector<Slot*> waiting;
   std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<>> deadlines;
@@ -185,13 +203,11 @@ struct ShardCore::Impl {
     return cfg.retry.backoff(std::max(attempt_no, 1), unit(rng));
   }
 
-  Slot& slot_for(const PartitionKey& key) {
-    auto& s = slots[key];
-    if (!s) {
-      s = std::make_unique<Slot>();
-      s->key = key;
-    }
-    return *s;
+  Slot& slot_for(const PartitionKey& key, std::size_t hash) {
+    if (auto it = slots.find(HashedKey{key, hash}); it != slots.end()) return *it->second;
+    auto s = std::make_unique<Slot>();
+    s->key = key;
+    return *slots.emplace(key, std::move(s)).first->second;
   }
 
   void make_ready(Slot& s) {
@@ -285,7 +301,9 @@ struct ShardCore::Impl {
   // ---- arrival, deadlines --------------------------------------------------------------------
 
   void add(SubmitOp* op, Time now) {
-    Slot& s = slot_for(op->event.partition);
+    OpState& os = state_of(op);
+    if (os.partition_hash == 0) os.partition_hash = PartitionKeyHash{}(op->event.partition);
+    Slot& s = slot_for(op->event.partition, os.partition_hash);
     if (state_of(op).stamp < s.barrier) {
       complete(op, errc::predecessor_failed);
       return;
