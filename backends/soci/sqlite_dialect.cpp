@@ -2,12 +2,14 @@
 
 #include "sql_dialect.hpp"
 
+#include <dlfcn.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
 #include <limits>
+#include <type_traits>
 
 namespace tradecapture::detail::sql {
 namespace {
@@ -55,6 +57,32 @@ std::string_view sqlite_code_name(int primary) {
   }
 }
 
+/// The few SQLite functions the dialect calls itself, looked up where SOCI's backend loaded SQLite:
+/// SQLite is SOCI's dependency, not linked by this library directly (as libpq, see
+/// postgresql_dialect.cpp). Null members when the process does not export them (a host that
+/// dlopen()ed this library privately); the dialect then leaves the connection as SOCI opens it.
+struct SqliteFunctions {
+  int (*open_v2)(const char*, sqlite_api::sqlite3**, int, const char*) = nullptr;
+  int (*close)(sqlite_api::sqlite3*) = nullptr;
+  const char* (*errmsg)(sqlite_api::sqlite3*) = nullptr;
+
+  static const SqliteFunctions& get() {
+    static const SqliteFunctions f = [] {
+      SqliteFunctions out;
+      const auto find = [](auto& fn, const char* name) {
+        fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(RTLD_DEFAULT, name));
+      };
+      find(out.open_v2, "sqlite3_open_v2");
+      find(out.close, "sqlite3_close");
+      find(out.errmsg, "sqlite3_errmsg");
+      if (out.open_v2 == nullptr || out.close == nullptr || out.errmsg == nullptr) out = {};
+      return out;
+    }();
+    return f;
+  }
+  explicit operator bool() const { return open_v2 != nullptr; }
+};
+
 constexpr ColumnTypes sqlite_types{
     .id = "INTEGER PRIMARY KEY",  // the rowid
     .integer = "INTEGER",
@@ -78,9 +106,7 @@ class SqliteDialect final : public Dialect {
   std::string describe() const override { return "sqlite:" + path_; }
 
   void open(soci::session& session) const override {
-    // SOCI's connect string quotes the path (checked free of '"' by make_sqlite_dialect); the
-    // busy timeout is set below in milliseconds rather than SOCI's whole seconds.
-    session.open(soci::sqlite3, "db=\"" + path_ + "\"");
+    connect(session);
     // Pragmas take no bound parameters; both values are validated or formatted here.
     session << "PRAGMA busy_timeout = " + std::to_string(busy_timeout_ms_);
     std::string mode;
@@ -153,6 +179,42 @@ class SqliteDialect final : public Dialect {
   }
 
  private:
+  /// Opens `session` on the database file without SQLite's per-connection mutexes.
+  ///
+  /// SOCI 4.0.3 opens a connection in SQLite's default threading mode, which Debian's build makes
+  /// "serialized": every API call and statement step takes the connection's recursive mutex
+  /// (about 7% of the instructions of a commit, see BENCHMARKS.md). The store never uses a
+  /// connection from two threads at once (the pool lends it to one call at a time, and its
+  /// prepared statements live and die with it), which is what SQLITE_OPEN_NOMUTEX ("multi-thread"
+  /// mode) asks. SOCI has no connect option for it, so the dialect opens SOCI's session on a
+  /// private in-memory database, opens the file itself with the flag and hands the handle to the
+  /// session (which closes it as its own); SQLite's process-wide mutexes (allocator, page cache)
+  /// stay, as another part of the host may use SQLite from several threads.
+  void connect(soci::session& session) const {
+    const SqliteFunctions& sqlite = SqliteFunctions::get();
+    if (!sqlite) {
+      // SOCI's connect string quotes the path (checked free of '"' by make_sqlite_dialect); the
+      // busy timeout is set by open() in milliseconds rather than SOCI's whole seconds.
+      session.open(soci::sqlite3, "db=\"" + path_ + "\"");
+      return;
+    }
+    session.open(soci::sqlite3, "db=:memory:");
+    auto* backend = static_cast<soci::sqlite3_session_backend*>(session.get_backend());
+    sqlite_api::sqlite3* db = nullptr;
+    const int rc =
+        sqlite.open_v2(path_.c_str(), &db,
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      // The same error SOCI raises for a connection it cannot open (classified by its code).
+      std::string message = "Cannot establish connection to the database. ";
+      message += db != nullptr ? sqlite.errmsg(db) : "out of memory";
+      sqlite.close(db);  // a handle is returned even on failure (NULL only without memory)
+      throw soci::sqlite3_soci_error(message, rc);
+    }
+    sqlite.close(backend->conn_);  // the in-memory database: nothing prepared on it yet
+    backend->conn_ = db;
+  }
+
   std::string path_;
   std::string synchronous_;
   long long busy_timeout_ms_;
