@@ -108,6 +108,40 @@ TEST_CASE("store: find_events returns the stored event or nothing, in the order 
   });
 }
 
+TEST_CASE("store: find_events of many keys, some repeated or absent, answers each in place") {
+  for_each_store([](StoreUnderTest& s) {
+    // Enough keys for every way a store may split a lookup (SQLite: 64 keys, 8, then one by one).
+    const PartitionKey k = key("A"), j = key("B");
+    UpdateBuilder a(k, 2, 0), b(j, 5, 0);
+    for (int i = 0; i < 90; ++i) (i % 3 == 0 ? b : a).add(new_trade("T" + std::to_string(i)));
+    require_commit(s, batch({a, b}));
+    std::vector<IdempotencyKey> keys;
+    for (int i = 0; i < 150; ++i) {
+      const int t = (i * 7) % 120;  // T0..T119 (T90 and later absent), 30 of them asked twice
+      keys.push_back({"T" + std::to_string(t), i % 11 == 0 ? 2 : 1});
+    }
+    auto r = s->find_events(keys);
+    REQUIRE(r.has_value());
+    REQUIRE(r.value().size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const int t = std::stoi(keys[i].trade_id.substr(1));
+      const auto& f = r.value()[i];
+      CAPTURE(keys[i].trade_id);
+      CAPTURE(keys[i].version);
+      if (t >= 90 || keys[i].version != 1) {
+        CHECK_FALSE(f.has_value());
+        continue;
+      }
+      REQUIRE(f.has_value());
+      CHECK(f->event.trade_id == keys[i].trade_id);
+      CHECK(f->event.version == 1);
+      CHECK(f->event.partition == (t % 3 == 0 ? j : k));
+      CHECK(f->fence == (t % 3 == 0 ? 5u : 2u));
+      CHECK(f->seq == static_cast<std::uint64_t>(t % 3 == 0 ? t / 3 + 1 : t - t / 3));
+    }
+  });
+}
+
 TEST_CASE("store: find_events names the fence of the commit that stored each event") {
   for_each_store([](StoreUnderTest& s) {
     // A lost acknowledgement is told apart from another claimant's identical commit by this.
