@@ -32,15 +32,23 @@
 //      SELECT (count_keys): any found is key_conflict. Nothing is written for either, and READ
 //      COMMITTED reads the latest committed rows, so each check holds at the instant it ran,
 //      inside the transaction; taking no lock keeps the rows' lock order that of step 1 alone;
-//   1. lock_partitions: creates the missing partition rows (seq 0, empty position) and locks the
+//   1. lock_partitions, only when an update is its partition's first write (expected seq 0: the
+//      row may be missing; a written partition keeps its row, so a steady-state batch skips this
+//      statement): creates the missing partition rows (seq 0, empty position) and locks the
 //      existing ones, one row after the other in batch order, which is ascending key order
 //      (INSERT ... ON CONFLICT DO UPDATE ... WHERE false locks a conflicting row, FOR NO KEY
 //      UPDATE, without writing it);
-//   2. update_partitions: sets seq, fence and position WHERE seq = expected AND fence <= token.
-//      This is where the fencing token is checked, inside the write itself: a holder whose lease
-//      ran out while it was paused finds the row fenced, and a partition missing from RETURNING
-//      means a conflict (one more SELECT tells fenced_off from sequence_conflict, then the caller
-//      rolls back);
+//   2. update_partitions: locks the existing rows one after the other in batch order (a
+//      materialized SELECT ... ORDER BY ord FOR NO KEY UPDATE: the locking sits above the sort;
+//      rows that step 1 locked are locked again without waiting), then sets seq, fence and
+//      position WHERE seq = expected AND fence <= token. This is where the fencing token is
+//      checked, inside the write itself: a holder whose lease ran out while it was paused finds
+//      the row fenced, and a partition missing from RETURNING (a row moved on, or missing
+//      although not a first write) means a conflict (one more SELECT tells fenced_off from
+//      sequence_conflict, then the caller rolls back). The update reads the rows in the
+//      statement's snapshot, which may predate a commit it waited for while locking; PostgreSQL
+//      then re-checks the WHERE on the latest row version (READ COMMITTED), so the checks hold
+//      for the row as locked;
 //   3. insert_events: every event of the batch in one INSERT, ascending by (trade_id, version),
 //      ON CONFLICT (trade_id, version) DO NOTHING. Fewer rows inserted than sent means an
 //      idempotency key is taken (by a committed batch, by a concurrent one that committed while
@@ -52,22 +60,24 @@
 //      (partition, source id) order.
 //
 // No deadlock by construction. A transaction waits only (o) in step 0, for a source row locked or
-// being inserted by another transaction (a commit, or a claim_source, which is a transaction of
-// one statement locking one source row and waiting for nothing else), (a) in step 1, for a
-// partition row locked or being inserted by another transaction, or (b) in step 3, for an events
-// key inserted by another uncommitted transaction. Step 2 locks nothing new (step 1 holds every
-// row it updates, in the same NO KEY EXCLUSIVE mode, so no lock is upgraded), and steps 4 and 5
-// write only trade and mark rows of partitions this transaction has locked, which no other writer
-// can be touching. Rank a waiting transaction by (step, key it waits for): in (o) the holder locked that
-// row earlier in its own ascending walk of step 0 (or is a claim, which waits for nothing), in (a)
-// the holder locked that row earlier in its own ascending walk of step 1, so it is further along
-// step 1 or past it; in (b) the holder inserted that key in its own ascending walk of step 3, so
-// it is further along step 3 or past it; either way its rank is strictly higher (or it does not
-// wait at all). Ranks strictly increase along every wait-for edge, so no cycle can form. (No
-// foreign-key check takes further locks: the PostgreSQL schema declares none, see
-// sql_schema.cpp.) A claim (claim_partitions: one upsert of every partition row in ascending key
-// order, then reads) is a transaction that waits only as in (a) and for nothing after it: it
-// ranks like a commit in step 1. The checks of step 0b take no locks and wait for nothing.
+// being inserted by another transaction (a commit, or a claim_source, which is a transaction of one
+// statement locking one source row and waiting for nothing else), (a) in the lock walk (step 1 when
+// it runs, else the locking part of step 2), for a partition row locked or being inserted by
+// another transaction, or (b) in step 3, for an events key inserted by another uncommitted
+// transaction. After step 1, step 2 locks nothing new (step 1 holds every row it updates, in the
+// same NO KEY EXCLUSIVE mode, so no lock is upgraded; the update itself takes that mode, so its own
+// lock walk upgrades nothing either), and steps 4 and 5 write only trade and mark rows of
+// partitions this transaction has locked, which no other writer can be touching. Rank a waiting
+// transaction by (step, key it waits for): in (o) the holder locked that row earlier in its own
+// ascending walk of step 0 (or is a claim, which waits for nothing), in (a) the holder locked that
+// row earlier in its own ascending lock walk, so it is further along that walk or past it; in (b)
+// the holder inserted that key in its own ascending walk of step 3, so it is further along step 3
+// or past it; either way its rank is strictly higher (or it does not wait at all). Ranks strictly
+// increase along every wait-for edge, so no cycle can form. (No foreign-key check takes further
+// locks: the PostgreSQL schema declares none, see sql_schema.cpp.) A claim (claim_partitions: one
+// upsert of every partition row in ascending key order, then reads) is a transaction that waits
+// only as in (a) and for nothing after it: it ranks like a commit in its lock walk. The checks of
+// step 0b take no locks and wait for nothing.
 
 #include "sql_dialect.hpp"
 #include "sql_values.hpp"
@@ -118,20 +128,29 @@ constexpr const char* count_keys_sql =
     "SELECT count(*) FROM unnest(:trade_id::text[], :version::bigint[]) AS u(trade_id, version) "
     "JOIN events e ON e.trade_id = u.trade_id AND e.version = u.version";
 
+// Locks the existing rows one after the other in the order given, which is ascending key order
+// (the locking clause sits above the sort), then updates those still at the expected seq with a
+// fence not above the token. MATERIALIZED: the locking query runs as written, never folded into
+// the update's join.
 constexpr const char* update_partitions_sql =
-    "UPDATE partitions AS p SET seq = u.seq, fence = u.fence, net_quantity = u.net_quantity, "
-    "bought_quantity = u.bought_quantity, sold_quantity = u.sold_quantity, "
-    "bought_notional = u.bought_notional, sold_notional = u.sold_notional, "
-    "live_trades = u.live_trades "
+    "WITH locked AS MATERIALIZED ("
+    "SELECT p.partition_id, u.ord, u.expected_seq, u.seq, u.fence, u.net_quantity, "
+    "u.bought_quantity, u.sold_quantity, u.bought_notional, u.sold_notional, u.live_trades "
     "FROM unnest(:account::text[], :book::text[], :security::text[], :expected_seq::bigint[], "
     ":seq::bigint[], :fence::bigint[], :net_quantity::numeric[], :bought_quantity::numeric[], "
     ":sold_quantity::numeric[], :bought_notional::numeric[], :sold_notional::numeric[], "
     ":live_trades::bigint[]) WITH ORDINALITY AS u(account, book, security, expected_seq, seq, "
     "fence, net_quantity, bought_quantity, sold_quantity, bought_notional, sold_notional, "
     "live_trades, ord) "
-    "WHERE p.account = u.account AND p.book = u.book AND p.security = u.security "
-    "AND p.seq = u.expected_seq AND p.fence <= u.fence "
-    "RETURNING u.ord, p.partition_id";
+    "JOIN partitions p ON p.account = u.account AND p.book = u.book AND p.security = u.security "
+    "ORDER BY u.ord FOR NO KEY UPDATE OF p) "
+    "UPDATE partitions AS p SET seq = l.seq, fence = l.fence, net_quantity = l.net_quantity, "
+    "bought_quantity = l.bought_quantity, sold_quantity = l.sold_quantity, "
+    "bought_notional = l.bought_notional, sold_notional = l.sold_notional, "
+    "live_trades = l.live_trades "
+    "FROM locked l WHERE p.partition_id = l.partition_id "
+    "AND p.seq = l.expected_seq AND p.fence <= l.fence "
+    "RETURNING l.ord, p.partition_id";
 
 constexpr const char* select_heads_sql =
     "SELECT u.ord, p.seq, p.fence "
@@ -418,6 +437,8 @@ class PostgresqlStatements final : public BatchStatements {
     });
   }
 
+  bool find_events_in_one_statement() const override { return true; }
+
   std::optional<errc> write(const CommitBatch& batch, errc& on_unique) override {
     // 0. The source offsets, each conditional on its stored epoch, in batch order.
     if (!batch.sources.empty()) {
@@ -466,10 +487,15 @@ class PostgresqlStatements final : public BatchStatements {
     const std::size_t n = updates.size();
     if (n == 0) return std::nullopt;  // offsets and checks only
 
-    // 1. Create or lock every partition row, in batch order (ascending keys).
+    // 1. Create the missing partition rows and lock every row, in batch order (ascending keys).
+    // Only a first write (expected seq 0) can meet a missing row: a written partition keeps its
+    // row. Without one, step 2 locks the rows itself, in the same order.
     set_keys(updates.begin(), updates.end(),
              [](const PartitionUpdate* u) -> const PartitionKey& { return u->partition; });
-    lock_partitions_.execute(true);
+    if (std::any_of(updates.begin(), updates.end(),
+                    [](const PartitionUpdate* u) { return u->expected_seq == 0; })) {
+      lock_partitions_.execute(true);
+    }
 
     // 2. The conditional update: seq and fencing token checked in the write itself.
     for (ArrayParam* a : {&expected_seq_, &seq_, &fence_, &net_quantity_, &bought_quantity_,

@@ -459,6 +459,10 @@ class SqlStore final : public TradeStore {
     return run("find_events", [&](Connection& c, Attempt&) -> result<Found> {
       Found out(keys.size());
       BatchStatements& st = c.statements();
+      if (st.find_events_in_one_statement()) {
+        st.find_events(keys, out);
+        return out;
+      }
       Transaction tx(c, dialect_->begin_read());
       st.find_events(keys, out);
       tx.commit();

@@ -58,10 +58,14 @@ class BatchStatements {
   /// `keys[i]`; `out` comes sized and empty).
   virtual void load_partitions(std::span<const PartitionKey> keys,
                                std::vector<PartitionState>& out) = 0;
-  /// Inside a read transaction: the stored event of each key that has one (`out[i]` for
-  /// `keys[i]`; `out` comes sized and empty).
+  /// Inside a read transaction (see `find_events_in_one_statement`): the stored event of each key
+  /// that has one (`out[i]` for `keys[i]`; `out` comes sized and empty).
   virtual void find_events(std::span<const IdempotencyKey> keys,
                            std::vector<std::optional<StoredEvent>>& out) = 0;
+  /// True when `find_events` runs one statement whatever the number of keys: one statement sees
+  /// one snapshot by itself, so the store runs it without BEGIN and COMMIT (two round trips of a
+  /// networked database saved per lookup).
+  virtual bool find_events_in_one_statement() const { return false; }
   /// Inside the open write transaction: claims each partition (`keys` strictly ascending): its
   /// stored fence is incremented, its row created with seq 0 and fence 1 when missing, rows
   /// locked in key order; then fills `out[i]` with the state of `keys[i]` as it is now, the new
