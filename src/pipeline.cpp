@@ -109,7 +109,7 @@ struct Pipeline::Impl::Shard {
       : impl(i),
         strand(asio::make_strand(ex)),
         timer(strand),
-        core(config(i, index), i.processor, i.counters, i.log, i.opt.before_commit) {}
+        core(config(i, index), i.processor, i.counters, i.log) {}
 
   static detail::ShardConfig config(const Impl& i, std::size_t index) {
     detail::ShardConfig c;
@@ -492,7 +492,6 @@ void Pipeline::enqueue_batch_(std::vector<TradeEvent> events, Reservation reserv
   auto state = std::make_shared<BatchState>(std::move(op), events.size());
   for (std::size_t i = 0; i < events.size(); ++i) {
     auto m = std::make_unique<BatchMemberOp>(std::move(events[i]), state, i);
-    m->source_tag = options.source_tag;
     if (options.deadline) m->deadline = *options.deadline;
     const bool has_slot = slots > 0;
     if (has_slot) --slots;

@@ -125,7 +125,6 @@ struct ShardCore::Impl {
   std::shared_ptr<const Processor> processor;
   Counters& counters;
   std::shared_ptr<spdlog::logger> log;
-  BeforeCommit before_commit;
   std::mt19937_64 rng;
   LogLimiter limiter;
   std::uint64_t stamp_now = 0;
@@ -185,12 +184,11 @@ struct ShardCore::Impl {
   Time commit_started{};
 
   Impl(ShardConfig c, std::shared_ptr<const Processor> p, Counters& k,
-       std::shared_ptr<spdlog::logger> l, BeforeCommit bc)
+       std::shared_ptr<spdlog::logger> l)
       : cfg(std::move(c)),
         processor(std::move(p)),
         counters(k),
         log(l ? std::move(l) : spdlog::default_logger()),
-        before_commit(std::move(bc)),
         rng(cfg.seed) {
     if (cfg.max_batch == 0) cfg.max_batch = 1;
     if (cfg.max_batch_per_partition == 0) cfg.max_batch_per_partition = 1;
@@ -650,12 +648,6 @@ struct ShardCore::Impl {
     std::sort(batch->absent_keys.begin(), batch->absent_keys.end());
     batch->absent_keys.erase(std::unique(batch->absent_keys.begin(), batch->absent_keys.end()),
                             batch->absent_keys.end());
-    if (before_commit) {
-      std::vector<std::uint64_t> tags;
-      for (SubmitOp* op : ops)
-        if (op->source_tag != 0) tags.push_back(op->source_tag);
-      before_commit(tags, *batch);
-    }
     for (auto& hb : hook_batches) hb.hook->before_commit(hb.events, *batch);
   }
 
@@ -1125,10 +1117,9 @@ struct ShardCore::Impl {
 // ------------------------------------------------------------------------------------------
 
 ShardCore::ShardCore(ShardConfig config, std::shared_ptr<const Processor> processor,
-                     Counters& counters, std::shared_ptr<spdlog::logger> log,
-                     BeforeCommit before_commit)
+                     Counters& counters, std::shared_ptr<spdlog::logger> log)
     : impl_(std::make_unique<Impl>(std::move(config), std::move(processor), counters,
-                                   std::move(log), std::move(before_commit))) {}
+                                   std::move(log))) {}
 
 ShardCore::~ShardCore() = default;
 

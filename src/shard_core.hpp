@@ -50,7 +50,6 @@
 
 #include <array>
 #include <atomic>
-#include <functional>
 #include <span>
 
 #include <chrono>
@@ -145,13 +144,10 @@ struct Completion {
   Outcome outcome;
 };
 
-/// Called right before each commit with the source tags of the batch's decided events.
-using BeforeCommit = std::function<void(std::span<const std::uint64_t>, CommitBatch&)>;
-
 class ShardCore {
  public:
   ShardCore(ShardConfig config, std::shared_ptr<const Processor> processor, Counters& counters,
-            std::shared_ptr<spdlog::logger> log, BeforeCommit before_commit = {});
+            std::shared_ptr<spdlog::logger> log);
   ~ShardCore();
   ShardCore(const ShardCore&) = delete;
   ShardCore& operator=(const ShardCore&) = delete;

@@ -41,10 +41,6 @@ bool KafkaSource::Impl::start_clients() {
     fail(kafka_errc::bad_config, "brokers, at least one topic and a group are required");
     return false;
   }
-  if (o.pipeline.before_commit) {
-    fail(kafka_errc::bad_config, "PipelineOptions::before_commit is the source's own");
-    return false;
-  }
   char err[512];
   rd_kafka_conf_t* conf = make_conf(
       {{"bootstrap.servers", o.brokers},

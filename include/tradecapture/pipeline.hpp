@@ -22,9 +22,7 @@
 #include <cstdint>
 #include <cstddef>
 #include <memory>
-#include <functional>
 #include <optional>
-#include <span>
 #include <vector>
 
 namespace tradecapture {
@@ -61,10 +59,6 @@ struct RetryPolicy {
 
 /// Per-submission options.
 struct SubmitOptions {
-  /// A host-defined tag (a Kafka partition and offset, say) handed to
-  /// `PipelineOptions::before_commit` with the batch that decides the event; 0 means none.
-  /// Superseded by `source`.
-  std::uint64_t source_tag = 0;
   /// The source, stream and position the event comes from (see `SourceHook`): the pipeline asks
   /// the hook whether the event was decided before, stores the stream's mark with the events it
   /// accepts and lets the hook add its progress to the commit. Default: no source.
@@ -102,16 +96,6 @@ struct PipelineOptions {
   /// of it can never be decided, so re-sending from the first line without an outcome gives the
   /// sequential result. A gateway leaves it off: its clients' later requests go on.
   bool sticky_failures = false;
-  /// Superseded by `SourceHook` (`SubmitOptions::source`), which attaches a source to any
-  /// pipeline and has the pipeline keep its marks.
-  /// Called on a shard right before each store commit with the source tags (see
-  /// `async_submit`) of every event the batch decided (non-zero tags only, any outcome) and the
-  /// batch, to which it may add `sources`. The commit makes the batch's events and those offsets
-  /// durable together. It may run again for the same events when a commit is refused and the
-  /// batch is decided again, so it must not assume that a call means a commit. Runs
-  /// concurrently on several shards; must not throw.
-  std::function<void(std::span<const std::uint64_t> source_tags, CommitBatch& batch)>
-      before_commit;
   /// Where the pipeline logs; null means spdlog's default logger.
   std::shared_ptr<spdlog::logger> logger;
 };
@@ -160,15 +144,6 @@ class Pipeline {
   auto async_submit(TradeEvent event, CompletionToken&& token) {
     return async_submit(std::move(event), SubmitOptions{}, std::forward<CompletionToken>(token));
   }
-  /// Submits one event with a host-defined non-zero `source_tag` (a Kafka partition and offset,
-  /// say) that the pipeline hands to `PipelineOptions::before_commit` with the batch that
-  /// decides the event. Otherwise the same as the overload above.
-  template <class CompletionToken>
-  auto async_submit(TradeEvent event, std::uint64_t source_tag, CompletionToken&& token) {
-    SubmitOptions o;
-    o.source_tag = source_tag;
-    return async_submit(std::move(event), o, std::forward<CompletionToken>(token));
-  }
   /// Submits one event with options (source, deadline). Otherwise the same as above. An event
   /// with a source may also complete with `errc::replayed` (decided before: at or below its
   /// stream's mark) or `errc::source_abandoned` (its source gave the stream up), both without
@@ -179,7 +154,6 @@ class Pipeline {
         [this, options](auto handler, TradeEvent ev) {
           using H = std::decay_t<decltype(handler)>;
           auto op = std::make_unique<detail::SubmitOpImpl<H>>(std::move(ev), std::move(handler));
-          op->source_tag = options.source_tag;
           op->source = options.source;
           if (options.deadline) op->deadline = *options.deadline;
           enqueue_(std::move(op));

@@ -641,42 +641,79 @@ TEST_CASE("the SQL store reports its connection pool in the pipeline metrics") {
 }
 #endif
 
-TEST_CASE("before_commit sees the source tags of every event the batch decided") {
-  auto store = make_memory_store();
-  std::mutex mu;
-  std::vector<std::uint64_t> seen;
-  PipelineOptions o = quiet_options(2);
-  o.before_commit = [&](std::span<const std::uint64_t> tags, CommitBatch& batch) {
+namespace {
+
+/// A source that records the events the pipeline hands to `before_commit` and adds one row per
+/// stream to each commit: consumer "g", topic "t", partition = the stream, next offset = after
+/// the stream's last event in the batch.
+class RecordingSource final : public SourceHook {
+ public:
+  std::string mark_id(std::uint32_t stream) const override {
+    return "rec/" + std::to_string(stream);
+  }
+  void before_commit(std::span<const SourceEvent> events, CommitBatch& batch) override {
     std::lock_guard lk(mu);
-    seen.insert(seen.end(), tags.begin(), tags.end());
-    // The hook may add source offsets: they are written with the batch.
-    for (auto t : tags) {
-      if (t == 3) batch.sources.push_back(SourceOffset{"g", "t", 0, 4, 0});
+    std::map<std::int32_t, std::int64_t> next;
+    for (const auto& e : events) {
+      seen.push_back(e);
+      auto& n = next[static_cast<std::int32_t>(e.stream)];
+      n = std::max(n, e.position + 1);
     }
+    for (const auto& [p, n] : next) batch.sources.push_back(SourceOffset{"g", "t", p, n, 0});
+  }
+  std::mutex mu;
+  std::vector<SourceEvent> seen;
+};
+
+}  // namespace
+
+TEST_CASE("a SourceHook sees every event of its own the batch decided; its rows commit with them") {
+  auto store = make_memory_store();
+  RecordingSource src;
+  Pipeline pl(store, make_local_lock(), make_position_processor(), quiet_options(2));
+  auto from = [&](std::int64_t position) {
+    SubmitOptions so;
+    so.source = SourceRef{&src, 0, position};
+    return so;
   };
-  Pipeline pl(store, make_local_lock(), make_position_processor(), o);
   std::vector<std::future<Outcome>> fs;
-  fs.push_back(pl.async_submit(ev("S1", 1, TradeType::New, pk("src")), 1,
+  fs.push_back(pl.async_submit(ev("S1", 1, TradeType::New, pk("src")), from(0),
                                boost::asio::use_future));
-  fs.push_back(pl.async_submit(ev("S2", 1, TradeType::New, pk("src")), 2,
+  fs.push_back(pl.async_submit(ev("S2", 1, TradeType::New, pk("src")), from(1),
                                boost::asio::use_future));
   for (auto& f : fs) CHECK(f.get().kind == OutcomeKind::Accepted);
-  fs.clear();
-  fs.push_back(pl.async_submit(ev("S3", 1, TradeType::New, pk("src")), 3,
-                               boost::asio::use_future));
-  CHECK(fs.back().get().kind == OutcomeKind::Accepted);
-  // Untagged events pass no tag.
+  // Any outcome is the source's to cover, a rejection too (not written).
+  CHECK(pl.async_submit(ev("S9", 2, TradeType::Amend, pk("src")), from(2),
+                        boost::asio::use_future)
+            .get()
+            .kind == OutcomeKind::Rejected);
+  CHECK(pl.async_submit(ev("S3", 1, TradeType::New, pk("src")), from(3), boost::asio::use_future)
+            .get()
+            .kind == OutcomeKind::Accepted);
+  // An event without a source is no source's.
   REQUIRE(pl.submit(ev("S4", 1, TradeType::New, pk("src"))));
   pl.drain();
   {
-    std::lock_guard lk(mu);
-    std::sort(seen.begin(), seen.end());
-    CHECK(seen == std::vector<std::uint64_t>{1, 2, 3});
+    std::lock_guard lk(src.mu);
+    std::sort(src.seen.begin(), src.seen.end(),
+              [](const SourceEvent& a, const SourceEvent& b) { return a.position < b.position; });
+    std::vector<std::int64_t> positions;
+    std::vector<bool> written;
+    for (const auto& e : src.seen) {
+      CHECK(e.stream == 0);
+      positions.push_back(e.position);
+      written.push_back(e.written);
+    }
+    CHECK(positions == std::vector<std::int64_t>{0, 1, 2, 3});
+    CHECK(written == std::vector<bool>{true, true, false, true});
   }
   auto offsets = store->source_offsets("g");
   REQUIRE(offsets);
   REQUIRE(offsets.value().size() == 1);
   CHECK(offsets.value()[0].next_offset == 4);
+  // The stream's mark in the partition: its last accepted event.
+  const auto st = store->load_partitions(std::vector<PartitionKey>{pk("src")}).value().at(0);
+  CHECK(st.source_marks == std::map<std::string, std::int64_t, std::less<>>{{"rec/0", 3}});
 }
 
 // ---- whole-batch admission: try_reserve and async_submit_batch ------------------------------

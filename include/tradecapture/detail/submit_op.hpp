@@ -28,8 +28,7 @@ namespace tradecapture::detail {
 struct SubmitOp {
   TradeEvent event;
   std::chrono::steady_clock::time_point submitted;
-  std::uint64_t source_tag = 0;   ///< the host's tag (0: none), see PipelineOptions::before_commit
-  SourceRef source;               ///< where it comes from (SubmitOptions::source)
+  SourceRef source;  ///< where it comes from (SubmitOptions::source)
   /// Withdrawn when not decided by then (SubmitOptions::deadline); max() means none.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   /// The pipeline's own bookkeeping of the op (key gate links, order stamp, retries; defined in
