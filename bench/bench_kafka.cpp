@@ -213,7 +213,6 @@ KafkaRun run_kafka(const StoreFactory& sf, std::size_t n, double rate) {
   o.group = "bench";
   o.consumer_config = {{"log_level", "2"}, {"fetch.wait.max.ms", "5"}};
   o.progress_interval = std::chrono::milliseconds(0);
-  o.pipeline = bench_options(2, 8192);
   o.logger = quiet_logger();
   o.on_outcome = [&](const KafkaOutcome& k) {
     const auto now = Clock::now();
@@ -228,7 +227,10 @@ KafkaRun run_kafka(const StoreFactory& sf, std::size_t n, double rate) {
     if (d == 1) first = now;
     if (d == n) last = now;
   };
-  KafkaSource source(sf.open(), make_position_processor(), o);
+  // The host's pipeline, as bench_common's direct runs build it; the source feeds it.
+  auto store = sf.open();
+  Pipeline pipeline(store, make_local_lock(), make_position_processor(), bench_options(2, 8192));
+  KafkaSource source(pipeline, store, o);
   std::thread t([&] {
     auto r = source.run();
     if (!r) std::fprintf(stderr, "kafka source: %s\n", source.last_error().c_str());
@@ -247,7 +249,7 @@ KafkaRun run_kafka(const StoreFactory& sf, std::size_t n, double rate) {
       progress = Clock::now();
     } else if (Clock::now() - progress > std::chrono::seconds(60)) {
       const auto m = source.metrics();
-      const auto pm = source.pipeline_metrics();
+      const auto pm = pipeline.metrics();
       std::fprintf(stderr,
                    "kafka run stalled at %zu of %zu: %llu messages received, %llu in flight, "
                    "lag %llu, %llu partitions; pipeline in flight %llu, queue %llu\n",
@@ -257,9 +259,10 @@ KafkaRun run_kafka(const StoreFactory& sf, std::size_t n, double rate) {
       std::_Exit(3);
     }
   }
-  run.pipeline = source.pipeline_metrics();
+  run.pipeline = pipeline.metrics();
   source.stop();
   t.join();
+  pipeline.stop();
   run.metrics = source.metrics();
   run.seconds = std::chrono::duration<double>(last - first).count();
   sf.cleanup();

@@ -1,12 +1,8 @@
-// The Kafka source: its public API and its pipeline side (the pipeline, its lock, the source
-// hook that adds the offsets to each commit and abandons lost partitions' events, completions).
+// The Kafka source: its public API and its pipeline side (the source hook that adds the offsets
+// to each commit, abandons lost partitions' events and notices fenced commits; completions).
 // See source_impl.hpp for the parts.
 
 #include "source_impl.hpp"
-
-#include <tradecapture/store_wrapper.hpp>
-
-#include <algorithm>
 
 namespace tradecapture {
 namespace {
@@ -38,70 +34,12 @@ std::string kafka_message_key(const PartitionKey& partition) { return partition.
 
 // ------------------------------------------------------------------------------------------
 
-// The pipeline's view of the store: records that a commit carrying source offsets was fenced
-// off, so the polling thread looks for partitions another member claimed.
-class KafkaSource::Impl::SourceStore final : public TradeStoreWrapper {
- public:
-  SourceStore(std::shared_ptr<TradeStore> target, std::atomic<bool>& suspect)
-      : TradeStoreWrapper(std::move(target)), suspect_(suspect) {}
-
- protected:
-  result<void> do_commit_(const CommitBatch& batch) override {
-    auto r = TradeStoreWrapper::do_commit_(batch);
-    if (!r && r.error() == errc::fenced_off && !batch.sources.empty())
-      suspect_.store(true, std::memory_order_relaxed);
-    return r;
-  }
-
- private:
-  std::atomic<bool>& suspect_;
-};
-
-// The pipeline's lock for Kafka-fed events. Within this process one shard owns a trade
-// partition (by hash), whatever Kafka partitions feed it; between processes the store does the
-// fencing: the pipeline writes with the token of `TradeStore::claim_partitions`, so a stale
-// writer's commits (and checks) of a trade partition are refused once another member claimed
-// it, and the claim epochs of the source offsets, carried by every commit that holds a Kafka
-// event, fence a zombie member. So this lock never refuses: it only decides who works on a
-// partition here, and there is nobody else here. Its grants carry no fencing token (fence 0;
-// no store compares it). That a revoked or lost Kafka partition feeds nothing further is the
-// tracker's job: its messages are not taken any more, and its events still in the pipeline
-// are abandoned by the hook (see Hook) or refused in the commit.
-class KafkaSource::Impl::FreeLock final : public PartitionLock {
- public:
-  explicit FreeLock(std::string group) : group_(std::move(group)) {}
-  result<std::vector<result<Grant>>> try_acquire(
-      std::span<const PartitionKey> partitions) override {
-    std::vector<result<Grant>> out;
-    out.reserve(partitions.size());
-    const auto expires = Clock::now() + lease();
-    for (const auto& p : partitions) {
-      Grant g;
-      g.partition = p;
-      g.token = "kafka";
-      g.expires = expires;
-      out.emplace_back(std::move(g));
-    }
-    return out;
-  }
-  result<std::vector<result<void>>> renew(std::span<Grant> grants) override {
-    const auto expires = Clock::now() + lease();
-    for (auto& g : grants) g.expires = expires;
-    return std::vector<result<void>>(grants.size(), boost::outcome_v2::success());
-  }
-  void release(std::span<const Grant>) override {}
-  std::chrono::milliseconds lease() const override { return std::chrono::seconds(60); }
-  result<void> ping() override { return boost::outcome_v2::success(); }
-  std::string describe() const override { return "kafka-source:" + group_; }
-
- private:
-  std::string group_;
-};
-
 // The source hook of the pipeline's commits (SourceHook): each event names its slot (stream) and
 // offset (position); the pipeline keeps each Kafka partition's source mark per trade partition.
 // Abandons the events of dead slots, adds the offset rows, and kills the slots whose rows a
-// refused commit found claimed by another member.
+// refused commit found claimed by another member. The pipeline is the host's and may be shared:
+// its lock is not the source's concern (every commit of a Kafka event carries its partition's
+// claim epoch, and the trade partitions are fenced by the pipeline's store claims).
 class KafkaSource::Impl::Hook final : public SourceHook {
  public:
   explicit Hook(Impl& impl) : impl_(impl) {}
@@ -121,8 +59,11 @@ class KafkaSource::Impl::Hook final : public SourceHook {
     std::lock_guard lk(impl_.mu);
     impl_.tracker.add_sources(events, batch);
   }
-  void after_commit(std::span<const SourceEvent>, boost::system::error_code,
+  void after_commit(std::span<const SourceEvent>, boost::system::error_code ec,
                     std::span<const SourceOffset> stale) override {
+    // A fenced commit that carried our rows: the poll thread looks for partitions another member
+    // claimed (the pipeline names them in `stale` when it could read them).
+    if (ec == errc::fenced_off) impl_.fence_suspect.store(true, std::memory_order_relaxed);
     if (stale.empty()) return;
     std::vector<kafka_detail::SlotView> killed;
     {
@@ -143,15 +84,15 @@ class KafkaSource::Impl::Hook final : public SourceHook {
   Impl& impl_;
 };
 
-KafkaSource::Impl::Impl(std::shared_ptr<TradeStore> s, std::shared_ptr<const Processor> p,
-                        KafkaSourceOptions opt)
-    : user_store(std::move(s)),
-      processor(std::move(p)),
+KafkaSource::Impl::Impl(Pipeline& p, std::shared_ptr<TradeStore> s, KafkaSourceOptions opt)
+    : pipeline(p),
+      store(std::move(s)),
       o(std::move(opt)),
       log(o.logger ? o.logger : spdlog::default_logger()),
-      tracker(o.group) {
+      tracker(o.group),
+      hook(std::make_unique<Hook>(*this)) {
   if (!o.results_topic.empty())
-        // Every queued outcome message is of a message the poll loop admitted: in the pipeline and
+    // Every queued outcome message is of a message the poll loop admitted: in the pipeline and
     // in the queue together there are at most max_in_flight (see room()).
     results = std::make_unique<ResultsProducer>(o.results_topic, log, o.max_in_flight,
                                                 [this] { notify(); });
@@ -177,20 +118,6 @@ void KafkaSource::Impl::notify() {
     std::lock_guard lk(wait_mu);
     wait_cv.notify_all();
   }
-}
-
-// ---- the pipeline -----------------------------------------------------------------------
-
-void KafkaSource::Impl::start_pipeline() {
-  store = std::make_shared<SourceStore>(user_store, fence_suspect);
-  PipelineOptions po = o.pipeline;
-  po.max_in_flight = std::max(po.max_in_flight, o.max_in_flight + 16);
-  po.on_overload = OverloadPolicy::wait;
-  if (!po.logger) po.logger = log;
-  hook = std::make_unique<Hook>(*this);
-  auto p = std::make_unique<Pipeline>(store, std::make_shared<FreeLock>(o.group), processor, po);
-  std::lock_guard lk(pipeline_mu);
-  pipeline = std::move(p);
 }
 
 // ---- outcomes ---------------------------------------------------------------------------
@@ -248,15 +175,19 @@ void KafkaSource::Impl::on_done(const Done& d, boost::system::error_code ec, Out
     k.timestamp_ms = d.timestamp_ms;
     report(k);
   }
+  // The last touch of the source on a shard: once `in_flight` is 0 the source may be destroyed
+  // while the host's pipeline runs on, so the decrement and the wake-up happen under `wait_mu`,
+  // which `shutdown` takes once more after it has seen 0.
+  std::lock_guard lk(wait_mu);
   counters.in_flight.fetch_sub(1, std::memory_order_acq_rel);
-  notify();
+  wait_cv.notify_all();
 }
 
 // ------------------------------------------------------------------------------------------
 
-KafkaSource::KafkaSource(std::shared_ptr<TradeStore> store,
-                         std::shared_ptr<const Processor> processor, KafkaSourceOptions options)
-    : impl_(std::make_unique<Impl>(std::move(store), std::move(processor), std::move(options))) {}
+KafkaSource::KafkaSource(Pipeline& pipeline, std::shared_ptr<TradeStore> store,
+                         KafkaSourceOptions options)
+    : impl_(std::make_unique<Impl>(pipeline, std::move(store), std::move(options))) {}
 
 KafkaSource::~KafkaSource() {
   stop();
@@ -295,11 +226,6 @@ KafkaSourceMetrics KafkaSource::metrics() const {
   const Impl& i = *impl_;
   return i.counters.snapshot(i.results ? i.results->produced() : 0,
                              i.results ? i.results->failed() : 0);
-}
-
-PipelineMetrics KafkaSource::pipeline_metrics() const {
-  std::lock_guard lk(impl_->pipeline_mu);
-  return impl_->pipeline ? impl_->pipeline->metrics() : PipelineMetrics{};
 }
 
 std::string KafkaSource::last_error() const {

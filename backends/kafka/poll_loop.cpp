@@ -184,27 +184,30 @@ void KafkaSource::Impl::handle(rd_kafka_message_t* m) {
             k.timestamp_ms};
   SubmitOptions so;
   so.source = SourceRef{hook.get(), slot, offset};
-  pipeline->async_submit(std::move(*parsed.event), so, std::move(done));
+  pipeline.async_submit(std::move(*parsed.event), so, std::move(done));
 }
 
 /// Room for one more message: the messages in the pipeline and the outcome messages queued for
 /// the results topic stay below max_in_flight together, which bounds the results queue. A
 /// completion queues its outcome message before it leaves `in_flight`, so reading `in_flight`
-/// first can only overestimate.
+/// first can only overestimate. The pipeline, which other ingresses may share, must have room
+/// too, so that the poll loop waits here (and keeps its housekeeping) rather than in
+/// `async_submit`.
 bool KafkaSource::Impl::room() const {
   const std::size_t in_pipeline = counters.in_flight.load(std::memory_order_acquire);
   const std::size_t queued = results ? results->pending() : 0;
-  return in_pipeline + queued < o.max_in_flight;
+  return in_pipeline + queued < o.max_in_flight &&
+         pipeline.in_flight() < pipeline.max_in_flight();
 }
 
 result<void> KafkaSource::Impl::run() {
   started = Clock::now();
   if (!start_clients()) return shutdown();
-  start_pipeline();
+  consuming = true;
   std::string topics;
   for (const auto& t : o.topics) topics += (topics.empty() ? "" : ",") + t;
   log->info("kafka source: group {} consuming {} from {} into {}{}", o.group, topics,
-            o.brokers, user_store->describe(),
+            o.brokers, store->describe(),
             o.results_topic.empty() ? "" : ", outcomes to " + o.results_topic);
   while (!stop_requested.load(std::memory_order_relaxed) && !failed.load()) {
     if (!room()) {
@@ -228,26 +231,21 @@ result<void> KafkaSource::Impl::run() {
 }
 
 /// Stops fetching, lets in-flight events finish, stores the final offsets, leaves the group.
+/// The pipeline is the host's: it goes on.
 result<void> KafkaSource::Impl::shutdown() {
-  if (pipeline) {
+  if (consuming) {
     log->info("kafka source: stopping; {} events in flight", counters.in_flight.load());
     while (counters.in_flight.load() > 0) {
       wait_until(Clock::now() + 50ms, [&] { return counters.in_flight.load() == 0; });
       housekeeping();
     }
+    // The last completion may still hold wait_mu (on_done): past this, no shard touches us.
+    { std::lock_guard lk(wait_mu); }
     housekeeping(true);
   }
   if (consumer != nullptr) {
     // Triggers the revoke callback: nothing is in flight, the offsets are stored already.
     rd_kafka_consumer_close(consumer);
-  }
-  {
-    std::unique_ptr<Pipeline> p;
-    if (pipeline) {
-      pipeline->stop();
-      std::lock_guard lk(pipeline_mu);
-      p = std::move(pipeline);
-    }
   }
   if (results) results->stop();
   if (consumer != nullptr) {

@@ -60,7 +60,7 @@ void KafkaSource::Impl::on_assign(rd_kafka_topic_partition_list_t* parts) {
       tracker.close(*old);
     }
     auto claim = with_retry("claim source", [&] {
-      return user_store->claim_source(o.group, topic, p.partition);
+      return store->claim_source(o.group, topic, p.partition);
     });
     if (!claim) {
       fail(claim.error(), "cannot claim " + topic + "[" + std::to_string(p.partition) +
@@ -144,7 +144,7 @@ void KafkaSource::Impl::on_revoke(rd_kafka_topic_partition_list_t* parts) {
 /// Gives up every partition whose stored claim epoch is above ours (another member claimed it).
 void KafkaSource::Impl::check_fenced() {
   last_fence_check = Clock::now();
-  auto rows = user_store->source_offsets(o.group);
+  auto rows = store->source_offsets(o.group);
   if (!rows) return;
   std::lock_guard lk(mu);
   for (const auto& row : rows.value()) {

@@ -2,20 +2,22 @@
 // Internal: the state of a KafkaSource, a thin librdkafka shell around OffsetTracker
 // (offset_tracker.hpp). Its parts live in one file each:
 //
-//   kafka_source.cpp      the public API and the pipeline side: the pipeline, its lock, the
-//                         source hook (offsets, marks, abandoned streams), completions
+//   kafka_source.cpp      the public API and the pipeline side: the source hook (offsets,
+//                         abandoned streams, fenced commits), completions
 //   client.cpp            configuration and set-up of the librdkafka clients
 //   rebalance.cpp         assignments (claims), revocations, lost and fenced partitions
 //   poll_loop.cpp         the source's thread: messages, offsets-only commits, shutdown
 //   results_producer.*    the results topic (its own thread)
 //   source_metrics.*      counters, progress and summary lines
 //
-// Threads: the source's own thread (`start`) polls the consumer (messages, rebalance callbacks) and stores offsets-only
-// commits; the results producer's thread sends the results topic's messages and serves their
-// delivery reports; the pipeline's shards call the source hook (SourceHook) and complete
-// events inline (callback handlers run on the shard, before it takes its next batch), so nothing
-// that runs on a shard sleeps or waits for Kafka. Everything the tracker knows is guarded by one
-// mutex, never held across a call into the pipeline, the store or librdkafka.
+// Threads: the source's own thread (`start`) polls the consumer (messages, rebalance callbacks)
+// and stores offsets-only commits; the results producer's thread sends the results topic's
+// messages and serves their delivery reports; the shards of the host's pipeline (shared with its
+// other ingresses) call the source hook (SourceHook) and complete events inline (callback
+// handlers run on the shard, before it takes its next batch), so nothing that runs on a shard
+// sleeps or waits for Kafka. Everything the tracker knows is guarded by one mutex, never held
+// across a call into the pipeline, the store or librdkafka. The source outlives none of its
+// submissions: `shutdown` waits until the last one completed (see `on_done`).
 
 #include <tradecapture/kafka_source.hpp>
 
@@ -46,9 +48,7 @@ struct KafkaSource::Impl {
   using SlotIndex = kafka_detail::SlotIndex;
   using Settings = std::vector<std::pair<std::string, std::string>>;
 
-  class SourceStore;  // kafka_source.cpp
-  class FreeLock;     // kafka_source.cpp
-  class Hook;         // kafka_source.cpp
+  class Hook;  // kafka_source.cpp
 
   // What a completion needs to report its event.
   struct Done {
@@ -63,10 +63,10 @@ struct KafkaSource::Impl {
     }
   };
 
-  Impl(std::shared_ptr<TradeStore> s, std::shared_ptr<const Processor> p, KafkaSourceOptions opt);
+  Impl(Pipeline& p, std::shared_ptr<TradeStore> s, KafkaSourceOptions opt);
 
-  std::shared_ptr<TradeStore> user_store;
-  std::shared_ptr<const Processor> processor;
+  Pipeline& pipeline;                 // the host's; outlives the source
+  std::shared_ptr<TradeStore> store;  // the pipeline's: claims, offsets-only commits
   KafkaSourceOptions o;
   std::shared_ptr<spdlog::logger> log;
 
@@ -93,10 +93,8 @@ struct KafkaSource::Impl {
   std::unique_ptr<kafka_detail::ResultsProducer> results;
   std::mt19937_64 jitter{std::random_device{}()};  // the poll thread's retry backoffs
   bool cooperative = false;
-  std::shared_ptr<TradeStore> store;  // the pipeline's view of user_store (a SourceStore)
-  std::unique_ptr<SourceHook> hook;   // a Hook; outlives the pipeline (declared before it)
-  mutable std::mutex pipeline_mu;     // guards the pointer (metrics from other threads)
-  std::unique_ptr<Pipeline> pipeline;
+  bool consuming = false;            // the clients started: shutdown drains and closes them
+  std::unique_ptr<SourceHook> hook;  // a Hook, named by every event the source submits
 
   Clock::time_point next_flush{}, next_lag{}, next_progress{}, last_fence_check{};
   Clock::time_point started{};
@@ -122,11 +120,11 @@ struct KafkaSource::Impl {
     return ok;
   }
 
-  /// A store call with the pipeline's retry policy for transient failures (the same jittered
+  /// A store call with the source's retry policy for transient failures (the same jittered
   /// backoff as the pipeline's). Only on the polling thread, which may sleep: never on a shard.
   template <class F>
   auto with_retry(const char* what, F&& f) -> decltype(f()) {
-    const RetryPolicy& policy = o.pipeline.retry;
+    const RetryPolicy& policy = o.retry;
     const auto start = Clock::now();
     for (int attempt = 1;; ++attempt) {
       auto r = f();
@@ -142,7 +140,6 @@ struct KafkaSource::Impl {
 
   // ---- the pipeline side (kafka_source.cpp) -----------------------------------------------
 
-  void start_pipeline();
   void on_done(const Done& d, boost::system::error_code ec, Outcome outcome);
   void report(const KafkaOutcome& k);
 

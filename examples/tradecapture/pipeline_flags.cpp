@@ -4,6 +4,8 @@
 
 #include "host.hpp"
 
+#include <tradecapture/processor.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -84,6 +86,16 @@ PipelineOptions make_pipeline_options(const PipelineFlags& f,
 
 std::shared_ptr<PartitionLock> open_lock(const PipelineFlags& f) {
   return open_lock(f.lock, std::chrono::milliseconds(f.lease_ms), f.instance_id);
+}
+
+HostPipeline open_pipeline(const PipelineFlags& f, std::size_t other_callers,
+                           std::shared_ptr<spdlog::logger> logger) {
+  HostPipeline h;
+  h.store = open_store(f.store, {.concurrency = f.threads + other_callers, .must_exist = false});
+  h.lock = open_lock(f);
+  h.pipeline = std::make_unique<Pipeline>(h.store, h.lock, make_position_processor(),
+                                          make_pipeline_options(f, std::move(logger)));
+  return h;
 }
 
 }  // namespace tradecapture::host

@@ -29,7 +29,9 @@ std::string default_instance_id();
 /// The flags shared by the pipeline commands.
 struct PipelineFlags {
   std::string store = default_store_uri;
-  std::string lock = "local:";  ///< not a flag of `consume` (its fences come from the store)
+  /// Not a flag of `consume`, which keeps `local:`: a Kafka member's commits are fenced by the
+  /// store (claim tokens, source epochs), whoever else holds a lease.
+  std::string lock = "local:";
   std::size_t threads = 2;
   std::size_t max_in_flight = 65536;
   std::size_t batch = 8192;
@@ -64,5 +66,19 @@ PipelineOptions make_pipeline_options(const PipelineFlags& flags,
 
 /// Opens the flags' `--lock` with their lease and instance id. Throws HostError.
 std::shared_ptr<PartitionLock> open_lock(const PipelineFlags& flags);
+
+/// The store, the lock and the pipeline of a long-running command (`serve`, `consume`), which
+/// every ingress of the command shares; the command stops the pipeline after its ingresses.
+struct HostPipeline {
+  std::shared_ptr<TradeStore> store;
+  std::shared_ptr<PartitionLock> lock;
+  std::unique_ptr<Pipeline> pipeline;
+};
+
+/// Opens `--store` (its connection pool sized for the pipeline's shards plus `other_callers`)
+/// and `--lock`, and starts a pipeline over them with the reference processor and
+/// `make_pipeline_options`. Throws HostError.
+HostPipeline open_pipeline(const PipelineFlags& flags, std::size_t other_callers,
+                           std::shared_ptr<spdlog::logger> logger);
 
 }  // namespace tradecapture::host

@@ -5,25 +5,28 @@
 //   GET  /v1/trades/{id}     the accepted events of one trade id
 //   GET  /health/live, /health/ready, /metrics
 //
+// With `--brokers`, `--topic` and `--group` the same process is also a Kafka consumer-group
+// member (`KafkaIngress`, as in `consume`) that feeds the same pipeline.
+//
 // The gateway itself (routing, authentication, admission, the JSON of every answer) is the
 // library's `tradecapture::Gateway` (<tradecapture/gateway.hpp>); this file adapts the Beast
 // server (`tradecapture::http`) to it and adds the flags, the metrics and the drain.
 //
 // Threads: the io_context (--http-threads) only reads and writes; body parsing, admission,
 // store reads and health checks run on a small worker pool (--worker-threads, the gateway's
-// executor); the pipeline has its own shards (--threads). Answers post back to the connection's
-// strand.
+// executor); the pipeline has its own shards (--threads); the Kafka source, when there is one,
+// its own polling thread. Answers post back to the connection's strand.
 
 #include "serve.hpp"
 
 #include "health.hpp"
 #include "host.hpp"
+#include "host_metrics.hpp"
 #include "http_server.hpp"
 #include "signals.hpp"
 
 #include <tradecapture/gateway.hpp>
 #include <tradecapture/pipeline.hpp>
-#include <tradecapture/processor.hpp>
 #ifdef TRADECAPTURE_HAVE_METRICS
 #include <tradecapture/prometheus_metrics.hpp>
 #endif
@@ -103,17 +106,19 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 /// routing, authentication, admission and rendering; this class adds the host's metrics.
 class HttpGateway final : public HttpHandler {
  public:
+  /// `kafka`: the Kafka source that feeds the same pipeline (null: none), for /metrics.
   HttpGateway(Pipeline& pipeline, std::shared_ptr<TradeStore> store,
               std::shared_ptr<PartitionLock> lock, asio::thread_pool& workers,
               std::chrono::milliseconds request_deadline, std::string token,
-              std::shared_ptr<spdlog::logger> logger)
+              std::shared_ptr<spdlog::logger> logger, const KafkaIngress* kafka)
       : pipeline_(pipeline),
+        metrics_(pipeline, [this] { return gateway_.stats().rejected_at_parse; }, kafka),
         gateway_(pipeline, std::move(store), std::move(lock),
                  GatewayOptions{.executor = workers.get_executor(),
                                 .token = std::move(token),
                                 .request_deadline = request_deadline,
                                 .draining = [this] { return server_ != nullptr && server_->draining(); },
-                                .metrics = [this] { return metrics_(); },
+                                .metrics = [this] { return metrics_response_(); },
                                 .logger = std::move(logger)}) {}
 
   void set_server(const HttpServer* server) { server_ = server; }
@@ -141,13 +146,13 @@ class HttpGateway final : public HttpHandler {
   }
 
  private:
-  GatewayResponse metrics_() {
+  GatewayResponse metrics_response_() {
 #ifdef TRADECAPTURE_HAVE_METRICS
     // One exposition: the pipeline, the HTTP server's and the gateway's counters and gauges,
-    // and the process.
+    // the Kafka source's, and the process.
     GatewayResponse res;
-    res.content_type = std::string(metrics::content_type);
-    res.body = metrics::serialize({&pipeline_collector_, &server_collector_, &process_collector_});
+    res.content_type = HostMetrics::content_type();
+    res.body = metrics_.text(&server_collector_);
     return res;
 #else
     return gateway_error(404, "built without prometheus-cpp (TRADECAPTURE_METRICS=OFF): no "
@@ -236,17 +241,13 @@ class HttpGateway final : public HttpHandler {
 
   Pipeline& pipeline_;
   const HttpServer* server_ = nullptr;
+  // Events answered REJECTED at parse (and Kafka messages the source rejected itself) never
+  // reach the pipeline: counted as rejected, so that tradecapture_trades_total counts every
+  // outcome. Read only at a scrape, once the gateway below exists.
+  HostMetrics metrics_;
   Gateway gateway_;
 #ifdef TRADECAPTURE_HAVE_METRICS
-  // Events answered REJECTED at parse never reach the pipeline: added to its `rejected`, so
-  // that tradecapture_trades_total counts every outcome.
-  metrics::PipelineCollector pipeline_collector_{[this] {
-    PipelineMetrics m = pipeline_.metrics();
-    m.rejected += gateway_.stats().rejected_at_parse;
-    return m;
-  }};
   ServerCollector server_collector_{*this};
-  metrics::ProcessCollector process_collector_;
 #endif
 };
 
@@ -326,7 +327,15 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "(a second signal closes the remaining connections at once). --shutdown-timeout-ms bounds\n"
       "the whole shutdown: events not decided by then are withdrawn (no outcome). SIGHUP is\n"
       "ignored (logged once): the gateway keeps serving.\n"
-      "Every flag can also be set by the environment variable shown (flags win).\n" +
+      "Kafka (optional; the flags of consume): with --brokers, --topic and --group the process\n"
+      "is also a consumer-group member feeding the same pipeline (exactly-once effect, offsets\n"
+      "in the store, as consume). SIGTERM/SIGINT then also stops fetching and lets the Kafka\n"
+      "events in flight reach their outcomes before the pipeline stops (within\n"
+      "--shutdown-timeout-ms: events left are withdrawn and read again by the next owner). A\n"
+      "failure of the Kafka source (a fatal Kafka error, the store past the retry budget) drains\n"
+      "the gateway and exits 69.\n"
+      "Every flag but the Kafka ones can also be set by the environment variable shown (flags\n"
+      "win).\n" +
       std::string(cli::exit_codes_help));
   cmd->add_option("--listen", o.listen,
                   "HOST:PORT to listen on (port 1..65535, or 0: any free port)")
@@ -403,6 +412,9 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->envname("TRADECAPTURE_AUTH_TOKEN_FILE");
   cmd->add_option("--port-file", o.port_file, "write the bound port number to FILE once listening")
       ->envname("TRADECAPTURE_PORT_FILE");
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  add_kafka_flags(*cmd, o.kafka, /*required=*/false);
+#endif
   return cmd;
 }
 
@@ -421,13 +433,13 @@ int run_serve(const ServeOptions& o) {
                     exit_usage);
   const std::string token = o.auth_token_file.empty() ? "" : read_token_file(o.auth_token_file);
   const tcp::endpoint endpoint = resolve_listen("--listen", o.listen);
-  auto store =
-      open_store(f.store, {.concurrency = f.threads + o.worker_threads + 1, .must_exist = false});
-  auto lock = open_lock(f);
-
-  // The gateway admits whole requests with the pipeline's own try_reserve (max_in_flight): a
-  // request larger than the limit runs alone.
-  const PipelineOptions options = make_pipeline_options(f, logger);
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  const bool with_kafka = o.kafka.enabled();
+  std::optional<KafkaSourceOptions> kafka_options;
+  if (with_kafka) kafka_options = make_kafka_source_options(o.kafka, f, logger);
+#else
+  const bool with_kafka = false;
+#endif
 
   HttpServerOptions http_options;
   http_options.listen = endpoint;
@@ -440,13 +452,27 @@ int run_serve(const ServeOptions& o) {
   http_options.write_timeout = std::chrono::milliseconds(o.write_timeout_ms);
 
   // Destroyed in reverse: the server, the io_context (with any connection left), the gateway,
-  // the pipeline (stopped explicitly before), the workers (joined before), the latch (which the
-  // last connection notifies).
+  // the Kafka source (stopped before), the pipeline (stopped explicitly before), the workers
+  // (joined before), the latch (which the last connection notifies).
   ShutdownLatch latch;
   asio::thread_pool workers(o.worker_threads);
-  Pipeline pipeline(store, lock, make_position_processor(), options);
+  // One pipeline for every ingress. The gateway admits whole requests with its own try_reserve
+  // (max_in_flight): a request larger than the limit runs alone. Store callers: the shards, the
+  // workers, the health checks, and the Kafka source's polling thread.
+  HostPipeline host = open_pipeline(f, o.worker_threads + 1 + (with_kafka ? 1 : 0), logger);
+  Pipeline& pipeline = *host.pipeline;
+  const auto& store = host.store;
+  const auto& lock = host.lock;
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  std::optional<KafkaIngress> kafka;
+  if (kafka_options) kafka.emplace(std::move(*kafka_options), f.instance_id, pipeline, store);
+  const KafkaIngress* kafka_ingress = kafka ? &*kafka : nullptr;
+#else
+  const KafkaIngress* kafka_ingress = nullptr;
+#endif
   HttpGateway gateway(pipeline, store, lock, workers,
-                      std::chrono::milliseconds(o.request_deadline_ms), token, logger);
+                      std::chrono::milliseconds(o.request_deadline_ms), token, logger,
+                      kafka_ingress);
   asio::io_context ioc(static_cast<int>(o.http_threads));
   HttpServer server(ioc, http_options, gateway, logger);
   gateway.set_server(&server);
@@ -465,11 +491,12 @@ int run_serve(const ServeOptions& o) {
                f.instance_id, store->describe(), lock->describe(), f.threads, o.http_threads,
                token.empty() ? "" : ", bearer token required");
 
-  // SIGTERM/SIGINT: drain; a second one closes every connection now. SIGHUP: logged once.
+  // SIGTERM/SIGINT: drain (and stop the Kafka source); a second one closes every connection
+  // now. SIGHUP: logged once.
   std::optional<SignalGuard> signals;
   signals.emplace(SignalGuard::Options{
       .on_stop =
-          [&server, &latch, &logger](int sig, int) {
+          [&](int sig, int) {
             if (!server.draining()) {
               logger->info(
                   "signal {}: draining (no new connections; in-flight requests are finished)",
@@ -479,6 +506,9 @@ int run_serve(const ServeOptions& o) {
               logger->warn("signal {} again: closing every connection now", sig);
               server.abort();
             }
+#ifdef TRADECAPTURE_HAVE_KAFKA
+            if (kafka) kafka->stop();
+#endif
             latch.signalled();
           },
       .second_is_default = false,
@@ -489,6 +519,21 @@ int run_serve(const ServeOptions& o) {
   server.start();
   std::vector<std::thread> io_threads;
   for (std::size_t i = 0; i < o.http_threads; ++i) io_threads.emplace_back([&ioc] { ioc.run(); });
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  // A Kafka source that fails (fatal Kafka error, store past the retry budget) ends the process
+  // as a signal would, and the exit code says so.
+  std::atomic<bool> kafka_failed{false};
+  const auto kafka_t0 = std::chrono::steady_clock::now();
+  if (kafka) {
+    kafka->start([&](boost::system::error_code ec) {
+      if (!ec || SignalGuard::first_signal() != 0 || server.draining()) return;
+      kafka_failed.store(true);
+      logger->error("the Kafka source failed ({}): draining the gateway", ec.message());
+      server.shutdown([&latch] { latch.idle(); });
+      latch.signalled();
+    });
+  }
+#endif
 
   latch.wait_signal();
   const auto shutdown_deadline =
@@ -498,13 +543,32 @@ int run_serve(const ServeOptions& o) {
     logger->warn("closing {} connections that are still busy", server.stats().connections_active);
     server.abort();
   }
+  auto time_left = [&] {
+    return std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        shutdown_deadline - std::chrono::steady_clock::now()),
+                    std::chrono::milliseconds(0));
+  };
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  // The Kafka source stops before the pipeline it shares: its in-flight events reach their
+  // outcomes, its final offsets are stored, it leaves the group. Past the shutdown timeout the
+  // pipeline's stop below withdraws what is left, which ends the source too.
+  bool kafka_forced = false;
+  if (kafka) {
+    const auto until = std::chrono::steady_clock::now() + time_left();
+    while (!kafka->finished() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    kafka_forced = !kafka->finished();
+  }
+#endif
   // Every admitted event completes before stop returns: decided (durably), or, once the
   // shutdown timeout has passed, withdrawn (no outcome, never decided later; spec section 6,
   // point 2). Then the last responses are built and handed to their connections.
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      shutdown_deadline - std::chrono::steady_clock::now());
-  if (!pipeline.stop(std::max(left, std::chrono::milliseconds(0))))
+  if (!pipeline.stop(time_left()))
     logger->warn("shutdown timeout: events not decided yet were withdrawn (no outcome)");
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  result<void> kafka_result = boost::outcome_v2::success();
+  if (kafka) kafka_result = kafka->wait();
+#endif
   workers.join();
   if (!idle) latch.wait_idle_for(std::chrono::milliseconds(2000));
   signals.reset();
@@ -522,6 +586,15 @@ int run_serve(const ServeOptions& o) {
                static_cast<unsigned long long>(m.stale),
                static_cast<unsigned long long>(m.rejected + gateway.stats().rejected_at_parse),
                static_cast<unsigned long long>(m.failed));
+#ifdef TRADECAPTURE_HAVE_KAFKA
+  if (kafka) {
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - kafka_t0).count();
+    kafka->print_summary("serve", secs, kafka_result);
+    // Events withdrawn by the shutdown timeout are read again by the next owner: not a failure.
+    if (kafka_failed.load() || (!kafka_result && !kafka_forced)) return exit_unavailable;
+  }
+#endif
   return 0;
 }
 

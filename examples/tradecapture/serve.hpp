@@ -2,6 +2,7 @@
 /// \file serve.hpp
 /// `tradecapture serve`: the HTTP gateway of spec section 5.
 
+#include "kafka_ingress.hpp"
 #include "pipeline_flags.hpp"
 
 #include <cstddef>
@@ -34,14 +35,17 @@ struct ServeOptions {
   long long shutdown_timeout_ms = 30000;
   std::string auth_token_file;  ///< empty: no authentication
   std::string port_file;        ///< empty: not written
+  /// With `--brokers`: also a Kafka consumer-group member feeding the same pipeline.
+  KafkaFlags kafka;
 };
 
 /// Adds the `serve` subcommand, its flags and their environment variables to `app`.
 /// `o` must outlive the parse.
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& o);
 
-/// Runs the gateway until SIGTERM or SIGINT, then drains; returns the exit code (0 after a
-/// drain). Throws HostError for bad options or an unreachable store or lock at start.
+/// Runs the gateway (and, with Kafka flags, the Kafka source, into the same pipeline) until
+/// SIGTERM or SIGINT, then drains; returns the exit code (0 after a drain, 69 when the Kafka
+/// source failed). Throws HostError for bad options or an unreachable store or lock at start.
 int run_serve(const ServeOptions& o);
 
 }  // namespace tradecapture::host

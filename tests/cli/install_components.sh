@@ -165,7 +165,8 @@ if have KAFKA; then
 #include <cstdio>
 int main(int argc, char**) {
   if (argc > 100) {  // never: only links the source (and, statically, librdkafka)
-    tradecapture::KafkaSource source(nullptr, nullptr, {});
+    tradecapture::Pipeline pipeline(nullptr, nullptr, nullptr);  // the host's
+    tradecapture::KafkaSource source(pipeline, nullptr, {});
     (void)source.run();
   }
   std::printf("kafka: linked\n");

@@ -26,9 +26,13 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 #include "common/store_conformance.hpp"  // store_factories, make_sqlite_store, make_postgres_store
 #endif
 #include "support/down_store.hpp"
+#include "support/events.hpp"
 #include "support/trace.hpp"
 #include "results_producer.hpp"  // backends/kafka (internal)
 
+#include <utility>  // must precede asio with Boost 1.74 and C++20
+
+#include <boost/asio/use_future.hpp>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <nlohmann/json.hpp>
@@ -38,6 +42,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 
 #include <atomic>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -337,9 +342,15 @@ struct Reported {
   }
 };
 
-KafkaSourceOptions source_options(const std::string& brokers, const std::string& topic,
-                                  const std::string& group) {
-  KafkaSourceOptions o;
+/// A member of a test: the source's options and those of the pipeline the member feeds (its
+/// host's; `Running` makes one per member, as one process each would).
+struct MemberOptions : KafkaSourceOptions {
+  PipelineOptions pipeline;
+};
+
+MemberOptions source_options(const std::string& brokers, const std::string& topic,
+                             const std::string& group) {
+  MemberOptions o;
   o.brokers = brokers;
   o.topics = {topic};
   o.group = group;
@@ -360,8 +371,24 @@ KafkaSourceOptions source_options(const std::string& brokers, const std::string&
   o.pipeline.threads = 2;
   o.pipeline.retry.budget = 2000ms;
   o.pipeline.retry.max_backoff = 100ms;
+  o.pipeline.logger = quiet_logger();
   o.logger = quiet_logger();
   return o;
+}
+
+/// A member's pipeline (over `store`, with a lock of its own, as in a process of its own).
+std::unique_ptr<Pipeline> member_pipeline(std::shared_ptr<TradeStore> store,
+                                          const MemberOptions& o) {
+  return std::make_unique<Pipeline>(std::move(store), make_local_lock(),
+                                    make_position_processor(), o.pipeline);
+}
+
+/// The source of a member, over its pipeline; its own store calls retry like the pipeline's.
+std::unique_ptr<KafkaSource> member_source(Pipeline& pipeline, std::shared_ptr<TradeStore> store,
+                                           const MemberOptions& o) {
+  KafkaSourceOptions so = o;
+  so.retry = o.pipeline.retry;
+  return std::make_unique<KafkaSource>(pipeline, std::move(store), std::move(so));
 }
 
 /// A mock cluster whose topic "trades" holds a seeded trace (make_trace), what a sequential run
@@ -382,20 +409,24 @@ struct TracedTopic {
     ref = reference_of(trace);
   }
   /// The options of a member of `group` consuming the topic.
-  KafkaSourceOptions options(const std::string& group) const {
+  MemberOptions options(const std::string& group) const {
     return source_options(cluster.bootstraps(), topic, group);
   }
 };
 
-/// A started source (on its own thread: KafkaSource::start).
+/// A started member: its pipeline, and its source on its own thread (KafkaSource::start). The
+/// source stops before the pipeline.
 class Running {
  public:
-  Running(std::shared_ptr<TradeStore> store, KafkaSourceOptions o)
-      : source_(std::make_unique<KafkaSource>(std::move(store), make_position_processor(),
-                                              std::move(o))) {
+  Running(std::shared_ptr<TradeStore> store, const MemberOptions& o)
+      : pipeline_(member_pipeline(store, o)), source_(member_source(*pipeline_, store, o)) {
     REQUIRE(source_->start());
   }
-  ~Running() { (void)stop(); }
+  ~Running() {
+    (void)stop();
+    source_.reset();
+    pipeline_->stop();
+  }
   /// Stops and waits; the result of the run.
   result<void> stop() {
     source_->stop();
@@ -412,6 +443,7 @@ class Running {
   KafkaSource& source() { return *source_; }
 
  private:
+  std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<KafkaSource> source_;
 };
 
@@ -493,11 +525,27 @@ std::shared_ptr<ControlledStore> slowed(std::shared_ptr<TradeStore> inner, int d
 
 /// `o` with small batches and a small in-flight window, so that there is work left when members
 /// come, go or fail.
-KafkaSourceOptions small_windows(KafkaSourceOptions o) {
+MemberOptions small_windows(MemberOptions o) {
   o.pipeline.max_batch = 4;
   o.max_in_flight = 32;
   return o;
 }
+
+/// A traced topic (TracedTopic) for members of `group` with small windows (small_windows)
+/// that report every outcome to `reported`, through `store`: the memory store 15 ms slower per
+/// commit, so that what a test does to the members (handovers, broker failures) happens mid-run.
+struct ReportingMembers : TracedTopic {
+  ReportingMembers(int brokers, int partitions, int replication, unsigned seed, std::size_t n,
+                   int keys, const std::string& group)
+      : TracedTopic(brokers, partitions, replication, seed, n, keys),
+        store(slowed(memory, 15)),
+        o(small_windows(options(group))) {
+    o.on_outcome = [this](const KafkaOutcome& k) { reported.add(k); };
+  }
+  std::shared_ptr<ControlledStore> store;
+  Reported reported;
+  MemberOptions o;
+};
 
 /// Every store backend of this build (memory, SQLite, PostgreSQL): name and a factory of a
 /// fresh store (with whatever keeps its storage alive).
@@ -592,9 +640,10 @@ struct TopicReported {
 };
 
 /// The end offset of every (topic, partition) that got messages.
-std::map<std::pair<std::string, std::int32_t>, std::int64_t> end_offsets(
-    const std::vector<TopicMessage>& all) {
-  std::map<std::pair<std::string, std::int32_t>, std::int64_t> end;
+using EndOffsets = std::map<std::pair<std::string, std::int32_t>, std::int64_t>;
+
+EndOffsets end_offsets(const std::vector<TopicMessage>& all) {
+  EndOffsets end;
   for (const auto& m : all) {
     auto& e = end[{m.topic, m.message.partition}];
     e = std::max(e, m.message.offset + 1);
@@ -602,14 +651,31 @@ std::map<std::pair<std::string, std::int32_t>, std::int64_t> end_offsets(
   return end;
 }
 
-/// True when the stored offsets of `group` are the end offsets of every (topic, partition).
-bool all_stored(TradeStore& store, const std::string& group,
-                const std::map<std::pair<std::string, std::int32_t>, std::int64_t>& end) {
+/// The end offsets of one topic's messages.
+EndOffsets end_offsets(const std::string& topic, const std::vector<Message>& trace) {
+  EndOffsets end;
+  for (const auto& [partition, offset] : end_offsets(trace)) end[{topic, partition}] = offset;
+  return end;
+}
+
+/// True when the stored offsets of `group` are the end offsets of every (topic, partition) that
+/// got messages (a partition without messages: no row, or offset 0).
+bool all_stored(TradeStore& store, const std::string& group, const EndOffsets& end) {
   auto rows = store.source_offsets(group);
   if (!rows) return false;
-  std::map<std::pair<std::string, std::int32_t>, std::int64_t> stored;
-  for (const auto& r : rows.value()) stored[{r.topic, r.partition}] = r.next_offset;
+  EndOffsets stored;
+  for (const auto& r : rows.value())
+    if (r.next_offset != 0 || end.count({r.topic, r.partition}) != 0)
+      stored[{r.topic, r.partition}] = r.next_offset;
   return stored == end;
+}
+
+/// Waits until `group`'s stored offsets cover every message of `end` and `source` has nothing
+/// in flight; fails the test after `timeout`.
+void wait_all_stored(TradeStore& store, const std::string& group, const EndOffsets& end,
+                     const KafkaSource& source, std::chrono::milliseconds timeout) {
+  wait_for([&] { return all_stored(store, group, end) && source.metrics().in_flight == 0; },
+           timeout, "the end offsets to be stored");
 }
 
 /// The store holds every produced event exactly once (each (trade_id, version) once, the first
@@ -758,22 +824,18 @@ TEST_CASE("kafka: one member consumes an adversarial trace exactly like a sequen
 }
 
 TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided twice") {
-  TracedTopic t(3, 6, 1, 23, 3000, 30);
-  auto& [cluster, topic, trace, ref, memory] = t;
-  auto store = slowed(memory, 15);  // slow enough that the handovers happen mid-run
-  Reported reported;
-  auto o = small_windows(t.options("g2"));
-  o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
-  auto a = std::make_unique<Running>(store, o);
-  wait_for([&] { return reported.count.load() >= trace.size() / 5; }, 30s, "member A to start");
-  Running b(store, o);
+  ReportingMembers t(3, 6, 1, 23, 3000, 30, "g2");  // the handovers happen mid-run
+  auto& [cluster, topic, trace, ref, memory] = static_cast<TracedTopic&>(t);
+  auto a = std::make_unique<Running>(t.store, t.o);
+  wait_for([&] { return t.reported.count.load() >= trace.size() / 5; }, 30s, "member A to start");
+  Running b(t.store, t.o);
   // B joins: the group rebalances, A drains and hands over half of the partitions.
   wait_for([&] { return b.source().metrics().partitions > 0; }, 30s, "member B's assignment");
   wait_for([&] { return outcomes_of(b.source().metrics()) > 100; }, 30s, "member B to consume");
   // A leaves (a clean stop): B takes everything over.
   REQUIRE(a->stop());
   const auto ma = a->source().metrics();
-  wait_for([&] { return reported.count.load() >= trace.size(); }, 60s, "every outcome");
+  wait_for([&] { return t.reported.count.load() >= trace.size(); }, 60s, "every outcome");
   REQUIRE(b.stop());
   const auto mb = b.source().metrics();
   CHECK(ma.assignments >= 6);
@@ -783,8 +845,8 @@ TEST_CASE("kafka: two members hand partitions over cleanly, nothing is decided t
   CHECK(mb.accepted > 0);
   // Clean handovers store the final offsets first: no message is read twice.
   CHECK(ma.replayed + mb.replayed == 0);
-  CHECK(reported.count.load() == trace.size());
-  reported.check(trace, ref, false);
+  CHECK(t.reported.count.load() == trace.size());
+  t.reported.check(trace, ref, false);
   check_store(*memory, ref, trace, "g2", topic);
 }
 
@@ -809,16 +871,7 @@ TEST_CASE("kafka: a member that dies mid-run is replaced; the re-read tail chang
   REQUIRE(dying->commits.load() >= 40);
   // A new member resumes at the stored offsets and re-reads what the dead one had decided.
   Running b(memory, o);
-  auto end = end_offsets(trace);  // operator[]: 0 for a partition without messages
-  wait_for(
-      [&] {
-        auto stored = memory->source_offsets("g3").value();
-        std::size_t done = 0;
-        for (const auto& s : stored)
-          if (s.next_offset == end[s.partition]) ++done;
-        return done == end.size() && b.source().metrics().in_flight == 0;
-      },
-      60s, "the end offsets to be stored");
+  wait_all_stored(*memory, "g3", end_offsets(topic, trace), b.source(), 60s);
   REQUIRE(b.stop());
   const auto mb = b.source().metrics();
   MESSAGE("re-read after the crash: replayed " << mb.replayed << ", duplicate " << mb.duplicate);
@@ -914,15 +967,11 @@ TEST_CASE("kafka: a member whose partition is claimed by another cannot commit i
 }
 
 TEST_CASE("kafka: broker failures and leader moves are survived") {
-  TracedTopic t(3, 6, 3, 59, 3000, 24);
-  auto& [cluster, topic, trace, ref, memory] = t;
-  auto store = slowed(memory, 15);  // slow enough that the failures happen mid-run
-  Reported reported;
-  auto o = small_windows(t.options("g6"));
-  o.consumer_config.emplace_back("session.timeout.ms", "6000");
-  o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
-  Running a(store, o);
-  wait_for([&] { return reported.count.load() > 200; }, 30s, "consumption to start");
+  ReportingMembers t(3, 6, 3, 59, 3000, 24, "g6");  // the failures happen mid-run
+  auto& [cluster, topic, trace, ref, memory] = static_cast<TracedTopic&>(t);
+  t.o.consumer_config.emplace_back("session.timeout.ms", "6000");
+  Running a(t.store, t.o);
+  wait_for([&] { return t.reported.count.load() > 200; }, 30s, "consumption to start");
   auto* mc = cluster.get();
   // Fetch errors that make the consumer refresh its leaders and retry.
   rd_kafka_mock_push_request_errors(mc, api_fetch, 4, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
@@ -944,12 +993,12 @@ TEST_CASE("kafka: broker failures and leader moves are survived") {
   for (int p = 0; p < 6; ++p) rd_kafka_mock_partition_set_leader(mc, topic.c_str(), p, 1 + p % 3);
   {
     // The failures happened while there was work left.
-    std::lock_guard lk(reported.mu);
-    CHECK(reported.by_offset.size() < trace.size() * 3 / 4);
+    std::lock_guard lk(t.reported.mu);
+    CHECK(t.reported.by_offset.size() < trace.size() * 3 / 4);
   }
   wait_for([&] {
-    std::lock_guard lk(reported.mu);
-    return reported.by_offset.size() >= trace.size();
+    std::lock_guard lk(t.reported.mu);
+    return t.reported.by_offset.size() >= trace.size();
   }, 60s, "every message");
   std::this_thread::sleep_for(200ms);
   REQUIRE(a.stop());
@@ -1036,8 +1085,7 @@ TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied 
   REQUIRE(b->stop());
   const auto mb = b->source().metrics();
   b.reset();
-  wait_for([&] { return all_stored(*memory, "gm", end) && c.source().metrics().in_flight == 0; },
-           120s, "the end offsets to be stored");
+  wait_all_stored(*memory, "gm", end, c.source(), 120s);
   REQUIRE(c.stop());
   const auto mc = c.source().metrics();
   MESSAGE("A: accepted " << ma.accepted << ", failed " << ma.failed << "; B: accepted "
@@ -1076,13 +1124,85 @@ TEST_CASE("kafka: two topics, several members, one dies and one leaves: applied 
 }
 
 
+TEST_CASE("kafka: one pipeline fed by a source and by direct submissions at once decides every "
+          "event once") {
+  // The host owns the pipeline; a Kafka member and a submitter without a source (an HTTP
+  // gateway, say) feed the same trade partitions at the same time.
+  MockCluster cluster(1);
+  cluster.create_topic("t1", 3, 1);
+  std::vector<PartitionKey> keys;
+  for (int i = 0; i < 12; ++i)
+    keys.push_back(PartitionKey{"ACC" + std::to_string(i % 3), "EQ", "SEC" + std::to_string(i)});
+  auto kafka = make_topic_trace("t1", 97, 1500, keys);
+  produce_topics(cluster.bootstraps(), kafka);
+  auto direct = make_topic_trace("direct", 98, 1500, keys);
+  for (std::size_t i = 0; i < direct.size(); ++i) {
+    direct[i].message.partition = 0;  // one stream, in submission order
+    direct[i].message.offset = static_cast<std::int64_t>(i);
+  }
+  std::vector<TopicMessage> all = kafka;
+  all.insert(all.end(), direct.begin(), direct.end());
+  const Reference ref = topics_reference(all);
+  const EndOffsets end = end_offsets(kafka);
+
+  for_each_store([&](const std::string& name, const std::shared_ptr<TradeStore>& inner) {
+    const std::string group = "gs-" + name;
+    auto store = slowed(inner, 2);  // slow enough that the two feeds overlap
+    auto o = source_options(cluster.bootstraps(), "t1", group);
+    o.pipeline.max_batch = 16;
+    TopicReported reported;
+    o.on_outcome = [&](const KafkaOutcome& k) { reported.add(k); };
+    auto pipeline = member_pipeline(store, o);
+    auto source = member_source(*pipeline, store, o);
+    REQUIRE(source->start());
+    wait_for([&] { return reported.count.load() >= 50; }, 30s, "the source to consume");
+    std::vector<std::future<Outcome>> outcomes;
+    for (const auto& m : direct)
+      outcomes.push_back(
+          pipeline->async_submit(*parse_event(m.message.value).event, boost::asio::use_future));
+    CHECK(reported.count.load() < kafka.size());  // the source goes on while they are decided
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < direct.size(); ++i) {
+      const Outcome got = outcomes[i].get();
+      if (got.kind != (direct[i].resend ? OutcomeKind::Duplicate : OutcomeKind::Accepted) &&
+          ++wrong <= 5)
+        MESSAGE("direct " << i << ": " << to_string(got.kind) << " " << got.reason);
+    }
+    CHECK(wrong == 0);
+    wait_all_stored(*inner, group, end, *source, 120s);
+    source->stop();
+    REQUIRE(source->wait());
+    // Every message has one outcome, as a sequential run answers it.
+    const auto m = source->metrics();
+    CHECK(m.failed == 0);
+    CHECK(m.replayed == 0);
+    CHECK(reported.count.load() == kafka.size());
+    for (const auto& msg : kafka) {
+      const auto& got = reported.by_message[{msg.topic, msg.message.partition, msg.message.offset}];
+      REQUIRE(got.size() == 1);
+      CHECK(got[0].kind == (msg.resend ? OutcomeKind::Duplicate : OutcomeKind::Accepted));
+    }
+    // Each event stored once, each feed in its order, the positions of a sequential run.
+    check_topics_store(*inner, all, ref);
+    CHECK(all_stored(*inner, group, end));
+    const PipelineMetrics pm = pipeline->metrics();
+    CHECK(pm.failed == 0);
+    CHECK(pm.rejected == 0);
+    source.reset();
+    pipeline->stop();
+  });
+}
+
+
 // ---- the lifecycle -------------------------------------------------------------------------
 
 TEST_CASE("kafka: start returns at once; stop drains; wait and on_finished give the result") {
   SUBCASE("a bad configuration is the result of wait and of on_finished") {
-    KafkaSourceOptions o = source_options("127.0.0.1:1", "trades", "g");
+    MemberOptions o = source_options("127.0.0.1:1", "trades", "g");
     o.topics.clear();
-    KafkaSource source(make_memory_store(), make_position_processor(), o);
+    auto store = make_memory_store();
+    auto pipeline = member_pipeline(store, o);
+    KafkaSource source(*pipeline, store, o);
     std::atomic<int> calls{0};
     boost::system::error_code seen;
     REQUIRE(source.start([&](boost::system::error_code ec) {
@@ -1100,7 +1220,8 @@ TEST_CASE("kafka: start returns at once; stop drains; wait and on_finished give 
   SUBCASE("a member consumes on its own thread until stop, then drains and stores its offsets") {
     TracedTopic t(1, 4, 1, 11, 2000, 40);
     auto store = make_memory_store();
-    KafkaSource source(store, make_position_processor(), t.options("g"));
+    auto pipeline = member_pipeline(store, t.options("g"));
+    KafkaSource source(*pipeline, store, t.options("g"));
     std::atomic<int> calls{0};
     REQUIRE(source.start([&](boost::system::error_code ec) {
       CHECK(!ec);
@@ -1122,6 +1243,10 @@ TEST_CASE("kafka: start returns at once; stop drains; wait and on_finished give 
     std::int64_t stored = 0;
     for (const auto& r : rows.value()) stored += r.next_offset;
     CHECK(static_cast<std::uint64_t>(stored) == outcomes_of(m));
+    // The pipeline is the host's: it goes on after the source stopped.
+    CHECK(pipeline->submit(tctest::ev("AFTER", 1, TradeType::New, PartitionKey{"A", "B", "C"}))
+              .value()
+              .kind == OutcomeKind::Accepted);
   }
 }
 

@@ -17,13 +17,14 @@
 ///
 /// Exactly-once effect: the consumed position of each Kafka partition lives in the TradeStore
 /// (`TradeStore::source_offsets`, consumer = the group id), written in the same transaction as
-/// the events it covers; an assignment resumes there, never at Kafka's committed offset. See the
-/// README ("Kafka ingress") for the whole argument.
+/// the events it covers (the source is the `SourceHook` of its events); an assignment resumes
+/// there, never at Kafka's committed offset. Correctness rests on the store's fences (the
+/// pipeline's claim tokens, the claim epoch of each Kafka partition), not on the pipeline's
+/// lock. See the README ("Kafka ingress") for the whole argument.
 
 #include <tradecapture/error.hpp>
 #include <tradecapture/metrics.hpp>
 #include <tradecapture/pipeline.hpp>
-#include <tradecapture/processor.hpp>
 #include <tradecapture/trade_store.hpp>
 #include <tradecapture/types.hpp>
 
@@ -88,8 +89,9 @@ struct KafkaSourceOptions {
   std::vector<std::pair<std::string, std::string>> producer_config;
   /// Messages handed to the pipeline and not completed yet, plus outcome messages waiting for
   /// the results topic, at most: the poll loop waits for room (librdkafka's own prefetch is
-  /// bounded by queued.max.messages.kbytes). The results producer runs on its own thread;
-  /// reporting an outcome never waits for Kafka.
+  /// bounded by queued.max.messages.kbytes). It also waits while the pipeline itself is full
+  /// (`Pipeline::max_in_flight`, shared with the pipeline's other submitters). The results
+  /// producer runs on its own thread; reporting an outcome never waits for Kafka.
   std::size_t max_in_flight = 65536;
   /// How often completions that no event commit covered (rejects, duplicates, stale events)
   /// are stored as offsets-only commits.
@@ -99,9 +101,9 @@ struct KafkaSourceOptions {
   std::chrono::milliseconds revoke_timeout{30000};
   /// How often a progress line is logged at info level (0: never).
   std::chrono::milliseconds progress_interval{10000};
-  /// The pipeline's threads, batches and retry policy. `before_commit` must be empty (the
-  /// source installs its own) and `max_in_flight` is raised to cover the source's.
-  PipelineOptions pipeline;
+  /// Retries of the source's own store calls (claims, offsets-only commits) on the polling
+  /// thread; the pipeline's are its own (`PipelineOptions::retry`).
+  RetryPolicy retry;
   /// Where the source logs (librdkafka's log lines too); null means spdlog's default logger.
   std::shared_ptr<spdlog::logger> logger;
   /// Called once per reported outcome, on a pipeline or the polling thread; must not block.
@@ -134,23 +136,34 @@ struct KafkaSourceMetrics {
   Histogram::Snapshot end_to_end_us;
 };
 
-/// A consumer-group member that feeds a Pipeline (created and owned by the source) from Kafka.
+/// A consumer-group member that feeds a Pipeline the host owns (and that other ingresses may
+/// share: HTTP, a file, another source) from Kafka.
 ///
 /// `start` subscribes and consumes on a thread of the source's own until `stop`, then stops
-/// fetching, lets every in-flight event reach its durable outcome, stores the final offsets,
-/// leaves the group and stops the pipeline; `wait` returns the result. `run` is `start` then
-/// `wait`. Malformed messages (not JSON, not a valid event, no key, a key that is not the
-/// event's partition) are REJECTED with an "invalid: ..." reason, counted, reported (results
-/// topic, `on_outcome`, and a warning when there is no results topic) and consumed.
+/// fetching, lets every event it submitted reach its durable outcome, stores the final offsets
+/// and leaves the group; `wait` returns the result. The pipeline goes on: the host stops it once
+/// every ingress has stopped (a pipeline stopped under a running source refuses its events,
+/// which ends the run with that error). `run` is `start` then `wait`. Malformed messages (not
+/// JSON, not a valid event, no key, a key that is not the event's partition) are REJECTED with
+/// an "invalid: ..." reason, counted, reported (results topic, `on_outcome`, and a warning when
+/// there is no results topic) and consumed.
+///
+/// The source submits its events with `SubmitOptions::source` (it is their `SourceHook`): the
+/// pipeline asks it about each event, stores its Kafka partitions' marks with the events and
+/// lets it add its offsets to each commit. The pipeline's `on_overload` should be
+/// `OverloadPolicy::wait` (the default): the source waits for room before it submits, but under
+/// `fail_fast` an event refused by a race for the last slots is an event without an outcome,
+/// which ends the run (a restart resumes from the stored offsets).
 ///
 /// Thread-safety: `start` (or `run`) once; `wait` from one thread at a time; `stop`, `finished`,
-/// `metrics`, `pipeline_metrics` and `last_error` from any thread (`stop` also from a signal
-/// handler). Destruction stops the source and waits for it.
+/// `metrics` and `last_error` from any thread (`stop` also from a signal handler). Destruction
+/// stops the source and waits for it.
 class KafkaSource {
  public:
-  /// Sets the source up; nothing connects before `start`.
-  KafkaSource(std::shared_ptr<TradeStore> store, std::shared_ptr<const Processor> processor,
-              KafkaSourceOptions options);
+  /// Sets the source up; nothing connects before `start`. `store` is the one `pipeline` commits
+  /// to (or a wrapper of it): the source claims its Kafka partitions there and stores the offsets
+  /// of outcomes that commit nothing. `pipeline` must outlive the source.
+  KafkaSource(Pipeline& pipeline, std::shared_ptr<TradeStore> store, KafkaSourceOptions options);
   ~KafkaSource();
   KafkaSource(const KafkaSource&) = delete;
   KafkaSource& operator=(const KafkaSource&) = delete;
@@ -177,10 +190,8 @@ class KafkaSource {
   /// True once a started source has finished (`wait` returns at once).
   bool finished() const noexcept;
 
-  /// A copy of the source's counters.
+  /// A copy of the source's counters (the pipeline's are the pipeline's: `Pipeline::metrics`).
   KafkaSourceMetrics metrics() const;
-  /// The pipeline's counters (zeros before the source started it).
-  PipelineMetrics pipeline_metrics() const;
   /// A description of the failure that ended the run, empty otherwise.
   std::string last_error() const;
 
