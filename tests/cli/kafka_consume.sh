@@ -12,33 +12,8 @@ source "$HERE/kafka_common.bash"
 start_mock_cluster --brokers 3 --topic trades:6:2 --topic outcomes:3
 
 # ---- the trace -------------------------------------------------------------------------------
-# Outcomes may depend on the order of events with the same (trade_id, version) in different
-# trade partitions (the key is global); Kafka orders only within a partition. So lines whose key
-# already appeared in another Kafka partition are left out; everything else of the adversarial
-# trace stays (blank lines are not messages).
 gen --seed 505 --lines 3000 --out "$TMP/raw.jsonl"
-"$MOCK" produce --brokers "$BOOT" --topic trades --dry-run --mapping "$TMP/raw.map" "$TMP/raw.jsonl"
-python3 - "$TMP/raw.jsonl" "$TMP/raw.map" "$TMP/trace.jsonl" <<'PY'
-import json, sys
-raw = open(sys.argv[1], "rb").read().split(b"\n")
-part = {int(l.split()[0]): int(l.split()[1]) for l in open(sys.argv[2])}
-first, kept, dropped = {}, [], 0
-for n, line in enumerate(raw, 1):
-    if n not in part:
-        continue  # blank
-    try:
-        o = json.loads(line.decode("utf-8"))
-        key = (o["trade_id"], o["version"]) if isinstance(o, dict) else None
-        key = key if isinstance(key[0], str) and type(key[1]) is int else None
-    except Exception:
-        key = None
-    if key is not None and first.setdefault(key, part[n]) != part[n]:
-        dropped += 1
-        continue
-    kept.append(line)
-open(sys.argv[3], "wb").write(b"\n".join(kept) + b"\n")
-print("trace: %d messages (%d cross-partition key collisions left out)" % (len(kept), dropped))
-PY
+kafka_trace "$TMP/raw.jsonl" trades "$TMP/trace.jsonl"
 model run --outcomes "$TMP/model.outcomes" --positions "$TMP/model.positions" \
   --events "$TMP/model.events" "$TMP/trace.jsonl"
 for what in '"ACCEPTED"' '"DUPLICATE"' '"STALE"' '"conflict:' '"unknown trade"' \
@@ -88,23 +63,7 @@ stop_ok "$ONE" one
 grep -q "tradecapture consume: $N messages" "$TMP/one.err" ||
   { tail -n 5 "$TMP/one.err" >&2; fail "one member: the summary does not count $N messages"; }
 # The results topic as --outcomes lines (line numbers through the produce mapping).
-python3 - "$TMP/results.jsonl" "$TMP/trace.map" "$TMP/one.outcomes" <<'PY'
-import json, sys
-line_of = {(int(p), int(o)): int(l) for l, p, o in (x.split() for x in open(sys.argv[2]))}
-seen, out = set(), []
-for text in open(sys.argv[1], encoding="utf-8"):
-    r = json.loads(text)
-    at = (r["partition"], r["offset"])
-    assert r["topic"] == "trades", r
-    assert at not in seen, "two outcomes for %s" % (at,)
-    seen.add(at)
-    out.append((line_of[at], r))
-with open(sys.argv[3], "w", encoding="utf-8") as f:
-    for line, r in sorted(out, key=lambda x: x[0]):
-        f.write(json.dumps({"line": line, "trade_id": r["trade_id"], "version": r["version"],
-                            "outcome": r["outcome"], "reason": r["reason"], "seq": r["seq"]},
-                           ensure_ascii=False) + "\n")
-PY
+results_as_outcomes "$TMP/results.jsonl" trades "$TMP/trace.map" "$TMP/one.outcomes"
 # The model numbers lines of its own input (the filtered trace), like the mapping.
 check_same "$TMP/model.outcomes" "$TMP/one.outcomes" "one member: results topic"
 dump_ok positions "sqlite:$TMP/one.db" "$TMP/one.positions"
