@@ -42,23 +42,24 @@ void add_kafka_flags(CLI::App& cmd, KafkaFlags& f, bool required) {
                  "extra librdkafka consumer property KEY=VALUE (repeat; e.g. "
                  "session.timeout.ms=10000, security.protocol=ssl)")
       ->group("Kafka");
-  cmd.add_option("--offsets-interval-ms", f.offsets_interval_ms,
-                 "how often offsets moved by outcomes without a commit (rejects, duplicates) "
-                 "are stored")
-      ->check(CLI::Range(1LL, 3600LL * 1000))
-      ->capture_default_str()
-      ->group("Kafka");
-  cmd.add_option("--revoke-timeout-ms", f.revoke_timeout_ms,
-                 "how long a revoked partition's in-flight events may take before they are "
-                 "abandoned to the next owner")
-      ->check(CLI::Range(1LL, 3600LL * 1000))
-      ->capture_default_str()
-      ->group("Kafka");
-  cmd.add_option("--progress-interval-ms", f.progress_interval_ms,
-                 "a progress line at info level every N ms (0: none)")
-      ->check(CLI::Range(0LL, 3600LL * 1000))
-      ->capture_default_str()
-      ->group("Kafka");
+  // The intervals and timeouts: milliseconds from `min` to an hour, the default shown.
+  auto milliseconds = [&cmd](const char* name, long long& value, const char* help,
+                             long long min) {
+    cmd.add_option(name, value, help)
+        ->check(CLI::Range(min, 3600LL * 1000))
+        ->capture_default_str()
+        ->group("Kafka");
+  };
+  milliseconds("--offsets-interval-ms", f.offsets_interval_ms,
+               "how often offsets moved by outcomes without a commit (rejects, duplicates) are "
+               "stored",
+               1);
+  milliseconds("--revoke-timeout-ms", f.revoke_timeout_ms,
+               "how long a revoked partition's in-flight events may take before they are "
+               "abandoned to the next owner",
+               1);
+  milliseconds("--progress-interval-ms", f.progress_interval_ms,
+               "a progress line at info level every N ms (0: none)", 0);
 }
 
 #ifdef TRADECAPTURE_HAVE_KAFKA
