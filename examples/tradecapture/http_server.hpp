@@ -1,10 +1,12 @@
 #pragma once
 /// \file http_server.hpp
 /// The host's view of the HTTP server component (`tradecapture::http`, backends/http): its types
-/// in the host's namespace, Beast's `http` namespace as `http`, the `--listen` parser and the
-/// conversions between Beast's messages and the gateway's (`tradecapture::Gateway`).
+/// and the conversions between Beast's messages and the gateway's (`tradecapture::Gateway`,
+/// gateway_http.hpp) in the host's namespace, Beast's `http` namespace as `http`, and the
+/// `--listen` parser.
 
 #include <tradecapture/gateway.hpp>
+#include <tradecapture/gateway_http.hpp>
 #include <tradecapture/http_server.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -23,12 +25,8 @@ using tradecapture::http::HttpServerOptions;
 using tradecapture::http::HttpStats;
 using tradecapture::http::make_error_response;
 using tradecapture::http::make_json_response;
-
-/// The fields of a Beast request header the gateway reads (no body, no arrival time).
-GatewayRequest to_gateway_request(const HttpRequestHeader& header);
-
-/// A gateway answer as a Beast response (HTTP/1.1; the server sets the request's version).
-HttpResponse to_http_response(GatewayResponse response);
+using tradecapture::http::to_gateway_request;
+using tradecapture::http::to_http_response;
 
 /// Resolves a numeric `HOST:PORT` (`[v6]:PORT` too; port 0..65535, 0 picks a free port) given
 /// with `flag` (for messages). Throws HostError (exit 64) when it is not one.

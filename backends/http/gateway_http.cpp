@@ -1,11 +1,15 @@
-// Beast's messages to the gateway's neutral request and back (serve, consume --metrics-listen).
+// Beast's messages to the gateway's neutral request and back (`tradecapture serve`, `consume
+// --metrics-listen`, and any host that embeds the Gateway behind HttpServer).
 
-#include "http_server.hpp"
+#include <tradecapture/gateway_http.hpp>
 
-#include <string_view>
+#include <boost/beast/core/string.hpp>
 
-namespace tradecapture::host {
+#include <string>
+#include <utility>
+#include <vector>
 
+namespace tradecapture::http {
 namespace {
 
 std::string str(boost::beast::string_view s) { return std::string(s.data(), s.size()); }
@@ -25,19 +29,19 @@ GatewayRequest to_gateway_request(const HttpRequestHeader& h) {
   GatewayRequest r;
   r.method = str(h.method_string());
   r.target = str(h.target());
-  r.content_type = str(h[http::field::content_type]);
-  r.content_encoding = all_values(h, http::field::content_encoding);
-  r.authorization = str(h[http::field::authorization]);
+  r.content_type = str(h[beast_http::field::content_type]);
+  r.content_encoding = all_values(h, beast_http::field::content_encoding);
+  r.authorization = str(h[beast_http::field::authorization]);
   r.deadline_ms = all_values(h, boost::beast::string_view("X-Request-Deadline-Ms"));
   return r;
 }
 
 HttpResponse to_http_response(GatewayResponse response) {
-  HttpResponse res{static_cast<http::status>(response.status), 11};
-  res.set(http::field::content_type, response.content_type);
+  HttpResponse res{static_cast<beast_http::status>(response.status), 11};
+  res.set(beast_http::field::content_type, response.content_type);
   for (const auto& [name, value] : response.headers) res.set(name, value);
   res.body() = std::move(response.body);
   return res;
 }
 
-}  // namespace tradecapture::host
+}  // namespace tradecapture::http
