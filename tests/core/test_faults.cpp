@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -259,6 +260,64 @@ struct StepOp final : detail::SubmitOp {
   }
 };
 
+using Kind = detail::Action::Kind;
+
+/// A shard core stepped by hand, without threads, clocks or servers: one batch of `ops`, each the
+/// head of its key gate, stamped in submission order.
+struct SteppedCore {
+  detail::Counters counters;
+  detail::ShardCore core{detail::ShardConfig{}, make_position_processor(), counters, nullptr};
+  const Clock::time_point t0{std::chrono::hours(1000)};
+
+  explicit SteppedCore(const std::vector<StepOp*>& ops) {
+    std::uint64_t stamp = 1;
+    for (StepOp* op : ops) {
+      detail::state_of(op).gate_head = true;
+      detail::state_of(op).stamp = stamp++;
+    }
+    core.set_stamp_now(stamp);
+    for (StepOp* op : ops) core.add(op, t0);
+  }
+
+  /// Steps the core until it is idle (40 steps at most, a second apart), completing the ops as
+  /// it goes. Each action goes to `store` or `lock` unless `take` takes it over (returns true);
+  /// returns the actions seen.
+  std::vector<Kind> run(TradeStore& store, PartitionLock& lock,
+                        const std::function<bool(detail::Action&, Clock::time_point)>& take = {}) {
+    std::vector<Kind> seen;
+    for (int i = 0; i < 40; ++i) {
+      const auto now = t0 + std::chrono::seconds(i);
+      auto act = core.next(now);
+      seen.push_back(act.kind);
+      if (act.kind == Kind::idle) break;
+      if (!take || !take(act, now)) forward(store, lock, act, now);
+      for (auto& c : core.take_completions()) c.op->complete(c.ec, c.outcome);
+    }
+    return seen;
+  }
+
+ private:
+  void forward(TradeStore& store, PartitionLock& lock, detail::Action& act,
+               Clock::time_point now) {
+    switch (act.kind) {
+      case Kind::acquire: core.on_acquired(lock.try_acquire(act.keys), now); break;
+      case Kind::renew: {
+        auto r = lock.renew(act.grants);
+        core.on_renewed(std::move(act.grants), std::move(r), now);
+        break;
+      }
+      case Kind::claim: core.on_claimed(store.claim_partitions(act.keys), now); break;
+      case Kind::find: core.on_found(store.find_events(act.idem_keys), now); break;
+      case Kind::verify: core.on_verified(store.find_events(act.idem_keys), now); break;
+      case Kind::sources:
+        core.on_sources(detail::read_source_offsets(store, act.consumers), now);
+        break;
+      case Kind::commit: core.on_committed(store.commit(*act.batch), now); break;
+      default: break;
+    }
+  }
+};
+
 /// How the first commit's acknowledgement is lost.
 enum class LostAck {
   applied,                ///< applied, reported store_unavailable
@@ -268,73 +327,40 @@ enum class LostAck {
 
 /// Runs one batch of `ops` through a core step by step, the first commit's acknowledgement lost
 /// as `how` says; returns the actions seen.
-std::vector<detail::Action::Kind> lost_ack_batch(std::vector<StepOp*> ops,
-                                                 LostAck how = LostAck::applied) {
-  detail::Counters counters;
-  detail::ShardCore core(detail::ShardConfig{}, make_position_processor(), counters, nullptr);
-  const Clock::time_point t0{std::chrono::hours(1000)};
-  std::uint64_t stamp = 1;
-  for (StepOp* op : ops) {
-    state_of(op).gate_head = true;
-    state_of(op).stamp = stamp++;
-  }
-  core.set_stamp_now(stamp);
-  for (StepOp* op : ops) core.add(op, t0);
+std::vector<Kind> lost_ack_batch(std::vector<StepOp*> ops, LostAck how = LostAck::applied) {
+  SteppedCore stepped(ops);
   auto store = make_memory_store();
   auto lock = make_local_lock();
-  std::vector<detail::Action::Kind> seen;
   bool lost_one = false;
-  for (int i = 0; i < 40; ++i) {
-    auto act = core.next(t0 + std::chrono::seconds(i));
-    seen.push_back(act.kind);
-    const auto now = t0 + std::chrono::seconds(i);
-    using K = detail::Action::Kind;
-    if (act.kind == K::idle) break;
-    switch (act.kind) {
-      case K::acquire: core.on_acquired(lock->try_acquire(act.keys), now); break;
-      case K::renew: {
-        auto r = lock->renew(act.grants);
-        core.on_renewed(std::move(act.grants), std::move(r), now);
-        break;
+  return stepped.run(*store, *lock, [&](detail::Action& act, Clock::time_point now) {
+    if (act.kind == Kind::verify && how == LostAck::applied_unknown_fence) {
+      auto found = store->find_events(act.idem_keys);
+      if (found) {
+        for (auto& f : found.value())
+          if (f) f->fence = 0;
       }
-      case K::claim: core.on_claimed(store->claim_partitions(act.keys), now); break;
-      case K::find: core.on_found(store->find_events(act.idem_keys), now); break;
-      case K::verify: {
-        auto found = store->find_events(act.idem_keys);
-        if (how == LostAck::applied_unknown_fence && found) {
-          for (auto& f : found.value())
-            if (f) f->fence = 0;
-        }
-        core.on_verified(std::move(found), now);
-        break;
-      }
-      case K::commit:
-        if (!lost_one) {
-          lost_one = true;
-          if (how == LostAck::other_writer) {
-            // Another host claimed the partitions after us and committed the same decisions.
-            CommitBatch theirs = *act.batch;
-            std::vector<PartitionKey> keys;
-            for (const auto& u : theirs.partitions) keys.push_back(u.partition);
-            auto claimed = store->claim_partitions(keys);
-            REQUIRE(claimed);
-            for (std::size_t k = 0; k < keys.size(); ++k)
-              theirs.partitions[k].fence = claimed.value()[k].fence;
-            REQUIRE(store->commit(theirs));
-            CHECK(store->commit(*act.batch).error() == errc::fenced_off);
-          } else {
-            REQUIRE(store->commit(*act.batch));
-          }
-          core.on_committed(make_error_code(errc::store_unavailable), now);
-        } else {
-          core.on_committed(store->commit(*act.batch), now);
-        }
-        break;
-      default: break;
+      stepped.core.on_verified(std::move(found), now);
+      return true;
     }
-    for (auto& c : core.take_completions()) c.op->complete(c.ec, c.outcome);
-  }
-  return seen;
+    if (act.kind != Kind::commit || lost_one) return false;
+    lost_one = true;
+    if (how == LostAck::other_writer) {
+      // Another host claimed the partitions after us and committed the same decisions.
+      CommitBatch theirs = *act.batch;
+      std::vector<PartitionKey> keys;
+      for (const auto& u : theirs.partitions) keys.push_back(u.partition);
+      auto claimed = store->claim_partitions(keys);
+      REQUIRE(claimed);
+      for (std::size_t k = 0; k < keys.size(); ++k)
+        theirs.partitions[k].fence = claimed.value()[k].fence;
+      REQUIRE(store->commit(theirs));
+      CHECK(store->commit(*act.batch).error() == errc::fenced_off);
+    } else {
+      REQUIRE(store->commit(*act.batch));
+    }
+    stepped.core.on_committed(make_error_code(errc::store_unavailable), now);
+    return true;
+  });
 }
 
 }  // namespace
@@ -532,45 +558,16 @@ TEST_CASE("faults: a source that lost its stream drops its own events; the rest 
   StepOp k(ev("K", 1, TradeType::New, P)), l(ev("L", 1, TradeType::New, Q));
   k.source = SourceRef{&src, 0, 5};
   l.source = SourceRef{&src, 0, 6};
-  detail::Counters counters;
-  detail::ShardCore core(detail::ShardConfig{}, make_position_processor(), counters, nullptr);
-  const Clock::time_point t0{std::chrono::hours(1000)};
-  std::uint64_t stamp = 1;
-  for (StepOp* op : {&http, &k, &l}) {
-    detail::state_of(op).gate_head = true;
-    detail::state_of(op).stamp = stamp++;
-  }
-  core.set_stamp_now(stamp);
-  for (StepOp* op : {&http, &k, &l}) core.add(op, t0);
-  std::vector<K> seen;
+  SteppedCore stepped({&http, &k, &l});
   std::vector<CommitBatch> commits;
-  for (int i = 0; i < 40; ++i) {
-    const auto now = t0 + std::chrono::seconds(i);
-    auto act = core.next(now);
-    seen.push_back(act.kind);
-    if (act.kind == K::idle) break;
-    switch (act.kind) {
-      case K::acquire: core.on_acquired(lock->try_acquire(act.keys), now); break;
-      case K::renew: {
-        auto r = lock->renew(act.grants);
-        core.on_renewed(std::move(act.grants), std::move(r), now);
-        break;
-      }
-      case K::claim: core.on_claimed(store->claim_partitions(act.keys), now); break;
-      case K::find: core.on_found(store->find_events(act.idem_keys), now); break;
-      case K::sources:
-        core.on_sources(detail::read_source_offsets(*store, act.consumers), now);
-        break;
-      case K::commit:
-        // Another member takes the stream over before the first commit lands.
-        if (commits.empty()) REQUIRE(store->claim_source("test", "t", 0).value().epoch == 2);
-        commits.push_back(*act.batch);
-        core.on_committed(store->commit(*act.batch), now);
-        break;
-      default: break;
-    }
-    for (auto& c : core.take_completions()) c.op->complete(c.ec, c.outcome);
-  }
+  auto seen = stepped.run(*store, *lock, [&](detail::Action& act, Clock::time_point now) {
+    if (act.kind != K::commit) return false;
+    // Another member takes the stream over before the first commit lands.
+    if (commits.empty()) REQUIRE(store->claim_source("test", "t", 0).value().epoch == 2);
+    commits.push_back(*act.batch);
+    stepped.core.on_committed(store->commit(*act.batch), now);
+    return true;
+  });
   CHECK(std::count(seen.begin(), seen.end(), K::sources) == 1);
   REQUIRE(commits.size() == 2);
   CHECK(commits[0].sources == std::vector<SourceOffset>{{"test", "t", 0, 7, 1}});
