@@ -8,6 +8,7 @@
 // (TradeStore::claim_partitions), whose fence is the write token; on every store backend.
 
 #include "common/store_conformance.hpp"
+#include "support/held_store.hpp"
 
 #include <tradecapture/memory.hpp>
 #include <tradecapture/pipeline.hpp>
@@ -18,7 +19,6 @@
 #include <boost/asio/use_future.hpp>
 #include <doctest/doctest.h>
 
-#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -28,30 +28,19 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Holds every commit until released, then forwards it; records the errors the target gave.
-class PausingStore final : public TradeStoreWrapper {
+/// Holds every commit until resumed, then forwards it; records the errors the target gave.
+class PausingStore final : public tctest::HeldStore {
  public:
-  using TradeStoreWrapper::TradeStoreWrapper;
-  std::promise<void> entered;
+  explicit PausingStore(std::shared_ptr<TradeStore> target) : HeldStore(std::move(target)) {
+    hold();
+  }
   std::vector<boost::system::error_code> errors;
 
-  void resume() {
-    std::lock_guard lk(mu_);
-    paused_ = false;
-    cv_.notify_all();
-  }
+  void resume() { release(); }
 
  protected:
   result<void> do_commit_(const CommitBatch& b) override {
-    {
-      std::unique_lock lk(mu_);
-      if (paused_ && !signalled_) {
-        signalled_ = true;
-        entered.set_value();
-      }
-      cv_.wait(lk, [&] { return !paused_; });
-    }
-    auto r = TradeStoreWrapper::do_commit_(b);
+    auto r = HeldStore::do_commit_(b);
     if (!r) {
       std::lock_guard lk(mu_);
       errors.push_back(r.error());
@@ -61,9 +50,6 @@ class PausingStore final : public TradeStoreWrapper {
 
  private:
   std::mutex mu_;
-  std::condition_variable cv_;
-  bool paused_ = true;
-  bool signalled_ = false;
 };
 
 TradeEvent new_trade(std::string id, std::string account) {

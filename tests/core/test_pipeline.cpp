@@ -11,6 +11,7 @@
 #include "support/stores.hpp"  // make_postgres_store: a fresh database on the shared server
 #endif
 #include "support/events.hpp"
+#include "support/held_store.hpp"
 #include "support/trace.hpp"
 
 #include <utility>
@@ -23,7 +24,6 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -258,32 +258,16 @@ void require_accepted(Pipeline& pl, TradeEvent e, std::uint64_t seq) {
 }
 
 /// A store whose commits can be held, failed or counted (fault injection).
-class ControlledStore final : public TradeStoreWrapper {
+class ControlledStore final : public tctest::HeldStore {
  public:
-  using TradeStoreWrapper::TradeStoreWrapper;
+  using HeldStore::HeldStore;
   std::atomic<int> fail_next{0};
   boost::system::error_code fail_with = errc::store_busy;
   std::atomic<int> commits{0};
-  std::mutex mu;
-  std::condition_variable cv;
-  bool held = false;
-
-  void hold() {
-    std::lock_guard lk(mu);
-    held = true;
-  }
-  void release() {
-    std::lock_guard lk(mu);
-    held = false;
-    cv.notify_all();
-  }
 
  protected:
   result<void> do_commit_(const CommitBatch& b) override {
-    {
-      std::unique_lock lk(mu);
-      cv.wait(lk, [&] { return !held; });
-    }
+    wait_while_held();
     if (fail_next.load() > 0) {
       fail_next.fetch_sub(1);
       return fail_with;
