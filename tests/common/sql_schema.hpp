@@ -12,8 +12,15 @@
 
 namespace tctest {
 
+/// `sample_position()` with a net quantity of -10^24, 25 digits before the point.
+inline Position schema_position() {
+  Position p = store_ops::sample_position();
+  p.net_quantity = dec("-1000000000000000000000000");
+  return p;
+}
+
 /// Partition (A, B, C) at fence 3: T1's NEW (BUY 0.5 at 187.25) and its CANCEL, position `p`.
-inline UpdateBuilder schema_partition(const Position& p) {
+inline UpdateBuilder schema_partition(const Position& p = schema_position()) {
   using namespace store_ops;
   return UpdateBuilder(key("A", "B", "C"), 3, 0)
       .add(new_trade("T1", Side::Buy, "0.5", "187.25"))

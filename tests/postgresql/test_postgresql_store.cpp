@@ -465,8 +465,7 @@ TEST_CASE("postgresql: a server restart between two commits costs at most one fa
 
 TEST_CASE("postgresql: the schema is versioned and its NUMERIC columns are plain SQL") {
   StoreUnderTest s = make_postgres_store();
-  Position p = sample_position();
-  p.net_quantity = dec("-1000000000000000000000000");
+  Position p = schema_position();
   p.bought_notional = dec("999999999999999999999999.99999999999998");
   Position q;
   q.bought_notional = dec("0.00000000000001");
