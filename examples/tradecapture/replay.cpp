@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -210,10 +211,13 @@ class OutcomeLog {
 
   Counts counts() const noexcept {
     Counts c;
-    c.accepted = accepted_.load(std::memory_order_relaxed);
-    c.duplicate = duplicate_.load(std::memory_order_relaxed);
-    c.stale = stale_.load(std::memory_order_relaxed);
-    c.rejected = rejected_.load(std::memory_order_relaxed);
+    const auto of = [&](OutcomeKind k) {
+      return by_kind_[static_cast<std::size_t>(k)].load(std::memory_order_relaxed);
+    };
+    c.accepted = of(OutcomeKind::Accepted);
+    c.duplicate = of(OutcomeKind::Duplicate);
+    c.stale = of(OutcomeKind::Stale);
+    c.rejected = of(OutcomeKind::Rejected);
     c.failed = failed_.load(std::memory_order_relaxed);
     return c;
   }
@@ -255,20 +259,7 @@ class OutcomeLog {
       request_stop_();
       return;
     }
-    switch (s.outcome.kind) {
-      case OutcomeKind::Accepted:
-        accepted_.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case OutcomeKind::Duplicate:
-        duplicate_.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case OutcomeKind::Stale:
-        stale_.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case OutcomeKind::Rejected:
-        rejected_.fetch_add(1, std::memory_order_relaxed);
-        break;
-    }
+    by_kind_[static_cast<std::size_t>(s.outcome.kind)].fetch_add(1, std::memory_order_relaxed);
   }
 
   Output* out_;
@@ -282,7 +273,8 @@ class OutcomeLog {
   std::string write_error_;
   std::optional<std::pair<boost::system::error_code, std::uint64_t>> first_failure_;
   std::atomic<bool> stop_{false};
-  std::atomic<std::uint64_t> accepted_{0}, duplicate_{0}, stale_{0}, rejected_{0}, failed_{0};
+  std::array<std::atomic<std::uint64_t>, 4> by_kind_{};  // by OutcomeKind
+  std::atomic<std::uint64_t> failed_{0};
 };
 
 double seconds_since(Clock::time_point t0) {
