@@ -39,10 +39,14 @@ T opened_or_throw(result<T> opened, const std::string& what) {
   return std::move(opened).value();
 }
 
-// The scheme of a URI for messages; never the rest, which may hold a password.
-std::string scheme_of(const std::string& uri) {
-  auto colon = uri.find(':');
-  return colon == std::string::npos ? uri : uri.substr(0, colon + 1);
+/// "unknown <what> URI scheme '<scheme>' (expected <expected>)", exit 64: the scheme only, never
+/// the rest of the URI, which may hold a password.
+[[noreturn]] void unknown_scheme(const std::string& what, const std::string& uri,
+                                 const std::string& expected) {
+  const auto colon = uri.find(':');
+  const std::string scheme = colon == std::string::npos ? uri : uri.substr(0, colon + 1);
+  throw HostError("unknown " + what + " URI scheme '" + scheme + "' (expected " + expected + ")",
+                  exit_usage);
 }
 
 /// "<what> are not supported by this build (built without <library>)", exit 64.
@@ -103,9 +107,7 @@ std::shared_ptr<TradeStore> open_store(const std::string& uri, const StoreSettin
     unsupported("postgresql stores", "SOCI");
 #endif
   }
-  throw HostError("unknown store URI scheme '" + scheme_of(uri) +
-                      "' (expected sqlite:PATH, memory: or postgresql://user@host:port/db)",
-                  exit_usage);
+  unknown_scheme("store", uri, "sqlite:PATH, memory: or postgresql://user@host:port/db");
 }
 
 std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::milliseconds lease,
@@ -121,9 +123,7 @@ std::shared_ptr<PartitionLock> open_lock(const std::string& uri, std::chrono::mi
     unsupported("redis locks", "hiredis");
 #endif
   }
-  throw HostError("unknown lock URI scheme '" + scheme_of(uri) +
-                      "' (expected local: or redis://[:password@]host:port[/db])",
-                  exit_usage);
+  unknown_scheme("lock", uri, "local: or redis://[:password@]host:port[/db]");
 }
 
 }  // namespace tradecapture::host
