@@ -49,17 +49,11 @@ extern "C" void on_signal(int) { g_stop.store(true); }
 
 /// A count in a --topic spec: a positive decimal number; a usage error otherwise.
 int spec_number(const std::string& spec, const std::string& text) {
-  std::size_t used = 0;
-  int n = 0;
-  try {
-    n = std::stoi(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || n < 1)
+  const auto n = tradecapture::cli::parse_number<int>(text);
+  if (!n || *n < 1)
     die("--topic '" + spec + "' is not NAME:PARTITIONS[:REPLICATION]",
         tradecapture::cli::exit_usage);
-  return n;
+  return *n;
 }
 
 void set(rd_kafka_conf_t* conf, const char* name, const std::string& value) {

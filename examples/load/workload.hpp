@@ -4,6 +4,8 @@
 /// over trades whose earlier versions the server has confirmed, and decimals written in plain
 /// notation from integers (spec section 1). No I/O; one instance per client thread.
 
+#include "../tradecapture/conventions.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -37,15 +39,9 @@ class PartitionChooser {
     if (n_ == 0) throw std::invalid_argument("--partitions must be at least 1");
     std::string s(spec);
     auto number = [](const std::string& t, const char* what) {
-      std::size_t used = 0;
-      double v = 0;
-      try {
-        v = std::stod(t, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != t.size() || !(v >= 0)) throw std::invalid_argument(std::string("bad ") + what);
-      return v;
+      const auto v = cli::parse_number<double>(t);
+      if (!v || !(*v >= 0)) throw std::invalid_argument(std::string("bad ") + what);
+      return *v;
     };
     if (s.rfind("hot:", 0) == 0) {
       auto colon = s.find(':', 4);

@@ -1,14 +1,17 @@
 #pragma once
 /// \file conventions.hpp
 /// Command-line conventions shared by the example binaries (`tradecapture`, `tradecapture-load`,
-/// `tradecapture-kafka-mock`): sysexits-style exit codes, port parsing, `--version` text.
+/// `tradecapture-kafka-mock`): sysexits-style exit codes, port and number parsing, `--version`
+/// text.
 /// Header-only: the load generator and the Kafka mock include it without the host's sources.
 
 #include <sysexits.h>
 
+#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #ifndef TRADECAPTURE_VERSION
 #define TRADECAPTURE_VERSION "unknown"
@@ -43,6 +46,26 @@ inline std::optional<unsigned> parse_port(std::string_view s, bool allow_zero) {
     n = n * 10 + static_cast<unsigned>(c - '0');
   }
   if (n > 65535 || (n == 0 && !allow_zero)) return std::nullopt;
+  return n;
+}
+
+/// `text` as a whole number (`int` by std::stoi, `double` by std::stod): nothing when it does
+/// not start with one, has anything after it, or is out of range.
+template <class Number>
+std::optional<Number> parse_number(const std::string& text) {
+  std::size_t used = 0;
+  Number n{};
+  try {
+    if constexpr (std::is_same_v<Number, int>) {
+      n = std::stoi(text, &used);
+    } else {
+      static_assert(std::is_same_v<Number, double>, "parse_number: int or double");
+      n = std::stod(text, &used);
+    }
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != text.size()) return std::nullopt;
   return n;
 }
 
