@@ -5,9 +5,11 @@
 //
 // `in_flight_` counts every admitted event and every reserved slot not used yet; `reserved_` the
 // latter only. A reserved slot becomes an admitted event when a batch uses it
-// (`use_reserved`), or goes back when its reservation is released (`release_reserved`). Drain and
-// stop wait for admitted events only (`in_flight_ <= reserved_`): a reservation nobody uses never
-// blocks a stop, and a batch submitted after the stop began completes with `stopped`.
+// (`use_reserved`), or goes back when its reservation is released (`release_reserved`). An
+// admitted event leaves `in_flight_` right before its completion runs and stays in `completing_`
+// until it ran. Drain and stop wait for admitted events only (`in_flight_ <= reserved_`, nothing
+// completing): a reservation nobody uses never blocks a stop, and a batch submitted after the
+// stop began completes with `stopped`.
 // `reserved_` changes only under `mu_`, and `in_flight_` >= `reserved_` at every moment the mutex
 // is free (reserve adds to `in_flight_` first, release takes from `reserved_` first).
 
@@ -80,10 +82,22 @@ class Admission {
   /// `n` admitted submissions completed.
   void finished(std::size_t n) {
     in_flight_.fetch_sub(n, std::memory_order_acq_rel);
-    if (waiters_.load(std::memory_order_acquire) > 0) {
-      std::lock_guard lk(mu_);
-      cv_.notify_all();
-    }
+    notify_waiters();
+  }
+
+  /// `n` admitted submissions are about to complete: their slots are free from now on, so that a
+  /// completion handler (or a client answered by one) that submits again at once finds room,
+  /// while `wait_empty` still waits for them until `completed(n)`.
+  void completing(std::size_t n) {
+    completing_.fetch_add(n);  // first: a drain never sees the events in neither count
+    in_flight_.fetch_sub(n);
+    notify_waiters();
+  }
+
+  /// The `n` submissions of `completing(n)` have completed (their handlers were dispatched).
+  void completed(std::size_t n) {
+    completing_.fetch_sub(n);
+    notify_waiters();
   }
 
   /// Refuses new submissions from now on and wakes blocked submitters (they get `stopped`).
@@ -98,7 +112,7 @@ class Admission {
   void wait_empty() {
     std::unique_lock lk(mu_);
     waiters_.fetch_add(1);
-    cv_.wait(lk, [&] { return in_flight_.load() <= reserved_; });
+    cv_.wait(lk, [&] { return empty_locked(); });
     waiters_.fetch_sub(1);
   }
 
@@ -106,7 +120,7 @@ class Admission {
   bool wait_empty_for(std::chrono::milliseconds timeout) {
     std::unique_lock lk(mu_);
     waiters_.fetch_add(1);
-    const bool empty = cv_.wait_for(lk, timeout, [&] { return in_flight_.load() <= reserved_; });
+    const bool empty = cv_.wait_for(lk, timeout, [&] { return empty_locked(); });
     waiters_.fetch_sub(1);
     return empty;
   }
@@ -121,9 +135,21 @@ class Admission {
   std::size_t max_in_flight() const { return max_; }
 
  private:
+  bool empty_locked() const { return in_flight_.load() <= reserved_ && completing_.load() == 0; }
+
+  // Sequentially consistent with the waiter's `waiters_` increment and predicate check, so a
+  // waiter either sees the new counts or is counted here.
+  void notify_waiters() {
+    if (waiters_.load() > 0) {
+      std::lock_guard lk(mu_);
+      cv_.notify_all();
+    }
+  }
+
   std::size_t max_ = 65536;
   OverloadPolicy policy_ = OverloadPolicy::wait;
   std::atomic<std::size_t> in_flight_{0};
+  std::atomic<std::size_t> completing_{0};  // between `completing` and `completed`
   std::size_t reserved_ = 0;  // guarded by mu_
   std::atomic<bool> stopping_{false};
   std::atomic<int> waiters_{0};

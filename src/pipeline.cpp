@@ -176,8 +176,10 @@ struct Pipeline::Impl::Shard {
     core.take_completions(done);
     if (done.empty()) return;
     const auto now = Clock::now();
+    // The slots are free before the handlers run: a handler that submits again is not refused.
+    impl.admission->completing(done.size());
     for (auto& c : done) impl.complete(c.op, c.ec, std::move(c.outcome), now);
-    impl.admission->finished(done.size());
+    impl.admission->completed(done.size());
   }
 
   /// Runs the core until it waits or idles (yielding the thread now and then).

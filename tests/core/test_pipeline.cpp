@@ -770,6 +770,39 @@ TEST_CASE("try_reserve: a batch fits whole next to what is in flight, or runs al
   CHECK(empty.value().size() == 0);
 }
 
+TEST_CASE("admission: a completion handler finds its own slot free (a resend at the limit fits)") {
+  // A client answered at the in-flight limit that sends again at once must not be refused:
+  // the handlers here run inline on the shard, the earliest moment anyone can react.
+  PipelineOptions o = quiet_options(1);
+  o.max_in_flight = 1;
+  o.on_overload = OverloadPolicy::fail_fast;
+  Pipeline pl(make_memory_store(), make_local_lock(), make_position_processor(), o);
+  std::promise<std::pair<bool, std::size_t>> single;
+  pl.async_submit(ev("F1", 1, TradeType::New, pk("f")),
+                  [&](boost::system::error_code ec, Outcome) {
+                    CHECK_FALSE(ec);
+                    auto again = pl.try_reserve(1);
+                    const std::size_t held = pl.in_flight();
+                    const bool fits = bool(again);
+                    again = Pipeline::Reservation{};  // released before the test goes on
+                    single.set_value({fits, held});
+                  });
+  auto [fits, in_flight] = single.get_future().get();
+  CHECK(fits);
+  CHECK(in_flight == 1);  // the new reservation only
+  auto r = pl.try_reserve(1);
+  REQUIRE(r);
+  std::promise<bool> batch;
+  pl.async_submit_batch({ev("F2", 1, TradeType::New, pk("f"))}, std::move(r.value()),
+                        [&](boost::system::error_code ec, BatchResults) {
+                          CHECK_FALSE(ec);
+                          batch.set_value(bool(pl.try_reserve(1)));
+                        });
+  CHECK(batch.get_future().get());
+  pl.drain();  // waits for completions under way too, and nothing is left
+  CHECK(pl.in_flight() == 0);
+}
+
 TEST_CASE("async_submit_batch: outcomes in event order; slots freed as events complete") {
   auto store = std::make_shared<ControlledStore>(make_memory_store());
   PipelineOptions o = quiet_options(2);
