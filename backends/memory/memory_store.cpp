@@ -225,7 +225,8 @@ class MemoryStore final : public TradeStore {
       p.position = update.position;
       for (const auto& [trade_id, record] : update.trades) p.trades.put(trade_id, record);
       for (const auto& m : update.marks) p.source_marks[m.source] = m.position;
-      p.events.reserve(p.events.size() + update.events.size());
+      // No exact reserve here: it would defeat push_back's geometric growth and copy the whole
+      // history of a partition at every small commit (latency grew from ~0.1 to ~2-5 ms p50).
       for (const auto& e : update.events) {
         p.events.push_back(e);
         p.events.back().fence = update.fence;  // the writer, for a lost acknowledgement's check
