@@ -601,9 +601,11 @@ struct ShardCore::Impl {
             ends[i] = errc::source_abandoned;
             continue;
           }
-          if (v == SourceVerdict::replayed && !found[i]) {
-            // Its key is not stored, so it was not ACCEPTED: its outcome, reported before,
-            // wrote nothing; decided now it could differ. (A stored key is DUPLICATE anyway.)
+          if (v == SourceVerdict::replayed &&
+              (cfg.mutation != Mutation::redecide_stored || !found[i])) {
+            // Decided, and reported, before: whatever its outcome was, it is not decided (nor
+            // reported) again; decided now it could differ (an AMEND rejected before its NEW;
+            // a DUPLICATE of a key that a later event of the stream has since stored).
             ends[i] = errc::replayed;
             source_event(*op, false);
             continue;

@@ -93,6 +93,7 @@ enum class Mutation {
   unvalidated_noop,    ///< non-writing outcomes skip the commit (decided on the cached state)
   lock_fences,         ///< load without claiming; the lock's grant fence is the write token
   ignore_deadlines,    ///< deadlines are not checked: a withdrawn event may still be decided
+  redecide_stored,     ///< a replayed event whose key is stored is decided again (DUPLICATE)
 };
 
 /// What the core needs from the pipeline's options.

@@ -20,10 +20,10 @@
 //   handed to the pipeline names its slot (stream) and offset (position); the pipeline stores,
 //   with the events it accepts, each Kafka partition's mark in each trade partition under
 //   `replay_marker_id` (group, topic, partition) and answers a re-read event at or below its
-//   own Kafka partition's mark as replayed (errc::replayed). Re-reading the uncommitted tail
-//   after a crash is harmless for ACCEPTED events (their idempotency key makes them DUPLICATE)
-//   but not for the others: an AMEND rejected as "unknown trade" before its NEW would be
-//   accepted if decided again after the NEW; its mark says it was decided. A later event is
+//   own Kafka partition's mark as replayed (errc::replayed), whether or not its key is stored:
+//   an AMEND rejected as "unknown trade" before its NEW would be accepted if decided again after
+//   the NEW, and one whose key a later re-send stored would come back DUPLICATE, a second and
+//   different result for one message; its mark says it was decided. A later event is
 //   decided again (nothing of it is durable, and no later event of its Kafka partition was
 //   accepted in that trade partition, so deciding it now is deciding it at a later point of a
 //   valid interleaving). Marks of other Kafka partitions in the same trade partition say

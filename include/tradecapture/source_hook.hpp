@@ -50,7 +50,8 @@ struct SourceEvent {
 /// ACCEPTED in that partition. Each commit that accepts events of a stream in a partition moves
 /// its mark there, atomically with the events. After a restart the source re-reads its streams
 /// from its stored progress; an event at or below its stream's mark in its partition was decided
-/// before (`already_decided`) and completes with `errc::replayed` instead of being decided again.
+/// before (`already_decided`) and completes with `errc::replayed` instead of being decided again,
+/// whatever its outcome was (its key may be stored by now, by it or by a later event).
 /// A source attaches to any Pipeline, shared with other ingresses, by submitting with
 /// `SubmitOptions::source`; events of several sources and of none mix in one batch.
 ///
