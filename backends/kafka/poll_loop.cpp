@@ -217,8 +217,11 @@ result<void> KafkaSource::Impl::run() {
       housekeeping();
       continue;
     }
+    // A burst ends at a stop request too: nothing fetched after it is submitted (the stored
+    // offsets stay at what completed; the next owner reads the rest).
     int burst = 0;
-    while (room() && burst < 4096 && !failed.load()) {
+    while (room() && burst < 4096 && !failed.load() &&
+           !stop_requested.load(std::memory_order_relaxed)) {
       rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer, burst == 0 ? 50 : 0);
       if (m == nullptr) break;
       handle(m);

@@ -12,19 +12,37 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <string>
+#include <string_view>
 
 namespace tradecapture::host {
+namespace {
+
+/// The variable of a long flag: `--revoke-timeout-ms` -> `TRADECAPTURE_REVOKE_TIMEOUT_MS`.
+std::string env_name(std::string_view flag) {
+  std::string name = "TRADECAPTURE_";
+  for (char c : flag.substr(2)) name += c == '-' ? '_' : static_cast<char>(std::toupper(c));
+  return name;
+}
+
+}  // namespace
 
 void add_kafka_flags(CLI::App& cmd, KafkaFlags& f, bool required) {
   auto* brokers =
       cmd.add_option("--brokers", f.brokers, "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]")
+          ->envname("TRADECAPTURE_BROKERS")
           ->group("Kafka");
   auto* topic =
-      cmd.add_option("--topic", f.topics, "input topic (repeat for several)")->group("Kafka");
+      cmd.add_option("--topic", f.topics, "input topic (repeat for several; comma-separated in the variable)")
+          ->envname("TRADECAPTURE_TOPIC")
+          ->delimiter(',')
+          ->group("Kafka");
   auto* group =
       cmd.add_option("--group", f.group, "consumer group id (also names the stored offsets)")
+          ->envname("TRADECAPTURE_GROUP")
           ->group("Kafka");
   if (required) {
     brokers->required();
@@ -37,15 +55,18 @@ void add_kafka_flags(CLI::App& cmd, KafkaFlags& f, bool required) {
   }
   cmd.add_option("--results-topic", f.results_topic,
                  "topic for one outcome JSON per message (keyed like the input)")
+      ->envname("TRADECAPTURE_RESULTS_TOPIC")
       ->group("Kafka");
   cmd.add_option("--kafka-config", f.kafka_config,
                  "extra librdkafka consumer property KEY=VALUE (repeat; e.g. "
-                 "session.timeout.ms=10000, security.protocol=ssl)")
+                 "session.timeout.ms=10000, security.protocol=ssl; no variable: a value may hold "
+                 "any character)")
       ->group("Kafka");
   // The intervals and timeouts: milliseconds from `min` to an hour, the default shown.
   auto milliseconds = [&cmd](const char* name, long long& value, const char* help,
                              long long min) {
     cmd.add_option(name, value, help)
+        ->envname(env_name(name))
         ->check(CLI::Range(min, 3600LL * 1000))
         ->capture_default_str()
         ->group("Kafka");

@@ -91,6 +91,11 @@ expect_rc 64 "listen.*port.*65535" env TRADECAPTURE_LISTEN=127.0.0.1:99999 "$TC"
 if "$TC" consume --help >/dev/null 2>&1; then
   expect_rc 64 "metrics-listen" "$TC" consume --brokers 127.0.0.1:1 --topic t --group g \
     --store memory: --metrics-listen 127.0.0.1:70000
+  # The Kafka flags read their TRADECAPTURE_* variables too (serve and consume alike).
+  "$TC" consume --help | grep -q TRADECAPTURE_BROKERS || fail "consume --help shows no TRADECAPTURE_BROKERS"
+  expect_rc 64 "topic" env TRADECAPTURE_BROKERS=127.0.0.1:1 "$TC" serve --store memory:
+  expect_rc 64 "revoke-timeout-ms" env TRADECAPTURE_BROKERS=127.0.0.1:1 TRADECAPTURE_TOPIC=a,b \
+    TRADECAPTURE_GROUP=g TRADECAPTURE_REVOKE_TIMEOUT_MS=0 "$TC" consume --store memory:
 fi
 if [[ -x $LOAD ]]; then
   expect_rc 64 "port" "$LOAD" --url http://127.0.0.1:80800 -n 1
