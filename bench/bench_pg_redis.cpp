@@ -8,7 +8,8 @@
 // Aims: >= 50,000 trades/s sustained on 1,000 partitions; db commits per trade < 0.01; Redis
 // round trips per trade < 0.01; our out-of-order applications on 10 hot partitions = 0.
 // TC_PG_EVENTS overrides the events per pipeline run (default 300,000); TC_BASELINE_SECONDS the
-// duration of one baseline run (default 4).
+// duration of one baseline run (default 4); TC_BENCH_RATE the rate of the latency run (default:
+// half the measured saturation; bench/latency_load.sh sweeps it).
 
 #include "bench_common.hpp"
 #include "../tests/support/servers.hpp"
@@ -186,7 +187,8 @@ void BM_OursPgRedisLatencyHalfRate(benchmark::State& state) {
     OursResult cal = run_ours(trace_prefix(pg_events(), 0), 0, false);
     saturation = double(cal.r.events) / cal.r.seconds;
   }
-  const double rate = saturation / 2;
+  double rate = saturation / 2;
+  if (const char* env = std::getenv("TC_BENCH_RATE")) rate = std::atof(env);  // trades/s
   const std::size_t n = std::clamp<std::size_t>(std::size_t(rate * 4), 1000, 1000000);
   for (auto _ : state) {
     OursResult o = run_ours(trace_prefix(n, 0), rate, false);
