@@ -460,8 +460,8 @@ struct Gateway::Impl {
       overload_refusals.fetch_add(1);
       return job->op.release()->complete(unavailable(
           "overloaded: " + std::to_string(pipeline.in_flight()) +
-          " events in flight, --max-in-flight " + std::to_string(pipeline.max_in_flight()) +
-          "; retry later"));
+          " events in flight, at most " + std::to_string(pipeline.max_in_flight()) +
+          " (the pipeline's max_in_flight); retry later"));
     }
     // Every event carries the request's deadline: one not decided by then is withdrawn by the
     // pipeline (no outcome, never decided later), so the client or a proxy may re-send the

@@ -290,7 +290,8 @@ TEST_CASE("gateway: a request that does not fit under max_in_flight is refused w
   CHECK(r.status == 503);
   CHECK(r.header("Retry-After") == "1");
   CHECK(r.body ==
-        "{\"error\": \"overloaded: 2 events in flight, --max-in-flight 3; retry later\"}\n");
+        "{\"error\": \"overloaded: 2 events in flight, at most 3 (the pipeline's max_in_flight); "
+        "retry later\"}\n");
   CHECK(fx.gateway.stats().overload_refusals == 1);
   CHECK(fx.pipeline.metrics().accepted == 0);  // nothing of it was applied
   CHECK(fx.pipeline.in_flight() == 2);         // and it holds no room
