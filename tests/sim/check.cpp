@@ -13,6 +13,14 @@
 // deadline, or by a commit of that host sent before then (a commit under way still decides).
 // An ACCEPTED outcome is decided by the commit that stored the event, so that commit must lie in
 // the window: a host may not report as its own a write that another host made after its deadline.
+//
+// Sources. A source-fed partition's events are the messages of one stream, so once (4) holds its
+// k-th stored event is the k-th message its sequential run accepts: the position of every stored
+// event, hence the mark each commit must write, follows from the model alone. The commit log
+// also holds each commit's source rows and the source events its batch completed (as the hook
+// saw them), and the claims log every epoch the store handed out, so offsets (never past a
+// message no commit completed), epochs (a commit applies only with the latest claim's row) and
+// replays (only at or below a durable mark) are checked against the store's own history.
 
 #include "sim.hpp"
 

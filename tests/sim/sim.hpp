@@ -2,9 +2,11 @@
 // tradecapture_sim: a deterministic simulation of the shard core (house style point 13).
 //
 // world.cpp builds a seeded world (hosts running detail::ShardCore, the memory store behind a
-// fault injector, a lock server with its own clock, proxy-like clients, a fault schedule) and
-// runs it on one simulated clock. check.cpp judges the run against spec section 6, using only
-// what the clients saw, what the store's fault wrapper logged and the final store contents.
+// fault injector, a lock server with its own clock, proxy-like clients, source streams that the
+// hosts claim and consume like Kafka partitions, a fault schedule) and runs it on one simulated
+// clock. check.cpp judges the run against spec section 6 and the source contract (SourceHook,
+// README "Why the effect is exactly once"), using only what the clients and sources saw, what
+// the store's fault wrapper logged and the final store contents.
 
 #include "shard_core.hpp"
 
@@ -113,8 +115,10 @@ struct CheckInput {
 std::string stream_mark_id(int stream);
 inline constexpr const char* kSourceConsumer = "sim";
 
-/// Checks (1), (3) and (4) of the brief (spec section 6 points 1, 2 and the sequential result);
-/// (2) and (5) are checked online by the world. Empty when everything holds, else what broke.
+/// Checks (1), (3) and (4) of the brief (spec section 6 points 1, 2 and the sequential result)
+/// and the source checks (S1) marks, (S2) source rows and offsets, (S3) one result per message,
+/// (S4) replays, (S5) abandons; (2) and (5) are checked online by the world. Empty when
+/// everything holds, else what broke.
 std::string check_run(const CheckInput& in);
 
 /// Runs one seed; adds to `stats`. Returns an empty string on success, else what broke.

@@ -12,6 +12,12 @@
 // host when an earlier one fails there, and "re-send from the first event without an outcome"
 // must give the sequential result (spec section 6, point 2). A proxy gives up on a request once
 // the host clock passed its deadline, and then re-sends elsewhere without waiting (point 5).
+//
+// Sources: some partitions are fed by source streams instead of clients (see "sources" below):
+// a host that claimed a stream reads it from the stored offset and submits each message with a
+// SourceRef; a crash, a failed event or another member's claim makes the stream be read again
+// from the stored offset, so messages already decided come back (replayed, or decided again
+// when nothing of them is durable) and a member that lost its stream has its events abandoned.
 
 #include "key_gate.hpp"
 #include "op_state.hpp"
