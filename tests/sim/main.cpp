@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 namespace {
@@ -31,9 +32,11 @@ const char* kUsage =
     "\n"
     "A failing seed prints FAIL seed=N: <what> and the command that replays it; exit status 1.\n";
 
+// In detail::Mutation's order.
 const char* const kMutations[] = {"none",          "no_failure_barrier", "unvalidated_noop",
                                    "lock_fences",   "ignore_deadlines",   "redecide_stored"};
-// in detail::Mutation's order
+static_assert(std::size(kMutations) ==
+              static_cast<std::size_t>(tradecapture::detail::Mutation::redecide_stored) + 1);
 
 void summary(const sim::Stats& st, double wall) {
   std::printf("sim: %llu seeds, %llu stream events, %llu submissions, %llu commits, %.1f simulated hours, %.1f s wall\n",
