@@ -206,7 +206,9 @@ std::string check_sources(const CheckInput& in, const std::vector<std::vector<Pl
   // (S3) Per message: an ACCEPTED report is the sequential run's acceptance of this very message
   // and its only report; a message the run accepts is never reported otherwise; two reports of
   // one message agree unless the event's key was stored by another partition in between (its
-  // first report wrote nothing, so it was decided again: a later point of the interleaving).
+  // first report wrote nothing, so it was decided again: a later point of the interleaving; in
+  // seeds 3923 and 6630 an AMEND/CANCEL first REJECTED as `unknown trade` is re-read above its
+  // mark after a client's partition stored the same key, and reported again as a conflict).
   // (S4) A replayed message is at or below its stream's mark in some state of its window, and a
   // commit before its report completed it. (S5) An abandoned message is never completed by its
   // slot later.
