@@ -13,10 +13,20 @@
 // deadline, or by a commit of that host sent before then (a commit under way still decides).
 // An ACCEPTED outcome is decided by the commit that stored the event, so that commit must lie in
 // the window: a host may not report as its own a write that another host made after its deadline.
+//
+// Sources. A source-fed partition's events are the messages of one stream, so once (4) holds its
+// k-th stored event is the k-th message its sequential run accepts: the position of every stored
+// event, hence the mark each commit must write, follows from the model alone. The commit log
+// also holds each commit's source rows and the source events its batch completed (as the hook
+// saw them), and the claims log every epoch the store handed out, so offsets (never past a
+// message no commit completed), epochs (a commit applies only with the latest claim's row) and
+// replays (only at or below a durable mark) are checked against the store's own history.
 
 #include "sim.hpp"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <set>
 #include <unordered_map>
 
@@ -72,7 +82,192 @@ PartitionState apply(const Processor& proc, const PartitionState& st, const Trad
   return next;
 }
 
+/// The source checks (S1-S7), after (1)-(4) hold: the stored events of a source-fed partition
+/// are then its sequential run's accepted messages, so the position of every stored event, and
+/// with it every mark, is known without asking the core.
+std::string check_sources(const CheckInput& in, const std::vector<std::vector<Placed>>& stored,
+                          const std::unordered_map<IdempotencyKey, Placed, IdempotencyKeyHash>& keys,
+                          const std::vector<std::vector<std::uint64_t>>& model_seq,
+                          const std::vector<PartitionState>& loaded) {
+  const int np = static_cast<int>(in.partitions.size());
+  const int ns = static_cast<int>(in.sources.size());
+  std::map<PartitionKey, int> index;
+  for (int p = 0; p < np; ++p) index[in.partitions[p]] = p;
+  auto msg = [&](int st, std::int64_t x) {
+    const auto [p, i] = in.sources[st].msgs[x];
+    return "stream " + std::to_string(st) + " @" + std::to_string(x) + " (partition " +
+           std::to_string(p) + " " + show(in.streams[p][i]) + ")";
+  };
+  // Positions: of each event of a source-fed partition; of its k-th stored event (the k-th the
+  // sequential run accepts), and the running maximum of those (the mark after k stored events).
+  std::vector<std::vector<std::int64_t>> pos_of(np), run_max(np);
+  for (int st = 0; st < ns; ++st)
+    for (std::size_t x = 0; x < in.sources[st].msgs.size(); ++x) {
+      const auto [p, i] = in.sources[st].msgs[x];
+      if (pos_of[p].empty()) pos_of[p].assign(in.streams[p].size(), -1);
+      pos_of[p][i] = static_cast<std::int64_t>(x);
+    }
+  for (int p = 0; p < np; ++p) {
+    if (in.fed_by[p] < 0) continue;
+    std::int64_t m = -1;
+    for (std::size_t i = 0; i < in.streams[p].size(); ++i)
+      if (model_seq[p][i] > 0) run_max[p].push_back(m = std::max(m, pos_of[p][i]));
+    if (run_max[p].size() != stored[p].size()) return "(S) partition length differs from the model";
+  }
+  // The mark of partition p's stream in S_h (after h commits): -1 when none.
+  auto mark_at = [&](int p, std::size_t h) -> std::int64_t {
+    const auto& v = stored[p];
+    const auto len = static_cast<std::size_t>(
+        std::lower_bound(v.begin(), v.end(), h, [](const Placed& a, std::size_t c) { return a.commit < c; }) -
+        v.begin());
+    return len == 0 ? -1 : run_max[p][len - 1];
+  };
+
+  // (S1) Marks: every commit writes, in each partition whose mark its events move, the stream's
+  // new mark, and no other; the final store holds the mark of every stream that accepted there.
+  for (std::size_t c = 0; c < in.history.size(); ++c) {
+    const CommitRecord& r = in.history[c];
+    std::set<int> written;
+    for (const auto& [key, id, position] : r.marks) {
+      const int p = index.at(key);
+      if (in.fed_by[p] < 0 || id != stream_mark_id(in.fed_by[p]) || position != mark_at(p, c + 1))
+        return "(S1) commit #" + std::to_string(c) + " wrote mark " + std::to_string(position) +
+               " in partition " + std::to_string(p) + ", but the stream's last accepted position "
+               "there is " + std::to_string(in.fed_by[p] < 0 ? -1 : mark_at(p, c + 1));
+      written.insert(p);
+    }
+    for (int p = 0; p < np; ++p)
+      if (in.fed_by[p] >= 0 && mark_at(p, c + 1) != mark_at(p, c) && !written.count(p))
+        return "(S1) commit #" + std::to_string(c) + " accepted stream " +
+               std::to_string(in.fed_by[p]) + " @" + std::to_string(mark_at(p, c + 1)) +
+               " in partition " + std::to_string(p) + " without moving its mark";
+  }
+  for (int p = 0; p < np; ++p) {
+    std::map<std::string, std::int64_t, std::less<>> want;
+    if (in.fed_by[p] >= 0 && mark_at(p, in.history.size()) >= 0)
+      want[stream_mark_id(in.fed_by[p])] = mark_at(p, in.history.size());
+    if (loaded[p].source_marks != want)
+      return "(S1) partition " + std::to_string(p) + ": the stored marks are not the last "
+             "accepted position of its stream";
+  }
+
+  // (S2) Source rows: every commit carries, for each stream whose events it completes, a row
+  // with the epoch of the slot (the stream's latest claim when the commit applied: an old
+  // member commits nothing once another claimed), and a row's next_offset never passes a
+  // message no commit has completed yet (nothing is skipped on a re-read).
+  std::vector<std::set<std::int64_t>> completed(ns);
+  std::vector<std::int64_t> floor(ns, 0);  // the first position not completed by a commit yet
+  std::vector<std::map<std::int64_t, std::size_t>> first_completed(ns);
+  std::size_t claim = 0;
+  std::vector<std::uint64_t> epoch(ns, 0);  // the latest claim's
+  for (std::size_t c = 0; c < in.history.size(); ++c) {
+    const CommitRecord& r = in.history[c];
+    for (; claim < in.claims.size() && in.claims[claim].h <= c; ++claim)
+      epoch[in.claims[claim].stream] = in.claims[claim].epoch;
+    for (const SourceEvent& e : r.source_events) {
+      const Slot& sl = in.slots.at(e.stream);
+      if (std::none_of(r.sources.begin(), r.sources.end(), [&](const SourceOffset& row) {
+            return row.partition == sl.stream && row.epoch == sl.epoch;
+          }))
+        return "(S2) commit #" + std::to_string(c) + " completes " + msg(sl.stream, e.position) +
+               " of slot " + std::to_string(e.stream) + " without the slot's row";
+      completed[sl.stream].insert(e.position);
+      first_completed[sl.stream].try_emplace(e.position, c);
+    }
+    for (const SourceOffset& row : r.sources) {
+      if (row.consumer != kSourceConsumer || row.topic != "t" || row.partition < 0 || row.partition >= ns)
+        return "(S2) commit #" + std::to_string(c) + " carries a row of no stream";
+      const int st = row.partition;
+      if (row.epoch != epoch[st])
+        return "(S2) commit #" + std::to_string(c) + " applied with stream " + std::to_string(st) +
+               "'s row at epoch " + std::to_string(row.epoch) + ", but its latest claim is epoch " +
+               std::to_string(epoch[st]);
+      while (completed[st].count(floor[st])) ++floor[st];
+      if (row.next_offset > floor[st])
+        return "(S2) commit #" + std::to_string(c) + " stored stream " + std::to_string(st) +
+               "'s offset " + std::to_string(row.next_offset) + ", past " + msg(st, floor[st]) +
+               " that no commit has completed";
+    }
+  }
+  // The end: every stream read, completed and stored to its end by its latest claimant.
+  auto rows = in.store.source_offsets(kSourceConsumer);
+  if (!rows) return "source_offsets failed on the memory store";
+  if (static_cast<int>(rows.value().size()) != ns) return "(S2) the store holds rows of unknown streams";
+  for (const SourceOffset& row : rows.value()) {
+    const int st = row.partition;
+    const auto len = static_cast<std::int64_t>(in.sources[st].msgs.size());
+    if (row.next_offset != len || row.epoch != epoch[st] || floor[st] != len)
+      return "(S2) stream " + std::to_string(st) + " ends stored at offset " +
+             std::to_string(row.next_offset) + " epoch " + std::to_string(row.epoch) +
+             " (length " + std::to_string(len) + ", latest claim epoch " +
+             std::to_string(epoch[st]) + ", completed up to " + std::to_string(floor[st]) + ")";
+  }
+
+  // (S3) Per message: an ACCEPTED report is the sequential run's acceptance of this very message
+  // and its only report; a message the run accepts is never reported otherwise; two reports of
+  // one message agree unless the event's key was stored by another partition in between (its
+  // first report wrote nothing, so it was decided again: a later point of the interleaving; in
+  // seeds 3923 and 6630 an AMEND/CANCEL first REJECTED as `unknown trade` is re-read above its
+  // mark after a client's partition stored the same key, and reported again as a conflict).
+  // (S4) A replayed message is at or below its stream's mark in some state of its window, and a
+  // commit before its report completed it. (S5) An abandoned message is never completed by its
+  // slot later.
+  std::map<std::pair<int, std::int64_t>, const Submission*> first;
+  for (const Submission& s : in.subs) {
+    if (s.stream < 0) continue;
+    const int p = s.partition;
+    const TradeEvent& e = in.streams[p][s.index];
+    const std::string what = msg(s.stream, s.position);
+    if (s.state == Submission::State::replayed) {
+      // The commit that moved the mark to it or past it, and the first that completed it.
+      std::size_t moved = SIZE_MAX;
+      for (std::size_t k = 0; k < stored[p].size() && moved == SIZE_MAX; ++k)
+        if (run_max[p][k] >= s.position) moved = stored[p][k].commit;
+      auto fc = first_completed[s.stream].find(s.position);
+      if (moved >= s.h1 || fc == first_completed[s.stream].end() || fc->second > moved)
+        return "(S4) " + what + " was replayed (reported after " + std::to_string(s.h1) +
+               " commits), but the mark reached it " +
+               (moved == SIZE_MAX ? std::string("never") : "at commit #" + std::to_string(moved)) +
+               " and " +
+               (fc == first_completed[s.stream].end() ? std::string("no commit completed it")
+                                                      : "commit #" + std::to_string(fc->second) +
+                                                            " completed it first");
+      continue;
+    }
+    if (s.state == Submission::State::abandoned) {
+      for (std::size_t c = s.h1; c < in.history.size(); ++c)
+        for (const SourceEvent& ev : in.history[c].source_events)
+          if (ev.stream == s.slot && ev.position == s.position)
+            return "(S5) " + what + " was abandoned by slot " + std::to_string(s.slot) +
+                   ", then completed by its commit #" + std::to_string(c);
+      continue;
+    }
+    if (s.state != Submission::State::decided) continue;
+    const std::uint64_t want = model_seq[p][s.index];
+    if ((s.outcome.kind == OutcomeKind::Accepted) != (want > 0) ||
+        (want > 0 && s.outcome.seq != want))
+      return "(S3) " + what + " reported " + show(s.outcome) + ", but the sequential run " +
+             (want > 0 ? "accepts this message at seq " + std::to_string(want) : "does not accept it");
+    auto [it, fresh] = first.try_emplace({s.stream, s.position}, &s);
+    if (fresh) continue;
+    const Submission& a = *it->second;
+    if (a.outcome.kind == OutcomeKind::Accepted || s.outcome.kind == OutcomeKind::Accepted)
+      return "(S3) " + what + " reported twice: " + show(a.outcome) + " (host " +
+             std::to_string(a.host) + "), then " + show(s.outcome) + " (host " +
+             std::to_string(s.host) + ")";
+    if (same_outcome(a.outcome, s.outcome)) continue;
+    auto k = keys.find(IdempotencyKey{e.trade_id, e.version});
+    if (k != keys.end() && k->second.partition != p && k->second.commit >= a.h0) continue;
+    return "(S3) " + what + " reported " + show(a.outcome) + " (host " + std::to_string(a.host) +
+           "), then " + show(s.outcome) + " (host " + std::to_string(s.host) +
+           "), and no other partition stored its key in between";
+  }
+  return {};
+}
+
 }  // namespace
+
+std::string stream_mark_id(int stream) { return "\x1fsim\x1f" + std::to_string(stream); }
 
 std::string check_run(const CheckInput& in) {
   const int np = static_cast<int>(in.partitions.size());
@@ -228,12 +423,16 @@ std::string check_run(const CheckInput& in) {
 
   // (4) The result equals a sequential run of every stream. Across partitions the global key
   // (trade_id, version) goes to whichever partition stored it: another partition's copy is
-  // rejected there, whatever the order.
+  // rejected there, whatever the order. `model_seq[p][i]`: the seq at which the sequential run
+  // accepts event i of partition p, 0 when it does not.
+  std::vector<std::vector<std::uint64_t>> model_seq(np);
   for (int p = 0; p < np; ++p) {
     PartitionState st;
     std::vector<const TradeEvent*> accepted;
     std::set<IdempotencyKey> own;
-    for (const TradeEvent& e : in.streams[p]) {
+    model_seq[p].assign(in.streams[p].size(), 0);
+    for (std::size_t i = 0; i < in.streams[p].size(); ++i) {
+      const TradeEvent& e = in.streams[p][i];
       IdempotencyKey key{e.trade_id, e.version};
       auto k = keys.find(key);
       if (own.count(key) || (k != keys.end() && k->second.partition != p)) continue;
@@ -241,6 +440,7 @@ std::string check_run(const CheckInput& in) {
       st = apply(in.processor, st, e);
       own.insert(key);
       accepted.push_back(&e);
+      model_seq[p][i] = st.seq;
     }
     for (std::size_t i = 0; i < std::max(accepted.size(), stored[p].size()); ++i) {
       if (i >= accepted.size() || i >= stored[p].size() ||
@@ -253,7 +453,7 @@ std::string check_run(const CheckInput& in) {
     if (!(st.position == states[p].back().position))
       return "(4) partition " + std::to_string(p) + ": position differs from a sequential run";
   }
-  return {};
+  return check_sources(in, stored, keys, model_seq, loaded.value());
 }
 
 }  // namespace sim

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 namespace {
@@ -17,19 +18,25 @@ const char* kUsage =
     "\n"
     "Deterministic simulation of the shard core (tests/sim): 2-4 simulated hosts, the memory\n"
     "store behind injected faults, a lock server that may forget, clients that re-send like a\n"
-    "proxy; every outcome is checked against spec section 6.\n"
+    "proxy, source streams (like Kafka partitions) whose offsets commit with the events and\n"
+    "which members claim from each other and re-read after crashes; every outcome is checked\n"
+    "against spec section 6 and every source message's results against its source marks.\n"
     "\n"
     "  --seed N         first seed (default 1)\n"
     "  --seeds K        number of seeds, N .. N+K-1 (default 1)\n"
     "  --events E       stream events per seed (default 300)\n"
     "  --mutation NAME  re-introduce a known bug in the core: no_failure_barrier,\n"
-    "                   unvalidated_noop, lock_fences, ignore_deadlines (the sim must FAIL)\n"
+    "                   unvalidated_noop, lock_fences, ignore_deadlines, redecide_stored\n"
+    "                   (the sim must FAIL)\n"
     "  --verbose        trace every fault, server call and outcome (use with one seed)\n"
     "\n"
     "A failing seed prints FAIL seed=N: <what> and the command that replays it; exit status 1.\n";
 
-const char* const kMutations[] = {"none", "no_failure_barrier", "unvalidated_noop", "lock_fences",
-                                   "ignore_deadlines"};  // in detail::Mutation's order
+// In detail::Mutation's order.
+const char* const kMutations[] = {"none",          "no_failure_barrier", "unvalidated_noop",
+                                   "lock_fences",   "ignore_deadlines",   "redecide_stored"};
+static_assert(std::size(kMutations) ==
+              static_cast<std::size_t>(tradecapture::detail::Mutation::redecide_stored) + 1);
 
 void summary(const sim::Stats& st, double wall) {
   std::printf("sim: %llu seeds, %llu stream events, %llu submissions, %llu commits, %.1f simulated hours, %.1f s wall\n",
@@ -41,6 +48,8 @@ void summary(const sim::Stats& st, double wall) {
   for (const auto& [k, n] : st.faults) std::printf(" %s=%llu", k.c_str(), static_cast<unsigned long long>(n));
   std::printf("\n  outcomes:");
   for (const auto& [k, n] : st.outcomes) std::printf(" %s=%llu", k.c_str(), static_cast<unsigned long long>(n));
+  std::printf("\n  sources:");
+  for (const auto& [k, n] : st.sources) std::printf(" %s=%llu", k.c_str(), static_cast<unsigned long long>(n));
   std::printf("\n");
 }
 

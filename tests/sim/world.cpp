@@ -12,6 +12,12 @@
 // host when an earlier one fails there, and "re-send from the first event without an outcome"
 // must give the sequential result (spec section 6, point 2). A proxy gives up on a request once
 // the host clock passed its deadline, and then re-sends elsewhere without waiting (point 5).
+//
+// Sources: some partitions are fed by source streams instead of clients (see "sources" below):
+// a host that claimed a stream reads it from the stored offset and submits each message with a
+// SourceRef; a crash, a failed event or another member's claim makes the stream be read again
+// from the stored offset, so messages already decided come back (replayed, or decided again
+// when nothing of them is durable) and a member that lost its stream has its events abandoned.
 
 #include "key_gate.hpp"
 #include "op_state.hpp"
@@ -69,6 +75,9 @@ struct Env {
   std::uint64_t caller_sent = 0;
   Time caller_start{};
   std::vector<CommitRecord> history;
+  /// The source events of each batch as its hook last saw them (by the batch's address; a
+  /// batch with source rows always went through SimSource::before_commit first).
+  std::unordered_map<const CommitBatch*, std::vector<SourceEvent>> batch_events;
   std::map<std::string, std::uint64_t> faults;
   std::string failure;  // the first violation seen online
 
@@ -129,6 +138,15 @@ class FaultStore final : public TradeStoreWrapper {
     if (auto ec = read_fault()) return ec;
     return TradeStoreWrapper::find_events(keys);
   }
+  result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
+                                    std::int32_t partition) override {
+    if (auto ec = read_fault()) return ec;
+    return TradeStoreWrapper::claim_source(consumer, topic, partition);
+  }
+  result<std::vector<SourceOffset>> source_offsets(std::string_view consumer) override {
+    if (auto ec = read_fault()) return ec;
+    return TradeStoreWrapper::source_offsets(consumer);
+  }
 
  protected:
   result<void> do_commit_(const CommitBatch& batch) override {
@@ -143,9 +161,16 @@ class FaultStore final : public TradeStoreWrapper {
     }
     auto r = TradeStoreWrapper::do_commit_(batch);
     if (!r) return r;
-    CommitRecord rec{env_.now, env_.caller, env_.caller_inc, env_.caller_sent, {}};
-    for (const auto& p : batch.partitions)
+    CommitRecord rec{env_.now, env_.caller, env_.caller_inc, env_.caller_sent, {}, batch.sources, {}, {}};
+    for (const auto& p : batch.partitions) {
       rec.events.insert(rec.events.end(), p.events.begin(), p.events.end());
+      for (const auto& m : p.marks) rec.marks.emplace_back(p.partition, m.source, m.position);
+    }
+    if (!batch.sources.empty()) {
+      auto it = env_.batch_events.find(&batch);
+      if (it == env_.batch_events.end()) env_.fail("a batch with source rows that no hook saw");
+      else rec.source_events = it->second;
+    }
     env_.history.push_back(std::move(rec));
     if (env_.chance(env_.p_lost_ack)) {
       env_.fault("lost_ack");
@@ -258,6 +283,109 @@ class SimLock final : public PartitionLock {
   std::uint64_t base_;        // where the counter of a key never granted starts
 };
 
+/// The source of one host incarnation (a Kafka consumer-group member, as in backends/kafka's
+/// offset tracker): its slots (one per claimed stream, SourceRef::stream = the slot id), the
+/// positions in flight, a watermark row with the claim epoch in every commit that holds its
+/// events (epoch 0 once the slot is dead: refused), and death when a refused commit finds its
+/// row claimed by another member.
+class SimSource final : public SourceHook {
+ public:
+  struct SlotState {
+    int stream = 0;
+    std::uint64_t epoch = 0;
+    bool dead = false;
+    std::int64_t position = 0;  // the next message to read
+    std::set<std::int64_t> in_flight;
+    std::int64_t flushed = -1;  // the last offset an offsets-only commit stored
+    bool final_flushed = false, flushing = false, timer = false;
+    std::int64_t watermark() const { return in_flight.empty() ? position : *in_flight.begin(); }
+  };
+  SimSource(Env& env, int host) : env_(env), host_(host) {}
+
+  SlotState* find(std::uint32_t g) {
+    auto it = slots_.find(g);
+    return it == slots_.end() ? nullptr : &it->second;
+  }
+  /// A claim of `stream` succeeded: reads from `start`. An older slot of the stream here is
+  /// dead (the member lost it before it got it again).
+  SlotState& open(std::uint32_t g, int stream, std::uint64_t epoch, std::int64_t start) {
+    for (auto& [id, s] : slots_)
+      if (s.stream == stream) s.dead = true;
+    SlotState& s = slots_[g];
+    s.stream = stream;
+    s.epoch = epoch;
+    s.position = start;
+    return s;
+  }
+
+  std::string mark_id(std::uint32_t g) const override {
+    auto it = slots_.find(g);
+    if (it == slots_.end()) {
+      env_.fail("mark_id asked for a slot the source does not have");
+      return "?";
+    }
+    return stream_mark_id(it->second.stream);
+  }
+  SourceVerdict check(std::uint32_t g, std::int64_t position,
+                      std::optional<std::int64_t> mark) override {
+    const SlotState* s = find(g);
+    if (s == nullptr || s->dead) return SourceVerdict::abandoned;
+    return SourceHook::check(g, position, mark);
+  }
+  void before_commit(std::span<const SourceEvent> events, CommitBatch& batch) override {
+    env_.batch_events[&batch].assign(events.begin(), events.end());
+    std::map<std::uint32_t, std::vector<std::int64_t>> per_slot;
+    for (const SourceEvent& e : events) per_slot[e.stream].push_back(e.position);
+    for (auto& [g, offsets] : per_slot) {
+      const SlotState* s = find(g);
+      if (s == nullptr) continue;
+      std::sort(offsets.begin(), offsets.end());
+      // The watermark with this batch's events decided: the smallest other one in flight.
+      std::int64_t next = s->position;
+      for (std::int64_t o : s->in_flight)
+        if (!std::binary_search(offsets.begin(), offsets.end(), o)) {
+          next = o;
+          break;
+        }
+      batch.sources.push_back(
+          SourceOffset{kSourceConsumer, "t", s->stream, next, s->dead ? 0 : s->epoch});
+    }
+    auto key = [](const SourceOffset& r) { return std::tie(r.consumer, r.topic, r.partition); };
+    std::sort(batch.sources.begin(), batch.sources.end(),
+              [&](const SourceOffset& a, const SourceOffset& b) {
+                return key(a) < key(b) || (key(a) == key(b) && a.epoch < b.epoch);
+              });
+    // Two slots of one stream (a dead one and its successor): keep the row that refuses.
+    std::vector<SourceOffset> rows;
+    for (auto& r : batch.sources) {
+      if (!rows.empty() && key(rows.back()) == key(r)) {
+        rows.back().next_offset = std::min(rows.back().next_offset, r.next_offset);
+        continue;
+      }
+      rows.push_back(std::move(r));
+    }
+    batch.sources = std::move(rows);
+  }
+  void after_commit(std::span<const SourceEvent>, boost::system::error_code,
+                    std::span<const SourceOffset> stale) override {
+    for (const SourceOffset& row : stale) {
+      if (row.consumer != kSourceConsumer) continue;
+      for (auto& [g, s] : slots_) {
+        if (s.stream != row.partition || s.epoch != row.epoch || s.dead) continue;
+        s.dead = true;
+        env_.fault("source_lost");
+        env_.trace("  host %d source: stream %d (epoch %llu) was claimed by another member",
+                   host_, s.stream, static_cast<unsigned long long>(s.epoch));
+      }
+    }
+  }
+
+ private:
+  Env& env_;
+  int host_;
+  std::map<std::uint32_t, SlotState> slots_;
+};
+
 class World;
 
 /// A submission inside a simulated host; completing it reports to the world.
@@ -305,6 +433,7 @@ struct Host {
       deadlines;
   std::vector<Barrier> barrier;  // by partition
   std::deque<std::function<void()>> held;  // events that arrived while paused, in order
+  std::unique_ptr<SimSource> source;       // this incarnation's source member
 };
 
 struct Client {
@@ -408,6 +537,14 @@ class World {
   void check_deadlines();
   void heal();
   bool quiescent() const;
+  // Sources.
+  void claim_stream(int stream, Micros delay, int avoid_host);
+  void try_claim(int stream, int avoid_host);
+  void open_slot(int hid, std::uint32_t g, std::int64_t start);
+  void poll(int hid, int inc, std::uint32_t g);
+  void flush(int hid, int inc, std::uint32_t g);
+  void source_done(const Submission& s, boost::system::error_code ec);
+  bool sources_done() const;
 
   Params params_;
   Stats& stats_;
@@ -429,6 +566,20 @@ class World {
   std::vector<std::vector<TradeEvent>> streams_;
   std::vector<Client> clients_;
   std::vector<Submission> subs_;
+  // Sources: the streams, which partitions they feed, who owns each (the group coordinator's
+  // view: the latest claim), every slot and every claim the store executed.
+  struct Owner {
+    bool claiming = false;
+    int host = -1, inc = -1;
+    std::uint32_t slot = 0;
+  };
+  std::vector<SourceStream> sources_;
+  std::vector<int> fed_by_;
+  std::vector<Owner> owners_;
+  std::vector<Slot> slots_{1};
+  std::vector<Claim> claims_;
+  std::size_t max_in_flight_ = 8;
+  Micros flush_every_ = 500 * kMs;
   Micros heal_at_ = 0, live_deadline_ = 0;
   bool healed_ = false;
 };
@@ -470,6 +621,8 @@ World::World(const Params& p, Stats& stats) : params_(p), stats_(stats) {
   max_request_ = pick({1, 4, 16});
   cores_per_host_ = pick({1, 2});
   hosts_.resize(pick({2, 3, 4}));
+  max_in_flight_ = pick({1, 4, 16, 64});
+  flush_every_ = static_cast<Micros>(pick({50, 300, 2000})) * kMs;
   make_streams();
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
     hosts_[i].id = static_cast<int>(i);
@@ -486,6 +639,10 @@ World::World(const Params& p, Stats& stats) : params_(p), stats_(stats) {
 /// Per partition, a stream whose sequential result is well defined and which may be re-sent
 /// from any point: trade ids are unique per partition, an AMEND/CANCEL of an unknown trade names
 /// a trade that never gets a NEW there, so re-deciding any event later changes nothing.
+/// A partition fed by a source stream instead of a client is never re-sent by a client (its
+/// source's marks keep a re-read message from being decided again), so its events may also
+/// contain an AMEND before its trade's NEW, and the same AMEND again after the NEW.
+/// The source streams are the merge, by production time, of the partitions they feed.
 void World::make_streams() {
   const int np = static_cast<int>(env_.range(2, 6));
   struct Trade {
@@ -502,6 +659,27 @@ void World::make_streams() {
     clients_.emplace_back();
     clients_.back().host = static_cast<int>(env_.range(0, hosts_.size() - 1));
   }
+  // Sources: up to 3 streams, each partition fed by one of them (about half) or by its client.
+  const int ns = static_cast<int>(env_.range(0, 3));
+  fed_by_.assign(np, -1);
+  for (int p = 0; p < np && ns > 0; ++p)
+    if (env_.chance(0.5)) fed_by_[p] = static_cast<int>(env_.range(0, ns - 1));
+  std::vector<int> renumber(ns, -1);
+  int used = 0;
+  for (int p = 0; p < np; ++p)
+    if (fed_by_[p] >= 0) {
+      if (renumber[fed_by_[p]] < 0) renumber[fed_by_[p]] = used++;
+      fed_by_[p] = renumber[fed_by_[p]];
+    }
+  sources_.resize(used);
+  owners_.resize(used);
+  // Per source-fed partition: AMENDs sent before their trade's NEW, waiting for the NEW (stage
+  // 0) or for the same AMEND again (stage 1).
+  struct Early {
+    TradeEvent amend;
+    int stage = 0;
+  };
+  std::vector<std::deque<Early>> early(np);
   auto dec = [&](Micros lo, Micros hi, int frac) {
     std::string s = std::to_string(env_.range(lo, hi));
     if (frac > 0 && env_.chance(0.5)) s += "." + std::to_string(env_.range(1, 9));
@@ -519,6 +697,7 @@ void World::make_streams() {
     auto& tr = trades[p];
     TradeEvent e;
     e.partition = partitions_[p];
+    const bool sourced = fed_by_[p] >= 0;
     const int roll = static_cast<int>(env_.range(0, 99));
     std::vector<Trade*> live, cancelled, skipping;
     for (auto& x : tr) {
@@ -526,7 +705,25 @@ void World::make_streams() {
       if (!x.skipped.empty()) skipping.push_back(&x);
     }
     auto any = [&](std::vector<Trade*>& v) { return v[env_.range(0, v.size() - 1)]; };
-    if (roll < 55 && !live.empty() && roll >= 30) {  // AMEND or CANCEL of a live trade
+    if (sourced && !early[p].empty() && roll < 25) {  // an early AMEND's NEW, then the AMEND again
+      Early& x = early[p].front();
+      if (x.stage++ == 0) {
+        e.trade_id = x.amend.trade_id;
+        e.version = 1;
+        e.type = TradeType::New;
+        content(e);
+      } else {
+        e = x.amend;
+        tr.push_back(Trade{e.trade_id, 2, false, {}});
+        early[p].pop_front();
+      }
+    } else if (sourced && roll >= 25 && roll < 30) {  // an AMEND before its trade's NEW
+      e.trade_id = "P" + std::to_string(p) + "-E" + std::to_string(n);
+      e.version = 2;
+      e.type = TradeType::Amend;
+      content(e);
+      early[p].push_back(Early{e, 0});
+    } else if (roll < 55 && !live.empty() && roll >= 30) {  // AMEND or CANCEL of a live trade
       Trade* x = any(live);
       e.trade_id = x->id;
       if (env_.chance(0.3)) x->skipped.push_back(++x->version);
@@ -583,6 +780,20 @@ void World::make_streams() {
     clients_[p].planned.push_back(t);
   }
   for (auto& c : clients_) c.done.assign(c.planned.size(), 0);
+  // The source streams: their partitions' events merged by production time; the clients of
+  // those partitions have nothing to send.
+  std::vector<std::tuple<Micros, int, std::size_t>> order;
+  for (int p = 0; p < np; ++p) {
+    if (fed_by_[p] < 0) continue;
+    for (std::size_t i = 0; i < streams_[p].size(); ++i) order.emplace_back(clients_[p].planned[i], p, i);
+    clients_[p].done.assign(clients_[p].planned.size(), 1);
+    clients_[p].next = clients_[p].planned.size();
+  }
+  std::sort(order.begin(), order.end());
+  for (const auto& [at, p, i] : order) {
+    sources_[fed_by_[p]].msgs.emplace_back(p, i);
+    sources_[fed_by_[p]].planned.push_back(at);
+  }
   heal_at_ = t + 20 * kSec;
   stats_.stream_events += params_.events;
 }
@@ -594,7 +805,7 @@ void World::schedule_faults() {
   const Micros budget = config_.retry.budget.count() * kMs;
   for (int i = 0; i < n; ++i) {
     const Micros t = env_.range(0, heal_at_);
-    const int kind = static_cast<int>(env_.range(0, 8));
+    const int kind = static_cast<int>(env_.range(0, 9));
     const int hid = static_cast<int>(env_.range(0, hosts_.size() - 1));
     const Micros outage = env_.chance(0.6) ? env_.range(budget + kSec, 3 * budget) : env_.range(100 * kMs, 3 * kSec);
     const Micros step = (env_.chance(0.5) ? 1 : -1) * env_.range(1 * kHour, 3 * kHour);
@@ -645,11 +856,26 @@ void World::schedule_faults() {
             }
           }
           return;
-        default:
+        case 8:
           env_.fault("lock_clock_step", "%+.1f h", double(step) / kHour);
           env_.lock_offset += step;
           if (step < 0) env_.backward_steps -= step;
           return;
+        default: {  // another member claims a source stream: the old slot is told (its
+                    // assignment was lost) or not (a zombie that learns from a refused commit)
+          if (owners_.empty()) return;
+          const int st = static_cast<int>(env_.range(0, owners_.size() - 1));
+          Owner& o = owners_[st];
+          if (o.claiming || o.host < 0) return;
+          const bool told = env_.chance(0.5);
+          env_.fault(told ? "source_revoke" : "source_steal", "stream %d from host %d", st, o.host);
+          Host& old = hosts_[o.host];
+          if (told && old.up && old.inc == o.inc && old.source)
+            if (SimSource::SlotState* sl = old.source->find(o.slot)) sl->dead = true;
+          const int from = o.host;
+          o.host = -1;
+          return claim_stream(st, told ? env_.range(0, kSec) : 0, from);
+        }
       }
     });
   }
@@ -664,6 +890,7 @@ void World::start_host(Host& h) {
   h.counters = std::make_unique<detail::Counters>();
   h.gate = std::make_unique<detail::KeyGate>();
   h.barrier.assign(partitions_.size(), Barrier{});
+  h.source = std::make_unique<SimSource>(env_, h.id);
   h.cores.clear();
   for (std::size_t i = 0; i < cores_per_host_; ++i) {
     detail::ShardConfig c = config_;
@@ -679,8 +906,9 @@ void World::reset_host(Host& h, bool crashed) {
     Submission& s = subs_[id];
     s.state = crashed ? Submission::State::dropped : Submission::State::failed;
     s.ec = errc::stopped;
-    answered(id);
     ++stats_.outcomes[crashed ? "dropped (crash)" : "no outcome"];
+    if (s.stream >= 0) continue;  // its source goes with the host
+    answered(id);
     client_failed(id);
   }
   h.pending.clear();
@@ -689,6 +917,15 @@ void World::reset_host(Host& h, bool crashed) {
   h.cores.clear();  // before the ops they point to
   h.live.clear();
   h.gate.reset();
+  h.source.reset();
+  // The streams this incarnation owned: the group gives them out again, after the session
+  // timeout when it crashed.
+  for (std::size_t st = 0; st < owners_.size(); ++st) {
+    Owner& o = owners_[st];
+    if (o.claiming || o.host != h.id || o.inc != h.inc) continue;
+    o.host = -1;
+    claim_stream(static_cast<int>(st), crashed ? env_.range(kSec, 10 * kSec) : env_.range(10 * kMs, 500 * kMs), -1);
+  }
   h.up = !crashed;
   h.stopping = false;
   ++h.inc;
@@ -736,11 +973,16 @@ void World::receive(const std::vector<std::uint32_t>& ids) {
       s.ec = errc::stopped;
       h.pending.erase(id);
       ++stats_.outcomes["no outcome"];
+      if (s.stream >= 0) {
+        source_done(s, s.ec);
+        continue;
+      }
       answered(id);
       client_failed(id);
       continue;
     }
     auto op = std::make_unique<SimOp>(streams_[s.partition][s.index], *this, id);
+    if (s.stream >= 0) op->source = SourceRef{h.source.get(), s.slot, s.position};
     op->submitted = host_now(h);
     if (s.deadline) op->deadline = *s.deadline;
     detail::state_of(op.get()).key_hash = detail::key_hash_of(op->event);
@@ -903,10 +1145,23 @@ void World::report(std::uint32_t id, boost::system::error_code ec, Outcome o) {
   Host& h = hosts_[s.host];
   if (s.state != Submission::State::pending) return env_.fail("an op completed twice");
   h.pending.erase(id);
-  answered(id);
+  const bool sourced = s.stream >= 0;
+  if (!sourced) answered(id);
   s.h1 = env_.history.size();
   Barrier& bar = h.barrier[s.partition];
   const TradeEvent& e = streams_[s.partition][s.index];
+  if (ec == errc::replayed || ec == errc::source_abandoned) {
+    // Neither decided nor a failure of its partition: no barrier.
+    if (!sourced) return env_.fail("an event without a source completed " + ec.message());
+    const bool replayed = ec == errc::replayed;
+    s.state = replayed ? Submission::State::replayed : Submission::State::abandoned;
+    s.ec = ec;
+    ++stats_.sources[replayed ? "replayed" : "abandoned"];
+    env_.trace("  host %d P%d #%zu (stream %d @%lld) %s v%lld: %s", s.host, s.partition, s.index,
+               s.stream, static_cast<long long>(s.position), e.trade_id.c_str(),
+               static_cast<long long>(e.version), replayed ? "replayed" : "abandoned");
+    return source_done(s, ec);
+  }
   if (ec) {
     s.state = Submission::State::failed;
     s.ec = ec;
@@ -915,6 +1170,7 @@ void World::report(std::uint32_t id, boost::system::error_code ec, Outcome o) {
                s.index, e.trade_id.c_str(), static_cast<long long>(e.version),
                static_cast<unsigned long long>(s.stamp), ec.message().c_str());
     bar.raise(call_, h.next_stamp, id);
+    if (sourced) return source_done(s, ec);
     return client_failed(id);
   }
   s.state = Submission::State::decided;
@@ -924,8 +1180,10 @@ void World::report(std::uint32_t id, boost::system::error_code ec, Outcome o) {
              e.trade_id.c_str(), static_cast<long long>(e.version),
              static_cast<unsigned long long>(s.stamp), to_string(o.kind).data(),
              static_cast<unsigned long long>(o.seq), o.reason.c_str());
-  clients_[s.partition].done[s.index] = 1;
-  if (s.epoch == clients_[s.partition].epoch) clients_[s.partition].failures = 0;
+  if (!sourced) {
+    clients_[s.partition].done[s.index] = 1;
+    if (s.epoch == clients_[s.partition].epoch) clients_[s.partition].failures = 0;
+  }
   if (s.stamp < bar.effective(call_)) {
     env_.fail("(2) host " + std::to_string(s.host) + " partition " + std::to_string(s.partition) +
               ": event #" + std::to_string(s.index) + " (stamp " + std::to_string(s.stamp) +
@@ -934,6 +1192,194 @@ void World::report(std::uint32_t id, boost::system::error_code ec, Outcome o) {
               std::to_string(subs_[bar.by].index) + ", stamp " + std::to_string(subs_[bar.by].stamp) +
               ": " + subs_[bar.by].ec.message() + ")");
   }
+  if (sourced) source_done(s, ec);
+}
+
+// ---- sources ------------------------------------------------------------------------------
+//
+// A source stream belongs to whichever host claimed it last (TradeStore::claim_source: the
+// epoch goes up, the stored offset comes back). The host's SimSource reads the stream from
+// there, submits each message to its own cores (as KafkaSource does) with at most
+// `max_in_flight_` in flight, stores its watermark with every commit and by offsets-only
+// commits, and fails the slot when an event ends without an outcome (the member restarts:
+// another claim). Another member may claim the stream at any time: the old slot learns it only
+// when a refused commit finds its row stale (or at once, when the fault says it is told).
+
+void World::claim_stream(int st, Micros delay, int avoid_host) {
+  Owner& o = owners_[st];
+  if (o.claiming) return;
+  o.claiming = true;
+  at(env_.now + delay, [this, st, avoid_host] { try_claim(st, avoid_host); });
+}
+
+void World::try_claim(int st, int avoid_host) {
+  std::vector<int> up, any;
+  for (const Host& h : hosts_) {
+    if (!h.up || h.stopping) continue;
+    any.push_back(h.id);
+    if (h.id != avoid_host) up.push_back(h.id);
+  }
+  if (up.empty()) up = any;
+  if (up.empty()) return at(env_.now + 100 * kMs, [this, st, avoid_host] { try_claim(st, avoid_host); });
+  const int hid = up[env_.range(0, up.size() - 1)], inc = hosts_[hid].inc;
+  ++inflight_;
+  at(env_.now + latency(true), [this, st, hid, inc, avoid_host] {
+    --inflight_;
+    env_.caller = hid;
+    auto r = store_->claim_source(kSourceConsumer, "t", st);
+    if (r) {
+      claims_.push_back(Claim{st, r.value().epoch, env_.history.size()});
+      ++stats_.sources["claims"];
+    }
+    env_.trace("  host %d claims stream %d -> %s", hid, st,
+               r ? ("epoch " + std::to_string(r.value().epoch) + " offset " +
+                    std::to_string(r.value().next_offset)).c_str()
+                 : r.error().message().c_str());
+    at(env_.now + latency(true), [this, st, hid, inc, avoid_host, r] {
+      Owner& o = owners_[st];
+      o.claiming = false;
+      if (!r) return claim_stream(st, env_.range(50 * kMs, kSec), avoid_host);
+      Host& h = hosts_[hid];
+      if (!h.up || h.inc != inc || h.stopping) return claim_stream(st, env_.range(10 * kMs, 500 * kMs), -1);
+      const auto g = static_cast<std::uint32_t>(slots_.size());
+      slots_.push_back(Slot{st, hid, inc, r.value().epoch});
+      o.host = hid;
+      o.inc = inc;
+      o.slot = g;
+      const std::int64_t start = r.value().next_offset;
+      host_event(hid, inc, env_.now, [this, hid, g, start] { open_slot(hid, g, start); });
+    });
+  });
+}
+
+void World::open_slot(int hid, std::uint32_t g, std::int64_t start) {
+  Host& h = hosts_[hid];
+  const Slot& sl = slots_[g];
+  h.source->open(g, sl.stream, sl.epoch, start);
+  env_.trace("  host %d source: slot %u reads stream %d from %lld (epoch %llu)", hid, g, sl.stream,
+             static_cast<long long>(start), static_cast<unsigned long long>(sl.epoch));
+  poll(hid, h.inc, g);
+  host_event(hid, h.inc, env_.now + flush_every_, [this, hid, inc = h.inc, g] { flush(hid, inc, g); });
+}
+
+/// The poll loop of a slot: submits every message produced by now, while there is room.
+void World::poll(int hid, int inc, std::uint32_t g) {
+  Host& h = hosts_[hid];
+  if (!h.up || h.inc != inc || h.stopping) return;
+  SimSource::SlotState* sl = h.source->find(g);
+  if (sl == nullptr || sl->dead) return;
+  const SourceStream& ss = sources_[sl->stream];
+  const auto len = static_cast<std::int64_t>(ss.msgs.size());
+  std::vector<std::uint32_t> ids;
+  while (sl->position < len && sl->in_flight.size() < max_in_flight_ &&
+         ss.planned[sl->position] <= env_.now) {
+    const auto id = static_cast<std::uint32_t>(subs_.size());
+    Submission sub;
+    sub.partition = ss.msgs[sl->position].first;
+    sub.index = ss.msgs[sl->position].second;
+    sub.host = hid;
+    sub.incarnation = inc;
+    sub.stream = sl->stream;
+    sub.position = sl->position;
+    sub.slot = g;
+    subs_.push_back(sub);
+    h.pending.insert(id);
+    sl->in_flight.insert(sl->position++);
+    ids.push_back(id);
+  }
+  stats_.submissions += ids.size();
+  if (sl->position < len && sl->in_flight.size() < max_in_flight_ && !sl->timer) {
+    sl->timer = true;
+    host_event(hid, inc, ss.planned[sl->position], [this, hid, inc, g] {
+      if (SimSource::SlotState* s = hosts_[hid].source->find(g)) s->timer = false;
+      poll(hid, inc, g);
+    });
+  }
+  if (!ids.empty()) receive(ids);
+}
+
+/// An event of a slot completed: it leaves the slot's window; a failure kills the slot (the
+/// member restarts: it claims the stream again).
+void World::source_done(const Submission& s, boost::system::error_code ec) {
+  Host& h = hosts_[s.host];
+  if (!h.up || h.inc != s.incarnation || !h.source) return;
+  SimSource::SlotState* sl = h.source->find(s.slot);
+  if (sl == nullptr) return;
+  sl->in_flight.erase(s.position);
+  if (ec && ec != errc::replayed && ec != errc::source_abandoned && !sl->dead) {
+    sl->dead = true;
+    ++stats_.sources["slot_failures"];
+    env_.trace("  host %d source: stream %d slot %u fails (%s)", s.host, s.stream, s.slot,
+               ec.message().c_str());
+    Owner& o = owners_[s.stream];
+    if (o.slot == s.slot && !o.claiming) {
+      o.host = -1;
+      claim_stream(s.stream, env_.range(100 * kMs, 3 * kSec), -1);
+    }
+    return;
+  }
+  host_event(h.id, h.inc, env_.now, [this, hid = h.id, inc = h.inc, g = s.slot] { poll(hid, inc, g); });
+}
+
+/// The offsets-only commit of a slot, every `flush_every_`: its watermark when it moved, and once
+/// more when the slot has read and decided everything (an event commit decided earlier may have
+/// stored a lower offset after the last flush).
+void World::flush(int hid, int inc, std::uint32_t g) {
+  Host& h = hosts_[hid];
+  if (!h.up || h.inc != inc) return;
+  SimSource::SlotState* sl = h.source->find(g);
+  if (sl == nullptr || sl->dead) return;
+  host_event(hid, inc, env_.now + flush_every_, [this, hid, inc, g] { flush(hid, inc, g); });
+  const std::int64_t wm = sl->watermark();
+  const bool done = sl->in_flight.empty() &&
+                    sl->position == static_cast<std::int64_t>(sources_[sl->stream].msgs.size());
+  if (sl->flushing || (wm == sl->flushed && (!done || sl->final_flushed))) return;
+  sl->flushing = true;
+  auto batch = std::make_shared<CommitBatch>();
+  batch->sources.push_back(SourceOffset{kSourceConsumer, "t", sl->stream, wm, sl->epoch});
+  env_.batch_events[batch.get()].clear();  // no events: an address reused from another batch
+  const Time start = host_now(h);
+  const std::uint64_t sent = env_.step;
+  ++inflight_;
+  at(env_.now + latency(true), [this, hid, inc, g, batch, wm, done, start, sent] {
+    --inflight_;
+    env_.caller = hid;
+    env_.caller_inc = inc;
+    env_.caller_sent = sent;
+    env_.caller_start = start;
+    auto r = store_->commit(*batch);
+    env_.batch_events.erase(batch.get());
+    env_.trace("  host %d source: offsets-only commit stream %d next %lld -> %s", hid,
+               batch->sources[0].partition, static_cast<long long>(wm),
+               r ? "ok" : r.error().message().c_str());
+    host_event(hid, inc, env_.now + latency(true), [this, hid, g, wm, done, r] {
+      SimSource::SlotState* sl = hosts_[hid].source->find(g);
+      if (sl == nullptr) return;
+      sl->flushing = false;
+      if (r) {
+        sl->flushed = wm;
+        if (done) sl->final_flushed = true;
+      } else if (r.error() == errc::fenced_off && !sl->dead) {
+        sl->dead = true;  // only the epoch can refuse an offsets-only commit
+        env_.fault("source_lost");
+        env_.trace("  host %d source: stream %d was claimed by another member (offsets-only "
+                   "commit refused)", hid, sl->stream);
+      }
+    });
+  });
+}
+
+/// Every stream is owned by a live slot that has read, decided and stored all of it.
+bool World::sources_done() const {
+  for (std::size_t st = 0; st < owners_.size(); ++st) {
+    const Owner& o = owners_[st];
+    if (o.claiming || o.host < 0) return false;
+    const Host& h = hosts_[o.host];
+    if (!h.up || h.inc != o.inc || !h.source) return false;
+    const SimSource::SlotState* sl = h.source->find(o.slot);
+    if (sl == nullptr || sl->dead || !sl->final_flushed) return false;
+  }
+  return true;
 }
 
 // ---- clients ------------------------------------------------------------------------------
@@ -1056,12 +1502,14 @@ bool World::quiescent() const {
     for (const CoreSlot& cs : h.cores)
       if (cs.busy || !cs.core->empty()) return false;
   }
-  return true;
+  return sources_done();
 }
 
 std::string World::run() {
   schedule_faults();
   for (std::size_t p = 0; p < clients_.size(); ++p) pump(static_cast<int>(p), 0);
+  for (std::size_t st = 0; st < sources_.size(); ++st)
+    claim_stream(static_cast<int>(st), env_.range(0, 500 * kMs), -1);
   at(heal_at_, [this] { heal(); });
   std::string what;
   while (what.empty()) {
@@ -1091,7 +1539,8 @@ std::string World::run() {
   stats_.commits += env_.history.size();
   for (const auto& [k, n] : env_.faults) stats_.faults[k] += n;
   if (what.empty()) {
-    what = check_run(CheckInput{partitions_, streams_, env_.history, subs_, *memory_, *processor_});
+    what = check_run(CheckInput{partitions_, streams_, env_.history, subs_, *memory_, *processor_,
+                                sources_, fed_by_, slots_, claims_});
   }
   if (params_.verbose) {
     std::printf("seed %llu: %s, %zu commits, %.1f simulated s\n",
