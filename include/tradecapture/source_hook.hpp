@@ -79,8 +79,9 @@ class SourceHook {
     return already_decided(position, mark) ? SourceVerdict::replayed : SourceVerdict::decide;
   }
 
-  /// Right before a commit: `events` are the events of this source the batch decided (any
-  /// outcome; none replayed or abandoned), in batch order; the hook adds its rows to
+  /// Right before a commit: `events` are the events of this source the batch completes, in
+  /// batch order: those it decided (any outcome) and those it found replayed (`written` false;
+  /// the stream's progress moves past them too), none abandoned; the hook adds its rows to
   /// `batch.sources` (keeping them strictly ascending; another source's rows may be there).
   /// The batch may be refused and decided again: a call does not mean a commit.
   virtual void before_commit(std::span<const SourceEvent> events, CommitBatch& batch) = 0;
