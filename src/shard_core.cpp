@@ -613,13 +613,17 @@ struct ShardCore::Impl {
         }
         outcomes[i] = decide_one(e, st, found[i]);
         const bool written = outcomes[i].kind == OutcomeKind::Accepted;
+        if (op->source.hook != nullptr &&
+            (written || cfg.mutation != Mutation::accepted_marks)) {
+          // Every decided event moves its stream's mark, whatever its outcome: a re-read then
+          // never decides (nor reports) again what was reported once, even an outcome that
+          // wrote nothing (an AMEND rejected before its NEW that another writer then stored).
+          auto [m, fresh] = marks.try_emplace(std::move(mark_id), op->source.position);
+          if (!fresh) m->second = std::max(m->second, op->source.position);
+        }
         if (written) {
           up.events.emplace_back(e, outcomes[i].seq);
           changed.push_back(last_trade);
-          if (op->source.hook != nullptr) {
-            auto [m, fresh] = marks.try_emplace(std::move(mark_id), op->source.position);
-            if (!fresh) m->second = std::max(m->second, op->source.position);
-          }
         } else if (!found[i]) {
           batch->absent_keys.push_back(IdempotencyKey{e.trade_id, e.version});
         }
@@ -631,12 +635,14 @@ struct ShardCore::Impl {
         st.source_marks.insert_or_assign(id, position);
       }
       up.new_seq = st.seq;
+      up.position = st.position;
       if (up.events.empty()) {
-        // Check-only: the partition must still be as we read it when the batch commits.
-        if (cfg.mutation != Mutation::unvalidated_noop) batch->partitions.push_back(std::move(up));
+        // Check-only: the partition must still be as we read it when the batch commits; with
+        // marks, a write of the marks alone, on the same conditions.
+        if (cfg.mutation != Mutation::unvalidated_noop || !up.marks.empty())
+          batch->partitions.push_back(std::move(up));
         continue;
       }
-      up.position = st.position;
       // The final state of every trade the batch changed, once each, by id: the map nodes that
       // decide_one wrote (stable addresses), sorted by id and deduplicated.
       std::sort(changed.begin(), changed.end(),

@@ -94,6 +94,7 @@ enum class Mutation {
   lock_fences,         ///< load without claiming; the lock's grant fence is the write token
   ignore_deadlines,    ///< deadlines are not checked: a withdrawn event may still be decided
   redecide_stored,     ///< a replayed event whose key is stored is decided again (DUPLICATE)
+  accepted_marks,      ///< only ACCEPTED events move source marks (a re-read decides again)
 };
 
 /// What the core needs from the pipeline's options.

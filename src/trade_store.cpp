@@ -11,8 +11,8 @@ result<void> TradeStore::commit(const CommitBatch& batch) {
     if (previous != nullptr && !(*previous < p.partition)) return errc::internal;
     previous = &p.partition;
     if (p.new_seq != p.expected_seq + p.events.size()) return errc::internal;
-    if (p.events.empty() && (!p.trades.empty() || !p.marks.empty()))
-      return errc::internal;  // check-only: no writes
+    if (p.events.empty() && !p.trades.empty())
+      return errc::internal;  // no events: a check, or a write of source marks alone
     for (std::size_t i = 0; i < p.marks.size(); ++i) {
       if (p.marks[i].position < 0) return errc::internal;
       if (i > 0 && !(p.marks[i - 1].source < p.marks[i].source)) return errc::internal;

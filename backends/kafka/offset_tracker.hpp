@@ -18,16 +18,15 @@
 //   which is as valid an order as any (Kafka defines none between partitions).
 // - Source marks (the SourceHook of kafka_source.cpp, `SourceHook` in the core): every event
 //   handed to the pipeline names its slot (stream) and offset (position); the pipeline stores,
-//   with the events it accepts, each Kafka partition's mark in each trade partition under
+//   with the events and checks of every decision, each Kafka partition's mark in each trade
+//   partition (the offset of its last message decided there, whatever the outcome) under
 //   `replay_marker_id` (group, topic, partition) and answers a re-read event at or below its
-//   own Kafka partition's mark as replayed (errc::replayed), whether or not its key is stored:
-//   an AMEND rejected as "unknown trade" before its NEW would be accepted if decided again after
-//   the NEW, and one whose key a later re-send stored would come back DUPLICATE, a second and
-//   different result for one message; its mark says it was decided. A later event is
-//   decided again (nothing of it is durable, and no later event of its Kafka partition was
-//   accepted in that trade partition, so deciding it now is deciding it at a later point of a
-//   valid interleaving). Marks of other Kafka partitions in the same trade partition say
-//   nothing about this one.
+//   own Kafka partition's mark as replayed (errc::replayed): decided again, an AMEND rejected as
+//   "unknown trade" before its NEW would be accepted once the NEW is stored, and one whose key a
+//   later re-send stored would come back DUPLICATE, a second and different result for one
+//   message. A later event was never decided durably (its decision's commit would have moved the
+//   mark), so deciding it now is its first decision. Marks of other Kafka partitions in the same
+//   trade partition say nothing about this one.
 // - Abandoned events: once a slot is dead (revoked past the timeout, lost, fenced, failed) its
 //   events still in the pipeline are abandoned by the hook before a decision
 //   (errc::source_abandoned): they write nothing and are not reported; the next owner of the

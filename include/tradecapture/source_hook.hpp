@@ -47,8 +47,9 @@ struct SourceEvent {
 ///
 /// The pipeline keeps, per partition, one *source mark* per stream (`SourceMark`, stored with the
 /// partition and loaded with it, never among the trades): the position of the stream's last event
-/// ACCEPTED in that partition. Each commit that accepts events of a stream in a partition moves
-/// its mark there, atomically with the events. After a restart the source re-reads its streams
+/// decided in that partition, whatever its outcome. Each commit that decides events of a stream in
+/// a partition moves its mark there, atomically with the events and the checks of outcomes that
+/// write nothing, so an outcome reported once is never decided again. After a restart the source re-reads its streams
 /// from its stored progress; an event at or below its stream's mark in its partition was decided
 /// before (`already_decided`) and completes with `errc::replayed` instead of being decided again,
 /// whatever its outcome was (its key may be stored by now, by it or by a later event).
@@ -69,9 +70,9 @@ class SourceHook {
   /// the store (Kafka: the group, the topic and the partition).
   virtual std::string mark_id(std::uint32_t stream) const = 0;
 
-  /// Before deciding an event of `stream` at `position` whose idempotency key is not stored:
-  /// `mark` is the stream's mark in the event's partition as of the commit the decision will be
-  /// validated by (none: nothing of the stream was accepted there). The default answer is
+  /// Before deciding an event of `stream` at `position`: `mark` is the stream's mark in the
+  /// event's partition as of the commit the decision will be validated by (none: nothing of the
+  /// stream was decided there). The default answer is
   /// `replayed` when the event is at or below the mark, else `decide`; a source that lost the
   /// stream answers `abandoned`. Every call is a new question: a batch decided again asks again.
   virtual SourceVerdict check(std::uint32_t /*stream*/, std::int64_t position,

@@ -24,7 +24,11 @@ namespace tradecapture {
 /// nothing: the commit fails unless the stored seq is still `expected_seq` and the stored fence
 /// is not above `fence`. The pipeline sends one for every partition whose events of the batch were all
 /// decided without a write (DUPLICATE, STALE, REJECTED), so those outcomes are validated in the
-/// same transaction as the writes (spec section 6, point 1).
+/// same transaction as the writes (spec section 6, point 1). An update with `marks` but no
+/// `events` (nor `trades`, `new_seq == expected_seq`) is checked the same way and, if it holds,
+/// writes its marks, and `fence`, `position` as given: the pipeline sends one for a partition
+/// whose events of a source were all decided without a write, so that their source mark moves
+/// (see `SourceMark`).
 struct PartitionUpdate {
   PartitionKey partition;
   /// The writer's fencing token, as issued by `TradeStore::claim_partitions`; the store refuses
@@ -38,7 +42,7 @@ struct PartitionUpdate {
   /// The accepted events, with seq expected_seq+1 .. new_seq in order.
   std::vector<StoredEvent> events;
   /// Source marks to store with the events (created or replaced), strictly ascending by
-  /// `SourceMark::source`. Only with events: a check-only update carries none.
+  /// `SourceMark::source`. Without events: a write of the marks alone (see above).
   std::vector<SourceMark> marks;
 };
 

@@ -135,14 +135,15 @@ struct TradeRecord {
 };
 
 /// How far one stream of an external source (a Kafka topic partition, say) is decided in one
-/// partition: the position (offset) of the stream's last event accepted there. Stored with the
-/// events it covers, in the same transaction (`PartitionUpdate::marks`), in the store's own
-/// table, never among the trades.
+/// partition: the position (offset) of the stream's last event decided there, whatever its
+/// outcome (ACCEPTED, DUPLICATE, STALE, REJECTED). Stored in the same transaction as the events
+/// and checks of the decisions it covers (`PartitionUpdate::marks`), in the store's own table,
+/// never among the trades.
 struct SourceMark {
   /// The stream's id, chosen by its source (`SourceHook::mark_id`): stable across restarts and
   /// unique among every source feeding the store (Kafka: group, topic and partition).
   std::string source;
-  std::int64_t position = 0;  ///< the stream position of the last event accepted, >= 0
+  std::int64_t position = 0;  ///< the stream position of the last event decided, >= 0
   friend auto operator<=>(const SourceMark&, const SourceMark&) = default;
   friend bool operator==(const SourceMark&, const SourceMark&) = default;
 };

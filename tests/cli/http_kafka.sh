@@ -8,8 +8,7 @@
 # stored, the positions are the model's and the events are the model's but for their seq. Then
 # serve restarts against the same store and topic with more messages, is killed (SIGKILL)
 # mid-run and restarted: nothing is decided twice (a re-read message decided before the kill is
-# replayed, or, when its outcome wrote nothing, decided again with the same outcome), and the
-# store is the model's of everything.
+# replayed, whatever its outcome), and the store is the model's of everything.
 source "$(dirname "$0")/common.bash" "$1"
 
 source "$HERE/kafka_common.bash"
@@ -182,12 +181,11 @@ grep -ah "replayed after a restart" "$TMP/three.log" >&2 || fail "three: no summ
 timeout 120 "$MOCK" dump --brokers "$BOOT" --topic outcomes --count $((N1 + N2 * 2)) \
   --timeout-ms 5000 >"$TMP/results.jsonl" || true
 # Every message of the first run has its one outcome still. A later one's first outcome is the
-# model's (but for seq); a repeat (a message re-read after the kill whose first outcome wrote
-# nothing, above its stream's mark) repeats it: the feeds' trade ids are disjoint and a stream
-# keeps its order, so deciding it again decides it the same. Never a DUPLICATE for a re-read
-# message whose own key, or a later re-send's, was ACCEPTED: at or below its mark it is replayed,
-# not reported. The kill may lose outcome messages altogether (notifications, not the record:
-# the store is checked above).
+# model's (but for seq); a re-read message decided before the kill is at or below its stream's
+# mark (every decision moves it) and replayed, not reported again, so a second record of one
+# message can only be the results producer's own retry of the same record. Never a DUPLICATE
+# for a re-read message whose own key, or a later re-send's, was ACCEPTED. The kill may lose
+# outcome messages altogether (notifications, not the record: the store is checked above).
 check_model model2 "$TMP/k.jsonl" "$TMP/h.input" "$TMP/k2.jsonl"
 python3 - "$TMP/results.jsonl" "$TMP/k.map" "$TMP/k2.map" "$TMP/model2.0" "$TMP/model2.2" <<'PY' ||
 import json, sys

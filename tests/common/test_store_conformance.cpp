@@ -881,13 +881,7 @@ TEST_CASE("store: source marks commit with the events, load with the partition, 
     CHECK(positions(s).size() == 2);
     CHECK(scan(s).size() == 4);
 
-    // Invariants: marks only with events, strictly ascending, not negative.
-    PartitionUpdate check_with_mark;
-    check_with_mark.partition = a;
-    check_with_mark.fence = 2;
-    check_with_mark.expected_seq = check_with_mark.new_seq = 3;
-    check_with_mark.marks.push_back(SourceMark{k0, 1});
-    CHECK(error_of(s->commit(batch({check_with_mark}))) == errc::internal);
+    // Invariants: marks strictly ascending, not negative.
     PartitionUpdate unsorted = UpdateBuilder(a, 2, 3).add(new_trade("T6"));
     unsorted.marks = {SourceMark{k1, 1}, SourceMark{k0, 1}};
     CHECK(error_of(s->commit(batch({unsorted}))) == errc::internal);
@@ -896,6 +890,57 @@ TEST_CASE("store: source marks commit with the events, load with the partition, 
     unsorted.marks = {SourceMark{k0, -1}};
     CHECK(error_of(s->commit(batch({unsorted}))) == errc::internal);
     CHECK(load(s, a).seq == 3);
+  });
+}
+
+TEST_CASE("store: marks without events are checked like a check-only update, then written") {
+  // The pipeline's update for a partition whose sourced events were all decided without a write:
+  // the seq and fence are checked as for a check-only update, and the marks (only) are written.
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey a = key("A"), fresh = key("F");
+    const std::string k0 = "\x1fkafka\x1fg\x1ft\x1f" "0";
+    require_commit(s, batch({UpdateBuilder(a, 2, 0).add(new_trade("T1")).mark(k0, 3)}));
+    const PartitionState before = load(s, a);
+    auto marks_only = [&](const PartitionKey& k, std::uint64_t fence, std::uint64_t seq,
+                          std::int64_t position, const Position& pos) {
+      PartitionUpdate u;
+      u.partition = k;
+      u.fence = fence;
+      u.expected_seq = u.new_seq = seq;
+      u.position = pos;
+      u.marks.push_back(SourceMark{k0, position});
+      return u;
+    };
+    // A stale fence: fenced off; a moved seq: a sequence conflict; neither writes the mark.
+    CHECK(error_of(s->commit(batch({marks_only(a, 1, 1, 8, before.position)}))) ==
+          errc::fenced_off);
+    CHECK(error_of(s->commit(batch({marks_only(a, 2, 0, 8, before.position)}))) ==
+          errc::sequence_conflict);
+    CHECK(load(s, a).source_marks.at(k0) == 3);
+    // Current: the mark moves; seq, position, trades and events stay.
+    require_commit(s, batch({marks_only(a, 2, 1, 8, before.position)}));
+    PartitionState st = load(s, a);
+    CHECK(st.source_marks.at(k0) == 8);
+    CHECK(st.seq == 1);
+    CHECK(st.position == before.position);
+    CHECK(st.trades == before.trades);
+    CHECK(scan(s).size() == 1);
+    // A partition nothing was accepted in (its only events were rejected): the mark is stored
+    // at seq 0, and the partition is still no position (spec: only partitions with an accepted
+    // event are listed).
+    require_commit(s, batch({marks_only(fresh, 1, 0, 5, Position{})}));
+    CHECK(load(s, fresh).seq == 0);
+    CHECK(load(s, fresh).source_marks.at(k0) == 5);
+    CHECK(positions(s).size() == 1);
+    // Beside a write of another partition, in one batch.
+    require_commit(s, batch({UpdateBuilder(a, 2, 1).add(new_trade("T2")).mark(k0, 9),
+                             marks_only(fresh, 1, 0, 6, Position{})}));
+    CHECK(load(s, a).source_marks.at(k0) == 9);
+    CHECK(load(s, fresh).source_marks.at(k0) == 6);
+    // Trades without events are still refused.
+    PartitionUpdate with_trade = marks_only(a, 2, 2, 10, before.position);
+    with_trade.trades.emplace_back("T1", TradeRecord{});
+    CHECK(error_of(s->commit(batch({with_trade}))) == errc::internal);
   });
 }
 

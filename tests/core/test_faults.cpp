@@ -577,6 +577,30 @@ TEST_CASE("faults: a re-read event whose key a later event of its stream stored 
   CHECK(state_of(*store, P).source_marks.at("test/0") == 2);
 }
 
+TEST_CASE("faults: a re-read event reported REJECTED is not applied after another writer stored "
+          "its trade") {
+  auto store = make_memory_store();
+  TestSource src;
+  {
+    Pipeline pl(store, make_local_lock(), make_position_processor(), fast_retries());
+    // The stream's AMEND comes before its NEW: REJECTED, and reported so. Its commit writes
+    // nothing but the stream's mark.
+    const Result a = submit_one(pl, ev("T", 2, TradeType::Amend, P), from(src, 0, 0));
+    CHECK(a.outcome.reason == "unknown trade");
+    CHECK(state_of(*store, P).source_marks.at("test/0") == 0);
+    // Another writer (an HTTP client, no source) stores the NEW.
+    CHECK(submit_one(pl, ev("T", 1, TradeType::New, P)).outcome == Outcome::accepted(1));
+  }
+  // A restart re-reads the AMEND (the stream's offset had not moved past it). Decided again it
+  // would be ACCEPTED now: an event reported REJECTED, then applied.
+  Pipeline again(store, make_local_lock(), make_position_processor(), fast_retries());
+  const Result r = submit_one(again, ev("T", 2, TradeType::Amend, P), from(src, 0, 0));
+  CHECK(r.ec == errc::replayed);
+  REQUIRE(again.stop(10s));
+  CHECK(state_of(*store, P).seq == 1);
+  CHECK(state_of(*store, P).trades.at("T").version == 1);
+}
+
 TEST_CASE("faults: a source that lost its stream drops its own events; the rest of the batch "
           "commits") {
   using K = detail::Action::Kind;

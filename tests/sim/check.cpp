@@ -15,10 +15,11 @@
 // the window: a host may not report as its own a write that another host made after its deadline.
 //
 // Sources. A source-fed partition's events are the messages of one stream, so once (4) holds its
-// k-th stored event is the k-th message its sequential run accepts: the position of every stored
-// event, hence the mark each commit must write, follows from the model alone. The commit log
-// also holds each commit's source rows and the source events its batch completed (as the hook
-// saw them), and the claims log every epoch the store handed out, so offsets (never past a
+// k-th stored event is the k-th message its sequential run accepts, so the position of every
+// stored event follows from the model alone. The commit log also holds each commit's source rows,
+// marks and the source events its batch completed (as the hook saw them): the mark each commit
+// must write follows from those (the greatest position it decided in the partition), and the
+// claims log every epoch the store handed out, so offsets (never past a
 // message no commit completed), epochs (a commit applies only with the latest claim's row) and
 // replays (only at or below a durable mark) are checked against the store's own history.
 
@@ -86,7 +87,6 @@ PartitionState apply(const Processor& proc, const PartitionState& st, const Trad
 /// are then its sequential run's accepted messages, so the position of every stored event, and
 /// with it every mark, is known without asking the core.
 std::string check_sources(const CheckInput& in, const std::vector<std::vector<Placed>>& stored,
-                          const std::unordered_map<IdempotencyKey, Placed, IdempotencyKeyHash>& keys,
                           const std::vector<std::vector<std::uint64_t>>& model_seq,
                           const std::vector<PartitionState>& loaded) {
   const int np = static_cast<int>(in.partitions.size());
@@ -114,41 +114,69 @@ std::string check_sources(const CheckInput& in, const std::vector<std::vector<Pl
       if (model_seq[p][i] > 0) run_max[p].push_back(m = std::max(m, pos_of[p][i]));
     if (run_max[p].size() != stored[p].size()) return "(S) partition length differs from the model";
   }
-  // The mark of partition p's stream in S_h (after h commits): -1 when none.
-  auto mark_at = [&](int p, std::size_t h) -> std::int64_t {
-    const auto& v = stored[p];
-    const auto len = static_cast<std::size_t>(
-        std::lower_bound(v.begin(), v.end(), h, [](const Placed& a, std::size_t c) { return a.commit < c; }) -
-        v.begin());
-    return len == 0 ? -1 : run_max[p][len - 1];
-  };
-
-  // (S1) Marks: every commit writes, in each partition whose mark its events move, the stream's
-  // new mark, and no other; the final store holds the mark of every stream that accepted there.
+  // (S1) Marks: a stream's mark in a partition is the position of its last message decided
+  // there, whatever the outcome. Every commit that completes messages of partition p above p's
+  // mark (decided ones; replayed ones are at or below it) writes p's new mark, the greatest of
+  // their positions, and a commit writes no other mark; every accepted message is covered by the
+  // mark its commit wrote; the final store holds the last mark written.
+  std::vector<std::int64_t> mark(np, -1);
+  // Per partition: (commit, mark after it) for every commit that moved the mark.
+  std::vector<std::vector<std::pair<std::size_t, std::int64_t>>> moves(np);
+  std::vector<std::size_t> next_stored(np, 0);
   for (std::size_t c = 0; c < in.history.size(); ++c) {
     const CommitRecord& r = in.history[c];
-    std::set<int> written;
+    std::map<int, std::int64_t> top;  // partition -> the greatest position the commit completes
+    for (const SourceEvent& e : r.source_events) {
+      const int st = in.slots.at(e.stream).stream;
+      const int p = in.sources[st].msgs[e.position].first;
+      auto [it, fresh] = top.try_emplace(p, e.position);
+      if (!fresh) it->second = std::max(it->second, e.position);
+    }
+    std::map<int, std::int64_t> written;
     for (const auto& [key, id, position] : r.marks) {
       const int p = index.at(key);
-      if (in.fed_by[p] < 0 || id != stream_mark_id(in.fed_by[p]) || position != mark_at(p, c + 1))
-        return "(S1) commit #" + std::to_string(c) + " wrote mark " + std::to_string(position) +
-               " in partition " + std::to_string(p) + ", but the stream's last accepted position "
-               "there is " + std::to_string(in.fed_by[p] < 0 ? -1 : mark_at(p, c + 1));
-      written.insert(p);
+      if (in.fed_by[p] < 0 || id != stream_mark_id(in.fed_by[p]))
+        return "(S1) commit #" + std::to_string(c) + " wrote mark " + id + " in partition " +
+               std::to_string(p) + ", which its stream does not feed";
+      written[p] = position;
     }
-    for (int p = 0; p < np; ++p)
-      if (in.fed_by[p] >= 0 && mark_at(p, c + 1) != mark_at(p, c) && !written.count(p))
-        return "(S1) commit #" + std::to_string(c) + " accepted stream " +
-               std::to_string(in.fed_by[p]) + " @" + std::to_string(mark_at(p, c + 1)) +
-               " in partition " + std::to_string(p) + " without moving its mark";
+    for (const auto& [p, t] : top) {
+      const auto w = written.find(p);
+      if (t > mark[p] && (w == written.end() || w->second != t))
+        return "(S1) commit #" + std::to_string(c) + " decided " +
+               msg(in.fed_by[p], t) + " above the mark " + std::to_string(mark[p]) +
+               ", but wrote " + (w == written.end() ? std::string("no mark") :
+                                 "mark " + std::to_string(w->second));
+    }
+    for (const auto& [p, position] : written) {
+      // Equal to the mark: a commit sent again after its acknowledgement was lost (it applied;
+      // nothing moved since, so its checks held again and its marks are written as they were).
+      const auto t = top.find(p);
+      if (t == top.end() || t->second < mark[p] || position != t->second)
+        return "(S1) commit #" + std::to_string(c) + " wrote mark " + std::to_string(position) +
+               " in partition " + std::to_string(p) + " but decided nothing there at or above " +
+               "the mark " + std::to_string(mark[p]) + " up to it";
+      mark[p] = position;
+      moves[p].emplace_back(c, position);
+    }
+    // Every event it stored, of a source-fed partition, is at or below that partition's mark.
+    for (int p = 0; p < np; ++p) {
+      if (in.fed_by[p] < 0) continue;
+      for (; next_stored[p] < stored[p].size() && stored[p][next_stored[p]].commit == c;
+           ++next_stored[p]) {
+        if (run_max[p][next_stored[p]] > mark[p])
+          return "(S1) commit #" + std::to_string(c) + " stored " +
+                 msg(in.fed_by[p], run_max[p][next_stored[p]]) + " but left the mark at " +
+                 std::to_string(mark[p]);
+      }
+    }
   }
   for (int p = 0; p < np; ++p) {
     std::map<std::string, std::int64_t, std::less<>> want;
-    if (in.fed_by[p] >= 0 && mark_at(p, in.history.size()) >= 0)
-      want[stream_mark_id(in.fed_by[p])] = mark_at(p, in.history.size());
+    if (in.fed_by[p] >= 0 && mark[p] >= 0) want[stream_mark_id(in.fed_by[p])] = mark[p];
     if (loaded[p].source_marks != want)
       return "(S1) partition " + std::to_string(p) + ": the stored marks are not the last "
-             "accepted position of its stream";
+             "decided position of its stream";
   }
 
   // (S2) Source rows: every commit carries, for each stream whose events it completes, a row
@@ -203,12 +231,11 @@ std::string check_sources(const CheckInput& in, const std::vector<std::vector<Pl
              std::to_string(epoch[st]) + ", completed up to " + std::to_string(floor[st]) + ")";
   }
 
-  // (S3) Per message: an ACCEPTED report is the sequential run's acceptance of this very message
-  // and its only report; a message the run accepts is never reported otherwise; two reports of
-  // one message agree unless the event's key was stored by another partition in between (its
-  // first report wrote nothing, so it was decided again: a later point of the interleaving; in
-  // seeds 3923 and 6630 an AMEND/CANCEL first REJECTED as `unknown trade` is re-read above its
-  // mark after a client's partition stored the same key, and reported again as a conflict).
+  // (S3) Per message: an ACCEPTED report is the sequential run's acceptance of this very message;
+  // a message the run accepts is never reported otherwise; no message is reported twice (its
+  // first report's commit moved its mark to it or past it, so a re-read replays it: before marks
+  // moved on outcomes that write nothing, seeds 3923 and 6630 reported an AMEND/CANCEL first
+  // REJECTED as `unknown trade` again as a conflict once a client's partition stored its key).
   // (S4) A replayed message is at or below its stream's mark in some state of its window, and a
   // commit before its report completed it. (S5) An abandoned message is never completed by its
   // slot later.
@@ -216,13 +243,12 @@ std::string check_sources(const CheckInput& in, const std::vector<std::vector<Pl
   for (const Submission& s : in.subs) {
     if (s.stream < 0) continue;
     const int p = s.partition;
-    const TradeEvent& e = in.streams[p][s.index];
     const std::string what = msg(s.stream, s.position);
     if (s.state == Submission::State::replayed) {
       // The commit that moved the mark to it or past it, and the first that completed it.
       std::size_t moved = SIZE_MAX;
-      for (std::size_t k = 0; k < stored[p].size() && moved == SIZE_MAX; ++k)
-        if (run_max[p][k] >= s.position) moved = stored[p][k].commit;
+      for (std::size_t k = 0; k < moves[p].size() && moved == SIZE_MAX; ++k)
+        if (moves[p][k].second >= s.position) moved = moves[p][k].first;
       auto fc = first_completed[s.stream].find(s.position);
       if (moved >= s.h1 || fc == first_completed[s.stream].end() || fc->second > moved)
         return "(S4) " + what + " was replayed (reported after " + std::to_string(s.h1) +
@@ -251,16 +277,9 @@ std::string check_sources(const CheckInput& in, const std::vector<std::vector<Pl
     auto [it, fresh] = first.try_emplace({s.stream, s.position}, &s);
     if (fresh) continue;
     const Submission& a = *it->second;
-    if (a.outcome.kind == OutcomeKind::Accepted || s.outcome.kind == OutcomeKind::Accepted)
-      return "(S3) " + what + " reported twice: " + show(a.outcome) + " (host " +
-             std::to_string(a.host) + "), then " + show(s.outcome) + " (host " +
-             std::to_string(s.host) + ")";
-    if (same_outcome(a.outcome, s.outcome)) continue;
-    auto k = keys.find(IdempotencyKey{e.trade_id, e.version});
-    if (k != keys.end() && k->second.partition != p && k->second.commit >= a.h0) continue;
-    return "(S3) " + what + " reported " + show(a.outcome) + " (host " + std::to_string(a.host) +
-           "), then " + show(s.outcome) + " (host " + std::to_string(s.host) +
-           "), and no other partition stored its key in between";
+    return "(S3) " + what + " reported twice: " + show(a.outcome) + " (host " +
+           std::to_string(a.host) + "), then " + show(s.outcome) + " (host " +
+           std::to_string(s.host) + ")";
   }
   return {};
 }
@@ -453,7 +472,7 @@ std::string check_run(const CheckInput& in) {
     if (!(st.position == states[p].back().position))
       return "(4) partition " + std::to_string(p) + ": position differs from a sequential run";
   }
-  return check_sources(in, stored, keys, model_seq, loaded.value());
+  return check_sources(in, stored, model_seq, loaded.value());
 }
 
 }  // namespace sim

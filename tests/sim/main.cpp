@@ -26,17 +26,18 @@ const char* kUsage =
     "  --seeds K        number of seeds, N .. N+K-1 (default 1)\n"
     "  --events E       stream events per seed (default 300)\n"
     "  --mutation NAME  re-introduce a known bug in the core: no_failure_barrier,\n"
-    "                   unvalidated_noop, lock_fences, ignore_deadlines, redecide_stored\n"
-    "                   (the sim must FAIL)\n"
+    "                   unvalidated_noop, lock_fences, ignore_deadlines, redecide_stored,\n"
+    "                   accepted_marks (the sim must FAIL)\n"
     "  --verbose        trace every fault, server call and outcome (use with one seed)\n"
     "\n"
     "A failing seed prints FAIL seed=N: <what> and the command that replays it; exit status 1.\n";
 
 // In detail::Mutation's order.
 const char* const kMutations[] = {"none",          "no_failure_barrier", "unvalidated_noop",
-                                   "lock_fences",   "ignore_deadlines",   "redecide_stored"};
+                                   "lock_fences",   "ignore_deadlines",   "redecide_stored",
+                                   "accepted_marks"};
 static_assert(std::size(kMutations) ==
-              static_cast<std::size_t>(tradecapture::detail::Mutation::redecide_stored) + 1);
+              static_cast<std::size_t>(tradecapture::detail::Mutation::accepted_marks) + 1);
 
 void summary(const sim::Stats& st, double wall) {
   std::printf("sim: %llu seeds, %llu stream events, %llu submissions, %llu commits, %.1f simulated hours, %.1f s wall\n",
