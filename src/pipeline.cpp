@@ -54,6 +54,11 @@ struct Pipeline::Impl {
   std::vector<std::unique_ptr<Shard>> shards;
   detail::KeyGate gate;
   detail::Counters counters;
+  /// The memory of submissions (SubmitOpImpl::make); outlives every op: stop() completes them.
+  struct PoolDeleter {
+    void operator()(detail::OpPool* p) const noexcept { detail::destroy_op_pool(p); }
+  };
+  std::unique_ptr<detail::OpPool, PoolDeleter> op_pool{detail::make_op_pool()};
   std::shared_ptr<detail::Admission> admission = std::make_shared<detail::Admission>();
   std::mutex stop_mu;
   bool stopped = false;
@@ -370,7 +375,9 @@ Pipeline::Pipeline(std::shared_ptr<TradeStore> store, std::shared_ptr<PartitionL
 
 Pipeline::~Pipeline() { impl_->stop(std::nullopt); }
 
-void Pipeline::enqueue_(std::unique_ptr<SubmitOp> op) {
+detail::OpPool* Pipeline::op_pool_() const noexcept { return impl_->op_pool.get(); }
+
+void Pipeline::enqueue_(detail::SubmitOpPtr op) {
   Impl& im = *impl_;
   if (im.admission->stopping()) {
     im.counters.count(errc::stopped, {});
@@ -466,7 +473,7 @@ struct BatchState {
 struct BatchMemberOp final : SubmitOp {
   std::shared_ptr<BatchState> state;
   std::size_t index;
-  BatchMemberOp(TradeEvent e, std::shared_ptr<BatchState> s, std::size_t i)
+  BatchMemberOp(TradeEvent&& e, std::shared_ptr<BatchState> s, std::size_t i)
       : SubmitOp(std::move(e)), state(std::move(s)), index(i) {}
   void complete(boost::system::error_code ec, Outcome outcome) override {
     auto s = std::move(state);

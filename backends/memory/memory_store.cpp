@@ -46,7 +46,7 @@ class TradeTable {
   }
 
   /// The trades as a PartitionState holds them.
-  void copy_to(std::unordered_map<std::string, TradeRecord>& out) const {
+  void copy_to(decltype(PartitionState::trades)& out) const {
     out.reserve(records_.size());
     for (const auto& [id, record] : records_) out.insert_or_assign(id, record);
   }
