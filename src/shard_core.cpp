@@ -15,6 +15,7 @@
 #include "op_state.hpp"
 
 #include "key_gate.hpp"
+#include "ring_queue.hpp"
 #include <tradecapture/detail/log_limiter.hpp>
 
 #include <spdlog/spdlog.h>
@@ -88,7 +89,7 @@ std::uint64_t micros_between(Time a, Time b) {
 struct ShardCore::Impl {
   struct Slot {
     PartitionKey key;
-    std::deque<SubmitOp*> queue;
+    RingQueue<SubmitOp*> queue;  // in submission order (stamp)
     std::optional<PartitionState> state;  // as of our claim; state->fence is our token
     std::optional<Grant> grant;
     bool ready = false;    // in ready_
@@ -154,7 +155,7 @@ struct ShardCore::Impl {
   /// outlives.
   std::pmr::unsynchronized_pool_resource trade_pool;
   std::unordered_map<PartitionKey, std::unique_ptr<Slot>, SlotHash, SlotEq> slots;
-  std::deque<Slot*> ready;
+  RingQueue<Slot*> ready;
   std::vector<Slot*> waiting;
   std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<>> deadlines;
   std::vector<Completion> completions;
@@ -263,7 +264,10 @@ struct ShardCore::Impl {
     return u;
   }
 
-  void complete(SubmitOp* op, boost::system::error_code ec, Outcome o = {}) {
+  void complete(SubmitOp* op, boost::system::error_code ec) {
+    completions.push_back(Completion{op, ec, Outcome{}});
+  }
+  void complete(SubmitOp* op, boost::system::error_code ec, Outcome&& o) {
     completions.push_back(Completion{op, ec, std::move(o)});
   }
 
@@ -371,7 +375,7 @@ struct ShardCore::Impl {
   /// undecided op of `s` ends without an outcome: deadline_exceeded for those past their own
   /// deadline, predecessor_failed for the others (in front of it or behind).
   void withdraw(Slot& s, Time now) {
-    std::deque<SubmitOp*> all;
+    RingQueue<SubmitOp*> all;
     all.swap(s.queue);
     for (SubmitOp* op : all)
       complete(op, op->deadline <= now ? errc::deadline_exceeded : errc::predecessor_failed);
