@@ -249,6 +249,9 @@ struct Pipeline::Impl::Shard {
       }
       case Action::Kind::commit: {
         auto r = impl.store->commit(*a.batch);
+        // Let go of the batch before the result is fed: the core reuses it (and its partition
+        // updates' vectors) for the next batch only when nothing else holds it.
+        a.batch.reset();
         stamp();
         core.on_committed(std::move(r), Clock::now());
         break;
