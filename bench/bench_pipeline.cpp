@@ -34,6 +34,38 @@ const StoreFactory& memory_factory() {
      .seconds_of_load = 1.5,
      .max_events = 1000000});
 
+// Heap allocations per event in steady state: one pipeline (1 shard, max_batch 8192) takes the
+// first half of the events to warm up (pool blocks, partition states, store tables, queues
+// reach their working sizes), and only the second half is counted. allocs_per_trade of the
+// throughput benchmarks counts from a fresh pipeline and store, so it includes that growth.
+void BM_MemorySteadyStateAllocs(benchmark::State& state) {
+  const std::size_t n = events_cap() ? events_cap() : 200000;
+  auto events = std::move(split_trace(n, 1)[0]);
+  const std::size_t half = events.size() / 2;
+  for (auto _ : state) {
+    auto copy = events;
+    Pipeline pipe(memory_factory().open(), make_local_lock(bench_lease()),
+                  make_position_processor(), bench_options(1, 8192));
+    std::uint64_t counted = 0;
+    for (int phase = 0; phase < 2; ++phase) {
+      const std::size_t from = phase == 0 ? 0 : half, to = phase == 0 ? half : copy.size();
+      Completions c(to - from);
+      auto on_done = [&c](boost::system::error_code, Outcome) { c.complete(Clock::now()); };
+      if (phase == 1) CALLGRIND_START_INSTRUMENTATION;  // under callgrind: the counted half only
+      const std::uint64_t before = allocations_now();
+      for (std::size_t i = from; i < to; ++i) pipe.async_submit(std::move(copy[i]), on_done);
+      c.fut.wait();
+      if (phase == 1) {
+        counted = allocations_now() - before;
+        CALLGRIND_STOP_INSTRUMENTATION;
+      }
+      pipe.drain();
+    }
+    state.counters["steady_allocs_per_trade"] = double(counted) / double(copy.size() - half);
+  }
+}
+BENCHMARK(BM_MemorySteadyStateAllocs)->Iterations(1)->Unit(benchmark::kMillisecond);
+
 // The notional of one trade, quantity (6 fractional digits at most) times price (8 at most):
 // the exact multiply the reference processor does for every NEW and AMEND (and its reversal).
 void BM_NotionalMultiply(benchmark::State& state) {

@@ -6,13 +6,14 @@
 // so its outcome is durable and `find_events` sees it). The lead is published in
 // `OpState::gate_head`, so the common check needs no lock.
 //
-// The ops are the nodes: each stripe is an open-addressed table (linear probing, backward-shift
-// deletion) of {hash, head op, tail op}, and an op links to the next op of its key through
+// The ops are the nodes: each stripe is an open-addressed table (detail/open_table.hpp: linear
+// probing, backward-shift deletion) of {hash, head op, tail op}, and an op links to the next op of its key through
 // `OpState::gate_next`. Keys are compared through the head op's event, so nothing is copied and
 // nothing is allocated per op (a stripe's table grows to its peak and stays). Stripes sit on
 // cache lines of their own: submitters enter and shards leave concurrently.
 // Thread-safe: striped mutexes.
 
+#include <tradecapture/detail/open_table.hpp>
 #include <tradecapture/detail/submit_op.hpp>
 
 #include "op_state.hpp"
@@ -21,7 +22,6 @@
 #include <cstddef>
 #include <mutex>
 #include <optional>
-#include <vector>
 
 namespace tradecapture::detail {
 
@@ -48,18 +48,21 @@ class KeyGate {
     SubmitOp* head = nullptr;  ///< null: the entry is free
     SubmitOp* tail = nullptr;
   };
+  struct EntryPolicy {
+    static bool is_free(const Entry& e) noexcept { return e.head == nullptr; }
+    static std::size_t hash_of(const Entry& e) noexcept { return e.hash; }
+  };
   struct alignas(64) Stripe {
     std::mutex mu;
-    std::vector<Entry> table;  ///< size a power of two (or 0), at most half full
-    std::size_t used = 0;
+    OpenTable<Entry, EntryPolicy> table{64};
   };
-  static std::size_t home_(std::size_t hash, std::size_t mask) noexcept {
-    return static_cast<std::size_t>((hash * 0x9E3779B97F4A7C15ull) >> 17) & mask;
+  /// A predicate of the entry of `op`'s key (compared through the entry's head op).
+  static auto same_key_(const SubmitOp* op) noexcept {
+    return [op](const Entry& e) {
+      return e.hash == state_of(op).key_hash && e.head->event.version == op->event.version &&
+             e.head->event.trade_id == op->event.trade_id;
+    };
   }
-  static bool same_key_(const Entry& e, const SubmitOp* op) noexcept;
-  static Entry* find_(Stripe& s, const SubmitOp* op) noexcept;
-  static void grow_(Stripe& s);
-  static void erase_(Stripe& s, Entry* e) noexcept;
   Stripe& stripe_(std::size_t h) { return stripes_[(h >> 7) % stripes_.size()]; }
   std::array<Stripe, 64> stripes_;
 };

@@ -7,7 +7,7 @@
 
 namespace tradecapture::detail {
 
-SubmitOp::SubmitOp(TradeEvent e) : event(std::move(e)), submitted(std::chrono::steady_clock::now()) {
+SubmitOp::SubmitOp(TradeEvent&& e) : event(std::move(e)), submitted(std::chrono::steady_clock::now()) {
   ::new (static_cast<void*>(scheduler_state)) OpState{};
 }
 

@@ -54,6 +54,11 @@ struct Pipeline::Impl {
   std::vector<std::unique_ptr<Shard>> shards;
   detail::KeyGate gate;
   detail::Counters counters;
+  /// The memory of submissions (SubmitOpImpl::make); outlives every op: stop() completes them.
+  struct PoolDeleter {
+    void operator()(detail::OpPool* p) const noexcept { detail::destroy_op_pool(p); }
+  };
+  std::unique_ptr<detail::OpPool, PoolDeleter> op_pool{detail::make_op_pool()};
   std::shared_ptr<detail::Admission> admission = std::make_shared<detail::Admission>();
   std::mutex stop_mu;
   bool stopped = false;
@@ -244,6 +249,9 @@ struct Pipeline::Impl::Shard {
       }
       case Action::Kind::commit: {
         auto r = impl.store->commit(*a.batch);
+        // Let go of the batch before the result is fed: the core reuses it (and its partition
+        // updates' vectors) for the next batch only when nothing else holds it.
+        a.batch.reset();
         stamp();
         core.on_committed(std::move(r), Clock::now());
         break;
@@ -370,7 +378,9 @@ Pipeline::Pipeline(std::shared_ptr<TradeStore> store, std::shared_ptr<PartitionL
 
 Pipeline::~Pipeline() { impl_->stop(std::nullopt); }
 
-void Pipeline::enqueue_(std::unique_ptr<SubmitOp> op) {
+detail::OpPool* Pipeline::op_pool_() const noexcept { return impl_->op_pool.get(); }
+
+void Pipeline::enqueue_(detail::SubmitOpPtr op) {
   Impl& im = *impl_;
   if (im.admission->stopping()) {
     im.counters.count(errc::stopped, {});
@@ -466,7 +476,7 @@ struct BatchState {
 struct BatchMemberOp final : SubmitOp {
   std::shared_ptr<BatchState> state;
   std::size_t index;
-  BatchMemberOp(TradeEvent e, std::shared_ptr<BatchState> s, std::size_t i)
+  BatchMemberOp(TradeEvent&& e, std::shared_ptr<BatchState> s, std::size_t i)
       : SubmitOp(std::move(e)), state(std::move(s)), index(i) {}
   void complete(boost::system::error_code ec, Outcome outcome) override {
     auto s = std::move(state);

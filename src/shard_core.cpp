@@ -15,6 +15,7 @@
 #include "op_state.hpp"
 
 #include "key_gate.hpp"
+#include "ring_queue.hpp"
 #include <tradecapture/detail/log_limiter.hpp>
 
 #include <spdlog/spdlog.h>
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <memory_resource>
 #include <queue>
 
 namespace tradecapture::detail {
@@ -87,7 +89,7 @@ std::uint64_t micros_between(Time a, Time b) {
 struct ShardCore::Impl {
   struct Slot {
     PartitionKey key;
-    std::deque<SubmitOp*> queue;
+    RingQueue<SubmitOp*> queue;  // in submission order (stamp)
     std::optional<PartitionState> state;  // as of our claim; state->fence is our token
     std::optional<Grant> grant;
     bool ready = false;    // in ready_
@@ -147,8 +149,13 @@ struct ShardCore::Impl {
     bool operator()(const HashedKey& a, const PartitionKey& b) const { return a.key == b; }
     bool operator()(const PartitionKey& a, const HashedKey& b) const { return a == b.key; }
   };
+  /// The memory of the cached states' trades (PartitionState::trades): nodes come back here
+  /// when a state is dropped and are reused, so deciding a NEW allocates nothing from the heap
+  /// in steady state. Single-threaded, as the core is; declared before `slots`, which it
+  /// outlives.
+  std::pmr::unsynchronized_pool_resource trade_pool;
   std::unordered_map<PartitionKey, std::unique_ptr<Slot>, SlotHash, SlotEq> slots;
-  std::deque<Slot*> ready;
+  RingQueue<Slot*> ready;
   std::vector<Slot*> waiting;
   std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<>> deadlines;
   std::vector<Completion> completions;
@@ -174,6 +181,7 @@ struct ShardCore::Impl {
   /// The batch's commit: shared with the commit action (the shell, or a simulated server that
   /// outlives a crashed host, may still hold it), never copied.
   std::shared_ptr<CommitBatch> batch = std::make_shared<CommitBatch>();
+  std::vector<PartitionUpdate> spare_updates;  // emptied updates of earlier batches (fresh_batch)
   bool uncertain = false;       // a commit attempt failed in a way that may have applied it
   int attempt = 0;              // attempts of the store call under way
   std::optional<Time> failing_since;  // first retryable failure of this batch
@@ -215,16 +223,51 @@ struct ShardCore::Impl {
     }
   }
 
-  /// An empty batch to build, not shared with a commit action still held elsewhere.
+  /// `in` with its trades copied into a map on trade_pool (a state loaded by the store has
+  /// them on the default resource). Once per claim of a partition.
+  PartitionState in_trade_pool(PartitionState&& in) {
+    if (in.trades.get_allocator().resource() == &trade_pool) return std::move(in);
+    PartitionState out{in.position, in.seq, in.fence,
+                       std::pmr::unordered_map<std::string, TradeRecord>(&trade_pool),
+                       std::move(in.source_marks)};
+    out.trades.reserve(in.trades.size());
+    for (auto& [id, record] : in.trades) out.trades.emplace(id, record);
+    return out;
+  }
+
+  /// An empty batch to build, not shared with a commit action still held elsewhere. The
+  /// partition updates of the last batch, emptied, are kept with their vectors' capacity for
+  /// the next one (spare_updates), so a batch allocates nothing per partition.
   void fresh_batch() {
     if (batch.use_count() == 1) {
-      *batch = CommitBatch{};
+      for (PartitionUpdate& u : batch->partitions) {
+        u.trades.clear();
+        u.events.clear();
+        u.marks.clear();
+        spare_updates.push_back(std::move(u));
+      }
+      batch->partitions.clear();
+      batch->sources.clear();
+      batch->absent_keys.clear();
     } else {
       batch = std::make_shared<CommitBatch>();
     }
   }
 
-  void complete(SubmitOp* op, boost::system::error_code ec, Outcome o = {}) {
+  /// An update to fill (from spare_updates when there is one): empty vectors, fields reset.
+  PartitionUpdate take_update() {
+    if (spare_updates.empty()) return PartitionUpdate{};
+    PartitionUpdate u = std::move(spare_updates.back());
+    spare_updates.pop_back();
+    u.fence = u.expected_seq = u.new_seq = 0;
+    u.position = Position{};
+    return u;
+  }
+
+  void complete(SubmitOp* op, boost::system::error_code ec) {
+    completions.push_back(Completion{op, ec, Outcome{}});
+  }
+  void complete(SubmitOp* op, boost::system::error_code ec, Outcome&& o) {
     completions.push_back(Completion{op, ec, std::move(o)});
   }
 
@@ -332,7 +375,7 @@ struct ShardCore::Impl {
   /// undecided op of `s` ends without an outcome: deadline_exceeded for those past their own
   /// deadline, predecessor_failed for the others (in front of it or behind).
   void withdraw(Slot& s, Time now) {
-    std::deque<SubmitOp*> all;
+    RingQueue<SubmitOp*> all;
     all.swap(s.queue);
     for (SubmitOp* op : all)
       complete(op, op->deadline <= now ? errc::deadline_exceeded : errc::predecessor_failed);
@@ -579,7 +622,7 @@ struct ShardCore::Impl {
     std::map<std::string, std::int64_t, std::less<>> marks;  // moved by this partition's events
     for (const Taken& t : taken) {
       PartitionState& st = *t.slot->state;
-      PartitionUpdate up;
+      PartitionUpdate up = take_update();
       up.partition = t.slot->key;
       up.fence = st.fence;
       up.expected_seq = st.seq;
@@ -835,7 +878,7 @@ struct ShardCore::Impl {
     store_outage_since.reset();
     for (std::size_t i = 0; i < need.size() && i < r.value().size(); ++i) {
       Slot& s = *slots.at(need[i]);
-      s.state = std::move(r.value()[i]);
+      s.state = in_trade_pool(std::move(r.value()[i]));
       if (cfg.mutation == Mutation::lock_fences && s.grant) s.state->fence = s.grant->fence;
     }
     attempt = 0;

@@ -10,6 +10,8 @@
 
 #include <tradecapture/memory.hpp>
 
+#include <tradecapture/detail/open_table.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <functional>
@@ -25,54 +27,44 @@
 namespace tradecapture {
 namespace {
 
-/// Linear probing over a power-of-two table at most half full; `home` of a hash.
-inline std::size_t home_of(std::size_t hash, std::size_t mask) noexcept {
-  return static_cast<std::size_t>((hash * 0x9E3779B97F4A7C15ull) >> 17) & mask;
-}
+using detail::OpenTable;
 
 /// A partition's trades by trade_id: records in insertion order and an index of them.
 class TradeTable {
  public:
   /// Inserts or replaces the record of `id`.
   void put(const std::string& id, const TradeRecord& record) {
-    const std::size_t h = std::hash<std::string_view>{}(id);
-    if ((records_.size() + 1) * 2 > index_.size()) grow();
-    const std::size_t mask = index_.size() - 1;
-    std::size_t i = home_of(h, mask);
-    for (;; i = (i + 1) & mask) {
-      const std::uint32_t r = index_[i];
-      if (r == 0) break;
-      if (hashes_[r - 1] == h && records_[r - 1].first == id) {
-        records_[r - 1].second = record;
-        return;
-      }
+    const auto h = static_cast<std::uint32_t>(std::hash<std::string_view>{}(id));
+    auto [slot, fresh] = index_.find_or_insert(
+        h, [&](const Slot& s) { return s.hash == h && records_[s.record - 1].first == id; },
+        [&] { return Slot{h, static_cast<std::uint32_t>(records_.size() + 1)}; });
+    if (!fresh) {
+      records_[slot->record - 1].second = record;
+      return;
     }
     records_.emplace_back(id, record);
-    hashes_.push_back(h);
-    index_[i] = static_cast<std::uint32_t>(records_.size());
   }
 
   /// The trades as a PartitionState holds them.
-  void copy_to(std::unordered_map<std::string, TradeRecord>& out) const {
+  void copy_to(decltype(PartitionState::trades)& out) const {
     out.reserve(records_.size());
     for (const auto& [id, record] : records_) out.insert_or_assign(id, record);
   }
 
  private:
-  void grow() {
-    std::vector<std::uint32_t> index(index_.empty() ? 16 : index_.size() * 2, 0);
-    const std::size_t mask = index.size() - 1;
-    for (std::size_t r = 0; r < records_.size(); ++r) {
-      std::size_t i = home_of(hashes_[r], mask);
-      while (index[i] != 0) i = (i + 1) & mask;
-      index[i] = static_cast<std::uint32_t>(r + 1);
-    }
-    index_.swap(index);
-  }
+  /// 1 + the record's index (0: free), and the low half of its id's hash (enough for a table of
+  /// fewer than 2^32 trades, and it spares a look at the record for most other ids).
+  struct Slot {
+    std::uint32_t hash = 0;
+    std::uint32_t record = 0;
+  };
+  struct SlotPolicy {
+    static bool is_free(const Slot& s) noexcept { return s.record == 0; }
+    static std::size_t hash_of(const Slot& s) noexcept { return s.hash; }
+  };
 
   std::vector<std::pair<std::string, TradeRecord>> records_;
-  std::vector<std::size_t> hashes_;   ///< of records_[i].first
-  std::vector<std::uint32_t> index_;  ///< 0: free, else 1 + the record's index
+  OpenTable<Slot, SlotPolicy> index_{16};
 };
 
 class MemoryStore final : public TradeStore {
@@ -214,7 +206,7 @@ class MemoryStore final : public TradeStore {
       auto& row = sources_[std::make_tuple(src.consumer, src.topic, src.partition)];
       row = src;
     }
-    reserve_keys(keys_used_ + hashes_.size());
+    keys_.reserve(keys_.size() + hashes_.size());
     std::size_t k = 0;
     for (std::size_t u = 0; u < batch.partitions.size(); ++u) {
       const PartitionUpdate& update = batch.partitions[u];
@@ -230,7 +222,7 @@ class MemoryStore final : public TradeStore {
       for (const auto& e : update.events) {
         p.events.push_back(e);
         p.events.back().fence = update.fence;  // the writer, for a lost acknowledgement's check
-        insert_key(hashes_[k++], KeyRef{&p, e.seq});
+        keys_.insert_reserved(KeySlot{hashes_[k++], KeyRef{&p, e.seq}});
       }
     }
     return boost::outcome_v2::success();
@@ -261,6 +253,10 @@ class MemoryStore final : public TradeStore {
     std::size_t hash = 0;
     KeyRef ref;
   };
+  struct KeySlotPolicy {
+    static bool is_free(const KeySlot& s) noexcept { return s.ref.partition == nullptr; }
+    static std::size_t hash_of(const KeySlot& s) noexcept { return s.hash; }
+  };
 
   static PartitionState state_of(const Partition& p) {
     PartitionState s;
@@ -280,40 +276,12 @@ class MemoryStore final : public TradeStore {
 
   const StoredEvent* find_key(const std::string& trade_id, std::int64_t version,
                               std::size_t hash) const {
-    if (keys_.empty()) return nullptr;
-    const std::size_t mask = keys_.size() - 1;
-    for (std::size_t i = home_of(hash, mask);; i = (i + 1) & mask) {
-      const KeySlot& s = keys_[i];
-      if (s.ref.partition == nullptr) return nullptr;
-      if (s.hash != hash) continue;
-      const StoredEvent& e = s.ref.event();
-      if (e.event.version == version && e.event.trade_id == trade_id) return &e;
-    }
-  }
-
-  /// Room for `n` keys at most half full (the table only grows).
-  void reserve_keys(std::size_t n) {
-    if (n * 2 <= keys_.size()) return;
-    std::size_t size = keys_.empty() ? 1024 : keys_.size();
-    while (n * 2 > size) size *= 2;
-    std::vector<KeySlot> old(size);
-    old.swap(keys_);
-    const std::size_t mask = keys_.size() - 1;
-    for (const KeySlot& s : old) {
-      if (s.ref.partition == nullptr) continue;
-      std::size_t i = home_of(s.hash, mask);
-      while (keys_[i].ref.partition != nullptr) i = (i + 1) & mask;
-      keys_[i] = s;
-    }
-  }
-
-  /// Inserts a key known to be absent, with room reserved.
-  void insert_key(std::size_t hash, KeyRef ref) {
-    const std::size_t mask = keys_.size() - 1;
-    std::size_t i = home_of(hash, mask);
-    while (keys_[i].ref.partition != nullptr) i = (i + 1) & mask;
-    keys_[i] = KeySlot{hash, ref};
-    ++keys_used_;
+    const KeySlot* s = keys_.find(hash, [&](const KeySlot& k) {
+      if (k.hash != hash) return false;
+      const StoredEvent& e = k.ref.event();
+      return e.event.version == version && e.event.trade_id == trade_id;
+    });
+    return s == nullptr ? nullptr : &s->ref.event();
   }
 
   /// True when two events of the batch carry the same idempotency key (hashes_ holds their
@@ -332,8 +300,7 @@ class MemoryStore final : public TradeStore {
 
   mutable std::shared_mutex mutex_;
   std::map<PartitionKey, Partition> partitions_;
-  std::vector<KeySlot> keys_;  ///< open-addressed, at most half full; size 0 or a power of two
-  std::size_t keys_used_ = 0;
+  OpenTable<KeySlot, KeySlotPolicy> keys_{1024};  ///< the stored events' idempotency keys
   std::map<std::tuple<std::string, std::string, std::int32_t>, SourceOffset> sources_;
   // Scratch of do_commit_ (under the exclusive lock), kept for its capacity.
   std::vector<Partition*> targets_;

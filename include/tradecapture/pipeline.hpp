@@ -142,7 +142,8 @@ class Pipeline {
   /// re-sending it is safe. Works with callbacks, `use_future` and `use_awaitable`.
   template <class CompletionToken>
   auto async_submit(TradeEvent event, CompletionToken&& token) {
-    return async_submit(std::move(event), SubmitOptions{}, std::forward<CompletionToken>(token));
+    return initiate_submit_(std::move(event), SubmitOptions{},
+                            std::forward<CompletionToken>(token));
   }
   /// Submits one event with options (source, deadline). Otherwise the same as above. An event
   /// with a source may also complete with `errc::replayed` (decided before: at or below its
@@ -150,15 +151,8 @@ class Pipeline {
   /// an outcome and without failing the rest of its partition.
   template <class CompletionToken>
   auto async_submit(TradeEvent event, SubmitOptions options, CompletionToken&& token) {
-    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Outcome)>(
-        [this, options](auto handler, TradeEvent ev) {
-          using H = std::decay_t<decltype(handler)>;
-          auto op = std::make_unique<detail::SubmitOpImpl<H>>(std::move(ev), std::move(handler));
-          op->source = options.source;
-          if (options.deadline) op->deadline = *options.deadline;
-          enqueue_(std::move(op));
-        },
-        token, std::move(event));
+    return initiate_submit_(std::move(event), std::move(options),
+                            std::forward<CompletionToken>(token));
   }
 
   /// Room for a whole batch under `PipelineOptions::max_in_flight`, held until used by
@@ -256,7 +250,23 @@ class Pipeline {
   PipelineMetrics metrics() const;
 
  private:
-  void enqueue_(std::unique_ptr<detail::SubmitOp> op);
+  /// Both `async_submit`s: the event is moved once more, into its SubmitOp (each move of a
+  /// TradeEvent moves its four strings).
+  template <class CompletionToken>
+  auto initiate_submit_(TradeEvent&& event, SubmitOptions&& options, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Outcome)>(
+        [this](auto handler, auto&& ev, auto&& opts) {
+          using H = std::decay_t<decltype(handler)>;
+          auto op = detail::SubmitOpImpl<H>::make(op_pool_(), std::move(ev), std::move(handler));
+          op->source = opts.source;
+          if (opts.deadline) op->deadline = *opts.deadline;
+          enqueue_(std::move(op));
+        },
+        token, std::move(event), std::move(options));
+  }
+  /// The pool of this pipeline's SubmitOps.
+  detail::OpPool* op_pool_() const noexcept;
+  void enqueue_(detail::SubmitOpPtr op);
   void enqueue_batch_(std::vector<TradeEvent> events, Reservation reservation,
                       const SubmitOptions& options, std::unique_ptr<detail::BatchOp> op);
   struct Impl;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory_resource>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -153,7 +154,10 @@ struct PartitionState {
   Position position;
   std::uint64_t seq = 0;    ///< the last sequence number taken (0 before the first event)
   std::uint64_t fence = 0;  ///< the highest fencing token that wrote this partition
-  std::unordered_map<std::string, TradeRecord> trades;  ///< by trade_id; only trades
+  /// By trade_id; only trades. Allocator-aware (std::pmr): the pipeline keeps the trades of the
+  /// partitions it caches in a pool of its own, so that a NEW allocates no node from the heap;
+  /// a default-constructed or copied map uses the default resource (new and delete).
+  std::pmr::unordered_map<std::string, TradeRecord> trades;
   /// The source marks of the partition: stream id -> position (see `SourceMark`). Loaded with
   /// the partition; the pipeline consults them, processors need not.
   std::map<std::string, std::int64_t, std::less<>> source_marks;
