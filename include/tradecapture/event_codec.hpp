@@ -38,8 +38,9 @@ ParsedEvent parse_event(std::string_view line);
 /// ranges) are left to the caller: `event` may be set for an event `validate` refuses.
 ///
 /// For a host that submits each event to a `Pipeline`, which validates every submission itself
-/// (REJECTED with `validate`'s reason, before admission): it validates once, and the outcome,
-/// reason and echoes are those of `parse_event`. Never throws on bad input.
+/// (REJECTED with `validate`'s reason, before admission; only a pipeline already stopping
+/// answers `errc::stopped` first): the event is validated once, and its outcome, reason and
+/// echoes are those of `parse_event`. Never throws on bad input.
 ParsedEvent decode_event(std::string_view line);
 
 /// Appends `s` as a JSON string literal (quotes and escapes included).
