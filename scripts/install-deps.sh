@@ -7,7 +7,7 @@ pkgs=(
   libboost-dev libboost-system-dev
   libsoci-dev libsqlite3-dev libpq-dev sqlite3
   libhiredis-dev libspdlog-dev libfmt-dev doctest-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev librdkafka-dev prometheus-cpp-dev
+  libsimdjson-dev nlohmann-json3-dev libcli11-dev librdkafka-dev prometheus-cpp-dev
   postgresql redis-server
   prometheus
   nginx curl gnuplot-nox faketime

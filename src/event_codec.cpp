@@ -1,14 +1,18 @@
 #include <tradecapture/event_codec.hpp>
 
-#include <nlohmann/json.hpp>
+#include <simdjson.h>
 
+#include <algorithm>
 #include <charconv>
-#include <clocale>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -16,7 +20,7 @@
 namespace tradecapture {
 namespace {
 
-using json = nlohmann::json;
+namespace od = simdjson::ondemand;
 
 // ---- the fields of an event line ---------------------------------------------------------
 
@@ -38,21 +42,46 @@ constexpr std::string_view field_names[field_count] = {
     "trade_id", "version", "type", "account", "book", "security", "side", "quantity", "price",
 };
 
+/// `s == lit`, as a fixed-size memcmp the compiler turns into a few integer compares (GCC does
+/// not inline std::string_view's operator== here: it was ~13% of a line's instructions).
+template <std::size_t N>
+bool is(std::string_view s, const char (&lit)[N]) noexcept {
+  return s.size() == N - 1 && std::memcmp(s.data(), lit, N - 1) == 0;
+}
+
 Field lookup_field(std::string_view key) noexcept {
-  for (int f = 0; f < field_count; ++f) {
-    if (field_names[f] == key) return static_cast<Field>(f);
+  switch (key.size()) {
+    case 4:
+      if (is(key, "type")) return f_type;
+      if (is(key, "book")) return f_book;
+      if (is(key, "side")) return f_side;
+      break;
+    case 5:
+      if (is(key, "price")) return f_price;
+      break;
+    case 7:
+      if (is(key, "version")) return f_version;
+      if (is(key, "account")) return f_account;
+      break;
+    case 8:
+      if (is(key, "trade_id")) return f_trade_id;
+      if (is(key, "security")) return f_security;
+      if (is(key, "quantity")) return f_quantity;
+      break;
+    default:
+      break;
   }
   return f_none;
 }
 
-/// The JSON type of a top-level member as the SAX parser delivered it.
+/// The JSON type of a top-level member.
 enum class Kind : std::uint8_t {
   absent,
   null,
   boolean,
-  integer,    ///< number_integer: written with a leading '-', within int64
-  unsigned_,  ///< number_unsigned: no '-', fraction or exponent, within uint64
-  raw,        ///< number_float: fraction, exponent, or an integer beyond the 64-bit ranges
+  integer,    ///< written with a leading '-', no fraction or exponent, within int64
+  unsigned_,  ///< no '-', fraction or exponent, within uint64
+  raw,        ///< any other number: fraction, exponent, or beyond the 64-bit ranges
   string,
   object,
   array,
@@ -60,19 +89,86 @@ enum class Kind : std::uint8_t {
 
 struct Slot {
   Kind kind = Kind::absent;
-  std::string text;  ///< the decoded string, or the raw number text for Kind::raw
+  /// The decoded string, or the number's text exactly as written. Points into the parser's
+  /// buffers: valid until the next line is parsed on this thread.
+  std::string_view text;
   std::int64_t i = 0;
   std::uint64_t u = 0;
 };
 
+bool is_json_space(char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::string_view trim_json_space(std::string_view s) noexcept {
+  while (!s.empty() && is_json_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_json_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+
+/// Checks `t` against RFC 8259's number grammar, -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+/// (any magnitude), and classifies it into `s` without any floating point: the text is kept as
+/// written. False when `t` is not a JSON number.
+bool read_number(std::string_view t, Slot& s) noexcept {
+  const std::size_t n = t.size();
+  std::size_t k = 0;
+  const bool negative = k < n && t[k] == '-';
+  if (negative) ++k;
+  if (k == n) return false;
+  const std::size_t int_begin = k;
+  if (t[k] == '0') {
+    ++k;
+  } else if (t[k] >= '1' && t[k] <= '9') {
+    while (k < n && is_digit(t[k])) ++k;
+  } else {
+    return false;
+  }
+  const std::size_t int_end = k;
+  bool plain = true;
+  if (k < n && t[k] == '.') {
+    ++k;
+    if (k == n || !is_digit(t[k])) return false;
+    while (k < n && is_digit(t[k])) ++k;
+    plain = false;
+  }
+  if (k < n && (t[k] == 'e' || t[k] == 'E')) {
+    ++k;
+    if (k < n && (t[k] == '+' || t[k] == '-')) ++k;
+    if (k == n || !is_digit(t[k])) return false;
+    while (k < n && is_digit(t[k])) ++k;
+    plain = false;
+  }
+  if (k != n) return false;
+  s.text = t;
+  s.kind = Kind::raw;
+  if (plain) {
+    std::uint64_t u = 0;
+    const auto r = std::from_chars(t.data() + int_begin, t.data() + int_end, u);
+    if (r.ec == std::errc() && r.ptr == t.data() + int_end) {
+      constexpr std::uint64_t min_magnitude = std::uint64_t{1} << 63;  // of INT64_MIN
+      if (!negative) {
+        s.kind = Kind::unsigned_;
+        s.u = u;
+      } else if (u < min_magnitude) {
+        s.kind = Kind::integer;
+        s.i = -static_cast<std::int64_t>(u);
+      } else if (u == min_magnitude) {
+        s.kind = Kind::integer;
+        s.i = std::numeric_limits<std::int64_t>::min();
+      }
+    }
+  }
+  return true;
+}
+
 // ---- duplicate-key detection -------------------------------------------------------------
 
-/// The keys of one open object. Small objects use a linear scan over reused strings; large ones
-/// switch to a hash set so an object with many keys stays O(n).
+/// The keys of one open object (views into the parser's string buffer). Small objects use a
+/// linear scan; large ones switch to a hash set so an object with many keys stays O(n).
 class KeySet {
  public:
   void clear() {
-    count_ = 0;
+    small_.clear();
     if (big_mode_) {
       if (big_.bucket_count() > 1024) {
         big_ = {};
@@ -84,143 +180,104 @@ class KeySet {
   }
 
   /// Adds `key`; false when it was already there.
-  bool insert(const std::string& key) {
+  bool insert(std::string_view key) {
     if (big_mode_) return big_.insert(key).second;
-    for (std::size_t k = 0; k < count_; ++k) {
-      if (small_[k] == key) return false;
+    for (const std::string_view k : small_) {
+      if (k == key) return false;
     }
-    if (count_ < small_limit) {
-      if (count_ < small_.size()) {
-        small_[count_].assign(key);
-      } else {
-        small_.push_back(key);
-      }
-      ++count_;
+    if (small_.size() < small_limit) {
+      small_.push_back(key);
       return true;
     }
     big_mode_ = true;
     big_.reserve(2 * small_limit);
-    for (std::size_t k = 0; k < count_; ++k) big_.insert(small_[k]);
+    big_.insert(small_.begin(), small_.end());
     return big_.insert(key).second;
   }
 
  private:
   static constexpr std::size_t small_limit = 16;
-  std::vector<std::string> small_;
-  std::size_t count_ = 0;
-  std::unordered_set<std::string> big_;
+  std::vector<std::string_view> small_;
+  std::unordered_set<std::string_view> big_;
   bool big_mode_ = false;
 };
 
-// ---- the SAX handler ---------------------------------------------------------------------
+// ---- the parser --------------------------------------------------------------------------
 
-/// Collects the top-level members of one line and checks every object for repeated keys. Keeps
-/// O(depth) state, no recursion: nesting depth only grows a vector (objects) or a counter
-/// (arrays).
-class Handler {
+/// Parses one line with simdjson's On-Demand API: stage 1 (structure and UTF-8, SIMD) over the
+/// whole line, then a walk over every value, so that nothing is skipped unchecked: each key is
+/// decoded (repeated keys are found in every object, at any depth), each string is decoded
+/// (escapes, lone surrogates), each number and literal is checked against the grammar from its
+/// own text. Collects the top-level members of an object. No recursion: open containers are a
+/// stack of iterators, so nesting depth only grows vectors.
+class Parser {
  public:
-  void reset() {
-    for (auto& s : slots_) s.kind = Kind::absent;
-    depth_ = 0;
-    open_objects_ = 0;
-    field_ = f_none;
-    top_is_object_ = false;
-    duplicate_ = false;
-    overflow_ = false;
-    error_.clear();
-  }
-
-  /// Releases memory kept from an unusually deep or wide line.
-  void trim() {
-    if (objects_.size() > 256) objects_.resize(64);
-  }
-
-  // nlohmann::json SAX interface.
-  bool null() { return scalar(Kind::null); }
-  bool boolean(bool) { return scalar(Kind::boolean); }
-  bool number_integer(json::number_integer_t v) {
-    if (Slot* s = member()) {
-      s->kind = Kind::integer;
-      s->i = v;
+  /// Parses `line`. False when it is not one JSON value or an object repeats a key; then
+  /// `duplicate()` tells which, and `error()` holds the repeated key or the parser's message.
+  bool run(std::string_view line) {
+    reset();
+    if (!load(line)) return false;
+    if (auto e = parser_.iterate(simdjson::padded_string_view(buf_.get(), line.size(), buf_cap_))
+                     .get(doc_)) {
+      return fail(e);
     }
-    return true;
-  }
-  bool number_unsigned(json::number_unsigned_t v) {
-    if (Slot* s = member()) {
-      s->kind = Kind::unsigned_;
-      s->u = v;
-    }
-    return true;
-  }
-  bool number_float(json::number_float_t, const json::string_t& raw) {
-    if (Slot* s = member()) {
-      s->kind = Kind::raw;
-      s->text.assign(raw);
-      // The lexer writes the locale's decimal point into its buffer; put the JSON '.' back.
-      const std::lconv* lc = std::localeconv();
-      const char point = (lc != nullptr && lc->decimal_point != nullptr && *lc->decimal_point)
-                             ? *lc->decimal_point
-                             : '.';
-      if (point != '.') {
-        for (char& c : s->text) {
-          if (c == point) c = '.';
+    doc_live_ = true;
+    od::json_type type;
+    if (auto e = doc_.type().get(type)) return fail(e);
+    switch (type) {
+      case od::json_type::object: {
+        od::object o;
+        if (auto e = doc_.get_object().get(o)) return fail(e);
+        top_is_object_ = true;
+        if (!open_object(o)) return false;
+        break;
+      }
+      case od::json_type::array: {
+        od::array a;
+        if (auto e = doc_.get_array().get(a)) return fail(e);
+        if (!open_array(a)) return false;
+        break;
+      }
+      case od::json_type::string: {
+        std::string_view s;
+        if (auto e = doc_.get_string().get(s)) return fail(e);
+        // Valid as a string (escapes checked): only whitespace may follow its closing quote.
+        const std::string_view t = trim_json_space(line);
+        std::size_t k = 1;
+        while (k < t.size() && t[k] != '"') k += t[k] == '\\' ? 2 : 1;
+        if (k + 1 != t.size()) {
+          return fail_at("unexpected text after the JSON value",
+                         buf_.get() + (t.data() - line.data()) + std::min(k + 1, t.size()));
         }
+        return true;
+      }
+      default: {
+        // A number or literal as the whole document: the trimmed line is the one token.
+        const std::string_view t = trim_json_space(line);
+        Slot ignored;
+        if (!scalar(type, {buf_.get() + (t.data() - line.data()), t.size()}, ignored)) {
+          return false;
+        }
+        return true;
       }
     }
+    if (!walk()) return false;
+    // Everything consumed: the document ends where its top-level value does.
+    const auto rest = doc_.current_location();
+    if (!rest.error()) return fail_at("unexpected text after the JSON value", rest.value_unsafe());
     return true;
   }
-  bool string(json::string_t& v) {
-    if (Slot* s = member()) {
-      s->kind = Kind::string;
-      s->text.assign(v);
+
+  /// Releases memory kept from an unusually long, deep or wide line.
+  void trim() {
+    if (buf_cap_ > big_line) {
+      buf_.reset();
+      buf_cap_ = 0;
+      parser_ = od::parser{};
     }
-    return true;
+    if (frames_.capacity() > 4096) std::vector<Frame>().swap(frames_);
+    if (keysets_.size() > 256) keysets_.resize(64);
   }
-  bool binary(json::binary_t&) { return scalar(Kind::null); }  // never called for JSON text
-  bool start_object(std::size_t) {
-    if (Slot* s = member()) s->kind = Kind::object;
-    if (depth_ == 0) top_is_object_ = true;
-    if (open_objects_ == objects_.size()) objects_.emplace_back();
-    objects_[open_objects_++].clear();
-    ++depth_;
-    return true;
-  }
-  bool end_object() {
-    --open_objects_;
-    --depth_;
-    return true;
-  }
-  bool start_array(std::size_t) {
-    if (Slot* s = member()) s->kind = Kind::array;
-    ++depth_;
-    return true;
-  }
-  bool end_array() {
-    --depth_;
-    return true;
-  }
-  bool key(json::string_t& k) {
-    if (!objects_[open_objects_ - 1].insert(k)) {
-      duplicate_ = true;
-      error_ = k;
-      return false;
-    }
-    if (depth_ == 1) field_ = lookup_field(k);
-    return true;
-  }
-  bool parse_error(std::size_t position, const std::string& last_token,
-                   const nlohmann::detail::exception& ex) {
-    error_ = short_parser_message(ex.what(), position);
-    // 406: a number too large for a double (1e400). Valid JSON all the same; see parse_event.
-    overflow_ = ex.id == 406;
-    overflow_token_ = last_token;
-    overflow_end_ = position;
-    return false;
-  }
-  /// The last failure was a number overflowing a double: its text and where it ends.
-  bool overflow() const noexcept { return overflow_; }
-  const std::string& overflow_token() const noexcept { return overflow_token_; }
-  std::size_t overflow_end() const noexcept { return overflow_end_; }
 
   const Slot& slot(Field f) const { return slots_[f]; }
   bool duplicate() const noexcept { return duplicate_; }
@@ -229,52 +286,204 @@ class Handler {
   const std::string& error() const noexcept { return error_; }
 
  private:
-  // The slot a value at the current position belongs to, or null when it is nested, unknown or
-  // not inside the top-level object.
-  Slot* member() noexcept {
-    if (depth_ != 1 || !top_is_object_ || field_ == f_none) return nullptr;
-    return &slots_[field_];
+  static constexpr std::size_t big_line = std::size_t{1} << 20;
+  static constexpr std::size_t min_capacity = 4096;
+
+  /// One open container: its iterator, and whether its current element was handled already
+  /// (then the iterator is advanced before it is read again).
+  struct Frame {
+    od::object_iterator object;
+    od::array_iterator array;
+    bool is_object = false;
+    bool started = false;
+  };
+
+  void reset() {
+    for (auto& s : slots_) s.kind = Kind::absent;
+    doc_live_ = false;
+    frames_.clear();
+    open_objects_ = 0;
+    seen_ = 0;
+    top_is_object_ = false;
+    duplicate_ = false;
+    error_.clear();
   }
-  bool scalar(Kind k) {
-    if (Slot* s = member()) s->kind = k;
+
+  // Copies `line` into the padded buffer simdjson reads (it reads up to SIMDJSON_PADDING bytes
+  // past the end) and sizes the parser: nesting can be as deep as the line is long.
+  bool load(std::string_view line) {
+    const std::size_t need = line.size() + simdjson::SIMDJSON_PADDING;
+    if (need > buf_cap_) {
+      const std::size_t cap = std::max(need, min_capacity + simdjson::SIMDJSON_PADDING);
+      buf_.reset(new char[cap]);
+      buf_cap_ = cap;
+    }
+    std::memcpy(buf_.get(), line.data(), line.size());
+    std::memset(buf_.get() + line.size(), 0, simdjson::SIMDJSON_PADDING);
+    if (line.size() > parser_.capacity() || line.size() + 2 > parser_.max_depth()) {
+      const std::size_t cap = std::max(line.size(), min_capacity);
+      if (auto e = parser_.allocate(cap, cap + 2)) return fail(e);
+    }
     return true;
   }
 
-  // "[json.exception.parse_error.101] parse error at line 1, column 3: syntax error while
-  // parsing value - invalid literal; last read: '...'" -> the part without the prefix and the
-  // echoed input, printable ASCII only, with the byte position.
-  static std::string short_parser_message(std::string_view what, std::size_t position) {
-    if (!what.empty() && what.front() == '[') {
-      const auto close = what.find("] ");
-      if (close != std::string_view::npos) what.remove_prefix(close + 2);
-    }
-    if (const auto at = what.find("parse error at line "); at == 0) {
-      const auto colon = what.find(": ");
-      if (colon != std::string_view::npos) what.remove_prefix(colon + 2);
-    }
-    if (const auto last = what.find("; last read:"); last != std::string_view::npos) {
-      what = what.substr(0, last);
-    }
-    if (what.size() > 160) what = what.substr(0, 160);
-    std::string out;
-    out.reserve(what.size() + 24);
-    for (const char ch : what) {
-      const auto c = static_cast<unsigned char>(ch);
-      out += (c < 0x20 || c >= 0x7F) ? '?' : ch;
-    }
-    out += " at byte ";
-    out += std::to_string(position);
-    return out;
+  bool open_object(od::object& o) {
+    od::object_iterator it;
+    if (auto e = o.begin().get(it)) return fail(e);
+    if (open_objects_ == keysets_.size()) keysets_.emplace_back();
+    keysets_[open_objects_++].clear();
+    Frame& f = frames_.emplace_back();
+    f.object = it;
+    f.is_object = true;
+    return true;
   }
 
+  bool open_array(od::array& a) {
+    od::array_iterator it;
+    if (auto e = a.begin().get(it)) return fail(e);
+    Frame& f = frames_.emplace_back();
+    f.array = it;
+    return true;
+  }
+
+  // Visits every value under the open containers, depth first, until they are all closed.
+  bool walk() {
+    while (!frames_.empty()) {
+      Frame& f = frames_.back();
+      if (f.is_object) {
+        if (f.started) ++f.object;
+        f.started = true;
+        if (!(f.object != od::object_iterator{})) {
+          --open_objects_;
+          frames_.pop_back();
+          continue;
+        }
+        od::field field;
+        if (auto e = (*f.object).get(field)) return fail(e);
+        std::string_view key;
+        if (auto e = field.unescaped_key().get(key)) return fail(e);
+        Slot* s = nullptr;
+        const Field id = frames_.size() == 1 && top_is_object_ ? lookup_field(key) : f_none;
+        if (id != f_none) {
+          // The fields of the event are told apart by a bit each; other keys by the key set.
+          const unsigned bit = 1u << id;
+          if ((seen_ & bit) != 0) return repeated(key);
+          seen_ |= bit;
+          s = &slots_[id];
+        } else if (!keysets_[open_objects_ - 1].insert(key)) {
+          return repeated(key);
+        }
+        if (!value(field.value(), s)) return false;  // may open a container: `f` is stale
+      } else {
+        if (f.started) ++f.array;
+        f.started = true;
+        if (!(f.array != od::array_iterator{})) {
+          frames_.pop_back();
+          continue;
+        }
+        od::value v;
+        if (auto e = (*f.array).get(v)) return fail(e);
+        if (!value(v, nullptr)) return false;
+      }
+    }
+    return true;
+  }
+
+  // One value inside a container; `s` is its slot when it is a field of the event.
+  bool value(od::value v, Slot* s) {
+    od::json_type type;
+    if (auto e = v.type().get(type)) return fail(e);
+    switch (type) {
+      case od::json_type::object: {
+        od::object o;
+        if (auto e = v.get_object().get(o)) return fail(e);
+        if (s != nullptr) s->kind = Kind::object;
+        return open_object(o);
+      }
+      case od::json_type::array: {
+        od::array a;
+        if (auto e = v.get_array().get(a)) return fail(e);
+        if (s != nullptr) s->kind = Kind::array;
+        return open_array(a);
+      }
+      case od::json_type::string: {
+        std::string_view text;
+        if (auto e = v.get_string().get(text)) return fail(e);
+        if (s != nullptr) {
+          s->kind = Kind::string;
+          s->text = text;
+        }
+        return true;
+      }
+      default: {
+        Slot ignored;
+        return scalar(type, trim_json_space(v.raw_json_token()), s != nullptr ? *s : ignored);
+      }
+    }
+  }
+
+  // A number or literal from its text (simdjson only looked at its first byte).
+  bool scalar(od::json_type type, std::string_view text, Slot& s) {
+    switch (type) {
+      case od::json_type::number:
+        if (!read_number(text, s)) return fail_at("invalid number", text.data());
+        return true;
+      case od::json_type::boolean:
+        if (!is(text, "true") && !is(text, "false")) return fail_at("invalid literal", text.data());
+        s.kind = Kind::boolean;
+        return true;
+      case od::json_type::null:
+        if (!is(text, "null")) return fail_at("invalid literal", text.data());
+        s.kind = Kind::null;
+        return true;
+      default:
+        return fail_at("unexpected value", text.data());
+    }
+  }
+
+  bool repeated(std::string_view key) {
+    duplicate_ = true;
+    error_.assign(key);
+    return false;
+  }
+
+  bool fail(simdjson::error_code e) {
+    // Where the walk stopped; before it began (stage 1, the document's first value) simdjson
+    // knows no position worth giving.
+    const char* at = nullptr;
+    if (doc_live_ && !frames_.empty()) {
+      if (const auto loc = doc_.current_location(); !loc.error()) at = loc.value_unsafe();
+    }
+    std::string_view what = simdjson::error_message(e);
+    if (what.ends_with('.')) what.remove_suffix(1);
+    return fail_at(what, at);
+  }
+
+  // "<message> at byte N" (N 1-based in the line), printable ASCII only.
+  bool fail_at(std::string_view what, const char* at) {
+    if (what.size() > 160) what = what.substr(0, 160);
+    error_.clear();
+    for (const char ch : what) {
+      const auto c = static_cast<unsigned char>(ch);
+      error_ += (c < 0x20 || c >= 0x7F) ? '?' : ch;
+    }
+    if (at != nullptr && at >= buf_.get() && at <= buf_.get() + buf_cap_) {
+      error_ += " at byte ";
+      error_ += std::to_string(at - buf_.get() + 1);
+    }
+    return false;
+  }
+
+  od::parser parser_;
+  od::document doc_;
+  bool doc_live_ = false;  // doc_ is this line's document (else a stale one, or none)
+  std::unique_ptr<char[]> buf_;
+  std::size_t buf_cap_ = 0;
   Slot slots_[field_count];
-  bool overflow_ = false;
-  std::string overflow_token_;
-  std::size_t overflow_end_ = 0;
-  std::vector<KeySet> objects_;  // one per open object, reused across lines
+  unsigned seen_ = 0;  // one bit per Field met among the top-level keys
+  std::vector<Frame> frames_;
+  std::vector<KeySet> keysets_;  // one per open object, reused across lines
   std::size_t open_objects_ = 0;
-  std::size_t depth_ = 0;  // open objects and arrays
-  Field field_ = f_none;   // the top-level member whose value comes next
   bool top_is_object_ = false;
   bool duplicate_ = false;
   std::string error_;
@@ -305,15 +514,15 @@ std::string bad(Field f, std::string_view what) {
 }
 
 // Reads a string member into `out`; returns the reason when it is missing or not a string.
-std::string read_string(const Handler& h, Field f, std::string& out) {
+std::string read_string(const Parser& h, Field f, std::string& out) {
   const Slot& s = h.slot(f);
   if (s.kind == Kind::absent) return missing(f);
   if (s.kind != Kind::string) return bad(f, "must be a string");
-  out = s.text;
+  out.assign(s.text);
   return {};
 }
 
-std::string read_version(const Handler& h, std::int64_t& out) {
+std::string read_version(const Parser& h, std::int64_t& out) {
   const Slot& s = h.slot(f_version);
   switch (s.kind) {
     case Kind::absent:
@@ -328,7 +537,7 @@ std::string read_version(const Handler& h, std::int64_t& out) {
       out = static_cast<std::int64_t>(s.u);
       return {};
     case Kind::raw:
-      if (s.text.find_first_of(".eE") != std::string::npos) {
+      if (s.text.find_first_of(".eE") != std::string_view::npos) {
         return bad(f_version, "must be an integer without fraction or exponent");
       }
       return bad(f_version, "out of range (max 9223372036854775807)");
@@ -337,23 +546,18 @@ std::string read_version(const Handler& h, std::int64_t& out) {
   }
 }
 
-std::string read_decimal(const Handler& h, Field f, int max_fraction_digits, std::string_view max,
+std::string read_decimal(const Parser& h, Field f, int max_fraction_digits, std::string_view max,
                          Decimal& out) {
   const Slot& s = h.slot(f);
   std::string_view text;
-  char digits[24];
   switch (s.kind) {
     case Kind::absent:
       return missing(f);
     case Kind::string:
     case Kind::raw:
+    case Kind::unsigned_:  // digits only: the text as written
       text = s.text;
       break;
-    case Kind::unsigned_: {
-      const auto r = std::to_chars(digits, digits + sizeof digits, s.u);
-      text = std::string_view(digits, static_cast<std::size_t>(r.ptr - digits));
-      break;
-    }
     case Kind::integer:
       return bad(f, "sign not allowed");
     default:
@@ -387,18 +591,18 @@ std::string read_decimal(const Handler& h, Field f, int max_fraction_digits, std
 
 // Turns the collected members into an event; returns the reason when a member is missing or of
 // the wrong type or form. Range, length and version rules are left to `validate`.
-std::string build_event(const Handler& h, TradeEvent& e) {
+std::string build_event(const Parser& h, TradeEvent& e) {
   if (auto r = read_string(h, f_trade_id, e.trade_id); !r.empty()) return r;
   if (auto r = read_version(h, e.version); !r.empty()) return r;
   {
     const Slot& s = h.slot(f_type);
     if (s.kind == Kind::absent) return missing(f_type);
     if (s.kind != Kind::string) return bad(f_type, "must be a string");
-    if (s.text == "NEW") {
+    if (is(s.text, "NEW")) {
       e.type = TradeType::New;
-    } else if (s.text == "AMEND") {
+    } else if (is(s.text, "AMEND")) {
       e.type = TradeType::Amend;
-    } else if (s.text == "CANCEL") {
+    } else if (is(s.text, "CANCEL")) {
       e.type = TradeType::Cancel;
     } else {
       return bad(f_type, "must be NEW, AMEND or CANCEL");
@@ -413,9 +617,9 @@ std::string build_event(const Handler& h, TradeEvent& e) {
     const Slot& s = h.slot(f_side);
     if (s.kind == Kind::absent) return missing(f_side);
     if (s.kind != Kind::string) return bad(f_side, "must be a string");
-    if (s.text == "BUY") {
+    if (is(s.text, "BUY")) {
       e.side = Side::Buy;
-    } else if (s.text == "SELL") {
+    } else if (is(s.text, "SELL")) {
       e.side = Side::Sell;
     } else {
       return bad(f_side, "must be BUY or SELL");
@@ -444,60 +648,44 @@ bool is_blank_line(std::string_view line) noexcept {
   return true;
 }
 
-ParsedEvent parse_event(std::string_view line) {
+ParsedEvent decode_event(std::string_view line) {
   ParsedEvent out;
   if (line.substr(0, utf8_bom.size()) == utf8_bom) {
     out.reason = "invalid: byte-order mark inside the input";
     return out;
   }
-  // nlohmann's lexer takes a NUL byte for the end of the input, so "{...}\0junk" would pass.
   // A raw NUL is never legal JSON (not whitespace, and must be escaped inside strings).
   if (const auto nul = line.find('\0'); nul != std::string_view::npos) {
     out.reason = "invalid: not valid JSON: NUL byte at byte ";
     out.reason += std::to_string(nul + 1);
     return out;
   }
-  thread_local Handler handler;
+  thread_local Parser parser;
+  // The slots point into the parser's buffers: its memory is released only once everything
+  // was copied out of them, on every path.
+  struct Trim {
+    Parser& p;
+    ~Trim() { p.trim(); }
+  } trim_at_exit{parser};
   try {
-    handler.reset();
-    bool ok = json::sax_parse(line.data(), line.data() + line.size(), &handler,
-                              json::input_format_t::json, /*strict=*/true);
-    // A number beyond a double's range (1e400) is valid JSON that nlohmann refuses. Such a
-    // number is never a valid value of ours (an exponent), so parse again with it replaced by
-    // "-0.0": still a JSON number written with a fraction and a sign, so invalid as a decimal
-    // or a version, and ignored like the original in an unknown field or a CANCEL's amounts.
-    std::string patched;
-    for (int round = 0; !ok && handler.overflow() && round < 64; ++round) {
-      if (patched.empty()) patched.assign(line);
-      const std::string token = handler.overflow_token();
-      const auto end = std::min(handler.overflow_end(), patched.size());
-      const auto at = token.empty() ? std::string::npos : patched.rfind(token, end);
-      if (at == std::string::npos || at + token.size() > end + 1) break;
-      patched.replace(at, token.size(), "-0.0");
-      handler.reset();
-      ok = json::sax_parse(patched.data(), patched.data() + patched.size(), &handler,
-                           json::input_format_t::json, /*strict=*/true);
-    }
-    if (!ok) {
-      if (handler.duplicate()) {
+    if (!parser.run(line)) {
+      if (parser.duplicate()) {
         out.reason = "invalid: duplicate key ";
-        out.reason += clip(handler.error());
+        out.reason += clip(parser.error());
       } else {
         out.reason = "invalid: not valid JSON: ";
-        out.reason += handler.error();
+        out.reason += parser.error();
       }
-      handler.trim();
       return out;
     }
-    handler.trim();
-    if (!handler.top_is_object()) {
+    if (!parser.top_is_object()) {
       out.reason = "invalid: not a JSON object";
       return out;
     }
 
-    const Slot& id = handler.slot(f_trade_id);
-    if (id.kind == Kind::string) out.echo_trade_id = id.text;
-    const Slot& ver = handler.slot(f_version);
+    const Slot& id = parser.slot(f_trade_id);
+    if (id.kind == Kind::string) out.echo_trade_id.emplace(id.text);
+    const Slot& ver = parser.slot(f_version);
     if (ver.kind == Kind::integer) {
       out.echo_version = ver.i;
     } else if (ver.kind == Kind::unsigned_ &&
@@ -506,11 +694,7 @@ ParsedEvent parse_event(std::string_view line) {
     }
 
     TradeEvent e;
-    if (auto r = build_event(handler, e); !r.empty()) {
-      out.reason = std::move(r);
-      return out;
-    }
-    if (auto r = validate(e); !r.empty()) {
+    if (auto r = build_event(parser, e); !r.empty()) {
       out.reason = std::move(r);
       return out;
     }
@@ -518,12 +702,22 @@ ParsedEvent parse_event(std::string_view line) {
     return out;
   } catch (const std::exception& ex) {
     // Only resource exhaustion can get here; report the line, keep the replay going.
-    handler.trim();
     out = ParsedEvent{};
     out.reason = "invalid: cannot parse line: ";
     out.reason += ex.what();
     return out;
   }
+}
+
+ParsedEvent parse_event(std::string_view line) {
+  ParsedEvent out = decode_event(line);
+  if (out.event) {
+    if (auto r = validate(*out.event); !r.empty()) {
+      out.event.reset();
+      out.reason = std::move(r);
+    }
+  }
+  return out;
 }
 
 void append_json_string(std::string& out, std::string_view s) {

@@ -19,11 +19,13 @@ struct Span {
 /// A single-pass RFC 8259 validator for a whole application/json body that also finds the
 /// top-level value or the elements of a top-level array.
 ///
-/// Why not nlohmann's `accept`: it refuses numbers beyond a double's range (`1e400`), which are
-/// valid JSON and must reach `parse_event` as one element (it rejects them with a reason), and
-/// its lexer takes a NUL byte for the end of the input. The grammar and the UTF-8 table here are
-/// the ones nlohmann's lexer applies, so an element this validator accepts is JSON to
-/// `parse_event` too (the fuzz target tests/fuzz/fuzz_request_body.cpp checks the two agree).
+/// Why not the event parser's simdjson: the 400 answer says what is wrong and where ("expected
+/// ',' or ']' at byte 4", 1-based in the body as sent), which simdjson's error codes do not, and
+/// only the split is needed here: numbers of any magnitude and repeated keys pass, each element
+/// is parsed by `parse_event` (which rejects that element alone). The grammar (RFC 8259) and the
+/// UTF-8 rules (RFC 3629) are the ones `parse_event` applies, so an element this validator
+/// accepts is JSON to `parse_event` too (the fuzz target tests/fuzz/fuzz_request_body.cpp checks
+/// that, and checks both against nlohmann-json as an independent reader).
 ///
 /// No recursion: open containers are a byte stack, so nesting depth costs one byte each. Linear
 /// in the body size.

@@ -378,7 +378,9 @@ int run_replay(const ReplayOptions& o) {
         if (n == 1 && line.substr(0, utf8_bom.size()) == utf8_bom)
           line.remove_prefix(utf8_bom.size());
         if (is_blank_line(line)) continue;
-        ParsedEvent parsed = parse_event(line);
+        // The form only: the pipeline validates what it is given (once), with parse_event's
+        // reason for an event that breaks a rule of spec section 1.
+        ParsedEvent parsed = decode_event(line);
         const std::uint64_t slot =
             log.open(n, std::move(parsed.echo_trade_id), parsed.echo_version);
         if (!parsed.event) {

@@ -28,8 +28,20 @@ bool is_blank_line(std::string_view line) noexcept;
 inline constexpr std::string_view utf8_bom = "\xEF\xBB\xBF";
 
 /// Parses one line (without its '\n') as strict JSON and validates it per spec section 1.
-/// Never throws on bad input.
+/// Never throws on bad input. Exactly `decode_event` followed by `validate` of its event.
 ParsedEvent parse_event(std::string_view line);
+
+/// Parses one line like `parse_event` but checks only its form: strict JSON, an object, every
+/// required field present with the right JSON type, `type` and `side` spelled right, `version`
+/// an integer in the signed 64-bit range, `quantity`/`price` plain decimals with their digits.
+/// The rules `validate` checks (identifier lengths and characters, the version rules, amount
+/// ranges) are left to the caller: `event` may be set for an event `validate` refuses.
+///
+/// For a host that submits each event to a `Pipeline`, which validates every submission itself
+/// (REJECTED with `validate`'s reason, before admission; only a pipeline already stopping
+/// answers `errc::stopped` first): the event is validated once, and its outcome, reason and
+/// echoes are those of `parse_event`. Never throws on bad input.
+ParsedEvent decode_event(std::string_view line);
 
 /// Appends `s` as a JSON string literal (quotes and escapes included).
 void append_json_string(std::string& out, std::string_view s);

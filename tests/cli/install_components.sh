@@ -335,6 +335,10 @@ if have_metrics; then
   LD_LIBRARY_PATH="$LIBDIR" "$TMP/pc_metrics" | sort | diff "$TMP/metrics_consumer.want" - >&2 ||
     fail "the pkg-config metrics program: output"
 fi
+if ((STATIC)); then
+  pkg-config --libs tradecapture | grep -q -- -lsimdjson ||
+    fail "static tradecapture.pc does not link simdjson (the core's JSON parser)"
+fi
 if ((STATIC)) && have REDIS; then
   pkg-config --libs tradecapture-redis | grep -q -- -lhiredis ||
     fail "static tradecapture-redis.pc does not link hiredis"

@@ -652,3 +652,107 @@ TEST_CASE("codec: numbers beyond a double's range are valid JSON") {
   CHECK_FALSE(bad.event);
   CHECK_FALSE(bad.echo_trade_id);
 }
+
+TEST_CASE("codec: edge cases of the simdjson parser") {
+  // A root string followed by more text is not one JSON value.
+  check_no_echo(invalid("\"x\"" + Line::new_buy().str()));
+  check_no_echo(invalid("\"\\\"\"{}"));
+  CHECK(invalid("\"x\" ").reason == "invalid: not a JSON object");
+  CHECK(invalid(" \"a\\\\\" ").reason == "invalid: not a JSON object");
+  // Scalars are checked from their own text, also where nothing reads them.
+  for (const char* raw : {"1x", "11e401e4000", "1e", "1e+", "-", "--1", "0x10", "1.5.5", "tru",
+                          "truex", "nul", "nulll", "falsey", "t", "1\v", "1\f"}) {
+    INFO("extra: " << raw);
+    const ParsedEvent p = invalid(Line::new_buy().with("extra", raw));
+    check_no_echo(p);
+    CHECK(starts_with(p.reason, "invalid: not valid JSON: "));
+    invalid(Line::cancel().with("quantity", raw));
+    invalid(Line::new_buy().with("meta", std::string("[1, {\"a\": ") + raw + "}]"));
+  }
+  CHECK(starts_with(invalid(Line::new_buy().with("version", "11e401e4000")).reason,
+                    "invalid: not valid JSON: "));
+  // Exact number text whatever its magnitude: an exponent is an exponent, a sign a sign.
+  CHECK(invalid(Line::new_buy().with("quantity", "1e400")).reason ==
+        "invalid: quantity: exponent not allowed");
+  CHECK(invalid(Line::new_buy().with("price", "-1e400")).reason ==
+        "invalid: price: sign not allowed");
+  CHECK(invalid(Line::new_buy().with("quantity", "123456789012345678901234567890")).reason ==
+        "invalid: quantity: greater than 1e12");
+  // Form feed and vertical tab are not JSON whitespace.
+  invalid(Line::new_buy().str() + "\f");
+  invalid("\v" + Line::new_buy().str());
+  // Escaped NUL and surrogate pairs in keys; raw NUL anywhere.
+  valid(Line::new_buy().with("\\u0000", "1"));
+  valid(Line::new_buy().with("\\uD83D\\uDE00", "1"));
+  invalid(Line::new_buy().with("\\uD83D", "1"));
+  invalid(Line::new_buy().with("k\\uDE00", "1"));
+  const ParsedEvent nul = invalid(Line::new_buy().with_str("comment", std::string("a\0b", 3)));
+  CHECK(nul.reason.find("NUL byte") != std::string::npos);
+  // Lines far longer than the parser's first buffers (and than what it keeps after a line),
+  // then ordinary lines again; what is echoed from a long line is intact.
+  const std::string huge_id(3 << 20, 'i');
+  const ParsedEvent huge = invalid(Line::new_buy().with_str("trade_id", huge_id));
+  CHECK(huge.echo_trade_id == std::optional<std::string>(huge_id));
+  CHECK(huge.echo_version == std::optional<std::int64_t>(1));
+  CHECK(valid(Line::new_buy().with_str("comment", huge_id)).trade_id == "T1");
+  const std::string long_text(300'000, 'x');
+  CHECK(valid(Line::new_buy().with_str("comment", long_text)).trade_id == "T1");
+  invalid(Line::new_buy().with_str("comment", long_text).also("comment", "1"));
+  const std::string wide_array = "[" + repeat("{\"a\":1},", 20'000) + "{\"a\":1}]";
+  valid(Line::new_buy().with("many", wide_array));
+  CHECK(valid(Line::new_buy()).quantity.to_string() == "100");
+  // Strings the parser decoded are copied out: the event outlives the next line's parse.
+  const TradeEvent first = valid(Line::new_buy().with_str("trade_id", "first\\u00e9"));
+  valid(Line::new_buy().with_str("trade_id", "second"));
+  CHECK(first.trade_id == "first\xC3\xA9");
+}
+
+TEST_CASE("codec: decode_event is parse_event without validate") {
+  std::vector<std::string> lines = {
+      Line::new_buy(),
+      Line::cancel(),
+      Line::new_buy().with("version", "0"),
+      Line::new_buy().with("version", "2"),
+      Line::new_buy().with("version", "-3"),
+      Line::cancel().with("version", "1"),
+      Line::new_buy().with("type", "\"AMEND\"").with("version", "1"),
+      Line::new_buy().with_str("trade_id", std::string(65, 'x')),
+      Line::new_buy().with_str("trade_id", ""),
+      Line::new_buy().with_str("account", "a\\u0001"),
+      Line::new_buy().with_str("book", "a\x7f"),
+      Line::new_buy().with_str("security", std::string(65, 'y')),
+      Line::new_buy().with("quantity", "0"),
+      Line::new_buy().with("quantity", "1000000000001"),
+      Line::new_buy().with("quantity", "\"1.0000000\""),
+      Line::new_buy().with("price", "1000000001"),
+      Line::new_buy().with("price", "0.000000001"),
+      Line::new_buy().with("quantity", "-1"),
+      Line::new_buy().without("side"),
+      Line::new_buy().with_str("side", "HOLD"),
+      Line::new_buy().also("trade_id", "\"T2\""),
+      Line::new_buy().str() + "x",
+      "[]",
+      "",
+  };
+  for (const std::string& line : lines) {
+    INFO("line: " << line);
+    const ParsedEvent full = parse_event(line);
+    const ParsedEvent form = decode_event(line);
+    CHECK(form.echo_trade_id == full.echo_trade_id);
+    CHECK(form.echo_version == full.echo_version);
+    if (form.event) {
+      CHECK(form.reason.empty());
+      const std::string reason = validate(*form.event);
+      CHECK(reason == full.reason);
+      CHECK(full.event.has_value() == reason.empty());
+      if (full.event) {
+        CHECK(full.event->trade_id == form.event->trade_id);
+        CHECK(full.event->version == form.event->version);
+        CHECK(full.event->same_content(*form.event));
+      }
+    } else {
+      CHECK(!full.event);
+      CHECK(form.reason == full.reason);
+    }
+  }
+}

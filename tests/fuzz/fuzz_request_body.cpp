@@ -7,6 +7,7 @@
 //   line (append_event_json) parses to the same event; parsing is deterministic (no state left
 //   in the parser's thread-local handler).
 // - application/json: an error starts "invalid: not valid JSON: " and comes with no events;
+//   no event of a body without an error is "not valid JSON" to parse_event;
 //   otherwise lines are 1, 2, 3, ...; the verdict agrees with nlohmann::json (whatever nlohmann
 //   accepts is accepted; whatever it refuses for a reason other than a number beyond a double's
 //   range is refused); the number of events is the number of array elements nlohmann sees, and
@@ -108,6 +109,10 @@ void check_json_body(std::string_view data) {
   for (std::size_t k = 0; k < b.events.size(); ++k) {
     FUZZ_CHECK(b.events[k].line == k + 1, "line numbers");
     check_event(b.events[k].parsed);
+    // The body's validator and the event parser agree on what JSON is: an element of a body
+    // that is JSON is JSON to parse_event too.
+    FUZZ_CHECK(!b.events[k].parsed.reason.starts_with("invalid: not valid JSON"),
+               b.events[k].parsed.reason);
   }
 
   // nlohmann's lexer stops at a NUL byte, so it cannot judge such inputs; we refuse them.

@@ -78,7 +78,7 @@ if ((stale)); then
     fi
   done
   for p in "${pids[@]}"; do wait "$p"; done
-  "$cxx" "${flags[@]}" "${objs[@]}" -o "$bin"
+  "$cxx" "${flags[@]}" "${objs[@]}" -lsimdjson -o "$bin"  # the core's JSON parser
   echo "run.sh: compiled in $(( $(date +%s) - start )) s" >&2
 fi
 
