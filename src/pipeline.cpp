@@ -505,6 +505,11 @@ void Pipeline::enqueue_batch_(std::vector<TradeEvent> events, Reservation reserv
   for (std::size_t i = 0; i < events.size(); ++i) {
     auto m = std::make_unique<BatchMemberOp>(std::move(events[i]), state, i);
     if (options.deadline) m->deadline = *options.deadline;
+    if (options.source.hook != nullptr) {
+      // Consecutive messages of one stream: event i is at the batch's position + i.
+      m->source = options.source;
+      m->source.position += static_cast<std::int64_t>(i);
+    }
     const bool has_slot = slots > 0;
     if (has_slot) --slots;
     if (im.admission->stopping()) {

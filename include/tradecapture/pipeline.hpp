@@ -196,7 +196,9 @@ class Pipeline {
   /// partition keep their order, but takes a reserved slot instead of waiting for room. Events
   /// beyond `reservation.size()` are admitted one by one as `async_submit` admits them (waiting
   /// or failing per `on_overload`); slots left over are released once every event is submitted.
-  /// `options` applies to every event (a deadline: each event not decided by then is withdrawn).
+  /// `options` applies to every event (a deadline: each event not decided by then is withdrawn;
+  /// a source: the events are consecutive messages of its stream, event i at
+  /// `options.source.position + i`).
   ///
   /// The completion signature is
   /// `void(boost::system::error_code, std::vector<result<Outcome>>)`, called once, after the

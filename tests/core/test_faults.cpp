@@ -601,6 +601,45 @@ TEST_CASE("faults: a re-read event reported REJECTED is not applied after anothe
   CHECK(state_of(*store, P).trades.at("T").version == 1);
 }
 
+TEST_CASE("faults: a batch from a source holds consecutive positions; a restart replays it whole") {
+  auto store = make_memory_store();
+  TestSource src;
+  // Events 10, 11, 12 of stream 0 as one async_submit_batch.
+  auto submit_batch = [&](Pipeline& pl) {
+    auto room = pl.try_reserve(3);
+    REQUIRE(room.has_value());
+    auto p = std::make_shared<std::promise<std::vector<result<Outcome>>>>();
+    auto f = p->get_future();
+    pl.async_submit_batch({ev("T", 2, TradeType::Amend, P), ev("T", 1, TradeType::New, P),
+                           ev("U", 1, TradeType::New, P)},
+                          std::move(room.value()), from(src, 0, 10),
+                          [p](boost::system::error_code, std::vector<result<Outcome>> rs) {
+                            p->set_value(std::move(rs));
+                          });
+    REQUIRE(f.wait_for(10s) == std::future_status::ready);
+    return f.get();
+  };
+  {
+    Pipeline pl(store, make_local_lock(), make_position_processor(), fast_retries());
+    const auto rs = submit_batch(pl);
+    REQUIRE(rs.size() == 3);
+    REQUIRE(rs[0].has_value());
+    CHECK(rs[0].value().reason == "unknown trade");
+    CHECK(rs[1].value() == Outcome::accepted(1));
+    CHECK(rs[2].value() == Outcome::accepted(2));
+  }
+  CHECK(state_of(*store, P).source_marks.at("test/0") == 12);
+  REQUIRE(store->source_offsets("test").value().size() == 1);
+  CHECK(store->source_offsets("test").value()[0].next_offset == 13);
+  Pipeline again(store, make_local_lock(), make_position_processor(), fast_retries());
+  for (const auto& r : submit_batch(again)) {
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error() == errc::replayed);
+  }
+  REQUIRE(again.stop(10s));
+  CHECK(state_of(*store, P).seq == 2);
+}
+
 TEST_CASE("faults: a source that lost its stream drops its own events; the rest of the batch "
           "commits") {
   using K = detail::Action::Kind;
