@@ -37,7 +37,7 @@ echo "ok: installed detail/ holds only submit_op.hpp; every installed header com
 STATIC=0
 [[ -f "$LIBDIR/libtradecapture_core.a" ]] && STATIC=1
 if ((!STATIC)); then
-  readelf -d "$LIBDIR/libtradecapture_core.so" | grep -q "SONAME.*libtradecapture_core\.so\.[0-9]" ||
+  readelf -d "$LIBDIR/libtradecapture_core.so" | grep "SONAME.*libtradecapture_core\.so\.[0-9]" >/dev/null ||
     fail "libtradecapture_core.so has no versioned SONAME"
   echo "ok: versioned SONAME ($(readelf -d "$LIBDIR/libtradecapture_core.so" | grep -o 'libtradecapture_core\.so\.[0-9.]*'))"
 fi
@@ -89,14 +89,14 @@ if have REDIS && have KAFKA; then
   configure "$TMP/hidden_optional" "${HIDDEN_ENV[@]}" cmake -S "$TMP/hidden_optional" \
     -B "$TMP/hidden_optional/build" -DCMAKE_PREFIX_PATH="$PREFIX" "${HIDDEN_ARGS[@]}"
   if ((STATIC)); then
-    probe_result hidden_required | grep -Eq 'found=(FALSE|0) .*memory=TRUE redis=FALSE kafka=FALSE' ||
+    probe_result hidden_required | grep -E 'found=(FALSE|0) .*memory=TRUE redis=FALSE kafka=FALSE' >/dev/null ||
       { probe_result hidden_required >&2; fail "redis+kafka without their dependencies: not FALSE"; }
-    probe_result hidden_required | grep -q "hiredis" ||
+    probe_result hidden_required | grep "hiredis" >/dev/null ||
       { probe_result hidden_required >&2; fail "the not-found message does not name hiredis"; }
-    probe_result hidden_optional | grep -Eq 'found=(TRUE|1) .*memory=TRUE redis=FALSE kafka=FALSE memory_target=1' ||
+    probe_result hidden_optional | grep -E 'found=(TRUE|1) .*memory=TRUE redis=FALSE kafka=FALSE memory_target=1' >/dev/null ||
       { probe_result hidden_optional >&2; fail "optional redis/kafka without dependencies"; }
   else
-    probe_result hidden_required | grep -Eq 'found=(TRUE|1) .*redis=TRUE kafka=TRUE' ||
+    probe_result hidden_required | grep -E 'found=(TRUE|1) .*redis=TRUE kafka=TRUE' >/dev/null ||
       { probe_result hidden_required >&2; fail "shared redis/kafka should need no dependency"; }
   fi
   echo "ok: (a) redis/kafka asked for without their dependencies: $(probe_result hidden_required | head -n1)"
@@ -291,9 +291,9 @@ fi
 probe unknown_component COMPONENTS core nosuch
 configure "$TMP/unknown_component" cmake -S "$TMP/unknown_component" \
   -B "$TMP/unknown_component/build" -DCMAKE_PREFIX_PATH="$PREFIX"
-probe_result unknown_component | grep -Eq 'found=(FALSE|0)' ||
+probe_result unknown_component | grep -E 'found=(FALSE|0)' >/dev/null ||
   { probe_result unknown_component >&2; fail "an unknown component: tradecapture_FOUND not FALSE"; }
-probe_result unknown_component | grep -q "unknown component 'nosuch'" ||
+probe_result unknown_component | grep "unknown component 'nosuch'" >/dev/null ||
   { probe_result unknown_component >&2; fail "an unknown component: no reason given"; }
 echo "ok: (c) an unknown component: tradecapture_FOUND FALSE with the reason"
 
@@ -326,7 +326,7 @@ for c in soci redis kafka; do
   fi
 done
 if have_metrics; then
-  pkg-config --print-requires tradecapture-metrics | grep -q '^prometheus-cpp-core' ||
+  pkg-config --print-requires tradecapture-metrics | grep '^prometheus-cpp-core' >/dev/null ||
     fail "tradecapture-metrics.pc does not require prometheus-cpp-core"
   # shellcheck disable=SC2046
   ${CXX:-c++} -std=c++20 -O0 "$TMP/metrics_consumer/main.cpp" -o "$TMP/pc_metrics" \
@@ -336,11 +336,11 @@ if have_metrics; then
     fail "the pkg-config metrics program: output"
 fi
 if ((STATIC)); then
-  pkg-config --libs tradecapture | grep -q -- -lsimdjson ||
+  pkg-config --libs tradecapture | grep -- -lsimdjson >/dev/null ||
     fail "static tradecapture.pc does not link simdjson (the core's JSON parser)"
 fi
 if ((STATIC)) && have REDIS; then
-  pkg-config --libs tradecapture-redis | grep -q -- -lhiredis ||
+  pkg-config --libs tradecapture-redis | grep -- -lhiredis >/dev/null ||
     fail "static tradecapture-redis.pc does not link hiredis"
 fi
 echo "ok: (d) pkg-config $(pkg-config --cflags --libs tradecapture)"
