@@ -308,6 +308,21 @@ inline RunResult run_saturated(const StoreFactory& sf, std::size_t threads, std:
   return res;
 }
 
+/// TC_BENCH_LATENCY_DUMP=FILE: a paced run writes one line per event to FILE ("due_us latency_us
+/// lag_us": its scheduled time from the start, its latency, the submitter's lateness), to see
+/// when the slow events were due (stalls show up as runs of them). Each run overwrites FILE.
+inline void dump_latencies(const RunResult& r, double rate) {
+  const char* path = std::getenv("TC_BENCH_LATENCY_DUMP");
+  if (path == nullptr || r.latency_ns.empty() || rate <= 0) return;
+  std::FILE* f = std::fopen(path, "w");
+  if (f == nullptr) return;
+  const double interval_us = 1e6 / rate;
+  for (std::size_t i = 0; i < r.latency_ns.size(); ++i)
+    std::fprintf(f, "%.0f %.1f %.1f\n", double(i) * interval_us, double(r.latency_ns[i]) / 1000.0,
+                 double(r.submit_lag_ns[i]) / 1000.0);
+  std::fclose(f);
+}
+
 /// Open-loop run of the first `n` events at `rate` per second (submit_paced).
 inline RunResult run_paced(const StoreFactory& sf, std::size_t threads, std::size_t max_batch,
                            std::size_t n, double rate) {
@@ -325,6 +340,7 @@ inline RunResult run_paced(const StoreFactory& sf, std::size_t threads, std::siz
   }
   sf.cleanup();
   check(res);
+  dump_latencies(res, rate);
   return res;
 }
 

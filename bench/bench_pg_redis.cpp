@@ -121,6 +121,7 @@ OursResult run_ours(std::vector<TradeEvent> events, double rate, bool check_orde
     }
     finish_run(completions, pipe, res, start, std::chrono::seconds(60));
   }
+  if (rate > 0) dump_latencies(res, rate);
   out.lock_calls = counting->calls.load();
   if (check_order) {
     std::map<PartitionKey, std::size_t> last;  // partition -> arrival of its last stored event

@@ -39,8 +39,8 @@
 //      (INSERT ... ON CONFLICT DO UPDATE ... WHERE false locks a conflicting row, FOR NO KEY
 //      UPDATE, without writing it);
 //   2. update_partitions: locks the existing rows one after the other in batch order (a
-//      materialized SELECT ... ORDER BY ord FOR NO KEY UPDATE: the locking sits above the sort;
-//      rows that step 1 locked are locked again without waiting), then sets seq, fence and
+//      materialized SELECT whose LATERAL sub-select locks each element's row FOR NO KEY UPDATE,
+//      element after element in array order; rows that step 1 locked are locked again without waiting), then sets seq, fence and
 //      position WHERE seq = expected AND fence <= token. This is where the fencing token is
 //      checked, inside the write itself: a holder whose lease ran out while it was paused finds
 //      the row fenced, and a partition missing from RETURNING (a row moved on, or missing
@@ -97,6 +97,13 @@
 namespace tradecapture::detail::sql {
 namespace {
 
+// Every lookup of rows by the batch's keys is a LATERAL sub-select per array element (OFFSET 0
+// keeps the planner from folding it into a join), so its plan is an index probe per key whatever
+// the table statistics say. With a plain join, PostgreSQL's cached generic plan of a prepared
+// statement, made while a table was small and never analysed (autovacuum looks once a minute),
+// was a hash join over a sequential scan of the whole table: every batch's key lookup read every
+// stored event (seen in auto_explain: 20,848 rows scanned to find 16 keys; BENCHMARKS.md, issue
+// #12, session 8).
 // Every value is a bound parameter; a whole list of values is one. Parameter names are unique
 // within a statement (SOCI's PostgreSQL backend numbers them by occurrence); the array literals
 // are cast in SQL, so the server knows their type. Decimals are NUMERIC and read back as text.
@@ -126,12 +133,14 @@ constexpr const char* claim_partitions_sql =
 // The batch's absent keys that are stored after all (any is a key conflict).
 constexpr const char* count_keys_sql =
     "SELECT count(*) FROM unnest(:trade_id::text[], :version::bigint[]) AS u(trade_id, version) "
-    "JOIN events e ON e.trade_id = u.trade_id AND e.version = u.version";
+    "JOIN LATERAL (SELECT 1 FROM events e WHERE e.trade_id = u.trade_id "
+    "AND e.version = u.version OFFSET 0) e ON true";
 
 // Locks the existing rows one after the other in the order given, which is ascending key order
-// (the locking clause sits above the sort), then updates those still at the expected seq with a
-// fence not above the token. MATERIALIZED: the locking query runs as written, never folded into
-// the update's join.
+// (the locking sub-select runs once per array element, in array order: the function scan is the
+// outer side of the nested loop, as a LATERAL reference requires), then updates those still at
+// the expected seq with a fence not above the token. MATERIALIZED: the locking query runs as
+// written, never folded into the update's join.
 constexpr const char* update_partitions_sql =
     "WITH locked AS MATERIALIZED ("
     "SELECT p.partition_id, u.ord, u.expected_seq, u.seq, u.fence, u.net_quantity, "
@@ -142,8 +151,9 @@ constexpr const char* update_partitions_sql =
     ":live_trades::bigint[]) WITH ORDINALITY AS u(account, book, security, expected_seq, seq, "
     "fence, net_quantity, bought_quantity, sold_quantity, bought_notional, sold_notional, "
     "live_trades, ord) "
-    "JOIN partitions p ON p.account = u.account AND p.book = u.book AND p.security = u.security "
-    "ORDER BY u.ord FOR NO KEY UPDATE OF p) "
+    "JOIN LATERAL (SELECT p.partition_id FROM partitions p WHERE p.account = u.account "
+    "AND p.book = u.book AND p.security = u.security FOR NO KEY UPDATE) p ON true "
+    "ORDER BY u.ord) "
     "UPDATE partitions AS p SET seq = l.seq, fence = l.fence, net_quantity = l.net_quantity, "
     "bought_quantity = l.bought_quantity, sold_quantity = l.sold_quantity, "
     "bought_notional = l.bought_notional, sold_notional = l.sold_notional, "
@@ -156,7 +166,8 @@ constexpr const char* select_heads_sql =
     "SELECT u.ord, p.seq, p.fence "
     "FROM unnest(:account::text[], :book::text[], :security::text[]) WITH ORDINALITY "
     "AS u(account, book, security, ord) "
-    "JOIN partitions p ON p.account = u.account AND p.book = u.book AND p.security = u.security";
+    "JOIN LATERAL (SELECT p.seq, p.fence FROM partitions p WHERE p.account = u.account "
+    "AND p.book = u.book AND p.security = u.security OFFSET 0) p ON true";
 
 constexpr const char* insert_events_sql =
     "WITH inserted AS ("
@@ -210,25 +221,30 @@ constexpr const char* select_partitions_sql =
     "p.sold_notional::text, p.live_trades "
     "FROM unnest(:account::text[], :book::text[], :security::text[]) WITH ORDINALITY "
     "AS u(account, book, security, ord) "
-    "JOIN partitions p ON p.account = u.account AND p.book = u.book AND p.security = u.security";
+    "JOIN LATERAL (SELECT * FROM partitions p WHERE p.account = u.account "
+    "AND p.book = u.book AND p.security = u.security OFFSET 0) p ON true";
 
 constexpr const char* select_trades_sql =
     "SELECT u.ord, t.trade_id, t.version, t.side, t.quantity::text, t.price::text, t.cancelled "
     "FROM unnest(:partition_id::bigint[], :ord::bigint[]) AS u(partition_id, ord) "
-    "JOIN trades t ON t.partition_id = u.partition_id";
+    "JOIN LATERAL (SELECT * FROM trades t WHERE t.partition_id = u.partition_id OFFSET 0) t "
+    "ON true";
 
 constexpr const char* select_marks_sql =
     "SELECT u.ord, m.source_id, m.source_position "
     "FROM unnest(:partition_id::bigint[], :ord::bigint[]) AS u(partition_id, ord) "
-    "JOIN source_marks m ON m.partition_id = u.partition_id";
+    "JOIN LATERAL (SELECT * FROM source_marks m WHERE m.partition_id = u.partition_id "
+    "OFFSET 0) m ON true";
 
 constexpr const char* find_events_sql =
     "SELECT u.ord, p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity::text, "
     "e.price::text, coalesce(e.fence, 0) "
     "FROM unnest(:trade_id::text[], :version::bigint[]) WITH ORDINALITY "
     "AS u(trade_id, version, ord) "
-    "JOIN events e ON e.trade_id = u.trade_id AND e.version = u.version "
-    "JOIN partitions p ON p.partition_id = e.partition_id";
+    "JOIN LATERAL (SELECT * FROM events e WHERE e.trade_id = u.trade_id "
+    "AND e.version = u.version OFFSET 0) e ON true "
+    "JOIN LATERAL (SELECT * FROM partitions p WHERE p.partition_id = e.partition_id "
+    "OFFSET 0) p ON true";
 
 /// Rows copied out of a result per fetch (the result itself arrives whole).
 constexpr std::size_t fetch_chunk = 1024;
