@@ -23,9 +23,10 @@
 #include <libpq-fe.h>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <time.h>
 
-#include <fstream>
 #include <sstream>
 
 namespace {
@@ -73,8 +74,15 @@ void db_query(const std::string& db, const std::string& sql, bool print = false)
 
 /// Field `n` (1-based, after the command name) of /proc/<pid>/stat; -1 when unreadable.
 long long proc_stat_field(pid_t pid, int n) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // read(2), not an ifstream: a process that exits between the open and the read makes the read
+  // fail with ESRCH, which libstdc++'s filebuf turns into an exception.
+  const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY);
+  if (fd < 0) return -1;
+  char buf[1024];
+  const ssize_t got = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (got <= 0) return -1;
+  const std::string s(buf, std::size_t(got));
   const auto close = s.rfind(')');
   if (close == std::string::npos) return -1;
   std::istringstream in(s.substr(close + 2));  // field 3 (state) onwards

@@ -12,6 +12,8 @@
 
 #include <tradecapture/decimal.hpp>
 
+#include <sys/mman.h>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -82,6 +84,30 @@ void BM_NotionalMultiply(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_NotionalMultiply);
+
+// What a page of new memory costs the thread that first writes to it (the machine, not the
+// library): a fresh anonymous mapping of 16 MiB written one byte per 4 KiB page. On a virtual
+// machine whose memory the host backs lazily this is ~10-15 us a page instead of ~0.2 us, and
+// it is what stalls a pipeline whose in-memory store grows (BENCHMARKS.md, issue #12).
+void BM_PageFirstTouch(benchmark::State& state) {
+  constexpr std::size_t bytes = std::size_t(16) << 20, page = 4096;
+  double pages = 0, seconds = 0;
+  for (auto _ : state) {
+    const auto start = Clock::now();
+    void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+      state.SkipWithError("mmap failed");
+      return;
+    }
+    auto* p = static_cast<volatile char*>(m);
+    for (std::size_t i = 0; i < bytes; i += page) p[i] = 1;
+    seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    ::munmap(m, bytes);
+    pages += double(bytes / page);
+  }
+  state.counters["us_per_page"] = seconds * 1e6 / pages;
+}
+BENCHMARK(BM_PageFirstTouch)->Iterations(10)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
