@@ -84,7 +84,7 @@ def main(d):
             t = open(os.path.join(d, f)).read()
             g = lambda key: (re.search(key + r"\s+(\S+)", t) or [None, "?"])[1]
             print(f"| {f[:-4]} | {k(float(g('lines/s')))} | {g('wall seconds')} s | "
-                  f"{g('user seconds')} + {g('system seconds')} s | {g("peak RSS MB")} MB |")
+                  f"{g('user seconds')} + {g('system seconds')} s | {g('peak RSS MB')} MB |")
         print()
 
     parts = os.path.join(d, "partitions.csv")

@@ -393,11 +393,17 @@ struct ShardCore::Impl {
 
   /// Releases leases of partitions idle for a quarter lease and evicts idle state over the cache
   /// limit. Returns the grants to release.
+  ///
+  /// It walks every cached partition, so it runs at most every lease/32 (100 ms to 1 s): with
+  /// 125,000 partitions a shard the walk costs ~10 ms (a cache miss per partition), and at the
+  /// old fixed 100 ms it took 14% of a replay's CPU over 250,000 partitions (BENCHMARKS.md, issue
+  /// #12, session 8). A lease is still released within 9/32 of its length once idle.
   std::vector<Grant> housekeeping(Time now) {
     std::vector<Grant> release;
-    if (now - last_housekeeping < std::chrono::milliseconds(100) &&
-        now >= last_housekeeping)
-      return release;
+    const auto period = std::clamp<std::chrono::milliseconds>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(cfg.lease / 32),
+        std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
+    if (now - last_housekeeping < period && now >= last_housekeeping) return release;
     last_housekeeping = now;
     const auto idle_after = cfg.lease / 4;
     const bool evict = slots.size() > cfg.max_cached_partitions;
