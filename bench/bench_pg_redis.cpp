@@ -9,7 +9,8 @@
 // round trips per trade < 0.01; our out-of-order applications on 10 hot partitions = 0.
 // TC_PG_EVENTS overrides the events per pipeline run (default 300,000); TC_BASELINE_SECONDS the
 // duration of one baseline run (default 4); TC_BENCH_RATE the rate of the latency run (default:
-// half the measured saturation; bench/latency_load.sh sweeps it).
+// half the measured saturation; bench/latency_load.sh sweeps it); TC_PG_SETTINGS="name=value,..."
+// extra PostgreSQL settings for experiments.
 
 #include "bench_common.hpp"
 #include "../tests/support/servers.hpp"
@@ -22,6 +23,7 @@
 #include <libpq-fe.h>
 
 #include <deque>
+#include <sstream>
 
 namespace {
 
@@ -460,7 +462,14 @@ BENCHMARK(BM_SeedBaseline)
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  g_pg = std::make_unique<tctest::PostgresServer>();
+  // TC_PG_SETTINGS: extra server settings for experiments, "name=value,name=value".
+  std::vector<std::string> settings;
+  if (const char* extra = std::getenv("TC_PG_SETTINGS")) {
+    std::stringstream in(extra);
+    for (std::string kv; std::getline(in, kv, ',');)
+      if (!kv.empty()) settings.push_back(kv);
+  }
+  g_pg = std::make_unique<tctest::PostgresServer>(settings);
   g_redis = std::make_unique<tctest::RedisServer>();
   std::fprintf(stderr, "servers: %s %s\n", g_pg->uri().c_str(), g_redis->uri().c_str());
   try {
