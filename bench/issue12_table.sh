@@ -10,7 +10,8 @@
 # RESULT_DIR (default: a new /tmp/tc-issue12-XXXXXX, kept) gets one log per step and the
 # Google Benchmark JSON of each program:
 #   1. memory.json      in-memory pipeline, pre-parsed events, 1,000 partitions: throughput,
-#                       latency at half saturation, allocations per event in steady state
+#                       latency at half saturation, steady-state allocations per event, the cost
+#                       of a fresh page (BM_PageFirstTouch)
 #   2. pg_redis.json    PostgreSQL + Redis (started here on loopback): saturated throughput,
 #                       latency at half saturation, and the seed-like per-trade baseline
 #   3. pg_batch.json    the PostgreSQL store's cost of one batch of 1 .. 8192 events
@@ -53,7 +54,7 @@ gbench() {  # gbench NAME PROGRAM [ARGS...]: a Google Benchmark program with JSO
 }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
-has 1 && gbench memory bench_pipeline --benchmark_filter='BM_Memory'
+has 1 && gbench memory bench_pipeline --benchmark_filter='BM_Memory|BM_PageFirstTouch'
 has 2 && gbench pg_redis bench_pg_redis
 has 3 && TC_PG_STATEMENTS=1 gbench pg_batch bench_pg_batch
 if has 4; then
