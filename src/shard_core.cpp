@@ -397,7 +397,7 @@ struct ShardCore::Impl {
   /// It walks every cached partition, so it runs at most every lease/32 (100 ms to 1 s): with
   /// 125,000 partitions a shard the walk costs ~10 ms (a cache miss per partition), and at the
   /// old fixed 100 ms it took 14% of a replay's CPU over 250,000 partitions (BENCHMARKS.md, issue
-  /// #12, session 8). A lease is still released within 9/32 of its length once idle.
+  /// #12, session 8). An idle lease is released within a quarter lease plus one period.
   std::vector<Grant> housekeeping(Time now) {
     std::vector<Grant> release;
     const auto period = std::clamp<std::chrono::milliseconds>(

@@ -40,15 +40,15 @@
 //      UPDATE, without writing it);
 //   2. update_partitions: locks the existing rows one after the other in batch order (a
 //      materialized SELECT whose LATERAL sub-select locks each element's row FOR NO KEY UPDATE,
-//      element after element in array order; rows that step 1 locked are locked again without waiting), then sets seq, fence and
-//      position WHERE seq = expected AND fence <= token. This is where the fencing token is
-//      checked, inside the write itself: a holder whose lease ran out while it was paused finds
-//      the row fenced, and a partition missing from RETURNING (a row moved on, or missing
-//      although not a first write) means a conflict (one more SELECT tells fenced_off from
-//      sequence_conflict, then the caller rolls back). The update reads the rows in the
-//      statement's snapshot, which may predate a commit it waited for while locking; PostgreSQL
-//      then re-checks the WHERE on the latest row version (READ COMMITTED), so the checks hold
-//      for the row as locked;
+//      element after element in array order; rows that step 1 locked are locked again without
+//      waiting), then sets seq, fence and position WHERE seq = expected AND fence <= token. This is
+//      where the fencing token is checked, inside the write itself: a holder whose lease ran out
+//      while it was paused finds the row fenced, and a partition missing from RETURNING (a row
+//      moved on, or missing although not a first write) means a conflict (one more SELECT tells
+//      fenced_off from sequence_conflict, then the caller rolls back). The update reads the rows in
+//      the statement's snapshot, which may predate a commit it waited for while locking; PostgreSQL
+//      then re-checks the WHERE on the latest row version (READ COMMITTED), so the checks hold for
+//      the row as locked;
 //   3. insert_events: every event of the batch in one INSERT, ascending by (trade_id, version),
 //      ON CONFLICT (trade_id, version) DO NOTHING. Fewer rows inserted than sent means an
 //      idempotency key is taken (by a committed batch, by a concurrent one that committed while
