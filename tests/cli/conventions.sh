@@ -10,9 +10,9 @@ source "$(dirname "$0")/common.bash" "$1"
 source "$HERE/http_common.bash"
 cd "$TMP"
 
-# The test scripts themselves: under `set -o pipefail`, a quiet grep at the end of a pipe fails at random when grep
-# exits on its first match while the writer still writes (SIGPIPE, 141); CI met it once. Grep a file or
-# let grep read to the end.
+# The test scripts themselves: under `set -o pipefail`, a quiet grep at the end of a pipe fails
+# at random when grep exits on its first match while the writer still writes (SIGPIPE, 141); CI
+# met it once. Grep a file or let grep read to the end.
 if grep -nE '\|[[:space:]]*grep[[:space:]]+(-[a-zA-Z]*q|--quiet)' "$HERE"/*.sh "$HERE"/*.bash \
     "$ROOT"/scripts/*.sh "$ROOT"/bench/*.sh "$ROOT"/.ci/run >&2; then
   fail "a test script pipes into grep -q (see above)"
