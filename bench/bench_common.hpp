@@ -35,6 +35,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <mutex>
 #include <random>
 #include <string>
@@ -142,6 +143,18 @@ struct RunResult {
   bool ok = true;
   std::string error;
 };
+
+/// TC_PG_SETTINGS="name=value,name=value": extra settings for a benchmark's throwaway
+/// PostgreSQL server (experiments such as plan_cache_mode=force_generic_plan), one per entry.
+inline std::vector<std::string> pg_settings_from_env() {
+  std::vector<std::string> settings;
+  if (const char* extra = std::getenv("TC_PG_SETTINGS")) {
+    std::stringstream in(extra);
+    for (std::string kv; std::getline(in, kv, ',');)
+      if (!kv.empty()) settings.push_back(kv);
+  }
+  return settings;
+}
 
 /// TC_BENCH_LEASE_MS, when set, is the lease length of the in-process lock (default 30 s). Under
 /// callgrind a batch of thousands of events can outlast 30 s, and the lost leases would add

@@ -248,12 +248,7 @@ int main(int argc, char** argv) {
     settings = {"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all",
                 "pg_stat_statements.track_planning=on"};
   }
-  // TC_PG_SETTINGS: extra server settings for experiments, "name=value,name=value".
-  if (const char* extra = std::getenv("TC_PG_SETTINGS")) {
-    std::stringstream in(extra);
-    for (std::string kv; std::getline(in, kv, ',');)
-      if (!kv.empty()) settings.push_back(kv);
-  }
+  for (auto& kv : pg_settings_from_env()) settings.push_back(std::move(kv));
   g_pg = std::make_unique<tctest::PostgresServer>(settings);
   // Each size runs for at least ~2 s of batches (server CPU is read in clock ticks of 10 ms).
   for (int size : {1, 16, 64, 512, 8192}) {

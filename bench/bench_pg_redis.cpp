@@ -23,7 +23,6 @@
 #include <libpq-fe.h>
 
 #include <deque>
-#include <sstream>
 
 namespace {
 
@@ -462,14 +461,7 @@ BENCHMARK(BM_SeedBaseline)
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  // TC_PG_SETTINGS: extra server settings for experiments, "name=value,name=value".
-  std::vector<std::string> settings;
-  if (const char* extra = std::getenv("TC_PG_SETTINGS")) {
-    std::stringstream in(extra);
-    for (std::string kv; std::getline(in, kv, ',');)
-      if (!kv.empty()) settings.push_back(kv);
-  }
-  g_pg = std::make_unique<tctest::PostgresServer>(settings);
+  g_pg = std::make_unique<tctest::PostgresServer>(pg_settings_from_env());
   g_redis = std::make_unique<tctest::RedisServer>();
   std::fprintf(stderr, "servers: %s %s\n", g_pg->uri().c_str(), g_redis->uri().c_str());
   try {
