@@ -7,7 +7,9 @@
 // runs on a strand: it moves its inbox into its ShardCore (shard_core.hpp), which decides
 // everything; the shell only executes the core's actions against the store and the lock, arms a
 // timer when the core asks to wait (never a sleep on an executor thread), and delivers the
-// completions the core produces.
+// completions the core produces. An overlapped commit (PipelineOptions::overlap_commits) runs on
+// a commit thread of its own while the strand goes on with the next batch; its result comes back
+// to the strand.
 
 #include <tradecapture/pipeline.hpp>
 
@@ -50,6 +52,9 @@ struct Pipeline::Impl {
   PipelineOptions opt;
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<asio::thread_pool> pool;
+  /// Runs the overlapped commits (PipelineOptions::overlap_commits): one thread per shard, so a
+  /// commit never waits for a shard's executor thread, nor a shard for a commit.
+  std::unique_ptr<asio::thread_pool> commit_pool;
   asio::any_io_executor exec;
   std::vector<std::unique_ptr<Shard>> shards;
   detail::KeyGate gate;
@@ -124,6 +129,7 @@ struct Pipeline::Impl::Shard {
     c.retry = i.opt.retry;
     c.lease = i.lock->lease();
     c.sticky_failures = i.opt.sticky_failures;
+    c.overlap = i.opt.overlap_commits;
     c.store_name = i.store->describe();
     c.lock_name = i.lock->describe();
     c.seed = std::random_device{}() ^ (index * 0x9E3779B97F4A7C15ull);
@@ -248,6 +254,10 @@ struct Pipeline::Impl::Shard {
         break;
       }
       case Action::Kind::commit: {
+        if (a.overlapped) {
+          commit_in_background(std::move(a.batch));
+          return true;
+        }
         auto r = impl.store->commit(*a.batch);
         // Let go of the batch before the result is fed: the core reuses it (and its partition
         // updates' vectors) for the next batch only when nothing else holds it.
@@ -271,6 +281,22 @@ struct Pipeline::Impl::Shard {
     }
     deliver();
     return true;
+  }
+
+  /// An overlapped commit: runs on the commit pool while the core goes on with the next batch;
+  /// its result is fed on the strand.
+  void commit_in_background(std::shared_ptr<const CommitBatch> batch) {
+    asio::post(*impl.commit_pool, [this, batch = std::move(batch)]() mutable {
+      auto r = impl.store->commit(*batch);
+      batch.reset();  // before the result is fed: the core reuses the batch (see below)
+      asio::post(strand, [this, r = std::move(r)]() mutable {
+        stamp();
+        core.on_committed(std::move(r), Clock::now());
+        deliver();
+        std::lock_guard lk(inbox_mu);
+        schedule_locked();
+      });
+    });
   }
 
   void arm_timer(Clock::time_point at) {
@@ -325,6 +351,7 @@ Pipeline::Impl::Impl(std::shared_ptr<TradeStore> s, std::shared_ptr<PartitionLoc
     pool = std::make_unique<asio::thread_pool>(opt.threads);
     exec = pool->get_executor();
   }
+  if (opt.overlap_commits) commit_pool = std::make_unique<asio::thread_pool>(opt.threads);
   for (std::size_t i = 0; i < opt.threads; ++i)
     shards.push_back(std::make_unique<Shard>(*this, exec, i));
   log->info("pipeline started: {} shards, store {}, lock {}, max in flight {}, max batch {}",
@@ -363,6 +390,7 @@ bool Pipeline::Impl::stop(std::optional<std::chrono::milliseconds> timeout) {
     });
     done.get_future().wait();
   }
+  if (commit_pool) commit_pool->join();
   if (pool) pool->join();
   stopped = true;
   log->info("pipeline stopped");

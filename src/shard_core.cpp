@@ -8,6 +8,10 @@
 //   6. decide every event; 7. commit the batch (writes, check-only updates for partitions decided
 //      without a write, keys found absent), then complete. A refused commit decides again on
 //      fresh state; a failure past the retry budget fails the batch's partitions entirely.
+// With overlap (ShardConfig::overlap), a first commit attempt goes out in the background: the
+// batch moves to `flight` and the next batch runs steps 1-5 on other partitions meanwhile, then
+// holds (Step::held) until the commit answers: decided on success, put back on failure (the
+// failed batch is then the batch under way again, handled as above).
 // The cached partition state is the durable state as of our claim: it is updated in place while
 // deciding and dropped whenever a commit does not succeed.
 
@@ -100,9 +104,12 @@ struct ShardCore::Impl {
     Time last_active{};
     std::optional<Time> lease_wanted;
     std::uint64_t barrier = 0;  // ops with a lower stamp fail on arrival (predecessor failed)
+    bool in_flight = false;     // in the overlapped commit out (never picked meanwhile)
   };
 
-  enum class Step { start, renew, acquire, claim, take, commit, verify, probe };
+  // held: the batch's keys are looked up; it waits for the overlapped commit out to succeed
+  // before it is decided (found_held).
+  enum class Step { start, renew, acquire, claim, take, held, commit, verify, probe };
 
   /// The events of one source hook in the batch under way (SourceHook::before_commit).
   struct HookBatch {
@@ -191,6 +198,25 @@ struct ShardCore::Impl {
   Time retry_at{};
   Time commit_started{};
 
+  /// The batch of the overlapped commit out (Action::overlapped): what `end_batch` would clear,
+  /// moved here when its commit went out, so that the next batch can form meanwhile.
+  struct Flight {
+    bool out = false;
+    std::optional<result<void>> failed;  // its failure, kept until the next batch is put back
+    std::vector<Slot*> picked;
+    std::vector<Taken> taken;
+    std::vector<SubmitOp*> ops;
+    std::vector<Outcome> outcomes;
+    std::vector<boost::system::error_code> ends;
+    std::vector<HookBatch> hook_batches;
+    std::shared_ptr<CommitBatch> batch;
+    Time started{};
+  };
+  Flight flight;
+  std::vector<std::optional<StoredEvent>> found_held;  // Step::held: the lookup's result
+  std::shared_ptr<CommitBatch> spare_batch;  // an emptied batch to reuse (see launch_flight)
+  std::vector<DeadlineEntry> deferred_deadlines;  // of partitions in the flight (expire_deadlines)
+
   Impl(ShardConfig c, std::shared_ptr<const Processor> p, Counters& k,
        std::shared_ptr<spdlog::logger> l)
       : cfg(std::move(c)),
@@ -249,9 +275,30 @@ struct ShardCore::Impl {
       batch->partitions.clear();
       batch->sources.clear();
       batch->absent_keys.clear();
+    } else if (spare_batch) {
+      batch = std::move(spare_batch);
     } else {
       batch = std::make_shared<CommitBatch>();
     }
+  }
+
+  /// Keeps an emptied batch (and its partition updates' vectors) for reuse, unless someone
+  /// else still holds it.
+  void recycle(std::shared_ptr<CommitBatch>& b) {
+    if (!b) return;
+    if (b.use_count() == 1) {
+      for (PartitionUpdate& u : b->partitions) {
+        u.trades.clear();
+        u.events.clear();
+        u.marks.clear();
+        spare_updates.push_back(std::move(u));
+      }
+      b->partitions.clear();
+      b->sources.clear();
+      b->absent_keys.clear();
+      if (!spare_batch) spare_batch = std::move(b);
+    }
+    b.reset();
   }
 
   /// An update to fill (from spare_updates when there is one): empty vectors, fields reset.
@@ -337,6 +384,7 @@ struct ShardCore::Impl {
     attempt = 0;
     failing_since.reset();
     retry_pending = false;
+    found_held.clear();
   }
 
   // ---- arrival, deadlines --------------------------------------------------------------------
@@ -364,6 +412,12 @@ struct ShardCore::Impl {
       auto it = slots.find(e.key);
       if (it == slots.end()) continue;
       Slot& s = *it->second;
+      if (s.in_flight) {
+        // Not before the events in front of it are decided: they are in the commit out. The
+        // entry comes back when that commit ended (end_flight).
+        deferred_deadlines.push_back(std::move(e));
+        continue;
+      }
       auto pos = std::find_if(s.queue.begin(), s.queue.end(),
                               [&](SubmitOp* op) { return state_of(op).stamp == e.stamp; });
       if (pos == s.queue.end()) continue;  // decided, failed or in the batch under way
@@ -411,7 +465,7 @@ struct ShardCore::Impl {
     n_leases = 0;
     for (auto it = slots.begin(); it != slots.end();) {
       Slot& s = *it->second;
-      const bool quiet = s.queue.empty() && !s.ready && !s.waiting;
+      const bool quiet = s.queue.empty() && !s.ready && !s.waiting && !s.in_flight;
       if (!quiet) ++n_active;
       if (quiet && s.grant && (now - s.last_active > idle_after || now < s.last_active)) {
         release.push_back(*s.grant);
@@ -554,9 +608,16 @@ struct ShardCore::Impl {
           a.kind = Action::Kind::commit;
           a.batch = batch;  // shared, not copied
           commit_started = now;
+          if (cfg.overlap && attempt == 0 && !uncertain && !aborting && !flight.out) {
+            a.overlapped = true;
+            launch_flight();
+            return a;
+          }
           awaiting = true;
           return a;
         }
+        case Step::held:
+          return Action{};  // idle until the commit out answers (on_committed)
         case Step::probe: {
           Action a;
           a.kind = Action::Kind::sources;
@@ -587,7 +648,8 @@ struct ShardCore::Impl {
       Slot* s = ready.front();
       ready.pop_front();
       s->ready = false;
-      if (s->queue.empty()) continue;
+      // A partition of the commit out waits for it (made ready again when it ends).
+      if (s->queue.empty() || s->in_flight) continue;
       picked.push_back(s);
       s->last_active = now;
       budget -= std::min({s->queue.size(), cfg.max_batch_per_partition, budget});
@@ -908,13 +970,116 @@ struct ShardCore::Impl {
     }
     attempt = 0;
     store_outage_since.reset();
-    decide(r.value());
+    if (flight.out) {
+      // Decided only once the commit out succeeded: its outcome could change what this batch
+      // is decided on (a key the two share waits in the key gate, a partition is never in both,
+      // but a failed commit fails or re-decides its partitions, and this batch goes back).
+      found_held = std::move(r).value();
+      step = Step::held;
+      return;
+    }
+    decide_and_stage(r.value(), now);
+  }
+
+  /// Step 6, then step 7 is next.
+  void decide_and_stage(const std::vector<std::optional<StoredEvent>>& found, Time now) {
+    decide(found);
     if (batch->partitions.empty() && batch->absent_keys.empty() && batch->sources.empty()) {
       // Only possible with the unvalidated_noop mutation: nothing to validate.
       finish_batch(now);
       return;
     }
     step = Step::commit;
+  }
+
+  // ---- overlap -------------------------------------------------------------------------------
+
+  /// The commit of the batch under way goes out overlapped: the batch moves into `flight`
+  /// (its partitions are not picked until it ends) and the next one starts.
+  void launch_flight() {
+    flight.out = true;
+    flight.failed.reset();
+    flight.picked.swap(picked);  // swapped: both keep their vectors' capacity
+    flight.taken.swap(taken);
+    flight.ops.swap(ops);
+    flight.outcomes.swap(outcomes);
+    flight.ends.swap(ends);
+    flight.hook_batches.swap(hook_batches);
+    flight.batch = std::move(batch);
+    flight.started = commit_started;
+    for (Slot* s : flight.picked) s->in_flight = true;
+    if (cfg.mutation == Mutation::early_outcomes) {
+      for (std::size_t i = 0; i < flight.ops.size(); ++i)
+        complete(flight.ops[i], flight.ends[i], std::move(flight.outcomes[i]));
+      flight.ops.clear();
+      flight.outcomes.clear();
+      flight.ends.clear();
+      flight.taken.clear();
+    }
+    end_batch();
+  }
+
+  /// The partitions of the flight are free again; their deferred deadlines come back.
+  void end_flight() {
+    flight.out = false;
+    for (Slot* s : flight.picked) s->in_flight = false;
+    for (auto& e : deferred_deadlines) deadlines.push(std::move(e));
+    deferred_deadlines.clear();
+  }
+
+  /// The overlapped commit succeeded: complete its batch, then decide the held one.
+  void flight_committed(Time now) {
+    for (auto& hb : flight.hook_batches) hb.hook->after_commit(hb.events, {}, {});
+    counters.commits.fetch_add(1, std::memory_order_relaxed);
+    counters.commit_latency_us.record(micros_between(flight.started, now));
+    recovered(std::string("store: ") + "store unavailable", now);
+    store_outage_since.reset();
+    counters.batches.fetch_add(1, std::memory_order_relaxed);
+    counters.batch_size.record(flight.ops.size());
+    for (std::size_t i = 0; i < flight.ops.size(); ++i)
+      complete(flight.ops[i], flight.ends[i], std::move(flight.outcomes[i]));
+    end_flight();
+    for (const Taken& t : flight.taken) {
+      t.slot->lock_failures = 0;
+      t.slot->last_active = now;
+    }
+    for (Slot* s : flight.picked) make_ready(*s);
+    flight.picked.clear();
+    flight.taken.clear();
+    flight.ops.clear();
+    flight.outcomes.clear();
+    flight.ends.clear();
+    flight.hook_batches.clear();
+    recycle(flight.batch);
+    if (step == Step::held && !aborting) {
+      auto found = std::move(found_held);
+      found_held.clear();
+      decide_and_stage(found, now);
+    }
+  }
+
+  /// The overlapped commit failed and no other action is out: put the batch under way back
+  /// (nothing of it is decided), make the flight the batch under way again, and handle the
+  /// failure as if its commit had not been overlapped.
+  void recover_flight(Time now) {
+    if (!flight.failed || awaiting) return;
+    if (!ops.empty()) requeue_batch();
+    for (Slot* s : picked) make_ready(*s);
+    end_batch();
+    recycle(batch);
+    end_flight();
+    picked.swap(flight.picked);
+    taken.swap(flight.taken);
+    ops.swap(flight.ops);
+    outcomes.swap(flight.outcomes);
+    ends.swap(flight.ends);
+    hook_batches.swap(flight.hook_batches);
+    batch = std::move(flight.batch);
+    commit_started = flight.started;
+    step = Step::commit;
+    result<void> r = std::move(*flight.failed);
+    flight.failed.reset();
+    committed(std::move(r), now);
   }
 
   /// Puts the taken ops back at the front of their queues, in order (before a retry of step 5).
@@ -926,6 +1091,16 @@ struct ShardCore::Impl {
   }
 
   void on_committed(result<void> r, Time now) {
+    if (flight.out && !flight.failed) {
+      if (r) return flight_committed(now);
+      flight.failed = std::move(r);
+      return recover_flight(now);  // at once, or after the result of the action out
+    }
+    committed(std::move(r), now);
+  }
+
+  /// The result of the commit of the batch under way.
+  void committed(result<void> r, Time now) {
     awaiting = false;
     if (r) {
       after_commit({}, {});
@@ -1156,16 +1331,17 @@ struct ShardCore::Impl {
     }
     for (auto& [k, s] : slots) {
       if (awaiting && std::find(picked.begin(), picked.end(), s.get()) != picked.end()) continue;
+      if (s->in_flight) continue;  // its commit ends its batch (settle_abort then fails the rest)
       fail_partition(*s, ec);
     }
-    if (!awaiting) aborting = false;
+    if (!awaiting && !flight.out) aborting = false;
   }
 
   std::vector<Grant> pending_release;
 
   /// After a result: once an aborted batch has ended, nothing queued here survives the abort.
   void settle_abort() {
-    if (!aborting || awaiting || step != Step::start) return;
+    if (!aborting || awaiting || flight.out || step != Step::start) return;
     for (auto& [k, s] : slots) fail_partition(*s, abort_ec);
     aborting = false;
   }
@@ -1200,29 +1376,37 @@ Action ShardCore::next(Time now) {
 
 void ShardCore::on_acquired(result<std::vector<result<Grant>>> r, Time now) {
   impl_->on_acquired(std::move(r), now);
+  impl_->recover_flight(now);
   impl_->settle_abort();
 }
 void ShardCore::on_renewed(std::vector<Grant> renewed, result<std::vector<result<void>>> r,
                            Time now) {
   impl_->on_renewed(std::move(renewed), std::move(r), now);
+  impl_->recover_flight(now);
   impl_->settle_abort();
 }
 void ShardCore::on_claimed(result<std::vector<PartitionState>> r, Time now) {
   impl_->on_claimed(std::move(r), now);
+  impl_->recover_flight(now);
   impl_->settle_abort();
 }
 void ShardCore::on_found(result<std::vector<std::optional<StoredEvent>>> r, Time now) {
   impl_->on_found(std::move(r), now);
+  impl_->recover_flight(now);
   impl_->settle_abort();
 }
-void ShardCore::on_committed(result<void> r, Time now) { impl_->on_committed(std::move(r), now);
-  impl_->settle_abort(); }
+void ShardCore::on_committed(result<void> r, Time now) {
+  impl_->on_committed(std::move(r), now);
+  impl_->settle_abort();
+}
 void ShardCore::on_verified(result<std::vector<std::optional<StoredEvent>>> r, Time now) {
   impl_->on_verified(std::move(r), now);
+  impl_->recover_flight(now);
   impl_->settle_abort();
 }
 void ShardCore::on_sources(result<std::vector<SourceOffset>> r, Time now) {
   impl_->on_sources(std::move(r), now);
+  impl_->recover_flight(now);
   impl_->settle_abort();
 }
 
@@ -1258,7 +1442,7 @@ std::size_t ShardCore::active() const { return impl_->n_active; }
 std::size_t ShardCore::leases() const { return impl_->n_leases; }
 
 bool ShardCore::empty() const {
-  if (!impl_->ops.empty()) return false;
+  if (!impl_->ops.empty() || !impl_->flight.ops.empty()) return false;
   for (const auto& [k, s] : impl_->slots)
     if (!s->queue.empty()) return false;
   return true;

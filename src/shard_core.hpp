@@ -10,8 +10,10 @@
 // the simulator in tests/sim drives the very same class against simulated servers, a simulated
 // clock and injected faults.
 //
-// Protocol: call `next(now)`; it returns at most one I/O action at a time. After executing it,
-// feed its result to the matching `on_*` method, then call `next` again. `Action::Kind::wait`
+// Protocol: call `next(now)`; it returns at most one I/O action at a time, except that an
+// overlapped commit (`Action::overlapped`, ShardConfig::overlap) does not count: while it runs,
+// `next` may return one more action, for the next batch. After executing an action, feed its
+// result to the matching `on_*` method, then call `next` again. `Action::Kind::wait`
 // asks for `next` to be called again at or after `until` (or earlier when something arrives);
 // `Action::Kind::idle` means nothing to do until something arrives. `release` actions need no
 // result. After every call, `take_completions()` returns what must be completed now, in order.
@@ -35,6 +37,13 @@
 //   fenced_off while it carries source rows reads the stored rows (Action::sources) and tells
 //   the hooks which are stale, so the source that lost its stream abandons its events and the
 //   rest of the batch, decided again, commits without them.
+// - Overlap (latency-aware group commit): when idle, a batch commits at once; when busy, the next
+//   batch forms while the current one commits. It leases, claims and looks up keys meanwhile, but
+//   is decided only after that commit succeeded, and it never takes a partition of the
+//   committing batch. When that commit fails, the next batch is put back (its events in order at
+//   the front of their partitions, nothing of it decided) and the failed batch is handled as
+//   without overlap: retried, verified, decided again or failed. A commit is overlapped only on
+//   its first attempt; a retry runs alone.
 // - Every retry is bounded: store calls by RetryPolicy's attempts and budget, lock busy or
 //   unavailable by the budget, re-decisions by max_attempts.
 
@@ -95,6 +104,7 @@ enum class Mutation {
   ignore_deadlines,    ///< deadlines are not checked: a withdrawn event may still be decided
   redecide_stored,     ///< a replayed event whose key is stored is decided again (DUPLICATE)
   accepted_marks,      ///< only ACCEPTED events move source marks (a re-read decides again)
+  early_outcomes,      ///< an overlapped commit's events complete when it goes out, not when it succeeds
 };
 
 /// What the core needs from the pipeline's options.
@@ -108,6 +118,8 @@ struct ShardConfig {
   bool sticky_failures = false;            ///< PipelineOptions::sticky_failures
   std::string store_name = "the store";    ///< for logs (TradeStore::describe)
   std::string lock_name = "the lock";      ///< for logs (PartitionLock::describe)
+  /// Overlap a batch's commit with the next batch (PipelineOptions::overlap_commits).
+  bool overlap = false;
   Mutation mutation = Mutation::none;      ///< tests only
 };
 
@@ -133,6 +145,11 @@ struct Action {
   std::vector<IdempotencyKey> idem_keys; ///< find, verify
   std::shared_ptr<const CommitBatch> batch;  ///< commit (the core's own, shared: never copied)
   std::vector<std::string> consumers;    ///< sources (ascending, distinct)
+  /// commit only: the commit runs in the background (ShardConfig::overlap). While it is out,
+  /// `next` goes on with the next batch (its leases, claims and key lookups, never its commit,
+  /// never a partition of the committing batch); its result goes to `on_committed` whenever it
+  /// comes, before or after the result of another action out at the same time.
+  bool overlapped = false;
 };
 
 /// The stored source offsets of every consumer of `consumers`, concatenated (Action::sources).

@@ -73,7 +73,8 @@ struct SubmitOptions {
 
 /// Pipeline configuration.
 struct PipelineOptions {
-  /// Worker shards; each owns a share of the partitions (by hash) and runs one batch at a time.
+  /// Worker shards; each owns a share of the partitions (by hash) and decides one batch at a
+  /// time (with `overlap_commits`, while the batch before it commits).
   std::size_t threads = 2;
   /// Run the shards on the host's executor instead of an internal thread pool of `threads`.
   /// Store calls and retry backoffs run synchronously on the shard, so they occupy one of the
@@ -96,6 +97,11 @@ struct PipelineOptions {
   /// of it can never be decided, so re-sending from the first line without an outcome gives the
   /// sequential result. A gateway leaves it off: its clients' later requests go on.
   bool sticky_failures = false;
+  /// Latency-aware group commit: while a shard's batch commits (on a thread of its own), the
+  /// shard forms the next batch from what queued meanwhile (leases, claims, key lookups) and
+  /// decides it the moment the commit succeeds. Idle, a batch commits at once; busy, batches
+  /// grow with the commit time. Off: each batch is looked up, decided and committed in turn.
+  bool overlap_commits = true;
   /// Where the pipeline logs; null means spdlog's default logger.
   std::shared_ptr<spdlog::logger> logger;
 };

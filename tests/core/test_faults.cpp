@@ -685,3 +685,128 @@ TEST_CASE("faults: a source that lost its stream drops its own events; the rest 
   CHECK(src.attempts == 1);  // told of the refusal; its events were not in the batch that committed
   CHECK(src.commits == 0);
 }
+
+namespace {
+
+/// A shard core with overlapped commits, stepped by hand: a commit can be held out while the
+/// next batch forms, then answered.
+struct OverlapCore {
+  detail::Counters counters;
+  detail::ShardCore core;
+  std::shared_ptr<TradeStore> store = make_memory_store();
+  std::shared_ptr<PartitionLock> lock = make_local_lock();
+  const Clock::time_point t0{std::chrono::hours(1000)};
+  std::uint64_t stamp = 1;
+
+  static detail::ShardConfig config() {
+    detail::ShardConfig c;
+    c.overlap = true;
+    c.retry.initial_backoff = 1ms;
+    c.retry.max_backoff = 1ms;
+    return c;
+  }
+  OverlapCore() : core(config(), make_position_processor(), counters, nullptr) {}
+
+  void add(StepOp& op) {
+    detail::state_of(&op).gate_head = true;
+    detail::state_of(&op).stamp = stamp++;
+    core.set_stamp_now(stamp);
+    core.add(&op, t0);
+  }
+  void deliver() {
+    for (auto& c : core.take_completions()) c.op->complete(c.ec, c.outcome);
+  }
+
+  /// Steps until the core returns an overlapped commit (handed back, not executed) or idles;
+  /// every other action goes to the store or the lock. `finds` collects the keys looked up.
+  detail::Action until_commit(std::vector<IdempotencyKey>* finds = nullptr) {
+    for (int i = 0; i < 20; ++i) {
+      auto act = core.next(t0 + std::chrono::seconds(1));
+      switch (act.kind) {
+        case Kind::acquire: core.on_acquired(lock->try_acquire(act.keys), t0); break;
+        case Kind::renew: {
+          auto r = lock->renew(act.grants);
+          core.on_renewed(std::move(act.grants), std::move(r), t0);
+          break;
+        }
+        case Kind::release: break;
+        case Kind::claim: core.on_claimed(store->claim_partitions(act.keys), t0); break;
+        case Kind::find:
+          if (finds) finds->insert(finds->end(), act.idem_keys.begin(), act.idem_keys.end());
+          core.on_found(store->find_events(act.idem_keys), t0);
+          break;
+        case Kind::commit:
+          if (act.overlapped) return act;
+          core.on_committed(store->commit(*act.batch), t0);
+          break;
+        case Kind::wait: break;  // a retry backoff: the next step is a second later
+        default: return act;      // idle
+      }
+      deliver();
+    }
+    return {};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("faults: an overlapped commit: the next batch forms meanwhile, decided only after it") {
+  const PartitionKey Q{"ACC", "BOOK", "SEC2"};
+  OverlapCore oc;
+  StepOp a(ev("A", 1, TradeType::New, P));
+  oc.add(a);
+  auto first = oc.until_commit();
+  REQUIRE(first.kind == Kind::commit);
+  REQUIRE(first.overlapped);
+  REQUIRE(first.batch->partitions.size() == 1);
+
+  // While it is out: b (another partition) is leased, claimed and looked up; c (the same
+  // partition as the commit out) waits for it.
+  StepOp b(ev("B", 1, TradeType::New, Q)), c(ev("C", 1, TradeType::New, P));
+  oc.add(b);
+  oc.add(c);
+  std::vector<IdempotencyKey> finds;
+  auto held = oc.until_commit(&finds);
+  CHECK(held.kind == Kind::idle);  // decided only after the commit out answers
+  REQUIRE(finds.size() == 1);
+  CHECK(finds[0].trade_id == "B");
+  CHECK_FALSE(a.done);
+  CHECK_FALSE(b.done);
+
+  SUBCASE("it succeeds: its events complete, the next batch is decided and goes out") {
+    oc.core.on_committed(oc.store->commit(*first.batch), oc.t0);
+    oc.deliver();
+    REQUIRE(a.done);
+    CHECK(a.outcome == Outcome::accepted(1));
+    auto second = oc.until_commit();
+    REQUIRE(second.kind == Kind::commit);
+    REQUIRE(second.batch->partitions.size() == 1);
+    CHECK(second.batch->partitions[0].partition == Q);
+    oc.core.on_committed(oc.store->commit(*second.batch), oc.t0);
+    oc.deliver();
+    REQUIRE(b.done);
+    CHECK(b.outcome == Outcome::accepted(1));
+  }
+  SUBCASE("it fails: the next batch goes back undecided, the failed one is retried alone") {
+    oc.core.on_committed(make_error_code(errc::store_busy), oc.t0);  // not applied
+    oc.deliver();
+    CHECK_FALSE(a.done);
+    CHECK_FALSE(b.done);
+    // The retry is not overlapped (it runs alone), then everything goes through in order.
+    int overlapped = 0;
+    for (int i = 0; i < 6 && !(a.done && b.done && c.done); ++i) {
+      auto act = oc.until_commit();
+      if (act.kind != Kind::commit) continue;
+      ++overlapped;
+      oc.core.on_committed(oc.store->commit(*act.batch), oc.t0);
+      oc.deliver();
+    }
+    REQUIRE(a.done);
+    REQUIRE(b.done);
+    REQUIRE(c.done);
+    CHECK(a.outcome == Outcome::accepted(1));
+    CHECK(b.outcome == Outcome::accepted(1));
+    CHECK(c.outcome == Outcome::accepted(2));  // after a, in its partition's order
+    CHECK(overlapped >= 1);
+  }
+}

@@ -41,6 +41,7 @@ struct Stats {
   std::map<std::string, std::uint64_t> faults;    ///< injected, by kind
   std::map<std::string, std::uint64_t> outcomes;  ///< reported, by kind
   std::map<std::string, std::uint64_t> sources;   ///< source events and claims, by kind
+  std::map<std::string, std::uint64_t> overlap;   ///< overlapped commits, actions meanwhile
 };
 
 /// One commit that the store applied, as the fault-injecting wrapper saw it. With the final scan

@@ -414,6 +414,7 @@ struct Barrier {
 struct CoreSlot {
   std::unique_ptr<detail::ShardCore> core;
   bool busy = false;           // an action is in flight
+  bool committing = false;     // an overlapped commit is in flight (Action::overlapped)
   std::uint64_t timer_gen = 0; // only the latest `wait` timer counts
 };
 
@@ -609,6 +610,7 @@ World::World(const Params& p, Stats& stats) : params_(p), stats_(stats) {
   config_.retry.budget = std::chrono::milliseconds(env_.range(2000, 15000));
   config_.lease = std::chrono::milliseconds(kLease / kMs);
   config_.mutation = p.mutation;
+  config_.overlap = env_.range(0, 2) != 0;  // two seeds in three overlap commits (the default)
   const bool calm = env_.chance(0.15);
   auto level = [&](double hi) { return calm ? 0.0 : pick({0, 1, 2}) * hi / 2; };
   env_.p_read_fail = level(0.02);
@@ -950,7 +952,7 @@ void World::stop_host(int hid) {
 void World::finish_stop(int hid) {
   Host& h = hosts_[hid];
   for (auto& cs : h.cores)
-    if (cs.busy || !cs.core->empty())
+    if (cs.busy || cs.committing || !cs.core->empty())
       return host_event(hid, h.inc, env_.now + 50 * kMs, [this, hid] { finish_stop(hid); });
   env_.caller = hid;
   for (auto& cs : h.cores) {
@@ -1031,6 +1033,14 @@ void World::drive(int hid, std::size_t ci) {
         lock_->release(a.grants);
         continue;
       default:
+        if (a.kind == Kind::commit && a.overlapped) {
+          if (cs.committing) return env_.fail("a second overlapped commit while one is out");
+          ++stats_.overlap["overlapped commits"];
+          cs.committing = true;
+          issue(h, ci, std::move(a));
+          continue;  // the core goes on with the next batch
+        }
+        if (cs.committing) ++stats_.overlap[std::string(kind_name(a.kind)) + " during a commit"];
         cs.busy = true;
         return issue(h, ci, std::move(a));
     }
@@ -1099,7 +1109,12 @@ void World::answer(int hid, std::size_t ci, const std::shared_ptr<detail::Action
                    const std::shared_ptr<Reply>& r) {
   Host& h = hosts_[hid];
   CoreSlot& cs = h.cores[ci];
-  cs.busy = false;
+  if (a->kind == Kind::commit && a->overlapped) {
+    cs.committing = false;
+    if (!r->committed || !*r->committed) ++stats_.overlap["overlapped commits failed"];
+  } else {
+    cs.busy = false;
+  }
   cs.core->set_stamp_now(h.next_stamp);
   const Time now = host_now(h);
   switch (a->kind) {
@@ -1500,7 +1515,7 @@ bool World::quiescent() const {
   for (const Host& h : hosts_) {
     if (!h.up || h.stopping || !h.pending.empty()) return false;
     for (const CoreSlot& cs : h.cores)
-      if (cs.busy || !cs.core->empty()) return false;
+      if (cs.busy || cs.committing || !cs.core->empty()) return false;
   }
   return sources_done();
 }
