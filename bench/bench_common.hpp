@@ -164,11 +164,13 @@ inline std::chrono::milliseconds bench_lease() {
   return std::chrono::milliseconds(s ? std::strtoll(s, nullptr, 10) : 30000);
 }
 
+/// TC_BENCH_OVERLAP=0 turns PipelineOptions::overlap_commits off (to compare in one build).
 inline PipelineOptions bench_options(std::size_t threads, std::size_t max_batch) {
   PipelineOptions o;
   o.threads = threads;
   o.max_batch = max_batch;
   o.logger = quiet_logger();
+  if (const char* e = std::getenv("TC_BENCH_OVERLAP")) o.overlap_commits = std::atoi(e) != 0;
   return o;
 }
 

@@ -293,8 +293,7 @@ struct Pipeline::Impl::Shard {
         stamp();
         core.on_committed(std::move(r), Clock::now());
         deliver();
-        std::lock_guard lk(inbox_mu);
-        schedule_locked();
+        run();  // on the strand already: the next batch's commit goes out now
       });
     });
   }
