@@ -2,6 +2,7 @@
 
 #include <tradecapture/detail/submit_op.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -18,7 +19,9 @@ namespace tradecapture::detail {
 /// private list that is refilled by emptying `returned_` in one exchange, or by a new chunk of
 /// blocks when nothing came back. The pool keeps what it allocated until it is destroyed: its
 /// size follows the peak of submissions in flight (at most `max_in_flight` blocks per pipeline,
-/// plus a chunk).
+/// plus a chunk). Each chunk is as large as all the earlier ones together (64 blocks at first,
+/// 2,048 at most), so a pool that grows to its working size allocates a few dozen times, and a
+/// new peak of a few thousand ops allocates once or twice, not once every 64.
 class OpPool {
  public:
   OpPool() = default;
@@ -45,26 +48,27 @@ class OpPool {
   struct Block {
     Block* next;
   };
-  static constexpr std::size_t chunk_blocks = 64;
-
-  /// Called with mu_ held and local_ empty.
-  void grow_() {
-    std::unique_ptr<Chunk> chunk(new Chunk);  // default-initialised: not zeroed
-    for (std::size_t i = chunk_blocks; i-- > 0;)
-      local_ = ::new (static_cast<void*>(chunk->blocks[i].bytes)) Block{local_};
-    chunks_.push_back(std::move(chunk));
-  }
+  static constexpr std::size_t first_chunk_blocks = 64, max_chunk_blocks = 2048;
 
   struct alignas(op_block_align) Storage {
     std::byte bytes[op_block_size];
   };
-  struct Chunk {
-    Storage blocks[chunk_blocks];
-  };
+
+  /// Called with mu_ held and local_ empty.
+  void grow_() {
+    const std::size_t n = std::clamp(blocks_, first_chunk_blocks, max_chunk_blocks);
+    chunks_.reserve(chunks_.size() + 1);  // so that the push_back below cannot throw
+    std::unique_ptr<Storage[]> chunk(new Storage[n]);  // default-initialised: not zeroed
+    for (std::size_t i = n; i-- > 0;)
+      local_ = ::new (static_cast<void*>(chunk[i].bytes)) Block{local_};
+    chunks_.push_back(std::move(chunk));
+    blocks_ += n;
+  }
 
   std::mutex mu_;
-  Block* local_ = nullptr;                   // guarded by mu_
-  std::vector<std::unique_ptr<Chunk>> chunks_;  // guarded by mu_
+  Block* local_ = nullptr;                          // guarded by mu_
+  std::vector<std::unique_ptr<Storage[]>> chunks_;  // guarded by mu_
+  std::size_t blocks_ = 0;                          // in all chunks; guarded by mu_
   std::atomic<Block*> returned_{nullptr};
 };
 

@@ -421,6 +421,78 @@ TEST_CASE("store: one batch with a thousand partitions") {
   });
 }
 
+TEST_CASE("store: thousands of events in small commits, partitions interleaved") {
+  // Each partition's events and trades arrive over many commits, interleaved with the other
+  // partitions' (the memory store keeps them all in shared blocks, linked per partition, and
+  // finds them through store-wide indexes). Trade ids are longer than a short string's buffer.
+  for_each_store([](StoreUnderTest& s) {
+    const std::vector<PartitionKey> keys{key("P0"), key("P1"), key("P2")};  // ascending
+    constexpr int kCommits = 50, kPerCommit = 30;  // 1,500 events a partition
+    auto id = [](int p, int n) {
+      return "P" + std::to_string(p) + "-long-trade-id-" + std::to_string(n);
+    };
+    // Event n of a partition: NEW of trade n, except every third after the first commit, which
+    // amends trade n - kPerCommit - 1, a NEW of the commit before (its record is replaced).
+    auto is_amend = [](int n) { return n % 3 == 2 && n >= kPerCommit; };
+    auto target = [](int n) { return n - kPerCommit - 1; };
+    std::vector<std::uint64_t> seq(keys.size(), 0);
+    for (int c = 0; c < kCommits; ++c) {
+      const std::uint64_t fence = 1 + c / 10;
+      std::vector<PartitionUpdate> updates;
+      for (int p = 0; p < 3; ++p) {
+        UpdateBuilder u(keys[p], fence, seq[p]);
+        for (int n = c * kPerCommit; n < (c + 1) * kPerCommit; ++n) {
+          const std::string q = std::to_string(n + 1);
+          u.add(is_amend(n) ? event(id(p, target(n)), 2, TradeType::Amend, Side::Sell, q, "2.5")
+                            : new_trade(id(p, n), Side::Buy, q, "1.25"));
+        }
+        updates.push_back(u);
+        seq[p] = updates.back().new_seq;
+      }
+      require_commit(s, batch(updates));
+    }
+    constexpr int kEvents = kCommits * kPerCommit;
+
+    const auto events = scan(s);
+    REQUIRE(events.size() == 3 * kEvents);
+    for (int p = 0; p < 3; ++p) {
+      for (int n = 0; n < kEvents; ++n) {
+        const StoredEvent& e = events[p * kEvents + n];
+        CHECK(e.event.partition == keys[p]);
+        CHECK(e.seq == std::uint64_t(n + 1));
+        CHECK(e.event.trade_id == id(p, is_amend(n) ? target(n) : n));
+        CHECK(e.event.version == (is_amend(n) ? 2 : 1));
+        CHECK(e.event.quantity == dec(std::to_string(n + 1)));
+      }
+      // The first and the last event, and the fences of the commits that wrote them.
+      const auto first = find(s, id(p, 0), 1);
+      REQUIRE(first.has_value());
+      CHECK(first->seq == 1);
+      CHECK(first->fence == 1);
+      CHECK(first->event.partition == keys[p]);
+      const auto last = find(s, id(p, target(kEvents - 1)), 2);
+      REQUIRE(last.has_value());
+      CHECK(last->seq == std::uint64_t(kEvents));
+      CHECK(last->fence == 5);
+      CHECK(last->event.price == dec("2.5"));
+      CHECK_FALSE(find(s, id(p, target(kEvents - 1)), 3).has_value());
+
+      const PartitionState st = load(s, keys[p]);
+      CHECK(st.seq == std::uint64_t(kEvents));
+      CHECK(st.fence == 5);
+      REQUIRE(st.trades.size() == std::size_t(kEvents - (kEvents - kPerCommit) / 3));
+      CHECK(st.trades.at(id(p, 0)) == TradeRecord{1, Side::Buy, dec("1"), dec("1.25"), false});
+      CHECK(st.trades.at(id(p, 1)) == TradeRecord{2, Side::Sell, dec("33"), dec("2.5"), false});
+      CHECK(st.trades.at(id(p, 2)) == TradeRecord{1, Side::Buy, dec("3"), dec("1.25"), false});
+      CHECK(st.trades.at(id(p, target(kEvents - 1))) ==
+            TradeRecord{2, Side::Sell, dec(std::to_string(kEvents)), dec("2.5"), false});
+      CHECK(st.trades.at(id(p, kEvents - 2)) ==
+            TradeRecord{1, Side::Buy, dec(std::to_string(kEvents - 1)), dec("1.25"), false});
+      CHECK(st.trades.count(id(p, kPerCommit + 2)) == 0);  // an amend's number names no trade
+    }
+  });
+}
+
 TEST_CASE("store: concurrent commits on disjoint partitions all land") {
   for_each_store([](StoreUnderTest& s) {
     constexpr int threads = 4, batches = 40, per_batch = 8;

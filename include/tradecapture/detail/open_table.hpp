@@ -1,7 +1,7 @@
 #pragma once
 // Internal, not installed (CMakeLists.txt excludes it): the one open-addressing table of the
 // core and the backends (the key gate's stripes, the memory store's key index and trade
-// tables).
+// index).
 //
 // Linear probing over a power-of-two array of slots kept at most half full; erasure by backward
 // shift, so there are no tombstones and a probe always ends at the first free slot. The table
