@@ -25,6 +25,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <limits>
 #include <map>
 #include <memory_resource>
@@ -129,6 +130,11 @@ struct ShardCore::Impl {
     PartitionKey key;
     bool operator>(const DeadlineEntry& o) const { return at > o.at; }
   };
+
+  /// The fault-log kind of a store outage (fault_log's "store: " + the error's message), built
+  /// once: a successful commit ends that episode, and must not build the string each time.
+  const std::string kStoreUnavailable =
+      "store: " + make_error_code(errc::store_unavailable).message();
 
   ShardConfig cfg;
   std::shared_ptr<const Processor> processor;
@@ -694,7 +700,9 @@ struct ShardCore::Impl {
       up.partition = t.slot->key;
       up.fence = st.fence;
       up.expected_seq = st.seq;
-      up.events.reserve(t.count);
+      // Powers of two: a spare update's vectors (another partition's, last batch) settle at
+      // sizes that fit, instead of growing again for almost every partition of every batch.
+      if (up.events.capacity() < t.count) up.events.reserve(std::bit_ceil(t.count));
       changed.clear();
       marks.clear();
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
@@ -759,7 +767,7 @@ struct ShardCore::Impl {
       std::sort(changed.begin(), changed.end(),
                 [](const TradeNode* a, const TradeNode* b) { return a->first < b->first; });
       changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-      up.trades.reserve(changed.size());
+      if (up.trades.capacity() < changed.size()) up.trades.reserve(std::bit_ceil(changed.size()));
       for (const TradeNode* node : changed) up.trades.emplace_back(node->first, node->second);
       batch->partitions.push_back(std::move(up));
     }
@@ -941,7 +949,7 @@ struct ShardCore::Impl {
       log->error("claim failed: {}", r.error().message());
       return abandon(r.error());
     }
-    recovered(std::string("store: ") + "store unavailable", now);
+    recovered(kStoreUnavailable, now);
     recovered("store gave up", now);
     store_outage_since.reset();
     for (std::size_t i = 0; i < need.size() && i < r.value().size(); ++i) {
@@ -1032,7 +1040,7 @@ struct ShardCore::Impl {
     for (auto& hb : flight.hook_batches) hb.hook->after_commit(hb.events, {}, {});
     counters.commits.fetch_add(1, std::memory_order_relaxed);
     counters.commit_latency_us.record(micros_between(flight.started, now));
-    recovered(std::string("store: ") + "store unavailable", now);
+    recovered(kStoreUnavailable, now);
     store_outage_since.reset();
     counters.batches.fetch_add(1, std::memory_order_relaxed);
     counters.batch_size.record(flight.ops.size());
@@ -1106,7 +1114,7 @@ struct ShardCore::Impl {
       after_commit({}, {});
       counters.commits.fetch_add(1, std::memory_order_relaxed);
       counters.commit_latency_us.record(micros_between(commit_started, now));
-      recovered(std::string("store: ") + "store unavailable", now);
+      recovered(kStoreUnavailable, now);
       store_outage_since.reset();
       finish_batch(now);
       return;
