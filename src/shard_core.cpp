@@ -203,6 +203,18 @@ struct ShardCore::Impl {
   bool retry_pending = false;
   Time retry_at{};
   Time commit_started{};
+  // Measured (moving averages), to form the next batch as late as the commit out allows: its
+  // store's commit time, and the time from picking a batch to having its keys looked up.
+  std::chrono::microseconds est_commit{0}, est_lookup{0};
+  Time lookup_started{};
+
+  /// Adds the duration from `from` to `to` to the moving average `est` (1/8 weight); a negative
+  /// or absurd one (a clock step) is ignored.
+  static void measure(std::chrono::microseconds& est, Time from, Time to) {
+    if (to < from || to - from > std::chrono::seconds(10)) return;
+    const auto d = std::chrono::duration_cast<std::chrono::microseconds>(to - from);
+    est = est.count() == 0 ? d : (est * 7 + d) / 8;
+  }
 
   /// The batch of the overlapped commit out (Action::overlapped): what `end_batch` would clear,
   /// moved here when its commit went out, so that the next batch can form meanwhile.
@@ -531,7 +543,20 @@ struct ShardCore::Impl {
             a.grants = std::move(release);
             return a;  // no result: next() goes on from here
           }
+          if (flight.out && now >= flight.started) {
+            // The next batch forms while the commit out runs, but as late as it can: what
+            // arrives meanwhile goes into it. Its lookups should end when that commit does
+            // (measured), so it is picked then; early, it would hold only what came first.
+            const Time form_at = flight.started + (est_commit - est_lookup);
+            if (now < form_at) {
+              Action a;
+              a.kind = Action::Kind::wait;
+              a.until = std::min(form_at, next_due());
+              return a;
+            }
+          }
           pick(now);
+          if (!picked.empty()) lookup_started = now;
           if (picked.empty()) {
             Action a;
             const Time due = next_due();
@@ -978,6 +1003,7 @@ struct ShardCore::Impl {
     }
     attempt = 0;
     store_outage_since.reset();
+    measure(est_lookup, lookup_started, now);
     if (flight.out) {
       // Decided only once the commit out succeeded: its outcome could change what this batch
       // is decided on (a key the two share waits in the key gate, a partition is never in both,
@@ -1040,6 +1066,7 @@ struct ShardCore::Impl {
     for (auto& hb : flight.hook_batches) hb.hook->after_commit(hb.events, {}, {});
     counters.commits.fetch_add(1, std::memory_order_relaxed);
     counters.commit_latency_us.record(micros_between(flight.started, now));
+    measure(est_commit, flight.started, now);
     recovered(kStoreUnavailable, now);
     store_outage_since.reset();
     counters.batches.fetch_add(1, std::memory_order_relaxed);
@@ -1114,6 +1141,7 @@ struct ShardCore::Impl {
       after_commit({}, {});
       counters.commits.fetch_add(1, std::memory_order_relaxed);
       counters.commit_latency_us.record(micros_between(commit_started, now));
+      measure(est_commit, commit_started, now);
       recovered(kStoreUnavailable, now);
       store_outage_since.reset();
       finish_batch(now);
