@@ -164,7 +164,7 @@ inline std::chrono::milliseconds bench_lease() {
   return std::chrono::milliseconds(s ? std::strtoll(s, nullptr, 10) : 30000);
 }
 
-/// TC_BENCH_OVERLAP=0 turns PipelineOptions::overlap_commits off (to compare in one build).
+/// TC_BENCH_OVERLAP=1 turns PipelineOptions::overlap_commits on (0: off, the default).
 inline PipelineOptions bench_options(std::size_t threads, std::size_t max_batch) {
   PipelineOptions o;
   o.threads = threads;

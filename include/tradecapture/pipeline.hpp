@@ -97,11 +97,14 @@ struct PipelineOptions {
   /// of it can never be decided, so re-sending from the first line without an outcome gives the
   /// sequential result. A gateway leaves it off: its clients' later requests go on.
   bool sticky_failures = false;
-  /// Latency-aware group commit: while a shard's batch commits (on a thread of its own), the
-  /// shard forms the next batch from what queued meanwhile (leases, claims, key lookups) and
-  /// decides it the moment the commit succeeds. Idle, a batch commits at once; busy, batches
-  /// grow with the commit time. Off: each batch is looked up, decided and committed in turn.
-  bool overlap_commits = true;
+  /// Overlapped group commit: while a shard's batch commits (on a thread of its own), the shard
+  /// forms the next batch from what queued meanwhile (leases, claims, key lookups, started as
+  /// late as the measured commit time allows) and decides it the moment the commit succeeds.
+  /// Off (the default): each batch is looked up, decided and committed in turn. Off is faster
+  /// on a 2-core machine shared with PostgreSQL (BENCHMARKS.md, session 9): the overlap adds
+  /// concurrent statements to a CPU-bound server and a thread hand-off per batch. It is meant
+  /// for a database across a network, where the lookups' round trips are the cost it hides.
+  bool overlap_commits = false;
   /// Where the pipeline logs; null means spdlog's default logger.
   std::shared_ptr<spdlog::logger> logger;
 };
