@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <future>
 #include <map>
@@ -814,9 +813,8 @@ TEST_CASE("faults: an overlapped commit: the next batch forms meanwhile, decided
 
 namespace {
 
-/// Slow commits: each waits (20 ms at most) for a key lookup to start meanwhile, as the
-/// overlapped pipeline's next batch does; every 5th is refused as store_busy (not applied).
-/// Counts the lookups that start while a commit runs.
+/// Slow calls: a key lookup takes 3 ms, a commit 10 ms, and every 5th commit is refused as
+/// store_busy (not applied). Counts the lookups that ran at the same time as a commit.
 class SlowBusyStore final : public TradeStoreWrapper {
  public:
   using TradeStoreWrapper::TradeStoreWrapper;
@@ -824,35 +822,32 @@ class SlowBusyStore final : public TradeStoreWrapper {
 
   result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) override {
-    {
-      std::lock_guard lk(mu_);
-      if (committing_ > 0) {
-        ++lookups_during_commit;
-        cv_.notify_all();
-      }
-    }
-    return TradeStoreWrapper::find_events(keys);
+    enter(finding_, committing_);
+    std::this_thread::sleep_for(3ms);
+    auto r = TradeStoreWrapper::find_events(keys);
+    --finding_;
+    return r;
   }
 
  protected:
   result<void> do_commit_(const CommitBatch& b) override {
-    {
-      std::unique_lock lk(mu_);
-      ++committing_;
-      const int before = lookups_during_commit.load();
-      cv_.wait_for(lk, 20ms, [&] { return lookups_during_commit.load() > before; });
-    }
+    enter(committing_, finding_);
+    std::this_thread::sleep_for(10ms);
     result<void> r = ++commits % 5 == 0 ? result<void>(errc::store_busy)
                                         : TradeStoreWrapper::do_commit_(b);
-    std::lock_guard lk(mu_);
     --committing_;
     return r;
   }
 
  private:
+  /// Counts a lookup and a commit under way together, whichever started first.
+  void enter(std::atomic<int>& mine, const std::atomic<int>& other) {
+    std::lock_guard lk(mu_);
+    ++mine;
+    if (other.load() > 0) ++lookups_during_commit;
+  }
   std::mutex mu_;
-  std::condition_variable cv_;
-  int committing_ = 0;
+  std::atomic<int> finding_{0}, committing_{0};
 };
 
 }  // namespace
