@@ -284,15 +284,7 @@ struct ShardCore::Impl {
   /// the next one (spare_updates), so a batch allocates nothing per partition.
   void fresh_batch() {
     if (batch.use_count() == 1) {
-      for (PartitionUpdate& u : batch->partitions) {
-        u.trades.clear();
-        u.events.clear();
-        u.marks.clear();
-        spare_updates.push_back(std::move(u));
-      }
-      batch->partitions.clear();
-      batch->sources.clear();
-      batch->absent_keys.clear();
+      empty_out(*batch);
     } else if (spare_batch) {
       batch = std::move(spare_batch);
     } else {
@@ -305,18 +297,23 @@ struct ShardCore::Impl {
   void recycle(std::shared_ptr<CommitBatch>& b) {
     if (!b) return;
     if (b.use_count() == 1) {
-      for (PartitionUpdate& u : b->partitions) {
-        u.trades.clear();
-        u.events.clear();
-        u.marks.clear();
-        spare_updates.push_back(std::move(u));
-      }
-      b->partitions.clear();
-      b->sources.clear();
-      b->absent_keys.clear();
+      empty_out(*b);
       if (!spare_batch) spare_batch = std::move(b);
     }
     b.reset();
+  }
+
+  /// Empties `b`; its partition updates, emptied, go to spare_updates.
+  void empty_out(CommitBatch& b) {
+    for (PartitionUpdate& u : b.partitions) {
+      u.trades.clear();
+      u.events.clear();
+      u.marks.clear();
+      spare_updates.push_back(std::move(u));
+    }
+    b.partitions.clear();
+    b.sources.clear();
+    b.absent_keys.clear();
   }
 
   /// An update to fill (from spare_updates when there is one): empty vectors, fields reset.
