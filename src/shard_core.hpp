@@ -104,7 +104,7 @@ enum class Mutation {
   ignore_deadlines,    ///< deadlines are not checked: a withdrawn event may still be decided
   redecide_stored,     ///< a replayed event whose key is stored is decided again (DUPLICATE)
   accepted_marks,      ///< only ACCEPTED events move source marks (a re-read decides again)
-  early_outcomes,      ///< an overlapped commit's events complete when it goes out, not when it succeeds
+  early_outcomes,      ///< an overlapped commit's events complete when it goes out, not on success
 };
 
 /// What the core needs from the pipeline's options.
