@@ -180,20 +180,49 @@ struct ShardCore::Impl {
   bool awaiting = false;        // an I/O action is out; its result has not been fed yet
   bool aborting = false;        // abort_all: end the batch at the next result, no retry
   boost::system::error_code abort_ec;
-  std::vector<Slot*> picked;
-  std::vector<Taken> taken;
-  std::vector<SubmitOp*> ops;
-  std::vector<Outcome> outcomes;
-  std::vector<boost::system::error_code> ends;  // set: completes without an outcome (a source's)
-  std::vector<HookBatch> hook_batches;
+  /// A batch's parts: what it picked, took and decided, and its commit. The batch under way
+  /// (`cur`) and the overlapped commit out (`Flight::parts`) have one each; launch_flight and
+  /// recover_flight swap them, and one success path (commit_succeeded, complete_parts) serves
+  /// both.
+  struct BatchParts {
+    std::vector<Slot*> picked;
+    std::vector<Taken> taken;
+    std::vector<SubmitOp*> ops;
+    std::vector<Outcome> outcomes;
+    std::vector<boost::system::error_code> ends;  // set: completes without an outcome
+    std::vector<HookBatch> hook_batches;
+    /// The commit: shared with the commit action (the shell, or a simulated server that
+    /// outlives a crashed host, may still hold it), never copied.
+    std::shared_ptr<CommitBatch> batch = std::make_shared<CommitBatch>();
+    Time commit_started{};
+
+    /// Swaps every part: both sides keep their vectors' capacity.
+    void swap(BatchParts& o) noexcept {
+      picked.swap(o.picked);
+      taken.swap(o.taken);
+      ops.swap(o.ops);
+      outcomes.swap(o.outcomes);
+      ends.swap(o.ends);
+      hook_batches.swap(o.hook_batches);
+      batch.swap(o.batch);
+      std::swap(commit_started, o.commit_started);
+    }
+  };
+  BatchParts cur;
+  // The parts of the batch under way by their short names, as the steps use them.
+  std::vector<Slot*>& picked = cur.picked;
+  std::vector<Taken>& taken = cur.taken;
+  std::vector<SubmitOp*>& ops = cur.ops;
+  std::vector<Outcome>& outcomes = cur.outcomes;
+  std::vector<boost::system::error_code>& ends = cur.ends;
+  std::vector<HookBatch>& hook_batches = cur.hook_batches;
+  std::shared_ptr<CommitBatch>& batch = cur.batch;
+  Time& commit_started = cur.commit_started;
   using TradeNode = std::pair<const std::string, TradeRecord>;
   std::vector<const TradeNode*> changed;  // decide: trades a partition's accepted events wrote
   const TradeNode* last_trade = nullptr;  // decide_one: the trade its ACCEPTED outcome wrote
   std::vector<PartitionKey> need;  // of the acquire/claim under way
   std::vector<Grant> renewing;     // of the renew under way
-  /// The batch's commit: shared with the commit action (the shell, or a simulated server that
-  /// outlives a crashed host, may still hold it), never copied.
-  std::shared_ptr<CommitBatch> batch = std::make_shared<CommitBatch>();
   std::vector<PartitionUpdate> spare_updates;  // emptied updates of earlier batches (fresh_batch)
   bool uncertain = false;       // a commit attempt failed in a way that may have applied it
   int attempt = 0;              // attempts of the store call under way
@@ -202,7 +231,6 @@ struct ShardCore::Impl {
   std::optional<Time> last_store_failure;  // the latest retryable store failure
   bool retry_pending = false;
   Time retry_at{};
-  Time commit_started{};
   // Measured (moving averages), to form the next batch as late as the commit out allows: its
   // store's commit time, and the time from picking a batch to having its keys looked up.
   std::chrono::microseconds est_commit{0}, est_lookup{0};
@@ -221,14 +249,7 @@ struct ShardCore::Impl {
   struct Flight {
     bool out = false;
     std::optional<result<void>> failed;  // its failure, kept until the next batch is put back
-    std::vector<Slot*> picked;
-    std::vector<Taken> taken;
-    std::vector<SubmitOp*> ops;
-    std::vector<Outcome> outcomes;
-    std::vector<boost::system::error_code> ends;
-    std::vector<HookBatch> hook_batches;
-    std::shared_ptr<CommitBatch> batch;
-    Time started{};
+    BatchParts parts;  // swapped with `cur` (launch_flight, recover_flight)
   };
   Flight flight;
   std::vector<std::optional<StoredEvent>> found_held;  // Step::held: the lookup's result
@@ -540,11 +561,11 @@ struct ShardCore::Impl {
             a.grants = std::move(release);
             return a;  // no result: next() goes on from here
           }
-          if (flight.out && now >= flight.started) {
+          if (flight.out && now >= flight.parts.commit_started) {
             // The next batch forms while the commit out runs, but as late as it can: what
             // arrives meanwhile goes into it. Its lookups should end when that commit does
             // (measured), so it is picked then; early, it would hold only what came first.
-            const Time form_at = flight.started + (est_commit - est_lookup);
+            const Time form_at = flight.parts.commit_started + (est_commit - est_lookup);
             if (now < form_at) {
               Action a;
               a.kind = Action::Kind::wait;
@@ -1030,22 +1051,16 @@ struct ShardCore::Impl {
   void launch_flight() {
     flight.out = true;
     flight.failed.reset();
-    flight.picked.swap(picked);  // swapped: both keep their vectors' capacity
-    flight.taken.swap(taken);
-    flight.ops.swap(ops);
-    flight.outcomes.swap(outcomes);
-    flight.ends.swap(ends);
-    flight.hook_batches.swap(hook_batches);
-    flight.batch = std::move(batch);
-    flight.started = commit_started;
-    for (Slot* s : flight.picked) s->in_flight = true;
+    flight.parts.swap(cur);  // cur gets the flight's emptied vectors and no batch (end_batch)
+    for (Slot* s : flight.parts.picked) s->in_flight = true;
     if (cfg.mutation == Mutation::early_outcomes) {
-      for (std::size_t i = 0; i < flight.ops.size(); ++i)
-        complete(flight.ops[i], flight.ends[i], std::move(flight.outcomes[i]));
-      flight.ops.clear();
-      flight.outcomes.clear();
-      flight.ends.clear();
-      flight.taken.clear();
+      BatchParts& f = flight.parts;
+      for (std::size_t i = 0; i < f.ops.size(); ++i)
+        complete(f.ops[i], f.ends[i], std::move(f.outcomes[i]));
+      f.ops.clear();
+      f.outcomes.clear();
+      f.ends.clear();
+      f.taken.clear();
     }
     end_batch();
   }
@@ -1053,36 +1068,24 @@ struct ShardCore::Impl {
   /// The partitions of the flight are free again; their deferred deadlines come back.
   void end_flight() {
     flight.out = false;
-    for (Slot* s : flight.picked) s->in_flight = false;
+    for (Slot* s : flight.parts.picked) s->in_flight = false;
     for (auto& e : deferred_deadlines) deadlines.push(std::move(e));
     deferred_deadlines.clear();
   }
 
   /// The overlapped commit succeeded: complete its batch, then decide the held one.
   void flight_committed(Time now) {
-    for (auto& hb : flight.hook_batches) hb.hook->after_commit(hb.events, {}, {});
-    counters.commits.fetch_add(1, std::memory_order_relaxed);
-    counters.commit_latency_us.record(micros_between(flight.started, now));
-    measure(est_commit, flight.started, now);
-    recovered(kStoreUnavailable, now);
-    store_outage_since.reset();
-    counters.batches.fetch_add(1, std::memory_order_relaxed);
-    counters.batch_size.record(flight.ops.size());
-    for (std::size_t i = 0; i < flight.ops.size(); ++i)
-      complete(flight.ops[i], flight.ends[i], std::move(flight.outcomes[i]));
+    BatchParts& f = flight.parts;
+    commit_succeeded(f, now);
     end_flight();
-    for (const Taken& t : flight.taken) {
-      t.slot->lock_failures = 0;
-      t.slot->last_active = now;
-    }
-    for (Slot* s : flight.picked) make_ready(*s);
-    flight.picked.clear();
-    flight.taken.clear();
-    flight.ops.clear();
-    flight.outcomes.clear();
-    flight.ends.clear();
-    flight.hook_batches.clear();
-    recycle(flight.batch);
+    complete_parts(f, now);
+    f.picked.clear();
+    f.taken.clear();
+    f.ops.clear();
+    f.outcomes.clear();
+    f.ends.clear();
+    f.hook_batches.clear();
+    recycle(f.batch);
     if (step == Step::held && !aborting) {
       auto found = std::move(found_held);
       found_held.clear();
@@ -1100,14 +1103,7 @@ struct ShardCore::Impl {
     end_batch();
     recycle(batch);
     end_flight();
-    picked.swap(flight.picked);
-    taken.swap(flight.taken);
-    ops.swap(flight.ops);
-    outcomes.swap(flight.outcomes);
-    ends.swap(flight.ends);
-    hook_batches.swap(flight.hook_batches);
-    batch = std::move(flight.batch);
-    commit_started = flight.started;
+    cur.swap(flight.parts);  // the flight keeps cur's emptied vectors and no batch
     step = Step::commit;
     result<void> r = std::move(*flight.failed);
     flight.failed.reset();
@@ -1135,12 +1131,7 @@ struct ShardCore::Impl {
   void committed(result<void> r, Time now) {
     awaiting = false;
     if (r) {
-      after_commit({}, {});
-      counters.commits.fetch_add(1, std::memory_order_relaxed);
-      counters.commit_latency_us.record(micros_between(commit_started, now));
-      measure(est_commit, commit_started, now);
-      recovered(kStoreUnavailable, now);
-      store_outage_since.reset();
+      commit_succeeded(cur, now);
       finish_batch(now);
       return;
     }
@@ -1275,18 +1266,34 @@ struct ShardCore::Impl {
     redecide(errc::fenced_off, now);
   }
 
-  /// The batch is durable (or, with nothing to validate, decided): complete it.
-  void finish_batch(Time now) {
+  /// The commit of `b` succeeded: tell its sources, count it, and end a store outage.
+  void commit_succeeded(BatchParts& b, Time now) {
+    for (auto& hb : b.hook_batches) hb.hook->after_commit(hb.events, {}, {});
+    counters.commits.fetch_add(1, std::memory_order_relaxed);
+    counters.commit_latency_us.record(micros_between(b.commit_started, now));
+    measure(est_commit, b.commit_started, now);
+    recovered(kStoreUnavailable, now);
+    store_outage_since.reset();
+  }
+
+  /// `b` is durable (or, with nothing to validate, decided): complete its ops and make its
+  /// partitions ready again. The caller empties `b`.
+  void complete_parts(BatchParts& b, Time now) {
     counters.batches.fetch_add(1, std::memory_order_relaxed);
-    counters.batch_size.record(ops.size());
-    for (std::size_t i = 0; i < ops.size(); ++i)
-      complete(ops[i], ends[i], std::move(outcomes[i]));
-    for (const Taken& t : taken) {
+    counters.batch_size.record(b.ops.size());
+    for (std::size_t i = 0; i < b.ops.size(); ++i)
+      complete(b.ops[i], b.ends[i], std::move(b.outcomes[i]));
+    for (const Taken& t : b.taken) {
       t.slot->lock_failures = 0;
       t.slot->last_active = now;
       make_ready(*t.slot);
     }
-    for (Slot* s : picked) make_ready(*s);
+    for (Slot* s : b.picked) make_ready(*s);
+  }
+
+  /// The batch under way is durable (or, with nothing to validate, decided): complete it.
+  void finish_batch(Time now) {
+    complete_parts(cur, now);
     end_batch();
   }
 
@@ -1475,7 +1482,7 @@ std::size_t ShardCore::active() const { return impl_->n_active; }
 std::size_t ShardCore::leases() const { return impl_->n_leases; }
 
 bool ShardCore::empty() const {
-  if (!impl_->ops.empty() || !impl_->flight.ops.empty()) return false;
+  if (!impl_->ops.empty() || !impl_->flight.parts.ops.empty()) return false;
   for (const auto& [k, s] : impl_->slots)
     if (!s->queue.empty()) return false;
   return true;
