@@ -761,13 +761,12 @@ int run(Options& o) {
   j["retries"] = s.retries;
   j["events_per_s"] = static_cast<double>(s.events_ok) / elapsed;
   j["requests_per_s"] = static_cast<double>(s.requests_ok) / elapsed;
-  j["latency_ms"] = {
-      {"p50", percentile_ms(s.latency_ns, 0.50)},
-      {"p90", percentile_ms(s.latency_ns, 0.90)},
-      {"p99", percentile_ms(s.latency_ns, 0.99)},
-      {"p99_9", percentile_ms(s.latency_ns, 0.999)},
-      {"max", s.latency_ns.empty() ? 0.0 : static_cast<double>(s.latency_ns.back()) / 1e6},
-      {"mean", mean}};
+  // The latency figures, computed once for the JSON and the human summary.
+  const double p50 = percentile_ms(s.latency_ns, 0.50), p90 = percentile_ms(s.latency_ns, 0.90),
+               p99 = percentile_ms(s.latency_ns, 0.99), p99_9 = percentile_ms(s.latency_ns, 0.999),
+               max = s.latency_ns.empty() ? 0.0 : static_cast<double>(s.latency_ns.back()) / 1e6;
+  j["latency_ms"] = {{"p50", p50}, {"p90", p90},   {"p99", p99},
+                     {"p99_9", p99_9}, {"max", max}, {"mean", mean}};
   j["outcomes"] = s.outcomes;
   j["errors"] = s.errors;
   j["accepted_log_ok"] = log_ok;
@@ -803,9 +802,7 @@ int run(Options& o) {
                "  latency per request (%s): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max "
                "%.2f, mean %.2f\n",
                o.rate > 0 ? "from the intended send time" : "from the send",
-               percentile_ms(s.latency_ns, 0.50), percentile_ms(s.latency_ns, 0.90),
-               percentile_ms(s.latency_ns, 0.99), percentile_ms(s.latency_ns, 0.999),
-               s.latency_ns.empty() ? 0.0 : static_cast<double>(s.latency_ns.back()) / 1e6, mean);
+               p50, p90, p99, p99_9, max, mean);
   std::fprintf(human, "  client CPU: %.2f s (%.0f%% of one core)\n", client_cpu,
                100.0 * client_cpu / elapsed);
   std::fprintf(human, "  retries: %s; failed attempts by kind:%s\n",
