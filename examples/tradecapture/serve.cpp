@@ -251,11 +251,21 @@ class HttpGateway final : public HttpHandler {
 #endif
 };
 
-/// What the main thread waits for: the first signal, then the end of the drain.
+/// What the main thread waits for: the start of the drain (the first SIGTERM/SIGINT, or a
+/// failure of the Kafka source), then its end. A second signal cuts the drain short; a failure
+/// of the source followed by one signal does not.
 class ShutdownLatch {
  public:
+  /// The drain began (a signal, or the Kafka source failed).
+  void begin() {
+    std::lock_guard lock(mutex_);
+    begun_ = true;
+    cv_.notify_all();
+  }
+  /// A SIGTERM/SIGINT came (the drain begins with the first).
   void signalled() {
     std::lock_guard lock(mutex_);
+    begun_ = true;
     ++signals_;
     cv_.notify_all();
   }
@@ -264,9 +274,9 @@ class ShutdownLatch {
     idle_ = true;
     cv_.notify_all();
   }
-  void wait_signal() {
+  void wait_begun() {
     std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] { return signals_ > 0; });
+    cv_.wait(lock, [&] { return begun_; });
   }
   /// True when idle; false when the time ran out or a second signal came.
   bool wait_idle_for(std::chrono::milliseconds d) {
@@ -278,6 +288,7 @@ class ShutdownLatch {
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
+  bool begun_ = false;
   int signals_ = 0;
   bool idle_ = false;
 };
@@ -496,12 +507,17 @@ int run_serve(const ServeOptions& o) {
   std::optional<SignalGuard> signals;
   signals.emplace(SignalGuard::Options{
       .on_stop =
-          [&](int sig, int) {
-            if (!server.draining()) {
+          [&](int sig, int count) {
+            if (count == 1 && !server.draining()) {
               logger->info(
                   "signal {}: draining (no new connections; in-flight requests are finished)",
                   sig);
               server.shutdown([&latch] { latch.idle(); });
+            } else if (count == 1) {
+              // The Kafka source failed first and the drain is under way: let it finish.
+              logger->info("signal {}: already draining (a second signal closes every "
+                           "connection now)",
+                           sig);
             } else {
               logger->warn("signal {} again: closing every connection now", sig);
               server.abort();
@@ -530,12 +546,12 @@ int run_serve(const ServeOptions& o) {
       kafka_failed.store(true);
       logger->error("the Kafka source failed ({}): draining the gateway", ec.message());
       server.shutdown([&latch] { latch.idle(); });
-      latch.signalled();
+      latch.begin();
     });
   }
 #endif
 
-  latch.wait_signal();
+  latch.wait_begun();
   const auto shutdown_deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(o.shutdown_timeout_ms);
   const bool idle = latch.wait_idle_for(std::chrono::milliseconds(o.shutdown_timeout_ms));

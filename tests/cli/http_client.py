@@ -1054,6 +1054,46 @@ def prom_query(port, query, limit):
          % (query, limit, last))
 
 
+def kafka_fail_drain(port, pid, mock_commands, log):
+    """The Kafka source of `serve` (PID, log file LOG) fails while a request is half sent: the
+    broker answers the member's heartbeats FENCED_INSTANCE_ID (a fatal error for a static member),
+    pushed through the mock cluster's command FIFO MOCK_COMMANDS. The gateway then drains; a
+    SIGTERM during that drain is the operator's first signal and must not close the connections
+    the way a second one does: the request, finished after it, gets a complete answer (200 with
+    every outcome, or a clean 503 with Retry-After), then Connection: close."""
+    n = 50
+    evs = [event("KF-%d" % i, acct="KA%d" % (i % 5)) for i in range(n)]
+    body = json.dumps(evs).encode()
+    head = ("POST /v1/trades HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\n\r\n" % len(body)).encode()
+    c = Raw(port, timeout=60)
+    c.send(head + body[:len(body) // 2])
+    time.sleep(0.3)
+    with open(mock_commands, "w") as f:
+        f.write("errors 12 20 82\n")  # Heartbeat, 20 times, FENCED_INSTANCE_ID
+    deadline = time.monotonic() + 30
+    while "the Kafka source failed" not in open(log, encoding="utf-8", errors="replace").read():
+        check(time.monotonic() < deadline, "the Kafka source did not fail within 30 s")
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)
+    c.send(body[len(body) // 2:])
+    try:
+        s, h, data = c.read_response()
+    except (EOFError, ConnectionError) as e:
+        fail("the request being read when the Kafka source failed lost its answer at SIGTERM "
+             "(%s): the signal was taken for a second one" % e)
+    if s == 200:
+        o = json.loads(data)["outcomes"]
+        check(len(o) == n and all(x["outcome"] == "ACCEPTED" for x in o),
+              "the request's outcomes: %r" % data[:300])
+    else:
+        check(s == 503 and h.get("retry-after"), "the request: %d %r" % (s, data[:200]))
+    check(h.get("connection", "").lower() == "close", "no Connection: close while draining")
+    c.close()
+    ok("the Kafka source failed mid-request; SIGTERM then drained: the request got %d" % s)
+
+
 def main(argv):
     cmd, args = argv[0], argv[1:]
     if cmd in ("post-array", "post-ndjson", "post-singles"):
@@ -1081,6 +1121,8 @@ def main(argv):
         check_overload(int(args[0]))
     elif cmd == "drain-race":
         drain_race(int(args[0]), int(args[1]), args[2], args[3])
+    elif cmd == "kafka-fail-drain":
+        kafka_fail_drain(int(args[0]), int(args[1]), args[2], args[3])
     elif cmd == "post-load":
         post_load(int(args[0]), int(args[1]), float(args[2]))
     elif cmd == "prom-query":

@@ -225,4 +225,23 @@ print("results topic: %d records; after the kill %d outcomes repeated, %d lost" 
 sys.exit(1 if errors else 0)
 PY
   fail "the results topic after the restarts"
+echo "ok: HTTP and Kafka restarts"
+
+# ---- 3. the Kafka source fails, then SIGTERM: still one drain --------------------------------
+# A static member (group.instance.id) whose heartbeats the broker answers FENCED_INSTANCE_ID gets
+# a fatal Kafka error: serve drains the gateway and will exit 69. A SIGTERM during that drain is
+# the operator's first signal: the request being read is still answered (not cut off as by a
+# second signal), and the exit code still says that the source failed.
+start_server four --store "sqlite:$TMP/f.db" --brokers "$BOOT" --topic trades --group f \
+  --kafka-config session.timeout.ms=3000 --kafka-config heartbeat.interval.ms=200 \
+  --kafka-config group.instance.id=member-four --progress-interval-ms 0
+FOUR=$SERVER_PID
+for _ in $(seq 300); do grep -q "assigned trades" "$TMP/four.log" && break; sleep 0.1; done
+grep -q "assigned trades" "$TMP/four.log" || { cat "$TMP/four.log" >&2; fail "four: no assignment"; }
+client kafka-fail-drain "$PORT" "$FOUR" "$TMP/mock.in" "$TMP/four.log"
+rc=0
+timeout 60 tail --pid="$FOUR" -f /dev/null || fail "four did not exit within 60 s"
+wait "$FOUR" || rc=$?
+((rc == 69)) || { tail -n 20 "$TMP/four.log" >&2; fail "four exited $rc, not 69 (source failed)"; }
+grep -q "signal 15 again" "$TMP/four.log" && fail "four took its first SIGTERM for a second one"
 echo "ok: http + kafka"
