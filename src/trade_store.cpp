@@ -4,6 +4,14 @@
 
 namespace tradecapture {
 
+result<void> TradeStore::find_events_into(std::span<const IdempotencyKey> keys,
+                                          std::vector<std::optional<StoredEvent>>& out) {
+  auto r = find_events(keys);
+  if (!r) return r.error();
+  out = std::move(r).value();
+  return boost::outcome_v2::success();
+}
+
 result<void> TradeStore::commit(const CommitBatch& batch) {
   const PartitionKey* previous = nullptr;
   for (const auto& p : batch.partitions) {

@@ -90,6 +90,13 @@ class MemoryStore final : public TradeStore {
   result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) override {
     std::vector<std::optional<StoredEvent>> out;
+    if (auto r = find_events_into(keys, out); !r) return r.error();
+    return out;
+  }
+
+  result<void> find_events_into(std::span<const IdempotencyKey> keys,
+                                std::vector<std::optional<StoredEvent>>& out) override {
+    out.clear();  // keeps the capacity: a caller that passes the same vector allocates nothing
     out.reserve(keys.size());
     std::shared_lock lock(mutex_);
     for (const auto& key : keys) {
@@ -100,7 +107,7 @@ class MemoryStore final : public TradeStore {
         out.emplace_back(std::nullopt);
       }
     }
-    return out;
+    return boost::outcome_v2::success();
   }
 
   result<std::vector<PositionRow>> positions() override {

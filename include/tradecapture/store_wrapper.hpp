@@ -11,7 +11,9 @@
 
 namespace tradecapture {
 
-/// A TradeStore that forwards every call to another one.
+/// A TradeStore that forwards every call to another one. `find_events` and `find_events_into`
+/// both go straight to the target: a decorator that changes one must change the other (the
+/// pipeline calls `find_events_into`).
 class TradeStoreWrapper : public TradeStore {
  public:
   /// Wraps `target` (not null).
@@ -28,6 +30,10 @@ class TradeStoreWrapper : public TradeStore {
   result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) override {
     return target_->find_events(keys);
+  }
+  result<void> find_events_into(std::span<const IdempotencyKey> keys,
+                                std::vector<std::optional<StoredEvent>>& out) override {
+    return target_->find_events_into(keys, out);
   }
   result<std::vector<PositionRow>> positions() override { return target_->positions(); }
   result<void> scan_events(const std::function<bool(const StoredEvent&)>& fn) override {

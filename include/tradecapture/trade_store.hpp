@@ -115,6 +115,14 @@ class TradeStore {
   virtual result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) = 0;
 
+  /// `find_events` into `out`: on success `out` holds one answer per key, in the order asked
+  /// (what it held before is replaced); on failure its contents are unspecified. A caller that
+  /// keeps `out` from one call to the next reuses its capacity (the pipeline's shards do), so a
+  /// store that overrides this allocates nothing for the result. The default calls
+  /// `find_events` and moves its result into `out`.
+  virtual result<void> find_events_into(std::span<const IdempotencyKey> keys,
+                                        std::vector<std::optional<StoredEvent>>& out);
+
   /// Checks the batch's invariants (sorted partitions, contiguous sequence numbers, consistent
   /// counts), then writes it atomically through `do_commit_`.
   result<void> commit(const CommitBatch& batch);

@@ -142,6 +142,39 @@ TEST_CASE("store: find_events of many keys, some repeated or absent, answers eac
   });
 }
 
+TEST_CASE("store: find_events_into answers as find_events does, into a reused vector") {
+  for_each_store([](StoreUnderTest& s) {
+    const PartitionKey k = key("A"), j = key("B");
+    UpdateBuilder a(k, 2, 0), b(j, 5, 0);
+    for (int i = 0; i < 40; ++i) (i % 3 == 0 ? b : a).add(new_trade("T" + std::to_string(i)));
+    require_commit(s, batch({a, b}));
+    const auto check_same = [](const std::vector<std::optional<StoredEvent>>& into,
+                               const std::vector<std::optional<StoredEvent>>& found) {
+      REQUIRE(into.size() == found.size());
+      for (std::size_t i = 0; i < found.size(); ++i) {
+        CAPTURE(i);
+        REQUIRE(into[i].has_value() == found[i].has_value());
+        if (!found[i]) continue;
+        CHECK(same_event(*into[i], *found[i]));
+        CHECK(into[i]->fence == found[i]->fence);
+      }
+    };
+    // A long lookup, then a shorter one into the same vector: what it held is replaced, never
+    // appended to; an empty lookup empties it.
+    std::vector<std::optional<StoredEvent>> out;
+    for (const int n : {60, 7, 0, 25}) {
+      CAPTURE(n);
+      std::vector<IdempotencyKey> keys;
+      for (int i = 0; i < n; ++i)
+        keys.push_back({"T" + std::to_string((i * 7 + n) % 50), i % 9 == 0 ? 2 : 1});
+      auto found = s->find_events(keys);
+      REQUIRE(found.has_value());
+      REQUIRE(s->find_events_into(keys, out).has_value());
+      check_same(out, found.value());
+    }
+  });
+}
+
 TEST_CASE("store: find_events names the fence of the commit that stored each event") {
   for_each_store([](StoreUnderTest& s) {
     // A lost acknowledgement is told apart from another claimant's identical commit by this.
