@@ -248,9 +248,15 @@ struct Pipeline::Impl::Shard {
         break;
       }
       case Action::Kind::find: {
-        auto r = impl.store->find_events(a.idem_keys);
+        // Into the core's vector of the last lookup, handed back: a lookup allocates nothing.
+        auto found = core.take_found_buffer();
+        auto r = impl.store->find_events_into(*a.idem_keys, found);
         stamp();
-        core.on_found(std::move(r), Clock::now());
+        if (r) {
+          core.on_found(std::move(found), Clock::now());
+        } else {
+          core.on_found(r.error(), Clock::now());
+        }
         break;
       }
       case Action::Kind::commit: {
@@ -267,7 +273,7 @@ struct Pipeline::Impl::Shard {
         break;
       }
       case Action::Kind::verify: {
-        auto r = impl.store->find_events(a.idem_keys);
+        auto r = impl.store->find_events(*a.idem_keys);
         stamp();
         core.on_verified(std::move(r), Clock::now());
         break;

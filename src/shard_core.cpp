@@ -106,6 +106,9 @@ struct ShardCore::Impl {
     std::optional<Time> lease_wanted;
     std::uint64_t barrier = 0;  // ops with a lower stamp fail on arrival (predecessor failed)
     bool in_flight = false;     // in the overlapped commit out (never picked meanwhile)
+    /// This partition's update of an earlier batch, emptied (take_update): its vectors keep
+    /// the capacity this partition needed, so its next update allocates nothing.
+    PartitionUpdate spare;
   };
 
   // held: the batch's keys are looked up; it waits for the overlapped commit out to succeed
@@ -224,6 +227,10 @@ struct ShardCore::Impl {
   std::vector<PartitionKey> need;  // of the acquire/claim under way
   std::vector<Grant> renewing;     // of the renew under way
   std::vector<PartitionUpdate> spare_updates;  // emptied updates of earlier batches (fresh_batch)
+  /// The keys of the last find or verify action (Action::idem_keys), refilled in place.
+  std::shared_ptr<std::vector<IdempotencyKey>> lookup_keys;
+  /// The result of the last key lookup, emptied: its capacity for the next (take_found_buffer).
+  std::vector<std::optional<StoredEvent>> found_spare;
   bool uncertain = false;       // a commit attempt failed in a way that may have applied it
   int attempt = 0;              // attempts of the store call under way
   std::optional<Time> failing_since;  // first retryable failure of this batch
@@ -324,12 +331,21 @@ struct ShardCore::Impl {
     b.reset();
   }
 
-  /// Empties `b`; its partition updates, emptied, go to spare_updates.
+  /// Empties `b`; each of its partition updates, emptied, goes back to its partition's slot
+  /// (Slot::spare), or to spare_updates when the slot is gone or has one already.
   void empty_out(CommitBatch& b) {
     for (PartitionUpdate& u : b.partitions) {
       u.trades.clear();
       u.events.clear();
       u.marks.clear();
+      if (auto it = slots.find(u.partition); it != slots.end()) {
+        PartitionUpdate& spare = it->second->spare;
+        if (spare.events.capacity() == 0 && spare.trades.capacity() == 0 &&
+            spare.marks.capacity() == 0) {
+          spare = std::move(u);
+          continue;
+        }
+      }
       spare_updates.push_back(std::move(u));
     }
     b.partitions.clear();
@@ -337,11 +353,30 @@ struct ShardCore::Impl {
     b.absent_keys.clear();
   }
 
-  /// An update to fill (from spare_updates when there is one): empty vectors, fields reset.
-  PartitionUpdate take_update() {
-    if (spare_updates.empty()) return PartitionUpdate{};
-    PartitionUpdate u = std::move(spare_updates.back());
-    spare_updates.pop_back();
+  /// The keys of a lookup action to fill, `n` of them: the core's own vector when no action
+  /// holds it any more (its strings keep their capacity), else a new one.
+  std::vector<IdempotencyKey>& fresh_keys(std::size_t n) {
+    if (!lookup_keys || lookup_keys.use_count() != 1)
+      lookup_keys = std::make_shared<std::vector<IdempotencyKey>>();
+    lookup_keys->resize(n);
+    return *lookup_keys;
+  }
+
+  /// An update of `s` to fill: empty vectors, fields reset. The partition's own emptied update
+  /// of an earlier batch when it has one (sized for it: with another partition's, almost every
+  /// partition of every batch grew its vectors again), else one from spare_updates.
+  PartitionUpdate take_update(Slot& s) {
+    PartitionUpdate u;
+    if (s.spare.events.capacity() != 0 || s.spare.trades.capacity() != 0 ||
+        s.spare.marks.capacity() != 0) {
+      u = std::move(s.spare);
+      s.spare.events.clear();  // moved from: empty already; no capacity, so not taken again
+      s.spare.trades.clear();
+      s.spare.marks.clear();
+    } else if (!spare_updates.empty()) {
+      u = std::move(spare_updates.back());
+      spare_updates.pop_back();
+    }
     u.fence = u.expected_seq = u.new_seq = 0;
     u.position = Position{};
     return u;
@@ -507,6 +542,7 @@ struct ShardCore::Impl {
         release.push_back(*s.grant);
         s.grant.reset();
         s.state.reset();
+        s.spare = PartitionUpdate{};  // an idle partition keeps no memory for its next batch
       }
       // A barrier only has to outlive the next absorb of the shell's inbox, which comes first.
       if (quiet && evict && !s.grant && !(cfg.sticky_failures && s.barrier != 0)) {
@@ -643,9 +679,12 @@ struct ShardCore::Impl {
           }
           Action a;
           a.kind = Action::Kind::find;
-          a.idem_keys.reserve(ops.size());
-          for (SubmitOp* op : ops)
-            a.idem_keys.push_back(IdempotencyKey{op->event.trade_id, op->event.version});
+          auto& keys = fresh_keys(ops.size());
+          for (std::size_t i = 0; i < ops.size(); ++i) {
+            keys[i].trade_id = ops[i]->event.trade_id;  // assigned: reuses the string's memory
+            keys[i].version = ops[i]->event.version;
+          }
+          a.idem_keys = lookup_keys;
           awaiting = true;
           return a;
         }
@@ -680,9 +719,11 @@ struct ShardCore::Impl {
         case Step::verify: {
           Action a;
           a.kind = Action::Kind::verify;
+          auto& keys = fresh_keys(0);
           for (const auto& p : batch->partitions)
             for (const auto& e : p.events)
-              a.idem_keys.push_back(IdempotencyKey{e.event.trade_id, e.event.version});
+              keys.push_back(IdempotencyKey{e.event.trade_id, e.event.version});
+          a.idem_keys = lookup_keys;
           awaiting = true;
           return a;
         }
@@ -739,13 +780,14 @@ struct ShardCore::Impl {
     std::map<std::string, std::int64_t, std::less<>> marks;  // moved by this partition's events
     for (const Taken& t : taken) {
       PartitionState& st = *t.slot->state;
-      PartitionUpdate up = take_update();
+      PartitionUpdate up = take_update(*t.slot);
       up.partition = t.slot->key;
       up.fence = st.fence;
       up.expected_seq = st.seq;
-      // Powers of two: a spare update's vectors (another partition's, last batch) settle at
-      // sizes that fit, instead of growing again for almost every partition of every batch.
-      if (up.events.capacity() < t.count) up.events.reserve(std::bit_ceil(t.count));
+      // The partition's own update of an earlier batch (take_update); it grows to twice the
+      // power of two that fits, so that a partition whose batches vary in size settles at once
+      // instead of growing at each new largest batch.
+      if (up.events.capacity() < t.count) up.events.reserve(2 * std::bit_ceil(t.count));
       changed.clear();
       marks.clear();
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
@@ -810,7 +852,8 @@ struct ShardCore::Impl {
       std::sort(changed.begin(), changed.end(),
                 [](const TradeNode* a, const TradeNode* b) { return a->first < b->first; });
       changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-      if (up.trades.capacity() < changed.size()) up.trades.reserve(std::bit_ceil(changed.size()));
+      if (up.trades.capacity() < changed.size())
+        up.trades.reserve(2 * std::bit_ceil(changed.size()));
       for (const TradeNode* node : changed) up.trades.emplace_back(node->first, node->second);
       batch->partitions.push_back(std::move(up));
     }
@@ -1031,6 +1074,8 @@ struct ShardCore::Impl {
       return;
     }
     decide_and_stage(r.value(), now);
+    found_spare = std::move(r).value();  // decided: only its capacity is of use now
+    found_spare.clear();
   }
 
   /// Step 6, then step 7 is next.
@@ -1463,6 +1508,13 @@ std::vector<Grant> ShardCore::shutdown() {
   impl_->ready.clear();
   impl_->waiting.clear();
   impl_->n_active = impl_->n_leases = 0;
+  return out;
+}
+
+std::vector<std::optional<StoredEvent>> ShardCore::take_found_buffer() {
+  std::vector<std::optional<StoredEvent>> out;
+  out.swap(impl_->found_spare);
+  out.clear();
   return out;
 }
 

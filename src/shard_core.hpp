@@ -133,16 +133,18 @@ struct Action {
     release,   ///< lock.release(grants); no result
     claim,     ///< store.claim_partitions(keys) -> on_claimed
     load,      ///< store.load_partitions(keys) -> on_claimed (only with Mutation::lock_fences)
-    find,      ///< store.find_events(idem_keys) -> on_found
+    find,      ///< store.find_events_into(*idem_keys, take_found_buffer()) -> on_found
     commit,    ///< store.commit(batch) -> on_committed
-    verify,    ///< store.find_events(idem_keys) -> on_verified (did a commit whose ack was lost apply?)
+    verify,    ///< store.find_events(*idem_keys) -> on_verified (did a commit whose ack was lost apply?)
     sources,   ///< read_source_offsets(store, consumers) -> on_sources (which source was fenced?)
   };
   Kind kind = Kind::idle;
   Time until{};                          ///< wait
   std::vector<PartitionKey> keys;        ///< acquire, claim (strictly ascending for claim)
   std::vector<Grant> grants;             ///< renew, release
-  std::vector<IdempotencyKey> idem_keys; ///< find, verify
+  /// find, verify: the core's own keys, shared, never copied; the core fills the same vector
+  /// again for a later lookup once nothing else holds it (so a lookup allocates nothing).
+  std::shared_ptr<const std::vector<IdempotencyKey>> idem_keys;
   std::shared_ptr<const CommitBatch> batch;  ///< commit (the core's own, shared: never copied)
   std::vector<std::string> consumers;    ///< sources (ascending, distinct)
   /// commit only: the commit runs in the background (ShardConfig::overlap). While it is out,
@@ -182,6 +184,9 @@ class ShardCore {
   void on_renewed(std::vector<Grant> renewed, result<std::vector<result<void>>> r, Time now);
   void on_claimed(result<std::vector<PartitionState>> r, Time now);
   void on_found(result<std::vector<std::optional<StoredEvent>>> r, Time now);
+  /// An empty vector for the result of a find action, with the capacity of a result fed to
+  /// `on_found` before (TradeStore::find_events_into fills it; on_found takes it back).
+  std::vector<std::optional<StoredEvent>> take_found_buffer();
   void on_committed(result<void> r, Time now);
   void on_verified(result<std::vector<std::optional<StoredEvent>>> r, Time now);
   void on_sources(result<std::vector<SourceOffset>> r, Time now);

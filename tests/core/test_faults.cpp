@@ -163,6 +163,12 @@ TEST_CASE("faults: an absent key seen by a decision is re-checked in the commit"
       if (after_find) std::exchange(after_find, {})();
       return r;
     }
+    result<void> find_events_into(std::span<const IdempotencyKey> k,
+                                  std::vector<std::optional<StoredEvent>>& out) override {
+      auto r = TradeStoreWrapper::find_events_into(k, out);
+      if (after_find) std::exchange(after_find, {})();
+      return r;
+    }
   };
   auto inner = make_memory_store();
   auto store = std::make_shared<RaceStore>(inner);
@@ -307,8 +313,8 @@ struct SteppedCore {
         break;
       }
       case Kind::claim: core.on_claimed(store.claim_partitions(act.keys), now); break;
-      case Kind::find: core.on_found(store.find_events(act.idem_keys), now); break;
-      case Kind::verify: core.on_verified(store.find_events(act.idem_keys), now); break;
+      case Kind::find: core.on_found(store.find_events(*act.idem_keys), now); break;
+      case Kind::verify: core.on_verified(store.find_events(*act.idem_keys), now); break;
       case Kind::sources:
         core.on_sources(detail::read_source_offsets(store, act.consumers), now);
         break;
@@ -334,7 +340,7 @@ std::vector<Kind> lost_ack_batch(std::vector<StepOp*> ops, LostAck how = LostAck
   bool lost_one = false;
   return stepped.run(*store, *lock, [&](detail::Action& act, Clock::time_point now) {
     if (act.kind == Kind::verify && how == LostAck::applied_unknown_fence) {
-      auto found = store->find_events(act.idem_keys);
+      auto found = store->find_events(*act.idem_keys);
       if (found) {
         for (auto& f : found.value())
           if (f) f->fence = 0;
@@ -732,8 +738,8 @@ struct OverlapCore {
         case Kind::release: break;
         case Kind::claim: core.on_claimed(store->claim_partitions(act.keys), t0); break;
         case Kind::find:
-          if (finds) finds->insert(finds->end(), act.idem_keys.begin(), act.idem_keys.end());
-          core.on_found(store->find_events(act.idem_keys), t0);
+          if (finds) finds->insert(finds->end(), act.idem_keys->begin(), act.idem_keys->end());
+          core.on_found(store->find_events(*act.idem_keys), t0);
           break;
         case Kind::commit:
           if (act.overlapped) return act;
@@ -825,6 +831,14 @@ class SlowBusyStore final : public TradeStoreWrapper {
     enter(finding_, committing_);
     std::this_thread::sleep_for(3ms);
     auto r = TradeStoreWrapper::find_events(keys);
+    --finding_;
+    return r;
+  }
+  result<void> find_events_into(std::span<const IdempotencyKey> keys,
+                                std::vector<std::optional<StoredEvent>>& out) override {
+    enter(finding_, committing_);
+    std::this_thread::sleep_for(3ms);
+    auto r = TradeStoreWrapper::find_events_into(keys, out);
     --finding_;
     return r;
   }

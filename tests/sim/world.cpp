@@ -138,6 +138,11 @@ class FaultStore final : public TradeStoreWrapper {
     if (auto ec = read_fault()) return ec;
     return TradeStoreWrapper::find_events(keys);
   }
+  result<void> find_events_into(std::span<const IdempotencyKey> keys,
+                                std::vector<std::optional<StoredEvent>>& out) override {
+    if (auto ec = read_fault()) return ec;
+    return TradeStoreWrapper::find_events_into(keys, out);
+  }
   result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
                                     std::int32_t partition) override {
     if (auto ec = read_fault()) return ec;
@@ -1088,7 +1093,7 @@ void World::execute(detail::Action& a, Reply& r) {
       break;
     case Kind::find:
     case Kind::verify:
-      answer(r.found, store_->find_events(a.idem_keys));
+      answer(r.found, store_->find_events(*a.idem_keys));
       break;
     case Kind::commit:
       answer(r.committed, store_->commit(*a.batch));
@@ -1101,7 +1106,7 @@ void World::execute(detail::Action& a, Reply& r) {
       env_.fail("unexpected action kind");
   }
   env_.trace("  host %d %s (%zu keys, %zu partitions) -> %s", env_.caller, kind_name(a.kind),
-             a.keys.size() + a.idem_keys.size() + a.grants.size(),
+             a.keys.size() + (a.idem_keys ? a.idem_keys->size() : 0) + a.grants.size(),
              a.batch ? a.batch->partitions.size() : 0, ec ? ec.message().c_str() : "ok");
 }
 
