@@ -106,9 +106,6 @@ struct ShardCore::Impl {
     std::optional<Time> lease_wanted;
     std::uint64_t barrier = 0;  // ops with a lower stamp fail on arrival (predecessor failed)
     bool in_flight = false;     // in the overlapped commit out (never picked meanwhile)
-    /// This partition's update of an earlier batch, emptied (take_update): its vectors keep
-    /// the capacity this partition needed, so its next update allocates nothing.
-    PartitionUpdate spare;
   };
 
   // held: the batch's keys are looked up; it waits for the overlapped commit out to succeed
@@ -226,7 +223,9 @@ struct ShardCore::Impl {
   const TradeNode* last_trade = nullptr;  // decide_one: the trade its ACCEPTED outcome wrote
   std::vector<PartitionKey> need;  // of the acquire/claim under way
   std::vector<Grant> renewing;     // of the renew under way
-  std::vector<PartitionUpdate> spare_updates;  // emptied updates of earlier batches (fresh_batch)
+  /// Emptied partition updates of earlier batches (empty_out), by the capacity of their events
+  /// vector: spare_updates[k] holds those whose capacity has bit width k (take_update).
+  std::array<std::vector<PartitionUpdate>, 24> spare_updates;
   /// The keys of the last find or verify action (Action::idem_keys), refilled in place.
   std::shared_ptr<std::vector<IdempotencyKey>> lookup_keys;
   /// The result of the last key lookup, emptied: its capacity for the next (take_found_buffer).
@@ -331,22 +330,15 @@ struct ShardCore::Impl {
     b.reset();
   }
 
-  /// Empties `b`; each of its partition updates, emptied, goes back to its partition's slot
-  /// (Slot::spare), or to spare_updates when the slot is gone or has one already.
+  /// Empties `b`; its partition updates, emptied, go to spare_updates by size.
   void empty_out(CommitBatch& b) {
     for (PartitionUpdate& u : b.partitions) {
       u.trades.clear();
       u.events.clear();
       u.marks.clear();
-      if (auto it = slots.find(u.partition); it != slots.end()) {
-        PartitionUpdate& spare = it->second->spare;
-        if (spare.events.capacity() == 0 && spare.trades.capacity() == 0 &&
-            spare.marks.capacity() == 0) {
-          spare = std::move(u);
-          continue;
-        }
-      }
-      spare_updates.push_back(std::move(u));
+      const std::size_t k = std::min<std::size_t>(std::bit_width(u.events.capacity()),
+                                                  spare_updates.size() - 1);
+      spare_updates[k].push_back(std::move(u));
     }
     b.partitions.clear();
     b.sources.clear();
@@ -362,20 +354,30 @@ struct ShardCore::Impl {
     return *lookup_keys;
   }
 
-  /// An update of `s` to fill: empty vectors, fields reset. The partition's own emptied update
-  /// of an earlier batch when it has one (sized for it: with another partition's, almost every
-  /// partition of every batch grew its vectors again), else one from spare_updates.
-  PartitionUpdate take_update(Slot& s) {
+  /// An update to fill for `events` events: empty vectors, fields reset. The smallest spare
+  /// whose events vector holds them, else the largest smaller one (the caller grows it), else
+  /// a new one. By size, because the spares of the last batch do not fit the partitions of
+  /// the next: taken in any order, almost every partition of every batch grew its vectors.
+  PartitionUpdate take_update(std::size_t events) {
     PartitionUpdate u;
-    if (s.spare.events.capacity() != 0 || s.spare.trades.capacity() != 0 ||
-        s.spare.marks.capacity() != 0) {
-      u = std::move(s.spare);
-      s.spare.events.clear();  // moved from: empty already; no capacity, so not taken again
-      s.spare.trades.clear();
-      s.spare.marks.clear();
-    } else if (!spare_updates.empty()) {
-      u = std::move(spare_updates.back());
-      spare_updates.pop_back();
+    const std::size_t first = std::min<std::size_t>(std::bit_width(events),
+                                                    spare_updates.size() - 1);
+    bool found = false;
+    for (std::size_t k = first; k < spare_updates.size() && !found; ++k) {
+      auto& spares = spare_updates[k];
+      if (!spares.empty() && spares.back().events.capacity() >= events) {
+        u = std::move(spares.back());
+        spares.pop_back();
+        found = true;
+      }
+    }
+    for (std::size_t k = first + 1; k-- > 0 && !found;) {
+      auto& spares = spare_updates[k];
+      if (!spares.empty()) {
+        u = std::move(spares.back());
+        spares.pop_back();
+        found = true;
+      }
     }
     u.fence = u.expected_seq = u.new_seq = 0;
     u.position = Position{};
@@ -542,7 +544,6 @@ struct ShardCore::Impl {
         release.push_back(*s.grant);
         s.grant.reset();
         s.state.reset();
-        s.spare = PartitionUpdate{};  // an idle partition keeps no memory for its next batch
       }
       // A barrier only has to outlive the next absorb of the shell's inbox, which comes first.
       if (quiet && evict && !s.grant && !(cfg.sticky_failures && s.barrier != 0)) {
@@ -780,14 +781,15 @@ struct ShardCore::Impl {
     std::map<std::string, std::int64_t, std::less<>> marks;  // moved by this partition's events
     for (const Taken& t : taken) {
       PartitionState& st = *t.slot->state;
-      PartitionUpdate up = take_update(*t.slot);
+      PartitionUpdate up = take_update(t.count);
       up.partition = t.slot->key;
       up.fence = st.fence;
       up.expected_seq = st.seq;
-      // The partition's own update of an earlier batch (take_update); it grows to twice the
-      // power of two that fits, so that a partition whose batches vary in size settles at once
-      // instead of growing at each new largest batch.
+      // Twice the power of two that fits: the spares settle at sizes that serve the next
+      // batches (take_update picks by size) instead of growing at each new largest one. The
+      // trades (at most one per event) get as much, so that they never grow on their own.
       if (up.events.capacity() < t.count) up.events.reserve(2 * std::bit_ceil(t.count));
+      if (up.trades.capacity() < up.events.capacity()) up.trades.reserve(up.events.capacity());
       changed.clear();
       marks.clear();
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
