@@ -4,7 +4,7 @@
 // claim_partitions (the stored fence plus one), never by a clock.
 //
 // Steady state allocates nothing per event: the events and the trades of every partition live in
-// two store-wide arenas of blocks that never move (a block of up to 65,536 records is allocated
+// two store-wide arenas of blocks that never move (a block of up to 4,096 records is allocated
 // when the last one is full), each partition links its own in order; the idempotency keys and
 // the trades are found through two store-wide open-addressed indexes of references to those
 // records (a key is compared through the record, never copied), which double as the store grows;
@@ -34,10 +34,8 @@ namespace {
 using detail::OpenTable;
 
 /// Records at stable addresses: blocks that are never moved nor freed before the arena, each
-/// twice the one before, from 64 up to 65,536 records. Appending n records allocates about
-/// n / 65,536 times once the arena is large, and never copies what it holds. A block is
-/// reserved, not written: its pages are touched as records fill it (at 4,096 records a block,
-/// BM_MemorySteadyStateAllocs counted ~45 blocks per 100,000 events). Not thread-safe.
+/// twice the one before, from 64 up to 4,096 records. Appending n records allocates about
+/// n / 4,096 times once the arena is large, and never copies what it holds. Not thread-safe.
 template <class T>
 class Arena {
  public:
@@ -54,7 +52,7 @@ class Arena {
   }
 
  private:
-  static constexpr std::size_t first_block = 64, max_block = 65536;
+  static constexpr std::size_t first_block = 64, max_block = 4096;
   std::vector<std::vector<T>> blocks_;
 };
 
