@@ -5,12 +5,43 @@
 // grows past the partition's largest backlog so far, so a steady stream allocates nothing.
 // Not thread-safe.
 
+#include <array>
+#include <bit>
 #include <cstddef>
 #include <iterator>
 #include <utility>
 #include <vector>
 
 namespace tradecapture::detail {
+
+/// Spare ring buffers shared by the queues of one owner (RingQueue::use_pool). A queue that
+/// empties gives its buffer back (release); a queue that starts or grows takes the smallest spare
+/// that is large enough, else allocates. So the buffers follow the backlog of all the queues
+/// together, instead of each queue keeping the largest it ever needed and growing at each new
+/// largest backlog of its own. Not thread-safe.
+template <class T>
+class RingPool {
+ public:
+  /// A buffer of at least `n` slots (`n` a power of two); its slots hold T{}.
+  std::vector<T> take(std::size_t n) {
+    for (std::size_t k = std::bit_width(n) - 1; k < spares_.size(); ++k) {
+      if (spares_[k].empty()) continue;
+      std::vector<T> b = std::move(spares_[k].back());
+      spares_[k].pop_back();
+      return b;
+    }
+    return std::vector<T>(n);
+  }
+  /// Keeps `b` (a power of two of slots, each T{}) for a later take.
+  void give(std::vector<T>&& b) {
+    if (b.empty()) return;
+    const std::size_t k = std::bit_width(b.size()) - 1;
+    if (k < spares_.size()) spares_[k].push_back(std::move(b));
+  }
+
+ private:
+  std::array<std::vector<std::vector<T>>, 48> spares_;  // by log2 of the size
+};
 
 template <class T>
 class RingQueue {
@@ -78,6 +109,19 @@ class RingQueue {
     head_ = 0;
   }
 
+  /// Takes its buffers from `pool` and gives them back to it (null: allocates and keeps its
+  /// own). The pool must outlive the queue's use of it.
+  void use_pool(RingPool<T>* pool) noexcept { pool_ = pool; }
+
+  /// When empty, gives the buffer back to the pool (without a pool, keeps it).
+  void release() {
+    if (pool_ == nullptr || size_ != 0 || buf_.empty()) return;
+    pool_->give(std::move(buf_));
+    buf_ = std::vector<T>();
+    head_ = 0;
+  }
+
+  /// Swaps the contents (not the pools).
   void swap(RingQueue& other) noexcept {
     buf_.swap(other.buf_);
     std::swap(head_, other.head_);
@@ -91,13 +135,18 @@ class RingQueue {
   const T& at_(std::size_t i) const noexcept { return buf_[(head_ + i) & (buf_.size() - 1)]; }
 
   void grow_() {
-    std::vector<T> bigger(buf_.empty() ? 8 : buf_.size() * 2);
-    for (std::size_t i = 0; i < size_; ++i)
+    const std::size_t n = buf_.empty() ? 8 : buf_.size() * 2;
+    std::vector<T> bigger = pool_ != nullptr ? pool_->take(n) : std::vector<T>(n);
+    for (std::size_t i = 0; i < size_; ++i) {
       bigger[i] = std::move(buf_[(head_ + i) & (buf_.size() - 1)]);
+      buf_[(head_ + i) & (buf_.size() - 1)] = T{};  // a buffer given back holds T{} only
+    }
     buf_.swap(bigger);
     head_ = 0;
+    if (pool_ != nullptr) pool_->give(std::move(bigger));  // the old buffer
   }
 
+  RingPool<T>* pool_ = nullptr;
   std::vector<T> buf_;
   std::size_t head_ = 0;  ///< index of the front
   std::size_t size_ = 0;

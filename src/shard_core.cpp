@@ -167,6 +167,10 @@ struct ShardCore::Impl {
   /// in steady state. Single-threaded, as the core is; declared before `slots`, which it
   /// outlives.
   std::pmr::unsynchronized_pool_resource trade_pool;
+  /// The buffers of the partitions' queues (Slot::queue): a queue that empties gives its buffer
+  /// back, so a queue grows only when all the queues together need more than ever before, not
+  /// at each new largest backlog of its own partition. Declared before `slots` too.
+  RingPool<SubmitOp*> queue_pool;
   std::unordered_map<PartitionKey, std::unique_ptr<Slot>, SlotHash, SlotEq> slots;
   RingQueue<Slot*> ready;
   std::vector<Slot*> waiting;
@@ -284,6 +288,7 @@ struct ShardCore::Impl {
     if (auto it = slots.find(HashedKey{key, hash}); it != slots.end()) return *it->second;
     auto s = std::make_unique<Slot>();
     s->key = key;
+    s->queue.use_pool(&queue_pool);
     return *slots.emplace(key, std::move(s)).first->second;
   }
 
@@ -763,6 +768,7 @@ struct ShardCore::Impl {
       if (t.count > 0) taken.push_back(t);
       // Still has work that is not blocked on a key: back to the end of the line.
       if (!s->queue.empty() && t.count == cfg.max_batch_per_partition) make_ready(*s);
+      s->queue.release();  // emptied: its buffer serves the next queue that fills
       s->last_active = now;
     }
   }

@@ -103,3 +103,45 @@ TEST_CASE("RingQueue: random operations against std::deque; swap and clear") {
   other.push_back(2);
   check_same(other, std::deque<int>{1, 2});
 }
+
+TEST_CASE("RingQueue: queues of one pool pass their buffers on; FIFO across pooled growth") {
+  tradecapture::detail::RingPool<int> pool;
+  RingQueue<int> a, b;
+  a.use_pool(&pool);
+  b.use_pool(&pool);
+  // a grows to 32 slots (its 8- and 16-slot buffers go to the pool as it grows), empties and
+  // gives the 32 back: b, filling as far, grows through the same three buffers, no new one.
+  std::deque<int> model;
+  for (int i = 0; i < 20; ++i) {
+    a.push_back(i);
+    model.push_back(i);
+  }
+  check_same(a, model);
+  CHECK(a.capacity() == 32);
+  const int* a_buffer = &a.front();
+  while (!a.empty()) a.pop_front();
+  a.release();
+  CHECK(a.capacity() == 0);
+  model.clear();
+  for (int i = 0; i < 20; ++i) {
+    b.push_front(i);  // through the wrap and two growths
+    model.push_front(i);
+  }
+  check_same(b, model);
+  CHECK(b.capacity() == 32);
+  while (b.size() > 1) b.pop_front();
+  b.push_back(7);  // the front moves; the buffer stays
+  model.assign({0, 7});
+  check_same(b, model);
+  for (int i = 0; i < 20; ++i) a.push_back(i);  // a takes the 8 and 16 back, then a new 32
+  CHECK(a.capacity() == 32);
+  CHECK(&a.front() != a_buffer);  // b holds a's old 32-slot buffer
+  // A release while not empty does nothing; without a pool, neither does an empty one.
+  b.release();
+  CHECK(b.capacity() == 32);
+  RingQueue<int> own;
+  own.push_back(1);
+  own.pop_front();
+  own.release();
+  CHECK(own.capacity() == 8);
+}
