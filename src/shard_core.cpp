@@ -1143,6 +1143,8 @@ struct ShardCore::Impl {
       auto found = std::move(found_held);
       found_held.clear();
       decide_and_stage(found, now);
+      found_spare = std::move(found);  // decided: only its capacity is of use now (on_found)
+      found_spare.clear();
     }
   }
 
