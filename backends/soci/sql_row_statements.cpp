@@ -28,13 +28,18 @@
 
 #include <array>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace tradecapture::detail::sql {
 namespace {
 
 // Every value is a bound parameter. Parameter names are unique within a statement (PostgreSQL's
-// SOCI backend numbers them by occurrence).
+// SOCI backend numbers them by occurrence). The statements of many keys or rows have positional
+// parameters ('?', bound in the order of their exchange): SQLite finds a named parameter by a
+// linear scan of the statement's names, so binding 576 of them by name cost a scan each.
 
 constexpr const char* find_event_sql =
     "SELECT p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity, e.price, "
@@ -55,7 +60,7 @@ std::string find_events_sql(std::size_t n) {
   std::string sql = "WITH k(ord, trade_id, version) AS (VALUES ";
   for (std::size_t i = 0; i < n; ++i) {
     const std::string at = std::to_string(i);
-    sql += (i == 0 ? "(" : ", (") + at + ", :trade_id" + at + ", :version" + at + ")";
+    sql += (i == 0 ? "(" : ", (") + at + ", ?, ?)";
   }
   sql +=
       ") SELECT k.ord, p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity, "
@@ -85,32 +90,67 @@ constexpr const char* claim_partition_sql =
     "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
     "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
     "VALUES (:account, :book, :security, 0, 1, '0', '0', '0', '0', '0', 0) "
-    "ON CONFLICT (account, book, security) DO UPDATE SET fence = partitions.fence + 1";
+    "ON CONFLICT (account, book, security) DO UPDATE SET fence = partitions.fence + 1 "
+    "RETURNING partition_id, seq, fence, net_quantity, bought_quantity, sold_quantity, "
+    "bought_notional, sold_notional, live_trades";
 
 constexpr const char* insert_partition_sql =
     "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
     "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
     "VALUES (:account, :book, :security, :seq, :fence, :net_quantity, :bought_quantity, "
     ":sold_quantity, :bought_notional, :sold_notional, :live_trades) "
-    "ON CONFLICT (account, book, security) DO NOTHING";
+    "ON CONFLICT (account, book, security) DO UPDATE SET seq = excluded.seq, "
+    "fence = excluded.fence, net_quantity = excluded.net_quantity, "
+    "bought_quantity = excluded.bought_quantity, sold_quantity = excluded.sold_quantity, "
+    "bought_notional = excluded.bought_notional, sold_notional = excluded.sold_notional, "
+    "live_trades = excluded.live_trades "
+    "WHERE partitions.seq = 0 AND partitions.fence <= excluded.fence "
+    "RETURNING partition_id";
 
 constexpr const char* update_partition_sql =
     "UPDATE partitions SET seq = :seq, fence = :fence, net_quantity = :net_quantity, "
     "bought_quantity = :bought_quantity, sold_quantity = :sold_quantity, "
     "bought_notional = :bought_notional, sold_notional = :sold_notional, "
     "live_trades = :live_trades "
-    "WHERE partition_id = :partition_id AND seq = :expected_seq AND fence <= :fence_limit";
+    "WHERE account = :account AND book = :book AND security = :security "
+    "AND seq = :expected_seq AND fence <= :fence_limit "
+    "RETURNING partition_id";
 
-constexpr const char* insert_events_sql =
-    "INSERT INTO events (partition_id, seq, trade_id, version, type, side, quantity, price, "
-    "fence) "
-    "VALUES (:partition_id, :seq, :trade_id, :version, :type, :side, :quantity, :price, "
-    ":fence)";
+/// Rows per execution of the multi-row INSERTs of events and trades, largest first (the last is
+/// 1: every row count is a sum of them). A commit collects the rows of all its partitions and
+/// writes them 64 at a time: an execution of a statement costs SQLite a reset, its cursors opened
+/// again, a statement savepoint and its release, and SOCI an exchange; see RESULTS-sqlite.md.
+constexpr std::array<std::size_t, 3> row_chunks{64, 8, 1};
 
-constexpr const char* upsert_trades_sql =
-    "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, cancelled) "
-    "VALUES (:partition_id, :trade_id, :version, :side, :quantity, :price, :cancelled) "
-    "ON CONFLICT (partition_id, trade_id) DO UPDATE SET version = excluded.version, "
+/// "INSERT INTO table (columns) VALUES (?, ...), (...)" of `n` rows, then `tail`: the parameters
+/// row by row, each row's in the order of `columns`.
+std::string insert_rows_sql(std::string_view table, std::span<const std::string_view> columns,
+                            std::size_t n, std::string_view tail) {
+  std::string sql = "INSERT INTO ";
+  sql += table;
+  sql += " (";
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    sql += c == 0 ? "" : ", ";
+    sql += columns[c];
+  }
+  sql += ") VALUES ";
+  for (std::size_t i = 0; i < n; ++i) {
+    sql += i == 0 ? "(" : ", (";
+    for (std::size_t c = 0; c < columns.size(); ++c) sql += c == 0 ? "?" : ", ?";
+    sql += ")";
+  }
+  sql += tail;
+  return sql;
+}
+
+constexpr std::array<std::string_view, 9> event_columns{
+    "partition_id", "seq", "trade_id", "version", "type", "side", "quantity", "price", "fence"};
+
+constexpr std::array<std::string_view, 7> trade_columns{
+    "partition_id", "trade_id", "version", "side", "quantity", "price", "cancelled"};
+
+constexpr std::string_view upsert_trades_tail =
+    " ON CONFLICT (partition_id, trade_id) DO UPDATE SET version = excluded.version, "
     "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
     "cancelled = excluded.cancelled";
 
@@ -149,8 +189,6 @@ class RowStatements final : public BatchStatements {
         claim_partition(s),
         insert_partition(s),
         update_partition(s),
-        insert_events(s),
-        upsert_trades(s),
         upsert_marks(s),
         upsert_source(s) {
     using soci::into;
@@ -173,30 +211,25 @@ class RowStatements final : public BatchStatements {
     select_head =
         (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out));
-    claim_partition = (s.prepare << claim_partition_sql, use(account, "account"), use(book, "book"),
-                       use(security, "security"));
+    claim_partition =
+        (s.prepare << claim_partition_sql, use(account, "account"), use(book, "book"),
+         use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out),
+         into(net_quantity), into(bought_quantity), into(sold_quantity), into(bought_notional),
+         into(sold_notional), into(live_trades));
     insert_partition =
         (s.prepare << insert_partition_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), use(seq, "seq"), use(fence, "fence"),
          use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
          use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
-         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"));
+         use(sold_notional, "sold_notional"), use(live_trades, "live_trades"),
+         into(partition_id_out));
     update_partition =
         (s.prepare << update_partition_sql, use(seq, "seq"), use(fence, "fence"),
          use(net_quantity, "net_quantity"), use(bought_quantity, "bought_quantity"),
          use(sold_quantity, "sold_quantity"), use(bought_notional, "bought_notional"),
          use(sold_notional, "sold_notional"), use(live_trades, "live_trades"),
-         use(partition_id, "partition_id"), use(expected_seq, "expected_seq"),
-         use(fence, "fence_limit"));
-    insert_events =
-        (s.prepare << insert_events_sql, use(ev_partition_id, "partition_id"), use(ev_seq, "seq"),
-         use(ev_trade_id, "trade_id"), use(ev_version, "version"), use(ev_type, "type"),
-         use(ev_side, ev_side_ind, "side"), use(ev_quantity, ev_value_ind, "quantity"),
-         use(ev_price, ev_value_ind, "price"), use(ev_fence, "fence"));
-    upsert_trades =
-        (s.prepare << upsert_trades_sql, use(tr_partition_id, "partition_id"),
-         use(tr_trade_id, "trade_id"), use(tr_version, "version"), use(tr_side, "side"),
-         use(tr_quantity, "quantity"), use(tr_price, "price"), use(tr_cancelled, "cancelled"));
+         use(account, "account"), use(book, "book"), use(security, "security"),
+         use(expected_seq, "expected_seq"), use(fence, "fence_limit"), into(partition_id_out));
     upsert_marks = (s.prepare << upsert_marks_sql, use(mk_partition_id, "partition_id"),
                     use(mk_source, "source_id"), use(mk_position, "source_position"));
     upsert_source = (s.prepare << upsert_source_sql, use(src_consumer, "consumer"),
@@ -211,47 +244,23 @@ class RowStatements final : public BatchStatements {
       book = keys[i].book;
       security = keys[i].security;
       if (!fetch_one(select_partition)) continue;  // never written: the empty state
-      PartitionState& s = out[i];
-      s.seq = static_cast<std::uint64_t>(seq_out);
-      s.fence = static_cast<std::uint64_t>(fence_out);
-      s.position.net_quantity = parse_decimal(net_quantity);
-      s.position.bought_quantity = parse_decimal(bought_quantity);
-      s.position.sold_quantity = parse_decimal(sold_quantity);
-      s.position.bought_notional = parse_decimal(bought_notional);
-      s.position.sold_notional = parse_decimal(sold_notional);
-      s.position.live_trades = live_trades;
-      partition_id = partition_id_out;
-      if (select_trades.execute(true)) {
-        do {
-          TradeRecord r;
-          r.version = version_out;
-          r.side = parse_side(side_out);
-          r.quantity = parse_decimal(quantity_out);
-          r.price = parse_decimal(price_out);
-          r.cancelled = cancelled_out != 0;
-          s.trades.insert_or_assign(trade_id_out, r);
-        } while (select_trades.fetch());
-      }
-      if (select_marks.execute(true)) {
-        do {
-          s.source_marks.insert_or_assign(trade_id_out, version_out);
-        } while (select_marks.fetch());
-      }
+      load_state(out[i]);
     }
   }
 
   void claim_partitions(std::span<const PartitionKey> keys,
                         std::vector<PartitionState>& out) override {
-    for (const auto& k : keys) {
-      account = k.account;
-      book = k.book;
-      security = k.security;
-      claim_partition.execute(true);
-      if (claim_partition.get_affected_rows() != 1) {
-        throw CorruptData("claiming partition " + k.encode() + " changed no row");
+    // One statement per key both claims the partition and returns its row as select_partition
+    // reads it (the same transaction: with the new fence); its trades and marks follow.
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      account = keys[i].account;
+      book = keys[i].book;
+      security = keys[i].security;
+      if (!fetch_one(claim_partition)) {
+        throw CorruptData("claiming partition " + keys[i].encode() + " changed no row");
       }
+      load_state(out[i]);
     }
-    load_partitions(keys, out);  // the same transaction: sees the new fences
   }
 
   void find_events(std::span<const IdempotencyKey> keys,
@@ -293,11 +302,15 @@ class RowStatements final : public BatchStatements {
       upsert_source.execute(true);
       if (upsert_source.get_affected_rows() != 1) return errc::fenced_off;
     }
+    ev_rows_used = 0;  // rows left over by a refused or failed commit are not written
+    tr_rows_used = 0;
     for (const auto& u : batch.partitions) {
       if (auto refused = check_only(u) ? check_partition(u) : write_partition(u, on_unique)) {
         return refused;
       }
     }
+    flush_events(on_unique);
+    flush_trades();
     for (const auto& k : batch.absent_keys) {
       trade_id = k.trade_id;
       version = k.version;
@@ -314,8 +327,8 @@ class RowStatements final : public BatchStatements {
       const std::size_t n = key_chunks[c];
       auto st = std::make_unique<soci::statement>(session_);
       for (std::size_t j = 0; j < n; ++j) {
-        st->exchange(soci::use(lookup_trade_id[j], "trade_id" + std::to_string(j)));
-        st->exchange(soci::use(lookup_version[j], "version" + std::to_string(j)));
+        st->exchange(soci::use(lookup_trade_id[j]));
+        st->exchange(soci::use(lookup_version[j]));
       }
       st->exchange(soci::into(lookup_ord_out));
       st->exchange(soci::into(account_out));
@@ -333,6 +346,36 @@ class RowStatements final : public BatchStatements {
       find_events_chunk[c] = std::move(st);
     }
     return *find_events_chunk[c];
+  }
+
+  /// Fills `s` from the partition row just fetched by select_partition or claim_partition, then
+  /// reads the partition's trades and source marks.
+  void load_state(PartitionState& s) {
+    s.seq = static_cast<std::uint64_t>(seq_out);
+    s.fence = static_cast<std::uint64_t>(fence_out);
+    s.position.net_quantity = parse_decimal(net_quantity);
+    s.position.bought_quantity = parse_decimal(bought_quantity);
+    s.position.sold_quantity = parse_decimal(sold_quantity);
+    s.position.bought_notional = parse_decimal(bought_notional);
+    s.position.sold_notional = parse_decimal(sold_notional);
+    s.position.live_trades = live_trades;
+    partition_id = partition_id_out;
+    if (select_trades.execute(true)) {
+      do {
+        TradeRecord r;
+        r.version = version_out;
+        r.side = parse_side(side_out);
+        r.quantity = parse_decimal(quantity_out);
+        r.price = parse_decimal(price_out);
+        r.cancelled = cancelled_out != 0;
+        s.trades.insert_or_assign(trade_id_out, r);
+      } while (select_trades.fetch());
+    }
+    if (select_marks.execute(true)) {
+      do {
+        s.source_marks.insert_or_assign(trade_id_out, version_out);
+      } while (select_marks.fetch());
+    }
   }
 
   /// Fills `slot` with the event the lookup statement just fetched for `key`.
@@ -360,6 +403,93 @@ class RowStatements final : public BatchStatements {
     return std::nullopt;
   }
 
+  /// One row of `events` waiting for its INSERT, and of `trades` for its upsert.
+  struct EventRow {
+    long long partition_id = 0, seq = 0, version = 0, fence = 0;
+    std::string trade_id, type, side, quantity, price;
+    soci::indicator side_ind = soci::i_ok, value_ind = soci::i_ok;  // i_null for a CANCEL
+  };
+  struct TradeRow {
+    long long partition_id = 0, version = 0;
+    std::string trade_id, side, quantity, price;
+    int cancelled = 0;
+  };
+
+  /// Runs `execute(c)` for chunks of row_chunks[c] rows over the first `used` rows of `rows`,
+  /// largest chunks first. The statement of a chunk is bound to the first rows of `rows`, so the
+  /// rows after an executed chunk are swapped to the front (strings keep their buffers).
+  template <typename Rows, typename Execute>
+  static void write_rows(Rows& rows, std::size_t& used, Execute execute) {
+    for (std::size_t c = 0; c < row_chunks.size(); ++c) {
+      const std::size_t n = row_chunks[c];
+      while (used >= n) {
+        execute(c);
+        for (std::size_t k = n; k < used; ++k) std::swap(rows[k - n], rows[k]);
+        used -= n;
+      }
+    }
+  }
+
+  /// Inserts the collected event rows.
+  void flush_events(errc& on_unique) {
+    on_unique = errc::key_conflict;  // UNIQUE(trade_id, version): the idempotency key
+    write_rows(ev_rows, ev_rows_used, [&](std::size_t c) { insert_events_statement(c).execute(true); });
+    on_unique = errc::store_error;
+  }
+
+  /// Upserts the collected trade rows.
+  void flush_trades() {
+    write_rows(tr_rows, tr_rows_used, [&](std::size_t c) { upsert_trades_statement(c).execute(true); });
+  }
+
+  /// The INSERT of row_chunks[c] events (ev_rows[0..n-1]), prepared on first use.
+  soci::statement& insert_events_statement(std::size_t c) {
+    if (!insert_events_chunk[c]) {
+      const std::size_t n = row_chunks[c];
+      auto st = std::make_unique<soci::statement>(session_);
+      for (std::size_t j = 0; j < n; ++j) {
+        EventRow& r = ev_rows[j];
+        st->exchange(soci::use(r.partition_id));
+        st->exchange(soci::use(r.seq));
+        st->exchange(soci::use(r.trade_id));
+        st->exchange(soci::use(r.version));
+        st->exchange(soci::use(r.type));
+        st->exchange(soci::use(r.side, r.side_ind));
+        st->exchange(soci::use(r.quantity, r.value_ind));
+        st->exchange(soci::use(r.price, r.value_ind));
+        st->exchange(soci::use(r.fence));
+      }
+      st->alloc();
+      st->prepare(insert_rows_sql("events", event_columns, n, ""));
+      st->define_and_bind();
+      insert_events_chunk[c] = std::move(st);
+    }
+    return *insert_events_chunk[c];
+  }
+
+  /// The upsert of row_chunks[c] trades (tr_rows[0..n-1]), prepared on first use.
+  soci::statement& upsert_trades_statement(std::size_t c) {
+    if (!upsert_trades_chunk[c]) {
+      const std::size_t n = row_chunks[c];
+      auto st = std::make_unique<soci::statement>(session_);
+      for (std::size_t j = 0; j < n; ++j) {
+        TradeRow& r = tr_rows[j];
+        st->exchange(soci::use(r.partition_id));
+        st->exchange(soci::use(r.trade_id));
+        st->exchange(soci::use(r.version));
+        st->exchange(soci::use(r.side));
+        st->exchange(soci::use(r.quantity));
+        st->exchange(soci::use(r.price));
+        st->exchange(soci::use(r.cancelled));
+      }
+      st->alloc();
+      st->prepare(insert_rows_sql("trades", trade_columns, n, upsert_trades_tail));
+      st->define_and_bind();
+      upsert_trades_chunk[c] = std::move(st);
+    }
+    return *upsert_trades_chunk[c];
+  }
+
   /// Writes one partition of a batch inside the open transaction. Returns the refusal, if any.
   std::optional<errc> write_partition(const PartitionUpdate& u, errc& on_unique) {
     account = u.partition.account;
@@ -375,77 +505,49 @@ class RowStatements final : public BatchStatements {
     sold_notional = u.position.sold_notional.to_string();
     live_trades = u.position.live_trades;
 
-    bool created = false;
-    if (u.expected_seq == 0) {
-      // A new partition is inserted with its final state; if it exists after all, the
-      // conditional update below decides.
-      insert_partition.execute(true);
-      created = insert_partition.get_affected_rows() == 1;
+    // One statement writes the partition row and returns its id: a new partition (expected seq 0)
+    // is inserted with its final state, or, when a claim or another writer created the row, updated
+    // on the same condition as a written one; a written one is updated where its seq is the
+    // expected one and its fence not above ours. No row returned: refused (which condition?).
+    soci::statement& st = u.expected_seq == 0 ? insert_partition : update_partition;
+    if (!fetch_one(st)) {
+      // Read again: under MVCC another writer may have moved it.
+      if (!fetch_one(select_head)) return errc::sequence_conflict;  // expected a written one
+      return fence_out > fence ? errc::fenced_off : errc::sequence_conflict;
     }
-    if (!fetch_one(select_head)) return errc::sequence_conflict;  // expected a written one
     const long long id = partition_id_out;
-    if (!created) {
-      partition_id = id;
-      update_partition.execute(true);
-      if (update_partition.get_affected_rows() != 1) {
-        // Which condition failed? (Read again: under MVCC another writer may have moved it.)
-        if (!fetch_one(select_head)) return errc::sequence_conflict;
-        return fence_out > fence ? errc::fenced_off : errc::sequence_conflict;
+
+    for (const StoredEvent& e : u.events) {
+      EventRow& r = ev_rows[ev_rows_used];
+      r.partition_id = id;
+      r.fence = fence;
+      r.seq = static_cast<long long>(e.seq);
+      r.version = e.event.version;
+      r.trade_id = e.event.trade_id;
+      r.type = to_string(e.event.type);
+      if (e.event.type == TradeType::Cancel) {
+        r.side_ind = soci::i_null;  // a CANCEL has no side, quantity or price
+        r.value_ind = soci::i_null;
+      } else {
+        r.side_ind = soci::i_ok;
+        r.value_ind = soci::i_ok;
+        r.side = to_string(e.event.side);
+        r.quantity = e.event.quantity.to_string();
+        r.price = e.event.price.to_string();
       }
+      if (++ev_rows_used == ev_rows.size()) flush_events(on_unique);
     }
 
-    if (const std::size_t n = u.events.size(); n > 0) {
-      ev_partition_id.assign(n, id);
-      ev_fence.assign(n, fence);
-      ev_seq.resize(n);
-      ev_version.resize(n);
-      ev_trade_id.resize(n);
-      ev_type.resize(n);
-      ev_side.resize(n);
-      ev_quantity.resize(n);
-      ev_price.resize(n);
-      ev_side_ind.resize(n);
-      ev_value_ind.resize(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        const StoredEvent& e = u.events[i];
-        ev_seq[i] = static_cast<long long>(e.seq);
-        ev_version[i] = e.event.version;
-        ev_trade_id[i] = e.event.trade_id;
-        ev_type[i] = to_string(e.event.type);
-        if (e.event.type == TradeType::Cancel) {
-          ev_side_ind[i] = soci::i_null;  // a CANCEL has no side, quantity or price
-          ev_value_ind[i] = soci::i_null;
-        } else {
-          ev_side_ind[i] = soci::i_ok;
-          ev_value_ind[i] = soci::i_ok;
-          ev_side[i] = to_string(e.event.side);
-          ev_quantity[i] = e.event.quantity.to_string();
-          ev_price[i] = e.event.price.to_string();
-        }
-      }
-      on_unique = errc::key_conflict;  // UNIQUE(trade_id, version): the idempotency key
-      insert_events.execute(true);
-      on_unique = errc::store_error;
-    }
-
-    if (const std::size_t n = u.trades.size(); n > 0) {
-      tr_partition_id.assign(n, id);
-      tr_version.resize(n);
-      tr_trade_id.resize(n);
-      tr_side.resize(n);
-      tr_quantity.resize(n);
-      tr_price.resize(n);
-      tr_cancelled.resize(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto& [id_of_trade, r] = u.trades[i];
-        tr_trade_id[i] = id_of_trade;
-        tr_version[i] = r.version;
-        tr_side[i] = to_string(r.side);
-        tr_quantity[i] = r.quantity.to_string();
-        tr_price[i] = r.price.to_string();
-        tr_cancelled[i] = r.cancelled ? 1 : 0;
-      }
-      upsert_trades.execute(true);
+    for (const auto& [id_of_trade, t] : u.trades) {
+      TradeRow& r = tr_rows[tr_rows_used];
+      r.partition_id = id;
+      r.trade_id = id_of_trade;
+      r.version = t.version;
+      r.side = to_string(t.side);
+      r.quantity = t.quantity.to_string();
+      r.price = t.price.to_string();
+      r.cancelled = t.cancelled ? 1 : 0;
+      if (++tr_rows_used == tr_rows.size()) flush_trades();
     }
 
     if (const std::size_t n = u.marks.size(); n > 0) {
@@ -473,13 +575,11 @@ class RowStatements final : public BatchStatements {
   long long event_fence_out = 0;
   int cancelled_out = 0;
   soci::indicator side_ind = soci::i_ok, quantity_ind = soci::i_ok, price_ind = soci::i_ok;
-  // Rows of the bulk statements (one element per row).
-  std::vector<long long> ev_partition_id, ev_seq, ev_version, ev_fence;
-  std::vector<std::string> ev_trade_id, ev_type, ev_side, ev_quantity, ev_price;
-  std::vector<soci::indicator> ev_side_ind, ev_value_ind;  // i_null for a CANCEL
-  std::vector<long long> tr_partition_id, tr_version;
-  std::vector<std::string> tr_trade_id, tr_side, tr_quantity, tr_price;
-  std::vector<int> tr_cancelled;
+  // Rows of the multi-row statements, collected over the partitions of a commit.
+  std::array<EventRow, row_chunks[0]> ev_rows;
+  std::array<TradeRow, row_chunks[0]> tr_rows;
+  std::size_t ev_rows_used = 0, tr_rows_used = 0;
+  // Rows of the bulk statement of source marks (one element per row).
   std::vector<long long> mk_partition_id, mk_position;
   std::vector<std::string> mk_source;
   // Inputs and output of the multi-key lookups (key_chunks[0] keys at most).
@@ -498,12 +598,14 @@ class RowStatements final : public BatchStatements {
   soci::statement claim_partition;   // create the row (seq 0, fence 1) or increment its fence
   soci::statement insert_partition;  // a new partition with its state after the batch
   soci::statement update_partition;  // conditional on seq and fence
-  soci::statement insert_events;     // bulk
-  soci::statement upsert_trades;     // bulk
   soci::statement upsert_marks;      // bulk
   soci::statement upsert_source;     // one source offset, conditional on its epoch
   // The multi-key lookups, one per key_chunks size, prepared on first use.
   std::array<std::unique_ptr<soci::statement>, key_chunks.size()> find_events_chunk;
+  // The multi-row INSERT of events and upsert of trades, one per row_chunks size, prepared on
+  // first use.
+  std::array<std::unique_ptr<soci::statement>, row_chunks.size()> insert_events_chunk;
+  std::array<std::unique_ptr<soci::statement>, row_chunks.size()> upsert_trades_chunk;
 };
 
 }  // namespace
