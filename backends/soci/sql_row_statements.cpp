@@ -70,6 +70,35 @@ std::string find_events_sql(std::size_t n) {
   return sql;
 }
 
+/// The partition rows of `n` keys in one statement (ordinals as in find_events_sql), through
+/// UNIQUE(account, book, security); a claim of many partitions then reads them this way.
+std::string select_partitions_sql(std::size_t n) {
+  std::string sql = "WITH k(ord, account, book, security) AS (VALUES ";
+  for (std::size_t i = 0; i < n; ++i) {
+    sql += (i == 0 ? "(" : ", (") + std::to_string(i) + ", ?, ?, ?)";
+  }
+  sql +=
+      ") SELECT k.ord, p.partition_id, p.seq, p.fence, p.net_quantity, p.bought_quantity, "
+      "p.sold_quantity, p.bought_notional, p.sold_notional, p.live_trades "
+      "FROM k JOIN partitions p "
+      "ON p.account = k.account AND p.book = k.book AND p.security = k.security";
+  return sql;
+}
+
+/// `select` of the rows of `table` whose partition_id is one of `n` (ordinals as above; a key
+/// without a partition row is bound to id -1, which no row has).
+std::string select_of_partitions_sql(std::size_t n, std::string_view select,
+                                     std::string_view table) {
+  std::string sql = "WITH k(ord, partition_id) AS (VALUES ";
+  for (std::size_t i = 0; i < n; ++i) sql += (i == 0 ? "(" : ", (") + std::to_string(i) + ", ?)";
+  sql += ") SELECT k.ord, ";
+  sql += select;
+  sql += " FROM k JOIN ";
+  sql += table;
+  sql += " t ON t.partition_id = k.partition_id";
+  return sql;
+}
+
 constexpr const char* select_partition_sql =
     "SELECT partition_id, seq, fence, net_quantity, bought_quantity, sold_quantity, "
     "bought_notional, sold_notional, live_trades "
@@ -225,7 +254,13 @@ class RowStatements final : public BatchStatements {
 
   void load_partitions(std::span<const PartitionKey> keys,
                        std::vector<PartitionState>& out) override {
-    for (std::size_t i = 0; i < keys.size(); ++i) {
+    // key_chunks[c] keys at a time: three statements (rows, trades, marks) per chunk instead of
+    // three per key; the rest one key at a time.
+    std::size_t i = 0;
+    for (std::size_t c = 0; c < key_chunks.size(); ++c) {
+      for (; keys.size() - i >= key_chunks[c]; i += key_chunks[c]) load_chunk(c, keys, i, out);
+    }
+    for (; i < keys.size(); ++i) {
       account = keys[i].account;
       book = keys[i].book;
       security = keys[i].security;
@@ -336,6 +371,115 @@ class RowStatements final : public BatchStatements {
   /// Fills `s` from the partition row just fetched by select_partition, then reads the
   /// partition's trades and source marks.
   void load_state(PartitionState& s) {
+    fill_head(s);
+    partition_id = partition_id_out;
+    if (select_trades.execute(true)) {
+      do {
+        add_trade(s);
+      } while (select_trades.fetch());
+    }
+    if (select_marks.execute(true)) {
+      do {
+        s.source_marks.insert_or_assign(trade_id_out, version_out);
+      } while (select_marks.fetch());
+    }
+  }
+
+  /// Loads keys[at .. at + key_chunks[c]) into the same places of `out`, with three statements.
+  void load_chunk(std::size_t c, std::span<const PartitionKey> keys, std::size_t at,
+                  std::vector<PartitionState>& out) {
+    const std::size_t n = key_chunks[c];
+    for (std::size_t j = 0; j < n; ++j) {
+      load_account[j] = keys[at + j].account;
+      load_book[j] = keys[at + j].book;
+      load_security[j] = keys[at + j].security;
+      load_partition_id[j] = -1;  // no row (yet)
+    }
+    const auto slot = [&](std::size_t limit) -> std::size_t {
+      if (lookup_ord_out < 0 || static_cast<unsigned long long>(lookup_ord_out) >= limit) {
+        throw CorruptData("key ordinal " + std::to_string(lookup_ord_out) + " outside 0.." +
+                          std::to_string(limit - 1));
+      }
+      return static_cast<std::size_t>(lookup_ord_out);
+    };
+    bool any = false;
+    soci::statement& rows = load_statement(c, 0);
+    if (rows.execute(true)) {
+      do {  // to the end: the statement then holds no read lock
+        const std::size_t j = slot(n);
+        fill_head(out[at + j]);
+        load_partition_id[j] = partition_id_out;
+        any = true;
+      } while (rows.fetch());
+    }
+    if (!any) return;  // none has a row: all empty states
+    soci::statement& trades = load_statement(c, 1);
+    if (trades.execute(true)) {
+      do {
+        add_trade(out[at + slot(n)]);
+      } while (trades.fetch());
+    }
+    soci::statement& marks = load_statement(c, 2);
+    if (marks.execute(true)) {
+      do {
+        out[at + slot(n)].source_marks.insert_or_assign(trade_id_out, version_out);
+      } while (marks.fetch());
+    }
+  }
+
+  /// The statements of load_chunk for key_chunks[c] keys, prepared on first use: `what` 0 the
+  /// partition rows (inputs load_account/book/security), 1 their trades and 2 their source marks
+  /// (input load_partition_id); outputs those of select_partition, select_trades and
+  /// select_marks, and lookup_ord_out.
+  soci::statement& load_statement(std::size_t c, std::size_t what) {
+    auto& slot = load_chunk_statements[c][what];
+    if (!slot) {
+      const std::size_t n = key_chunks[c];
+      auto st = std::make_unique<soci::statement>(session_);
+      std::string sql;
+      if (what == 0) {
+        for (std::size_t j = 0; j < n; ++j) {
+          st->exchange(soci::use(load_account[j]));
+          st->exchange(soci::use(load_book[j]));
+          st->exchange(soci::use(load_security[j]));
+        }
+        st->exchange(soci::into(lookup_ord_out));
+        st->exchange(soci::into(partition_id_out));
+        st->exchange(soci::into(seq_out));
+        st->exchange(soci::into(fence_out));
+        st->exchange(soci::into(net_quantity));
+        st->exchange(soci::into(bought_quantity));
+        st->exchange(soci::into(sold_quantity));
+        st->exchange(soci::into(bought_notional));
+        st->exchange(soci::into(sold_notional));
+        st->exchange(soci::into(live_trades));
+        sql = select_partitions_sql(n);
+      } else {
+        for (std::size_t j = 0; j < n; ++j) st->exchange(soci::use(load_partition_id[j]));
+        st->exchange(soci::into(lookup_ord_out));
+        st->exchange(soci::into(trade_id_out));
+        st->exchange(soci::into(version_out));
+        if (what == 1) {
+          st->exchange(soci::into(side_out));
+          st->exchange(soci::into(quantity_out));
+          st->exchange(soci::into(price_out));
+          st->exchange(soci::into(cancelled_out));
+          sql = select_of_partitions_sql(
+              n, "t.trade_id, t.version, t.side, t.quantity, t.price, t.cancelled", "trades");
+        } else {
+          sql = select_of_partitions_sql(n, "t.source_id, t.source_position", "source_marks");
+        }
+      }
+      st->alloc();
+      st->prepare(sql);
+      st->define_and_bind();
+      slot = std::move(st);
+    }
+    return *slot;
+  }
+
+  /// The fields of select_partition's row (seq, fence, position) into `s`.
+  void fill_head(PartitionState& s) {
     s.seq = static_cast<std::uint64_t>(seq_out);
     s.fence = static_cast<std::uint64_t>(fence_out);
     s.position.net_quantity = parse_decimal(net_quantity);
@@ -344,23 +488,17 @@ class RowStatements final : public BatchStatements {
     s.position.bought_notional = parse_decimal(bought_notional);
     s.position.sold_notional = parse_decimal(sold_notional);
     s.position.live_trades = live_trades;
-    partition_id = partition_id_out;
-    if (select_trades.execute(true)) {
-      do {
-        TradeRecord r;
-        r.version = version_out;
-        r.side = parse_side(side_out);
-        r.quantity = parse_decimal(quantity_out);
-        r.price = parse_decimal(price_out);
-        r.cancelled = cancelled_out != 0;
-        s.trades.insert_or_assign(trade_id_out, r);
-      } while (select_trades.fetch());
-    }
-    if (select_marks.execute(true)) {
-      do {
-        s.source_marks.insert_or_assign(trade_id_out, version_out);
-      } while (select_marks.fetch());
-    }
+  }
+
+  /// The trade row just fetched (select_trades' outputs) into `s`.
+  void add_trade(PartitionState& s) {
+    TradeRecord r;
+    r.version = version_out;
+    r.side = parse_side(side_out);
+    r.quantity = parse_decimal(quantity_out);
+    r.price = parse_decimal(price_out);
+    r.cancelled = cancelled_out != 0;
+    s.trades.insert_or_assign(trade_id_out, r);
   }
 
   /// Fills `slot` with the event the lookup statement just fetched for `key`.
@@ -580,6 +718,9 @@ class RowStatements final : public BatchStatements {
   std::array<std::string, key_chunks[0]> lookup_trade_id;
   std::array<long long, key_chunks[0]> lookup_version{};
   long long lookup_ord_out = 0;
+  // Inputs of the multi-key loads (key_chunks[0] keys at most).
+  std::array<std::string, key_chunks[0]> load_account, load_book, load_security;
+  std::array<long long, key_chunks[0]> load_partition_id{};
   // The source offset being written.
   std::string src_consumer, src_topic;
   long long src_partition = 0, src_next_offset = 0, src_epoch = 0;
@@ -596,6 +737,9 @@ class RowStatements final : public BatchStatements {
   soci::statement upsert_source;     // one source offset, conditional on its epoch
   // The multi-key lookups, one per key_chunks size, prepared on first use.
   std::array<std::unique_ptr<soci::statement>, key_chunks.size()> find_events_chunk;
+  // The multi-key loads (rows, trades, marks), one set per key_chunks size, prepared on first use.
+  std::array<std::array<std::unique_ptr<soci::statement>, 3>, key_chunks.size()>
+      load_chunk_statements;
   // The multi-row INSERT of events and upsert of trades, one per row_chunks size, prepared on
   // first use.
   std::array<std::unique_ptr<soci::statement>, row_chunks.size()> insert_events_chunk;

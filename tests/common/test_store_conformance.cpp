@@ -478,6 +478,57 @@ TEST_CASE("store: a batch of many events and trades over uneven partitions reads
   });
 }
 
+// The SQLite store loads and claims 64, then 8 partitions per statement, then one at a time: 75
+// keys (64 + 8 + 3), some never written, with and without trades and source marks, must load as
+// each loads alone, and claiming them must give the same states with the next fence.
+TEST_CASE("store: loading and claiming many partitions at once gives each its own state") {
+  for_each_store([](StoreUnderTest& s) {
+    std::vector<PartitionKey> keys;
+    std::vector<PartitionUpdate> written;
+    for (int i = 0; i < 75; ++i) {
+      char account[16];
+      std::snprintf(account, sizeof account, "L%03d", i);
+      keys.push_back(key(account));
+      if (i % 3 == 0) continue;  // never written
+      UpdateBuilder u(keys.back(), 1, 0);
+      for (int t = 0; t <= i % 4; ++t) {
+        u.add(new_trade(std::string(account) + "-" + std::to_string(t), Side::Sell,
+                        std::to_string(t + 1), "2.25"));
+      }
+      if (i % 5 == 0) u.mark("src", i * 10);
+      written.push_back(u.build());
+    }
+    require_commit(s, batch(written));
+
+    std::vector<PartitionState> alone;
+    for (const auto& k : keys) alone.push_back(load(s, k));
+    auto together = s->load_partitions(keys);
+    REQUIRE(together.has_value());
+    REQUIRE(together.value().size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const PartitionState& a = alone[i];
+      const PartitionState& b = together.value()[i];
+      CHECK(a.seq == b.seq);
+      CHECK(a.fence == b.fence);
+      CHECK(a.position == b.position);
+      CHECK(a.trades == b.trades);
+      CHECK(a.source_marks == b.source_marks);
+      CHECK(b.seq == (i % 3 == 0 ? 0u : i % 4 + 1));
+      CHECK(b.trades.size() == (i % 3 == 0 ? 0u : i % 4 + 1));
+      CHECK(b.source_marks.size() == (i % 3 != 0 && i % 5 == 0 ? 1u : 0u));
+    }
+
+    const auto claimed = claim_all(s, keys);
+    REQUIRE(claimed.size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      CHECK(claimed[i].fence == (i % 3 == 0 ? 1u : 2u));
+      CHECK(claimed[i].seq == alone[i].seq);
+      CHECK(claimed[i].trades == alone[i].trades);
+      CHECK(claimed[i].source_marks == alone[i].source_marks);
+    }
+  });
+}
+
 TEST_CASE("store: thousands of events in small commits, partitions interleaved") {
   // Each partition's events and trades arrive over many commits, interleaved with the other
   // partitions' (the memory store keeps them all in shared blocks, linked per partition, and
