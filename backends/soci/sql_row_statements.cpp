@@ -1,25 +1,28 @@
-// Row-at-a-time batch statements (the SQLite dialect's): one execution of a prepared statement per
-// partition, per key or per row, with SOCI's vector binding for the events and trades of a
-// partition. In SQLite a statement execution is a function call, so this is nearly as fast as a
-// set-based form and far simpler; on a networked database each execution is a round trip (see
-// postgresql_statements.cpp). The exception is find_events, a lookup per key of a whole batch:
-// it looks up 64 or 8 keys per execution (find_events_sql), which took its instructions per
-// event from ~7,200 to ~4,500 (callgrind, BENCHMARKS.md).
+// Row-at-a-time batch statements (the SQLite dialect's): prepared statements executed per
+// partition, per key or per chunk of rows. In SQLite a statement execution is a function call, not
+// a round trip (for that, see postgresql_statements.cpp), but each still costs a reset, its
+// cursors opened again, a statement savepoint and SOCI's exchange. So what is done for many keys
+// or rows at once goes in chunks of 64 or 8 per execution (the rest one at a time), with
+// positional parameters: find_events (find_events_sql: ~7,200 -> ~4,500 instructions an event),
+// the events and trades of a commit (insert_rows_sql), claims and loads (claim_statement,
+// select_partitions_sql, select_of_partitions_sql); RESULTS-sqlite.md has the instruction counts.
 //
 // A commit: first each source offset in batch order, upserted on condition (the stored epoch not
 // above the batch's, checked in the statement itself: a row it leaves alone is fenced off); then,
-// per partition in batch order, create the partition row when it is new, else update it on
-// condition (WHERE seq = expected AND fence <= token); then insert its events
-// (UNIQUE(trade_id, version) is the global idempotency key) and upsert its trades and its source
-// marks. A check-only update reads the partition's seq and fence (select_head) and compares,
-// writing nothing. Last, each of the batch's absent keys is looked up (find_event): one found is
-// a key conflict. SQLite
-// has one writer at a time (the write transaction is BEGIN IMMEDIATE), so what a check reads
-// stays true until COMMIT, and the order of the rows touched cannot deadlock.
+// per partition in batch order, read its row (select_head): none, insert it with its final state
+// (a written one was expected: sequence conflict); one, compare its fence (above the token: fenced
+// off) and seq (not the expected one: sequence conflict), then update it, the statement still
+// conditional on both. Its events and trades are collected with its id and written 64 rows per
+// statement over all partitions (UNIQUE(trade_id, version) is the global idempotency key: a
+// taken key fails the multi-row INSERT and so the commit); its source marks are upserted per
+// partition. A check-only update reads the partition's seq and fence and compares, writing
+// nothing. Last, each of the batch's absent keys is looked up (find_event): one found is a key
+// conflict. SQLite has one writer at a time (the write transaction is BEGIN IMMEDIATE), so what a
+// check reads stays true until COMMIT, and the order of the rows touched cannot deadlock.
 //
-// A claim (claim_partitions): per key, in the (ascending) order given, one upsert that creates
-// the row with seq 0 and fence 1 or increments its fence, then the state is read back as
-// load_partitions reads it.
+// A claim (claim_partitions): in the (ascending) order given, an upsert that creates each row with
+// seq 0 and fence 1 or increments its fence (64 or 8 rows per statement, its VALUES in key
+// order), then the states are read back as load_partitions reads them.
 
 #include "sql_dialect.hpp"
 #include "sql_values.hpp"
@@ -271,13 +274,34 @@ class RowStatements final : public BatchStatements {
 
   void claim_partitions(std::span<const PartitionKey> keys,
                         std::vector<PartitionState>& out) override {
-    for (const auto& k : keys) {
-      account = k.account;
-      book = k.book;
-      security = k.security;
+    // key_chunks[c] keys per statement (a multi-row upsert, its rows in the order given), then
+    // one at a time.
+    std::size_t i = 0;
+    for (std::size_t c = 0; c < key_chunks.size(); ++c) {
+      const std::size_t n = key_chunks[c];
+      for (; keys.size() - i >= n; i += n) {
+        for (std::size_t j = 0; j < n; ++j) {
+          load_account[j] = keys[i + j].account;
+          load_book[j] = keys[i + j].book;
+          load_security[j] = keys[i + j].security;
+        }
+        soci::statement& st = claim_statement(c);
+        st.execute(true);
+        if (st.get_affected_rows() != static_cast<long long>(n)) {
+          throw CorruptData("claiming partitions " + keys[i].encode() + " .. " +
+                            keys[i + n - 1].encode() + " changed " +
+                            std::to_string(st.get_affected_rows()) + " rows, not " +
+                            std::to_string(n));
+        }
+      }
+    }
+    for (; i < keys.size(); ++i) {
+      account = keys[i].account;
+      book = keys[i].book;
+      security = keys[i].security;
       claim_partition.execute(true);
       if (claim_partition.get_affected_rows() != 1) {
-        throw CorruptData("claiming partition " + k.encode() + " changed no row");
+        throw CorruptData("claiming partition " + keys[i].encode() + " changed no row");
       }
     }
     load_partitions(keys, out);  // the same transaction: sees the new fences
@@ -476,6 +500,33 @@ class RowStatements final : public BatchStatements {
       slot = std::move(st);
     }
     return *slot;
+  }
+
+  /// The claim (claim_partition_sql) of key_chunks[c] keys in one statement, prepared on first
+  /// use; inputs load_account/book/security.
+  soci::statement& claim_statement(std::size_t c) {
+    if (!claim_chunk[c]) {
+      const std::size_t n = key_chunks[c];
+      auto st = std::make_unique<soci::statement>(session_);
+      for (std::size_t j = 0; j < n; ++j) {
+        st->exchange(soci::use(load_account[j]));
+        st->exchange(soci::use(load_book[j]));
+        st->exchange(soci::use(load_security[j]));
+      }
+      std::string sql =
+          "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
+          "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) VALUES ";
+      for (std::size_t j = 0; j < n; ++j) {
+        sql += j == 0 ? "" : ", ";
+        sql += "(?, ?, ?, 0, 1, '0', '0', '0', '0', '0', 0)";
+      }
+      sql += " ON CONFLICT (account, book, security) DO UPDATE SET fence = partitions.fence + 1";
+      st->alloc();
+      st->prepare(sql);
+      st->define_and_bind();
+      claim_chunk[c] = std::move(st);
+    }
+    return *claim_chunk[c];
   }
 
   /// The fields of select_partition's row (seq, fence, position) into `s`.
@@ -740,6 +791,8 @@ class RowStatements final : public BatchStatements {
   // The multi-key loads (rows, trades, marks), one set per key_chunks size, prepared on first use.
   std::array<std::array<std::unique_ptr<soci::statement>, 3>, key_chunks.size()>
       load_chunk_statements;
+  // The multi-key claims, one per key_chunks size, prepared on first use.
+  std::array<std::unique_ptr<soci::statement>, key_chunks.size()> claim_chunk;
   // The multi-row INSERT of events and upsert of trades, one per row_chunks size, prepared on
   // first use.
   std::array<std::unique_ptr<soci::statement>, row_chunks.size()> insert_events_chunk;
