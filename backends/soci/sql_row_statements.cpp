@@ -148,7 +148,7 @@ constexpr std::array<std::size_t, 3> row_chunks{64, 8, 1};
 /// row by row, each row's in the order of `columns`.
 std::string insert_rows_sql(std::string_view table, std::span<const std::string_view> columns,
                             std::size_t n, std::string_view tail) {
-  std::string sql = "INSERT INTO ";
+  std::string sql = "INSERT OR FAIL INTO ";
   sql += table;
   sql += " (";
   for (std::size_t c = 0; c < columns.size(); ++c) {
@@ -514,7 +514,7 @@ class RowStatements final : public BatchStatements {
         st->exchange(soci::use(load_security[j]));
       }
       std::string sql =
-          "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
+          "INSERT OR FAIL INTO partitions (account, book, security, seq, fence, net_quantity, "
           "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) VALUES ";
       for (std::size_t j = 0; j < n; ++j) {
         sql += j == 0 ? "" : ", ";
