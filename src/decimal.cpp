@@ -1,6 +1,8 @@
 #include <tradecapture/decimal.hpp>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 
 namespace tradecapture {
 namespace {
@@ -78,7 +80,9 @@ std::string Decimal::to_string() const {
   urep magnitude = negative ? urep(0) - static_cast<urep>(units_) : static_cast<urep>(units_);
   const urep one = static_cast<urep>(one_units);
   urep integer = magnitude / one;
-  urep fraction = magnitude % one;
+  static_assert(one_units - 1 <= std::numeric_limits<std::uint64_t>::max());
+  // Below 10^scale: 64-bit arithmetic (a division by 10 is then a multiplication, not a call).
+  auto fraction = static_cast<std::uint64_t>(magnitude % one);
 
   char buffer[64];
   char* end = buffer + sizeof buffer;
@@ -95,10 +99,16 @@ std::string Decimal::to_string() const {
     }
     *--p = '.';
   }
-  do {
+  // The integer part in 64-bit arithmetic as soon as it fits (at once for |v| < 1.8e19).
+  while (integer > std::numeric_limits<std::uint64_t>::max()) {
     *--p = static_cast<char>('0' + static_cast<int>(integer % 10));
     integer /= 10;
-  } while (integer != 0);
+  }
+  auto small = static_cast<std::uint64_t>(integer);
+  do {
+    *--p = static_cast<char>('0' + static_cast<int>(small % 10));
+    small /= 10;
+  } while (small != 0);
   if (negative) *--p = '-';
   return std::string(p, end);
 }

@@ -454,6 +454,114 @@ TEST_CASE("store: one batch with a thousand partitions") {
   });
 }
 
+// The SQLite store writes the events and trades of a whole commit in multi-row statements of 64,
+// 8 and 1 rows: partitions of 1..65 events (1 + 7 + 8 + ... = 203 rows, so every chunk size and
+// a remainder), CANCELs (NULL side, quantity and price) among them, must all read back in place,
+// and a taken key in the last row of a later chunk must leave nothing of the batch behind.
+TEST_CASE("store: a batch of many events and trades over uneven partitions reads back exactly") {
+  for_each_store([](StoreUnderTest& s) {
+    const std::array<int, 8> sizes{1, 7, 8, 9, 63, 64, 65, 2};  // 219 events
+    std::vector<PartitionUpdate> updates;
+    int total = 0;
+    for (std::size_t p = 0; p < sizes.size(); ++p) {
+      const std::string account = "P" + std::to_string(p);
+      UpdateBuilder u(key(account), 1, 0);
+      for (int i = 0; i < sizes[p]; ++i) {
+        const std::string id = account + "-T" + std::to_string(i);
+        u.add(new_trade(id, i % 2 == 0 ? Side::Buy : Side::Sell, std::to_string(i + 1) + ".5",
+                        "0.0" + std::to_string(i + 1)));
+        if (i % 5 == 4) u.add(event(id, 2, TradeType::Cancel));
+      }
+      updates.push_back(u.build());
+      total += static_cast<int>(updates.back().events.size());
+    }
+    require_commit(s, batch(updates));
+
+    const auto events = scan(s);
+    REQUIRE(events.size() == static_cast<std::size_t>(total));
+    std::size_t at = 0;
+    for (const auto& u : updates) {
+      for (const auto& e : u.events) {
+        CHECK(same_event(events[at], e));
+        ++at;
+      }
+      const PartitionState st = load(s, u.partition);
+      CHECK(st.seq == u.new_seq);
+      REQUIRE(st.trades.size() == u.trades.size());
+      for (const auto& [id, r] : u.trades) CHECK(st.trades.at(id) == r);
+    }
+    const auto cancel = find(s, "P6-T64", 2);
+    REQUIRE(cancel.has_value());
+    CHECK(cancel->event.type == TradeType::Cancel);
+    CHECK(load(s, key("P6")).trades.at("P6-T64").cancelled);
+
+    // A second batch whose 70th new event takes a stored key: refused, nothing written.
+    std::vector<PartitionUpdate> next;
+    for (int p = 0; p < 2; ++p) {
+      const std::string account = "Q" + std::to_string(p);
+      UpdateBuilder u(key(account), 1, 0);
+      for (int i = 0; i < 40; ++i) {
+        const bool taken = p == 1 && i == 29;
+        u.add(new_trade(taken ? "P5-T3" : account + "-T" + std::to_string(i)));
+      }
+      next.push_back(u.build());
+    }
+    require_refused(s, batch(next), errc::key_conflict, {key("Q0"), key("Q1")}, {"Q0-T0", "Q1-T0"});
+    CHECK(scan(s).size() == static_cast<std::size_t>(total));
+  });
+}
+
+// The SQLite store loads and claims 64, then 8 partitions per statement, then one at a time: 75
+// keys (64 + 8 + 3), some never written, with and without trades and source marks, must load as
+// each loads alone, and claiming them must give the same states with the next fence.
+TEST_CASE("store: loading and claiming many partitions at once gives each its own state") {
+  for_each_store([](StoreUnderTest& s) {
+    std::vector<PartitionKey> keys;
+    std::vector<PartitionUpdate> written;
+    for (int i = 0; i < 75; ++i) {
+      char account[16];
+      std::snprintf(account, sizeof account, "L%03d", i);
+      keys.push_back(key(account));
+      if (i % 3 == 0) continue;  // never written
+      UpdateBuilder u(keys.back(), 1, 0);
+      for (int t = 0; t <= i % 4; ++t) {
+        u.add(new_trade(std::string(account) + "-" + std::to_string(t), Side::Sell,
+                        std::to_string(t + 1), "2.25"));
+      }
+      if (i % 5 == 0) u.mark("src", i * 10);
+      written.push_back(u.build());
+    }
+    require_commit(s, batch(written));
+
+    std::vector<PartitionState> alone;
+    for (const auto& k : keys) alone.push_back(load(s, k));
+    auto together = s->load_partitions(keys);
+    REQUIRE(together.has_value());
+    REQUIRE(together.value().size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const PartitionState& a = alone[i];
+      const PartitionState& b = together.value()[i];
+      CHECK(a.seq == b.seq);
+      CHECK(a.fence == b.fence);
+      CHECK(a.position == b.position);
+      CHECK(a.trades == b.trades);
+      CHECK(a.source_marks == b.source_marks);
+      CHECK(b.seq == (i % 3 == 0 ? 0u : i % 4 + 1));
+      CHECK(b.trades.size() == (i % 3 == 0 ? 0u : i % 4 + 1));
+      CHECK(b.source_marks.size() == (i % 3 != 0 && i % 5 == 0 ? 1u : 0u));
+    }
+
+    const auto claimed = claim_all(s, keys);
+    REQUIRE(claimed.size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      CHECK(claimed[i].fence == (i % 3 == 0 ? 1u : 2u));
+      CHECK(claimed[i].seq == alone[i].seq);
+      CHECK(claimed[i].trades == alone[i].trades);
+      CHECK(claimed[i].source_marks == alone[i].source_marks);
+    }
+  });
+}
+
 TEST_CASE("store: thousands of events in small commits, partitions interleaved") {
   // Each partition's events and trades arrive over many commits, interleaved with the other
   // partitions' (the memory store keeps them all in shared blocks, linked per partition, and
