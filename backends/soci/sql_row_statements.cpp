@@ -5,7 +5,8 @@
 // or rows at once goes in chunks of 64 or 8 per execution (the rest one at a time), with
 // positional parameters: find_events (find_events_sql: ~7,200 -> ~4,500 instructions an event),
 // the events and trades of a commit (insert_rows_sql), claims and loads (claim_statement,
-// select_partitions_sql, select_of_partitions_sql); RESULTS-sqlite.md has the instruction counts.
+// select_partitions_sql, select_of_partitions_sql). BENCHMARKS.md ("Session 10") has the
+// instruction counts.
 //
 // A commit: first each source offset in batch order, upserted on condition (the stored epoch not
 // above the batch's, checked in the statement itself: a row it leaves alone is fenced off); then,
@@ -141,7 +142,8 @@ constexpr const char* update_partition_sql =
 /// Rows per execution of the multi-row INSERTs of events and trades, largest first (the last is
 /// 1: every row count is a sum of them). A commit collects the rows of all its partitions and
 /// writes them 64 at a time: an execution of a statement costs SQLite a reset, its cursors opened
-/// again, a statement savepoint and its release, and SOCI an exchange; see RESULTS-sqlite.md.
+/// again, a statement savepoint and its release, and SOCI an exchange (BENCHMARKS.md, "Session
+/// 10").
 constexpr std::array<std::size_t, 3> row_chunks{64, 8, 1};
 
 /// "INSERT INTO table (columns) VALUES (?, ...), (...)" of `n` rows, then `tail`: the parameters
