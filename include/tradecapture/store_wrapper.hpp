@@ -11,9 +11,11 @@
 
 namespace tradecapture {
 
-/// A TradeStore that forwards every call to another one. `find_events` and `find_events_into`
-/// both go straight to the target: a decorator that changes one must change the other (the
-/// pipeline calls `find_events_into`).
+/// A TradeStore that forwards every call to another one. `find_events_into` (which the pipeline
+/// calls) is not forwarded: TradeStore's default calls this wrapper's `find_events`, so a
+/// decorator that overrides `find_events` sees every lookup. A wrapper that leaves lookups alone
+/// may override `find_events_into` with `target().find_events_into(keys, out)` to keep the
+/// target's allocation-free lookup.
 class TradeStoreWrapper : public TradeStore {
  public:
   /// Wraps `target` (not null).
@@ -30,10 +32,6 @@ class TradeStoreWrapper : public TradeStore {
   result<std::vector<std::optional<StoredEvent>>> find_events(
       std::span<const IdempotencyKey> keys) override {
     return target_->find_events(keys);
-  }
-  result<void> find_events_into(std::span<const IdempotencyKey> keys,
-                                std::vector<std::optional<StoredEvent>>& out) override {
-    return target_->find_events_into(keys, out);
   }
   result<std::vector<PositionRow>> positions() override { return target_->positions(); }
   result<void> scan_events(const std::function<bool(const StoredEvent&)>& fn) override {

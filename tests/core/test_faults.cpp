@@ -163,12 +163,6 @@ TEST_CASE("faults: an absent key seen by a decision is re-checked in the commit"
       if (after_find) std::exchange(after_find, {})();
       return r;
     }
-    result<void> find_events_into(std::span<const IdempotencyKey> k,
-                                  std::vector<std::optional<StoredEvent>>& out) override {
-      auto r = TradeStoreWrapper::find_events_into(k, out);
-      if (after_find) std::exchange(after_find, {})();
-      return r;
-    }
   };
   auto inner = make_memory_store();
   auto store = std::make_shared<RaceStore>(inner);
@@ -831,14 +825,6 @@ class SlowBusyStore final : public TradeStoreWrapper {
     enter(finding_, committing_);
     std::this_thread::sleep_for(3ms);
     auto r = TradeStoreWrapper::find_events(keys);
-    --finding_;
-    return r;
-  }
-  result<void> find_events_into(std::span<const IdempotencyKey> keys,
-                                std::vector<std::optional<StoredEvent>>& out) override {
-    enter(finding_, committing_);
-    std::this_thread::sleep_for(3ms);
-    auto r = TradeStoreWrapper::find_events_into(keys, out);
     --finding_;
     return r;
   }

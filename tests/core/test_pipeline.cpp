@@ -311,6 +311,28 @@ TEST_CASE("model-based randomized trace through the pipeline matches a sequentia
   }
 }
 
+TEST_CASE("a store decorator that overrides only find_events sees the pipeline's key lookups") {
+  // The pipeline looks keys up with find_events_into. TradeStoreWrapper leaves that to
+  // TradeStore's default, which calls the decorator's find_events: a decorator (metrics, fault
+  // injection) that overrides find_events alone is not bypassed.
+  class Counting final : public TradeStoreWrapper {
+   public:
+    using TradeStoreWrapper::TradeStoreWrapper;
+    std::atomic<int> lookups{0};
+    result<std::vector<std::optional<StoredEvent>>> find_events(
+        std::span<const IdempotencyKey> keys) override {
+      ++lookups;
+      return TradeStoreWrapper::find_events(keys);
+    }
+  };
+  auto store = std::make_shared<Counting>(make_memory_store());
+  Pipeline pl(store, make_local_lock(), make_position_processor(), PipelineOptions{});
+  auto r = pl.submit(ev("T1", 1, TradeType::New, pk("A")));
+  REQUIRE(r);
+  CHECK(r.value() == Outcome::accepted(1));
+  CHECK(store->lookups.load() >= 1);
+}
+
 TEST_CASE("cross-partition idempotency keys are decided in submission order") {
   // T/1 first goes to a partition with a long queue, then to an idle one: the first wins.
   auto store = make_memory_store();

@@ -138,11 +138,6 @@ class FaultStore final : public TradeStoreWrapper {
     if (auto ec = read_fault()) return ec;
     return TradeStoreWrapper::find_events(keys);
   }
-  result<void> find_events_into(std::span<const IdempotencyKey> keys,
-                                std::vector<std::optional<StoredEvent>>& out) override {
-    if (auto ec = read_fault()) return ec;
-    return TradeStoreWrapper::find_events_into(keys, out);
-  }
   result<SourceOffset> claim_source(std::string_view consumer, std::string_view topic,
                                     std::int32_t partition) override {
     if (auto ec = read_fault()) return ec;

@@ -33,11 +33,6 @@ class DownStore : public TradeStoreWrapper {
     if (down) return errc::store_unavailable;
     return TradeStoreWrapper::find_events(keys);
   }
-  result<void> find_events_into(std::span<const IdempotencyKey> keys,
-                                std::vector<std::optional<StoredEvent>>& out) override {
-    if (down) return errc::store_unavailable;
-    return TradeStoreWrapper::find_events_into(keys, out);
-  }
   result<std::vector<PartitionState>> claim_partitions(
       std::span<const PartitionKey> partitions) override {
     if (down) return errc::store_unavailable;
