@@ -119,11 +119,20 @@ constexpr const char* select_head_sql =
     "SELECT partition_id, seq, fence "
     "FROM partitions WHERE account = :account AND book = :book AND security = :security";
 
-constexpr const char* claim_partition_sql =
-    "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
-    "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
-    "VALUES (:account, :book, :security, 0, 1, '0', '0', '0', '0', '0', 0) "
-    "ON CONFLICT (account, book, security) DO UPDATE SET fence = partitions.fence + 1";
+/// The claim of `n` partitions in one statement: each row created (seq 0, fence 1) or its fence
+/// incremented, in the order of its VALUES; positional parameters account, book, security per
+/// row. (OR FAIL: a multi-row statement that may abort midway would keep a statement journal.)
+std::string claim_partitions_sql(std::size_t n) {
+  std::string sql =
+      "INSERT OR FAIL INTO partitions (account, book, security, seq, fence, net_quantity, "
+      "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) VALUES ";
+  for (std::size_t j = 0; j < n; ++j) {
+    sql += j == 0 ? "" : ", ";
+    sql += "(?, ?, ?, 0, 1, '0', '0', '0', '0', '0', 0)";
+  }
+  sql += " ON CONFLICT (account, book, security) DO UPDATE SET fence = partitions.fence + 1";
+  return sql;
+}
 
 constexpr const char* insert_partition_sql =
     "INSERT INTO partitions (account, book, security, seq, fence, net_quantity, "
@@ -235,8 +244,8 @@ class RowStatements final : public BatchStatements {
     select_head =
         (s.prepare << select_head_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), into(partition_id_out), into(seq_out), into(fence_out));
-    claim_partition = (s.prepare << claim_partition_sql, use(account, "account"), use(book, "book"),
-                       use(security, "security"));
+    claim_partition =
+        (s.prepare << claim_partitions_sql(1), use(account), use(book), use(security));
     insert_partition =
         (s.prepare << insert_partition_sql, use(account, "account"), use(book, "book"),
          use(security, "security"), use(seq, "seq"), use(fence, "fence"),
@@ -504,7 +513,7 @@ class RowStatements final : public BatchStatements {
     return *slot;
   }
 
-  /// The claim (claim_partition_sql) of key_chunks[c] keys in one statement, prepared on first
+  /// The claim (claim_partitions_sql) of key_chunks[c] keys in one statement, prepared on first
   /// use; inputs load_account/book/security.
   soci::statement& claim_statement(std::size_t c) {
     if (!claim_chunk[c]) {
@@ -515,16 +524,8 @@ class RowStatements final : public BatchStatements {
         st->exchange(soci::use(load_book[j]));
         st->exchange(soci::use(load_security[j]));
       }
-      std::string sql =
-          "INSERT OR FAIL INTO partitions (account, book, security, seq, fence, net_quantity, "
-          "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) VALUES ";
-      for (std::size_t j = 0; j < n; ++j) {
-        sql += j == 0 ? "" : ", ";
-        sql += "(?, ?, ?, 0, 1, '0', '0', '0', '0', '0', 0)";
-      }
-      sql += " ON CONFLICT (account, book, security) DO UPDATE SET fence = partitions.fence + 1";
       st->alloc();
-      st->prepare(sql);
+      st->prepare(claim_partitions_sql(n));
       st->define_and_bind();
       claim_chunk[c] = std::move(st);
     }
@@ -609,13 +610,15 @@ class RowStatements final : public BatchStatements {
   /// Inserts the collected event rows.
   void flush_events(errc& on_unique) {
     on_unique = errc::key_conflict;  // UNIQUE(trade_id, version): the idempotency key
-    write_rows(ev_rows, ev_rows_used, [&](std::size_t c) { insert_events_statement(c).execute(true); });
+    write_rows(ev_rows, ev_rows_used,
+               [&](std::size_t c) { insert_events_statement(c).execute(true); });
     on_unique = errc::store_error;
   }
 
   /// Upserts the collected trade rows.
   void flush_trades() {
-    write_rows(tr_rows, tr_rows_used, [&](std::size_t c) { upsert_trades_statement(c).execute(true); });
+    write_rows(tr_rows, tr_rows_used,
+               [&](std::size_t c) { upsert_trades_statement(c).execute(true); });
   }
 
   /// The INSERT of row_chunks[c] events (ev_rows[0..n-1]), prepared on first use.
