@@ -171,7 +171,7 @@ struct ShardCore::Impl {
   /// back, so a queue grows only when all the queues together need more than ever before, not
   /// at each new largest backlog of its own partition. Declared before `slots` too.
   RingPool<SubmitOp*> queue_pool;
-  std::unordered_map<PartitionKey, std::unique_ptr<Slot>, SlotHash, SlotEq> slots;
+  std::unordered_map<PartitionKey, Slot, SlotHash, SlotEq> slots;
   RingQueue<Slot*> ready;
   std::vector<Slot*> waiting;
   std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<>> deadlines;
@@ -285,11 +285,11 @@ struct ShardCore::Impl {
   }
 
   Slot& slot_for(const PartitionKey& key, std::size_t hash) {
-    if (auto it = slots.find(HashedKey{key, hash}); it != slots.end()) return *it->second;
-    auto s = std::make_unique<Slot>();
-    s->key = key;
-    s->queue.use_pool(&queue_pool);
-    return *slots.emplace(key, std::move(s)).first->second;
+    if (auto it = slots.find(HashedKey{key, hash}); it != slots.end()) return it->second;
+    Slot& s = slots.try_emplace(key).first->second;
+    s.key = key;
+    s.queue.use_pool(&queue_pool);
+    return s;
   }
 
   void make_ready(Slot& s) {
@@ -489,7 +489,7 @@ struct ShardCore::Impl {
       deadlines.pop();
       auto it = slots.find(e.key);
       if (it == slots.end()) continue;
-      Slot& s = *it->second;
+      Slot& s = it->second;
       if (s.in_flight) {
         // Not before the events in front of it are decided: they are in the commit out. The
         // entry comes back when that commit ended (end_flight).
@@ -542,7 +542,7 @@ struct ShardCore::Impl {
     n_active = 0;
     n_leases = 0;
     for (auto it = slots.begin(); it != slots.end();) {
-      Slot& s = *it->second;
+      Slot& s = it->second;
       const bool quiet = s.queue.empty() && !s.ready && !s.waiting && !s.in_flight;
       if (!quiet) ++n_active;
       if (quiet && s.grant && (now - s.last_active > idle_after || now < s.last_active)) {
@@ -941,7 +941,7 @@ struct ShardCore::Impl {
     for (std::size_t i = 0; i < renewed.size(); ++i) {
       auto it = slots.find(renewed[i].partition);
       if (it == slots.end()) continue;
-      Slot& s = *it->second;
+      Slot& s = it->second;
       if (r && i < r.value().size() && r.value()[i]) {
         s.grant = renewed[i];
         continue;
@@ -964,7 +964,7 @@ struct ShardCore::Impl {
     for (std::size_t i = 0; i < need.size(); ++i) {
       auto it = slots.find(need[i]);
       if (it == slots.end()) continue;
-      Slot& s = *it->second;
+      Slot& s = it->second;
       if (r && i < r.value().size() && r.value()[i]) {
         s.grant = std::move(r.value()[i]).value();
         s.state.reset();  // a new holder claims the partition and reads its state again
@@ -1047,7 +1047,7 @@ struct ShardCore::Impl {
     recovered("store gave up", now);
     store_outage_since.reset();
     for (std::size_t i = 0; i < need.size() && i < r.value().size(); ++i) {
-      Slot& s = *slots.at(need[i]);
+      Slot& s = slots.at(need[i]);
       s.state = in_trade_pool(std::move(r.value()[i]));
       if (cfg.mutation == Mutation::lock_fences && s.grant) s.state->fence = s.grant->fence;
     }
@@ -1425,9 +1425,9 @@ struct ShardCore::Impl {
       if (step != Step::start) abort_batch();
     }
     for (auto& [k, s] : slots) {
-      if (awaiting && std::find(picked.begin(), picked.end(), s.get()) != picked.end()) continue;
-      if (s->in_flight) continue;  // its commit ends its batch (settle_abort then fails the rest)
-      fail_partition(*s, ec);
+      if (awaiting && std::find(picked.begin(), picked.end(), &s) != picked.end()) continue;
+      if (s.in_flight) continue;  // its commit ends its batch (settle_abort then fails the rest)
+      fail_partition(s, ec);
     }
     if (!awaiting && !flight.out) aborting = false;
   }
@@ -1437,7 +1437,7 @@ struct ShardCore::Impl {
   /// After a result: once an aborted batch has ended, nothing queued here survives the abort.
   void settle_abort() {
     if (!aborting || awaiting || flight.out || step != Step::start) return;
-    for (auto& [k, s] : slots) fail_partition(*s, abort_ec);
+    for (auto& [k, s] : slots) fail_partition(s, abort_ec);
     aborting = false;
   }
 };
@@ -1455,7 +1455,7 @@ void ShardCore::add(SubmitOp* op, Time now) { impl_->add(op, now); }
 
 void ShardCore::wake(const PartitionKey& key) {
   auto it = impl_->slots.find(key);
-  if (it != impl_->slots.end()) impl_->make_ready(*it->second);
+  if (it != impl_->slots.end()) impl_->make_ready(it->second);
 }
 
 Action ShardCore::next(Time now) {
@@ -1513,7 +1513,7 @@ std::vector<Grant> ShardCore::shutdown() {
   std::vector<Grant> out = std::move(impl_->pending_release);
   impl_->pending_release.clear();
   for (auto& [k, s] : impl_->slots)
-    if (s->grant) out.push_back(*s->grant);
+    if (s.grant) out.push_back(*s.grant);
   impl_->slots.clear();
   impl_->ready.clear();
   impl_->waiting.clear();
@@ -1546,7 +1546,7 @@ std::size_t ShardCore::leases() const { return impl_->n_leases; }
 bool ShardCore::empty() const {
   if (!impl_->ops.empty() || !impl_->flight.parts.ops.empty()) return false;
   for (const auto& [k, s] : impl_->slots)
-    if (!s->queue.empty()) return false;
+    if (!s.queue.empty()) return false;
   return true;
 }
 
