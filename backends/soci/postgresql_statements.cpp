@@ -3,7 +3,7 @@
 // ('{"T1","T2"}') and turned back into rows by `unnest(:name::text[], ...)`. SOCI 4.0.3 binds no
 // arrays for PostgreSQL, and its vector `use()` executes a statement per row (about 40 us a row
 // here), so the arrays are spelled by hand (ArrayParam below, which escapes every element).
-// Batches of up to 16 rows bind a parameter per value instead (see "Small batches" below).
+// Batches of up to 8 rows bind a parameter per value instead (see "Small batches" below).
 //
 // Measured on this machine (PostgreSQL 15 on the same 2 cores as the client and as other jobs,
 // synchronous_commit=on; one batch of 5,000 events over 1,000 partitions):
@@ -21,14 +21,17 @@
 //
 // Small batches. The statements that take a batch's rows (the lookup find_events, and
 // lock_partitions, update_partitions, insert_events and upsert_trades below) read them from a
-// row source, `u`, with the rows in the order given, numbered from 1 in `u.ord`. Above 16 rows
-// (small_rows) that is `unnest` of the arrays; up to 16 rows, a VALUES list with a parameter per
+// row source, `u`, with the rows in the order given, numbered from 1 in `u.ord`. Above 8 rows
+// (small_rows) that is `unnest` of the arrays; up to 8 rows, a VALUES list with a parameter per
 // value, one prepared statement per number of rows (RowsStatement). Nothing else differs: the
-// same statements, the same rows in the same order, so the same row locks in the same order. For
-// a few rows the arrays cost more than the rows: PostgreSQL planned each of these statements
-// again at every execution (0.1-0.25 ms each), as its generic plan assumes 10 array elements and
-// looks dearer than a custom plan for 1. One batch of one event took 0.42 ms of statement time
-// (0.26 planning, 0.17 execution); with VALUES 0.12 ms (no planning). See PGSMALL_RESULTS.md.
+// same statements, the same rows in the same order, so the same row locks in the same order.
+// Measured (PGSMALL_RESULTS.md): with the arrays, PostgreSQL planned find_events and
+// update_partitions again at every execution for 1 to 7 rows (0.12-0.14 ms each): their generic
+// plan assumes 10 array elements, so a custom plan for fewer rows looks cheaper. A batch of one
+// event took 0.42 ms of statement time (0.26 planning, 0.17 execution), with VALUES 0.12 ms, and
+// 0.85-1.1 ms of server CPU in all, with VALUES 0.5-0.6 ms. Above 8 rows VALUES saved no server
+// CPU and cost the client more (SOCI handles each of the 30 parameters of a row: about 9 us of
+// client CPU a row).
 //
 // A commit (`write`), inside the caller's READ COMMITTED transaction:
 //   0. upsert_sources (only when the batch carries source offsets): every source offset in one
@@ -255,7 +258,7 @@ constexpr std::size_t fetch_chunk = 1024;
 
 /// Up to this many rows, a statement with a row source (RowsStatement) binds one parameter per
 /// value instead of one array per column. See RowsStatement.
-constexpr std::size_t small_rows = 16;
+constexpr std::size_t small_rows = 8;
 
 /// The values of one column, for the two forms of RowsStatement: as the text of a one-dimensional
 /// PostgreSQL array, bound as one parameter, and, for the first `small_rows` values, one string
@@ -346,10 +349,9 @@ struct Column {
 ///   prepared on its first use (one round trip) and kept.
 /// Both read the same rows in the same order, so the statement does the same work in the same
 /// row order either way. The second is cheaper for a few rows: with the arrays, PostgreSQL plans
-/// the statement again at every execution for fewer than about 10 rows (its generic plan assumes
-/// 10 array elements, so it keeps the custom plans, which look cheaper), while a VALUES list of
-/// n rows gets a generic plan for exactly n rows, made once. A batch of one event cost about
-/// 0.8 ms of server CPU with the arrays and 0.5 ms with VALUES (PGSMALL_RESULTS.md).
+/// some statements again at every execution for fewer than about 8 rows (their generic plan
+/// assumes 10 array elements, so the custom plans look cheaper), while a VALUES list of n rows
+/// gets a generic plan for exactly n rows, made once (see "Small batches" at the top).
 class RowsStatement {
  public:
   /// `outputs` binds the statement's into-elements (the same for every form).

@@ -626,9 +626,9 @@ TEST_CASE("postgresql: any text round-trips through the array parameters") {
 }
 
 TEST_CASE("postgresql: batches of every size up to past the small-batch statements agree") {
-  // Up to 16 rows (small_rows in postgresql_statements.cpp) the lookup and the writes of a batch
+  // Up to 8 rows (small_rows in postgresql_statements.cpp) the lookup and the writes of a batch
   // run as VALUES statements, one per number of rows; above, as array statements. Every size
-  // from 1 to 18 commits, reads back and is refused here, each size 8 times (PostgreSQL plans a
+  // from 1 to 12 commits, reads back and is refused here, each size 8 times (PostgreSQL plans a
   // prepared statement afresh for its first 5 executions, then may switch to a generic plan),
   // with texts that need quoting, CANCELs (NULL side, quantity and price), first writes (rows
   // created by lock_partitions), key conflicts, stale fences and sequence conflicts.
@@ -637,7 +637,7 @@ TEST_CASE("postgresql: batches of every size up to past the small-batch statemen
                                      "NULL", " sp ", "\xC3\xA9"};
   constexpr std::uint64_t fence = 2;
   constexpr int rounds = 8;
-  for (std::size_t n = 1; n <= 18; ++n) {
+  for (std::size_t n = 1; n <= 12; ++n) {
     CAPTURE(n);
     std::vector<PartitionKey> keys;
     for (std::size_t i = 0; i < n; ++i) {
@@ -729,7 +729,7 @@ TEST_CASE("postgresql: batches of every size up to past the small-batch statemen
     CHECK(error_of(s->commit(moved)) == errc::sequence_conflict);
     require_nothing_written();
   }
-  CHECK(scan(s).size() == std::size_t(18 * 19 / 2 * rounds));
+  CHECK(scan(s).size() == std::size_t(12 * 13 / 2 * rounds));
 }
 
 TEST_CASE("postgresql: URIs: the password stays out of describe, bad ones are errors") {
