@@ -25,13 +25,13 @@
 // (small_rows) that is `unnest` of the arrays; up to 8 rows, a VALUES list with a parameter per
 // value, one prepared statement per number of rows (RowsStatement). Nothing else differs: the
 // same statements, the same rows in the same order, so the same row locks in the same order.
-// Measured (PGSMALL_RESULTS.md): with the arrays, PostgreSQL planned find_events and
-// update_partitions again at every execution for 1 to 7 rows (0.12-0.14 ms each): their generic
-// plan assumes 10 array elements, so a custom plan for fewer rows looks cheaper. A batch of one
-// event took 0.42 ms of statement time (0.26 planning, 0.17 execution), with VALUES 0.12 ms, and
-// 0.85-1.1 ms of server CPU in all, with VALUES 0.5-0.6 ms. Above 8 rows VALUES saved no server
-// CPU and cost the client more (SOCI handles each of the 30 parameters of a row: about 9 us of
-// client CPU a row).
+// Measured (BENCHMARKS.md, issue #12, small batches): with the arrays, PostgreSQL planned
+// find_events and update_partitions again at every execution for 1 to 7 rows (0.12-0.14 ms
+// each): their generic plan assumes 10 array elements, so a custom plan for fewer rows looks
+// cheaper. A batch of one event took 0.42 ms of statement time (0.26 planning, 0.17 execution)
+// and 0.75-1.0 ms of server CPU in all; with VALUES 0.12-0.14 ms and 0.4-0.55 ms. At 16 rows
+// VALUES saved no server CPU (the arrays have a generic plan from 8 rows) and cost the client
+// more: SOCI handles each of the 30 parameters of a row, about 9 us of client CPU a row.
 //
 // A commit (`write`), inside the caller's READ COMMITTED transaction:
 //   0. upsert_sources (only when the batch carries source offsets): every source offset in one
@@ -344,7 +344,8 @@ struct Column {
 /// from 1 in `u.ord`:
 /// - `unnest(:name::type[], ...) WITH ORDINALITY AS u(name, ..., ord)`: an array parameter per
 ///   column, one prepared statement for every number of rows;
-/// - `(VALUES (:name_1::type, ..., 1), (:name_2::type, ..., 2), ...) AS u(name, ..., ord)`: a
+/// - `(VALUES (:name_1::type, ..., 1::bigint), (:name_2::type, ..., 2::bigint), ...)
+///   AS u(name, ..., ord)`: a
 ///   parameter per value, one prepared statement per number of rows up to `small_rows`, each
 ///   prepared on its first use (one round trip) and kept.
 /// Both read the same rows in the same order, so the statement does the same work in the same
