@@ -3,6 +3,7 @@
 // ('{"T1","T2"}') and turned back into rows by `unnest(:name::text[], ...)`. SOCI 4.0.3 binds no
 // arrays for PostgreSQL, and its vector `use()` executes a statement per row (about 40 us a row
 // here), so the arrays are spelled by hand (ArrayParam below, which escapes every element).
+// Batches of up to 8 rows bind a parameter per value instead (see "Small batches" below).
 //
 // Measured on this machine (PostgreSQL 15 on the same 2 cores as the client and as other jobs,
 // synchronous_commit=on; one batch of 5,000 events over 1,000 partitions):
@@ -17,6 +18,20 @@
 //   of 41 and the partition update 4 ms instead of 10.
 // COPY was not tried: SOCI has no COPY, and COPY has no ON CONFLICT, so it would need a staging
 // table and the same INSERT ... SELECT on top of it.
+//
+// Small batches. The statements that take a batch's rows (the lookup find_events, and
+// lock_partitions, update_partitions, insert_events and upsert_trades below) read them from a
+// row source, `u`, with the rows in the order given, numbered from 1 in `u.ord`. Above 8 rows
+// (small_rows) that is `unnest` of the arrays; up to 8 rows, a VALUES list with a parameter per
+// value, one prepared statement per number of rows (RowsStatement). Nothing else differs: the
+// same statements, the same rows in the same order, so the same row locks in the same order.
+// Measured (BENCHMARKS.md, issue #12, small batches): with the arrays, PostgreSQL planned
+// find_events and update_partitions again at every execution for 1 to 7 rows (0.12-0.14 ms
+// each): their generic plan assumes 10 array elements, so a custom plan for fewer rows looks
+// cheaper. A batch of one event took 0.42 ms of statement time (0.26 planning, 0.17 execution)
+// and 0.75-1.0 ms of server CPU in all; with VALUES 0.12-0.14 ms and 0.4-0.55 ms. At 16 rows
+// VALUES saved no server CPU (the arrays have a generic plan from 8 rows) and cost the client
+// more: SOCI handles each of the 30 parameters of a row, about 9 us of client CPU a row.
 //
 // A commit (`write`), inside the caller's READ COMMITTED transaction:
 //   0. upsert_sources (only when the batch carries source offsets): every source offset in one
@@ -39,8 +54,8 @@
 //      (INSERT ... ON CONFLICT DO UPDATE ... WHERE false locks a conflicting row, FOR NO KEY
 //      UPDATE, without writing it);
 //   2. update_partitions: locks the existing rows one after the other in batch order (a
-//      materialized SELECT whose LATERAL sub-select locks each element's row FOR NO KEY UPDATE,
-//      element after element in array order; rows that step 1 locked are locked again without
+//      materialized SELECT whose LATERAL sub-select locks the partition row of each row of `u`
+//      FOR NO KEY UPDATE, in the order of `u`; rows that step 1 locked are locked again without
 //      waiting), then sets seq, fence and position WHERE seq = expected AND fence <= token. This is
 //      where the fencing token is checked, inside the write itself: a holder whose lease ran out
 //      while it was paused finds the row fenced, and a partition missing from RETURNING (a row
@@ -85,8 +100,11 @@
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -97,23 +115,23 @@
 namespace tradecapture::detail::sql {
 namespace {
 
-// Every lookup of rows by the batch's keys is a LATERAL sub-select per array element (OFFSET 0
+// Every lookup of rows by the batch's keys is a LATERAL sub-select per row of `u` (OFFSET 0
 // keeps the planner from folding it into a join), so its plan is an index probe per key whatever
 // the table statistics say. With a plain join, PostgreSQL's cached generic plan of a prepared
 // statement, made while a table was small and never analysed (autovacuum looks once a minute),
 // was a hash join over a sequential scan of the whole table: every batch's key lookup read every
 // stored event (seen in auto_explain: 20,848 rows scanned to find 16 keys; BENCHMARKS.md, issue
 // #12, session 8).
-// Every value is a bound parameter; a whole list of values is one. Parameter names are unique
-// within a statement (SOCI's PostgreSQL backend numbers them by occurrence); the array literals
-// are cast in SQL, so the server knows their type. Decimals are NUMERIC and read back as text.
+// Every value is a bound parameter; with the arrays, a whole list of values is one. Parameter
+// names are unique within a statement (SOCI's PostgreSQL backend numbers them by occurrence);
+// every parameter is cast in SQL, so the server knows its type. Decimals are NUMERIC and read
+// back as text. `{rows}` stands for the row source `u` (RowsStatement).
 
 constexpr const char* lock_partitions_sql =
     "INSERT INTO partitions AS p (account, book, security, seq, fence, net_quantity, "
     "bought_quantity, sold_quantity, bought_notional, sold_notional, live_trades) "
     "SELECT u.account, u.book, u.security, 0, 0, 0, 0, 0, 0, 0, 0 "
-    "FROM unnest(:account::text[], :book::text[], :security::text[]) WITH ORDINALITY "
-    "AS u(account, book, security, ord) ORDER BY u.ord "
+    "FROM {rows} ORDER BY u.ord "
     "ON CONFLICT (account, book, security) DO UPDATE SET fence = p.fence WHERE false";
 
 // A claim: every partition in one statement, rows created (seq 0, fence 1) or their fence
@@ -137,20 +155,15 @@ constexpr const char* count_keys_sql =
     "AND e.version = u.version OFFSET 0) e ON true";
 
 // Locks the existing rows one after the other in the order given, which is ascending key order
-// (the locking sub-select runs once per array element, in array order: the function scan is the
-// outer side of the nested loop, as a LATERAL reference requires), then updates those still at
-// the expected seq with a fence not above the token. MATERIALIZED: the locking query runs as
-// written, never folded into the update's join.
+// (the locking sub-select runs once per row of `u`, in its order: the function scan of the
+// arrays, or the VALUES scan, is the outer side of the nested loop, as a LATERAL reference
+// requires), then updates those still at the expected seq with a fence not above the token.
+// MATERIALIZED: the locking query runs as written, never folded into the update's join.
 constexpr const char* update_partitions_sql =
     "WITH locked AS MATERIALIZED ("
     "SELECT p.partition_id, u.ord, u.expected_seq, u.seq, u.fence, u.net_quantity, "
     "u.bought_quantity, u.sold_quantity, u.bought_notional, u.sold_notional, u.live_trades "
-    "FROM unnest(:account::text[], :book::text[], :security::text[], :expected_seq::bigint[], "
-    ":seq::bigint[], :fence::bigint[], :net_quantity::numeric[], :bought_quantity::numeric[], "
-    ":sold_quantity::numeric[], :bought_notional::numeric[], :sold_notional::numeric[], "
-    ":live_trades::bigint[]) WITH ORDINALITY AS u(account, book, security, expected_seq, seq, "
-    "fence, net_quantity, bought_quantity, sold_quantity, bought_notional, sold_notional, "
-    "live_trades, ord) "
+    "FROM {rows} "
     "JOIN LATERAL (SELECT p.partition_id FROM partitions p WHERE p.account = u.account "
     "AND p.book = u.book AND p.security = u.security FOR NO KEY UPDATE) p ON true "
     "ORDER BY u.ord) "
@@ -175,10 +188,7 @@ constexpr const char* insert_events_sql =
     "fence) "
     "SELECT u.partition_id, u.seq, u.trade_id, u.version, u.type, u.side, u.quantity, u.price, "
     "u.fence "
-    "FROM unnest(:partition_id::bigint[], :seq::bigint[], :trade_id::text[], :version::bigint[], "
-    ":type::text[], :side::text[], :quantity::numeric[], :price::numeric[], :fence::bigint[]) "
-    "WITH ORDINALITY "
-    "AS u(partition_id, seq, trade_id, version, type, side, quantity, price, fence, ord) "
+    "FROM {rows} "
     "ORDER BY u.ord "
     "ON CONFLICT (trade_id, version) DO NOTHING RETURNING 1) "
     "SELECT count(*) FROM inserted";
@@ -186,9 +196,7 @@ constexpr const char* insert_events_sql =
 constexpr const char* upsert_trades_sql =
     "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, cancelled) "
     "SELECT u.partition_id, u.trade_id, u.version, u.side, u.quantity, u.price, u.cancelled "
-    "FROM unnest(:partition_id::bigint[], :trade_id::text[], :version::bigint[], :side::text[], "
-    ":quantity::numeric[], :price::numeric[], :cancelled::bigint[]) WITH ORDINALITY "
-    "AS u(partition_id, trade_id, version, side, quantity, price, cancelled, ord) "
+    "FROM {rows} "
     "ORDER BY u.ord "
     "ON CONFLICT (partition_id, trade_id) DO UPDATE SET version = excluded.version, "
     "side = excluded.side, quantity = excluded.quantity, price = excluded.price, "
@@ -239,8 +247,7 @@ constexpr const char* select_marks_sql =
 constexpr const char* find_events_sql =
     "SELECT u.ord, p.account, p.book, p.security, e.seq, e.type, e.side, e.quantity::text, "
     "e.price::text, coalesce(e.fence, 0) "
-    "FROM unnest(:trade_id::text[], :version::bigint[]) WITH ORDINALITY "
-    "AS u(trade_id, version, ord) "
+    "FROM {rows} "
     "JOIN LATERAL (SELECT * FROM events e WHERE e.trade_id = u.trade_id "
     "AND e.version = u.version OFFSET 0) e ON true "
     "JOIN LATERAL (SELECT * FROM partitions p WHERE p.partition_id = e.partition_id "
@@ -249,49 +256,180 @@ constexpr const char* find_events_sql =
 /// Rows copied out of a result per fetch (the result itself arrives whole).
 constexpr std::size_t fetch_chunk = 1024;
 
-/// The text of a one-dimensional PostgreSQL array, bound as one parameter. Text elements are
-/// always double-quoted with '"' and '\' escaped, so no content (commas, braces, spaces, the word
-/// NULL) can change the array's shape; numbers are written bare; NULL is the unquoted keyword.
+/// Up to this many rows, a statement with a row source (RowsStatement) binds one parameter per
+/// value instead of one array per column. See RowsStatement.
+constexpr std::size_t small_rows = 8;
+
+/// The values of one column, for the two forms of RowsStatement: as the text of a one-dimensional
+/// PostgreSQL array, bound as one parameter, and, for the first `small_rows` values, one string
+/// (and indicator) per value, each bound as a parameter of its own. Text elements of the array
+/// are always double-quoted with '"' and '\' escaped, so no content (commas, braces, spaces, the
+/// word NULL) can change the array's shape; numbers are written bare; NULL is the unquoted keyword.
 class ArrayParam {
  public:
   /// Starts an empty array.
-  void reset() { text_.assign(1, '{'); }
+  void reset() {
+    text_.assign(1, '{');
+    size_ = 0;
+  }
   void add_text(std::string_view value) {
     separate();
     text_ += '"';
     for (const char ch : value) {
-      // libpq passes parameters as C strings: a NUL would silently cut the whole array short.
+      // libpq passes parameters as C strings: a NUL would silently cut the value short.
       if (ch == '\0') throw std::invalid_argument("a text value contains a NUL byte");
       if (ch == '"' || ch == '\\') text_ += '\\';
       text_ += ch;
     }
     text_ += '"';
+    keep(value, soci::i_ok);
   }
   void add_integer(long long value) {
     separate();
     char digits[24];
     const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
     text_.append(digits, end);
+    keep(std::string_view(digits, std::size_t(end - digits)), soci::i_ok);
   }
   /// Canonical decimal text: digits, an optional '-' and '.', nothing to quote.
   void add_decimal(const Decimal& value) {
     separate();
+    const std::size_t begin = text_.size();
     text_ += value.to_string();
+    keep(std::string_view(text_).substr(begin), soci::i_ok);
   }
   void add_null() {
     separate();
     text_ += "NULL";
+    keep({}, soci::i_null);
   }
   /// Ends the array; the parameter is ready to execute with.
   void finish() { text_ += '}'; }
   /// The bound string (use() keeps its address).
   std::string& bound() { return text_; }
+  /// The number of values added since reset().
+  std::size_t size() const { return size_; }
+  /// Value `r` (< small_rows) as a parameter of its own, and its indicator (use() keeps their
+  /// addresses).
+  std::string& value(std::size_t r) { return values_[r]; }
+  soci::indicator& indicator(std::size_t r) { return indicators_[r]; }
 
  private:
   void separate() {
     if (text_.size() > 1) text_ += ',';
   }
+  void keep(std::string_view value, soci::indicator ind) {
+    if (size_ < small_rows) {
+      values_[size_].assign(value);
+      indicators_[size_] = ind;
+    }
+    ++size_;
+  }
   std::string text_ = "{}";
+  std::size_t size_ = 0;
+  std::array<std::string, small_rows> values_;
+  std::array<soci::indicator, small_rows> indicators_{};
+};
+
+/// A column of a RowsStatement's rows: its name (the parameter's and the column's), its SQL type
+/// and its values.
+struct Column {
+  std::string_view name;
+  std::string_view type;
+  ArrayParam* values;
+};
+
+/// A statement over a batch's rows, given column by column. Its SQL names the rows `{rows}`,
+/// which becomes one of two row sources, each yielding the rows in the order given, numbered
+/// from 1 in `u.ord`:
+/// - `unnest(:name::type[], ...) WITH ORDINALITY AS u(name, ..., ord)`: an array parameter per
+///   column, one prepared statement for every number of rows;
+/// - `(VALUES (:name_1::type, ..., 1::bigint), (:name_2::type, ..., 2::bigint), ...)
+///   AS u(name, ..., ord)`: a
+///   parameter per value, one prepared statement per number of rows up to `small_rows`, each
+///   prepared on its first use (one round trip) and kept.
+/// Both read the same rows in the same order, so the statement does the same work in the same
+/// row order either way. The second is cheaper for a few rows: with the arrays, PostgreSQL plans
+/// some statements again at every execution for fewer than about 8 rows (their generic plan
+/// assumes 10 array elements, so the custom plans look cheaper), while a VALUES list of n rows
+/// gets a generic plan for exactly n rows, made once (see "Small batches" at the top).
+class RowsStatement {
+ public:
+  /// `outputs` binds the statement's into-elements (the same for every form).
+  RowsStatement(soci::session& s, std::string_view sql, std::vector<Column> columns,
+                std::function<void(soci::statement&)> outputs)
+      : session_(s), sql_(sql), columns_(std::move(columns)), outputs_(std::move(outputs)) {
+    std::string source = "unnest(";
+    for (const Column& c : columns_) {
+      source += (&c == &columns_.front() ? ":" : ", :");
+      source.append(c.name).append("::").append(c.type).append("[]");
+    }
+    source += ") WITH ORDINALITY AS u(" + names() + ")";
+    array_ = prepare(source, [&](soci::statement& st) {
+      for (const Column& c : columns_) {
+        st.exchange(soci::use(c.values->bound(), std::string(c.name)));
+      }
+    });
+  }
+
+  /// The statement for the rows the columns hold now (the arrays finished): executes as given.
+  soci::statement& get() {
+    const std::size_t rows = columns_.front().values->size();
+    for (const Column& c : columns_) {
+      if (c.values->size() != rows) throw std::logic_error("columns of different lengths");
+    }
+    if (rows == 0 || rows > small_rows) return *array_;
+    std::unique_ptr<soci::statement>& st = small_[rows - 1];
+    if (!st) {
+      std::string source = "(VALUES ";
+      for (std::size_t r = 1; r <= rows; ++r) {
+        source += (r == 1 ? "(" : ", (");
+        for (const Column& c : columns_) {
+          source.append(":").append(c.name).append("_").append(std::to_string(r)).append("::");
+          source.append(c.type).append(", ");
+        }
+        source += std::to_string(r) + "::bigint)";
+      }
+      source += ") AS u(" + names() + ")";
+      st = prepare(source, [&](soci::statement& s) {
+        for (std::size_t r = 0; r < rows; ++r) {
+          for (const Column& c : columns_) {
+            s.exchange(soci::use(c.values->value(r), c.values->indicator(r),
+                                 std::string(c.name) + "_" + std::to_string(r + 1)));
+          }
+        }
+      });
+    }
+    return *st;
+  }
+
+ private:
+  /// "name, ..., ord": the columns of `u`.
+  std::string names() const {
+    std::string out;
+    for (const Column& c : columns_) out.append(c.name).append(", ");
+    return out + "ord";
+  }
+
+  template <class Inputs>
+  std::unique_ptr<soci::statement> prepare(const std::string& source, Inputs&& inputs) {
+    std::string sql = sql_;
+    sql.replace(sql.find("{rows}"), 6, source);
+    auto st = std::make_unique<soci::statement>(session_);
+    inputs(*st);
+    outputs_(*st);
+    st->alloc();
+    st->prepare(sql);
+    st->define_and_bind();
+    return st;
+  }
+
+  soci::session& session_;
+  std::string sql_;
+  std::vector<Column> columns_;
+  std::function<void(soci::statement&)> outputs_;
+  std::unique_ptr<soci::statement> array_;
+  std::array<std::unique_ptr<soci::statement>, small_rows> small_;
 };
 
 /// Checks an ordinal returned by `WITH ORDINALITY` against the number of elements sent.
@@ -305,32 +443,72 @@ std::size_t index_of(long long ord, std::size_t size) {
 class PostgresqlStatements final : public BatchStatements {
  public:
   explicit PostgresqlStatements(soci::session& s)
-      : lock_partitions_(s),
-        update_partitions_(s),
+      : lock_partitions_(s, lock_partitions_sql,
+                         {{"account", "text", &account_},
+                          {"book", "text", &book_},
+                          {"security", "text", &security_}},
+                         [](soci::statement&) {}),
+        update_partitions_(s, update_partitions_sql,
+                           {{"account", "text", &account_},
+                            {"book", "text", &book_},
+                            {"security", "text", &security_},
+                            {"expected_seq", "bigint", &expected_seq_},
+                            {"seq", "bigint", &seq_},
+                            {"fence", "bigint", &fence_},
+                            {"net_quantity", "numeric", &net_quantity_},
+                            {"bought_quantity", "numeric", &bought_quantity_},
+                            {"sold_quantity", "numeric", &sold_quantity_},
+                            {"bought_notional", "numeric", &bought_notional_},
+                            {"sold_notional", "numeric", &sold_notional_},
+                            {"live_trades", "bigint", &live_trades_}},
+                           [this](soci::statement& st) {
+                             st.exchange(soci::into(ord_out_));
+                             st.exchange(soci::into(id_out_));
+                           }),
         select_heads_(s),
         claim_partitions_(s),
         count_keys_(s),
-        insert_events_(s),
-        upsert_trades_(s),
+        insert_events_(s, insert_events_sql,
+                       {{"partition_id", "bigint", &partition_id_},
+                        {"seq", "bigint", &seq_},
+                        {"trade_id", "text", &trade_id_},
+                        {"version", "bigint", &version_},
+                        {"type", "text", &type_},
+                        {"side", "text", &side_},
+                        {"quantity", "numeric", &quantity_},
+                        {"price", "numeric", &price_},
+                        {"fence", "bigint", &fence_}},
+                       [this](soci::statement& st) { st.exchange(soci::into(inserted_)); }),
+        upsert_trades_(s, upsert_trades_sql,
+                       {{"partition_id", "bigint", &partition_id_},
+                        {"trade_id", "text", &trade_id_},
+                        {"version", "bigint", &version_},
+                        {"side", "text", &side_},
+                        {"quantity", "numeric", &quantity_},
+                        {"price", "numeric", &price_},
+                        {"cancelled", "bigint", &cancelled_}},
+                       [](soci::statement&) {}),
         upsert_marks_(s),
         upsert_sources_(s),
         select_partitions_(s),
         select_trades_(s),
         select_marks_(s),
-        find_events_(s) {
+        find_events_(s, find_events_sql,
+                     {{"trade_id", "text", &trade_id_}, {"version", "bigint", &version_}},
+                     [this](soci::statement& st) {
+                       st.exchange(soci::into(ord_out_));
+                       st.exchange(soci::into(account_out_));
+                       st.exchange(soci::into(book_out_));
+                       st.exchange(soci::into(security_out_));
+                       st.exchange(soci::into(seq_out_));
+                       st.exchange(soci::into(type_out_));
+                       st.exchange(soci::into(side_out_, side_ind_));
+                       st.exchange(soci::into(quantity_out_, quantity_ind_));
+                       st.exchange(soci::into(price_out_, price_ind_));
+                       st.exchange(soci::into(fence_out_));
+                     }) {
     using soci::into;
     using soci::use;
-    lock_partitions_ = (s.prepare << lock_partitions_sql, use(account_.bound(), "account"),
-                        use(book_.bound(), "book"), use(security_.bound(), "security"));
-    update_partitions_ = (s.prepare << update_partitions_sql, use(account_.bound(), "account"),
-                          use(book_.bound(), "book"), use(security_.bound(), "security"),
-                          use(expected_seq_.bound(), "expected_seq"), use(seq_.bound(), "seq"),
-                          use(fence_.bound(), "fence"), use(net_quantity_.bound(), "net_quantity"),
-                          use(bought_quantity_.bound(), "bought_quantity"),
-                          use(sold_quantity_.bound(), "sold_quantity"),
-                          use(bought_notional_.bound(), "bought_notional"),
-                          use(sold_notional_.bound(), "sold_notional"),
-                          use(live_trades_.bound(), "live_trades"), into(ord_out_), into(id_out_));
     select_heads_ = (s.prepare << select_heads_sql, use(account_.bound(), "account"),
                      use(book_.bound(), "book"), use(security_.bound(), "security"), into(ord_out_),
                      into(seq_out_), into(fence_out_));
@@ -339,16 +517,6 @@ class PostgresqlStatements final : public BatchStatements {
          use(book_.bound(), "book"), use(security_.bound(), "security"), into(claimed_));
     count_keys_ = (s.prepare << count_keys_sql, use(trade_id_.bound(), "trade_id"),
                    use(version_.bound(), "version"), into(found_));
-    insert_events_ =
-        (s.prepare << insert_events_sql, use(partition_id_.bound(), "partition_id"),
-         use(seq_.bound(), "seq"), use(trade_id_.bound(), "trade_id"),
-         use(version_.bound(), "version"), use(type_.bound(), "type"), use(side_.bound(), "side"),
-         use(quantity_.bound(), "quantity"), use(price_.bound(), "price"),
-         use(fence_.bound(), "fence"), into(inserted_));
-    upsert_trades_ = (s.prepare << upsert_trades_sql, use(partition_id_.bound(), "partition_id"),
-                      use(trade_id_.bound(), "trade_id"), use(version_.bound(), "version"),
-                      use(side_.bound(), "side"), use(quantity_.bound(), "quantity"),
-                      use(price_.bound(), "price"), use(cancelled_.bound(), "cancelled"));
     upsert_marks_ = (s.prepare << upsert_marks_sql, use(partition_id_.bound(), "partition_id"),
                      use(trade_id_.bound(), "source_id"), use(version_.bound(), "source_position"));
     upsert_sources_ =
@@ -368,12 +536,6 @@ class PostgresqlStatements final : public BatchStatements {
     select_marks_ = (s.prepare << select_marks_sql, use(partition_id_.bound(), "partition_id"),
                      use(ords_.bound(), "ord"), into(ord_out_), into(trade_id_out_),
                      into(version_out_));
-    find_events_ =
-        (s.prepare << find_events_sql, use(trade_id_.bound(), "trade_id"),
-         use(version_.bound(), "version"), into(ord_out_), into(account_out_), into(book_out_),
-         into(security_out_), into(seq_out_), into(type_out_), into(side_out_, side_ind_),
-         into(quantity_out_, quantity_ind_), into(price_out_, price_ind_),
-         into(fence_out_));
   }
 
   void load_partitions(std::span<const PartitionKey> keys,
@@ -440,7 +602,7 @@ class PostgresqlStatements final : public BatchStatements {
     }
     trade_id_.finish();
     version_.finish();
-    for_each_row(find_events_, [&](std::size_t r) {
+    for_each_row(find_events_.get(), [&](std::size_t r) {
       const std::size_t i = index_of(ord_out_[r], keys.size());
       StoredEvent& e = out[i].emplace();
       e.seq = static_cast<std::uint64_t>(seq_out_[r]);
@@ -510,7 +672,7 @@ class PostgresqlStatements final : public BatchStatements {
              [](const PartitionUpdate* u) -> const PartitionKey& { return u->partition; });
     if (std::any_of(updates.begin(), updates.end(),
                     [](const PartitionUpdate* u) { return u->expected_seq == 0; })) {
-      lock_partitions_.execute(true);
+      lock_partitions_.get().execute(true);
     }
 
     // 2. The conditional update: seq and fencing token checked in the write itself.
@@ -535,7 +697,7 @@ class PostgresqlStatements final : public BatchStatements {
     }
     ids_.assign(n, 0);
     std::size_t updated = 0;
-    for_each_row(update_partitions_, [&](std::size_t r) {
+    for_each_row(update_partitions_.get(), [&](std::size_t r) {
       ids_[index_of(ord_out_[r], n)] = id_out_[r];
       ++updated;
     });
@@ -585,7 +747,7 @@ class PostgresqlStatements final : public BatchStatements {
       // primary key (partition_id, seq), which the conditional update rules out.
       on_unique = errc::key_conflict;
       inserted_ = 0;
-      insert_events_.execute(true);
+      insert_events_.get().execute(true);
       on_unique = errc::store_error;
       if (static_cast<std::size_t>(inserted_) != events_.size()) return errc::key_conflict;
     }
@@ -620,7 +782,7 @@ class PostgresqlStatements final : public BatchStatements {
            {&partition_id_, &trade_id_, &version_, &side_, &quantity_, &price_, &cancelled_}) {
         a->finish();
       }
-      upsert_trades_.execute(true);
+      upsert_trades_.get().execute(true);
     }
 
     // 5. The source marks, by partition then source id (ascending within each update).
@@ -758,19 +920,19 @@ class PostgresqlStatements final : public BatchStatements {
   std::vector<const std::pair<std::string, TradeRecord>*> trades_;
 
   // After every variable they are bound to, so they are destroyed first.
-  soci::statement lock_partitions_;    // create missing partition rows, lock all, in key order
-  soci::statement update_partitions_;  // conditional on seq and fence; RETURNING the ids
+  RowsStatement lock_partitions_;      // create missing partition rows, lock all, in key order
+  RowsStatement update_partitions_;    // conditional on seq and fence; RETURNING the ids
   soci::statement select_heads_;       // seq and fence of partitions (refusals, checks)
   soci::statement claim_partitions_;   // create rows or increment fences, in key order
   soci::statement count_keys_;         // how many of the absent keys are stored
-  soci::statement insert_events_;      // every event of a batch; counts the inserted rows
-  soci::statement upsert_trades_;      // every trade record of a batch
+  RowsStatement insert_events_;        // every event of a batch; counts the inserted rows
+  RowsStatement upsert_trades_;        // every trade record of a batch
   soci::statement upsert_marks_;       // every source mark of a batch
   soci::statement upsert_sources_;     // every source offset of a batch; counts the rows written
   soci::statement select_partitions_;  // keys -> id, seq, fence, position
   soci::statement select_trades_;      // partition ids -> their trade records
   soci::statement select_marks_;       // partition ids -> their source marks
-  soci::statement find_events_;        // idempotency keys -> events and their partitions
+  RowsStatement find_events_;          // idempotency keys -> events and their partitions
 };
 
 }  // namespace

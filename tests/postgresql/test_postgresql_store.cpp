@@ -625,6 +625,113 @@ TEST_CASE("postgresql: any text round-trips through the array parameters") {
   require_commit(s, batch({UpdateBuilder(key("Z"), 1, 0).add(new_trade("T"))}));
 }
 
+TEST_CASE("postgresql: batches of every size up to past the small-batch statements agree") {
+  // Up to 8 rows (small_rows in postgresql_statements.cpp) the lookup and the writes of a batch
+  // run as VALUES statements, one per number of rows; above, as array statements. Every size
+  // from 1 to 12 commits, reads back and is refused here, each size 8 times (PostgreSQL plans a
+  // prepared statement afresh for its first 5 executions, then may switch to a generic plan),
+  // with texts that need quoting, CANCELs (NULL side, quantity and price), first writes (rows
+  // created by lock_partitions), key conflicts, stale fences and sequence conflicts.
+  StoreUnderTest s = make_postgres_store();
+  const std::vector<std::string> odd{"a,b",  "{x}", "\"q\"", "back\\slash",
+                                     "NULL", " sp ", "\xC3\xA9"};
+  constexpr std::uint64_t fence = 2;
+  constexpr int rounds = 8;
+  for (std::size_t n = 1; n <= 12; ++n) {
+    CAPTURE(n);
+    std::vector<PartitionKey> keys;
+    for (std::size_t i = 0; i < n; ++i) {
+      keys.push_back(key("N" + std::to_string(100 + n) + "-" + std::to_string(10 + i) + odd[i % 7],
+                         odd[(i + 1) % 7], odd[(i + 2) % 7]));
+    }
+    std::sort(keys.begin(), keys.end());
+    const auto trade = [&](std::size_t i, int r) {
+      return "T" + std::to_string(n) + "-" + std::to_string(i) + "-" + std::to_string(r) +
+             odd[(i + std::size_t(r)) % 7];
+    };
+    // A batch of round r: partition i at seq `seq` gets one event, a NEW or (every third round)
+    // a CANCEL of the previous round's trade.
+    const auto round_batch = [&](int r, std::uint64_t seq) {
+      std::vector<PartitionUpdate> updates;
+      for (std::size_t i = 0; i < n; ++i) {
+        UpdateBuilder u(keys[i], fence, seq);
+        if (r % 3 == 2) {
+          u.add(event(trade(i, r - 1), 2, TradeType::Cancel));
+        } else {
+          u.add(new_trade(trade(i, r), i % 2 ? Side::Sell : Side::Buy,
+                          std::to_string(i + 1) + ".25", "187.0" + std::to_string(r)));
+        }
+        updates.push_back(u);
+      }
+      return batch(std::move(updates));
+    };
+    // Key conflicts of first writes: nothing stays behind, not even the partition rows.
+    CommitBatch first = round_batch(0, 0);
+    first.partitions.back().events.back().event.trade_id = trade(0, 0);
+    if (n > 1) {
+      CHECK(error_of(s->commit(first)) == errc::key_conflict);
+      for (const auto& k : keys) require_untouched(s, k);
+    }
+    for (int r = 0; r < rounds; ++r) {
+      CAPTURE(r);
+      const CommitBatch b = round_batch(r, std::uint64_t(r));
+      require_commit(s, b);
+      std::vector<IdempotencyKey> ids;
+      for (const auto& u : b.partitions) {
+        ids.push_back(IdempotencyKey{u.events[0].event.trade_id, u.events[0].event.version});
+      }
+      auto found = s->find_events(ids);
+      REQUIRE(found.has_value());
+      REQUIRE(found.value().size() == n);
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto& want = b.partitions[i].events[0];
+        REQUIRE(found.value()[i].has_value());
+        CHECK(same_event(*found.value()[i], want));
+        CHECK(found.value()[i]->fence == fence);
+      }
+    }
+    const auto seq = std::uint64_t(rounds);
+    for (std::size_t i = 0; i < n; ++i) {
+      const PartitionState st = load(s, keys[i]);
+      CHECK(st.seq == seq);
+      CHECK(st.fence == fence);
+      CHECK(st.position.live_trades == 1);  // UpdateBuilder: the trades of the last update
+      CHECK(st.trades.size() == std::size_t(rounds - rounds / 3));  // NEWs; CANCELs replace
+      CHECK(st.trades.at(trade(i, 4)).cancelled);
+      CHECK(st.trades.at(trade(i, 7)) ==
+            TradeRecord{1, i % 2 ? Side::Sell : Side::Buy, dec(std::to_string(i + 1) + ".25"),
+                        dec("187.07"), false});
+    }
+    // Refusals of a round of NEWs, each found at the batch's last row, none writing anything.
+    const int next = rounds + 1;
+    const auto require_nothing_written = [&] {
+      for (std::size_t i = 0; i < n; ++i) CHECK(load(s, keys[i]).seq == seq);
+      CHECK_FALSE(find(s, trade(0, next), 1).has_value());
+    };
+    CommitBatch taken = round_batch(next, seq);  // the last key was stored by round 0
+    taken.partitions.back().events.back().event.trade_id = trade(n - 1, 0);
+    CHECK(error_of(s->commit(taken)) == errc::key_conflict);
+    require_nothing_written();
+    CommitBatch twice = round_batch(next, seq);  // the last event's key twice in the batch
+    UpdateBuilder last(keys.back(), fence, seq);
+    last.add(new_trade(trade(n - 1, next))).add(new_trade(trade(n - 1, next)));
+    twice.partitions.back() = last;
+    CHECK(error_of(s->commit(twice)) == errc::key_conflict);
+    require_nothing_written();
+    CommitBatch stale = round_batch(next, seq);
+    stale.partitions.back().fence = fence - 1;
+    CHECK(error_of(s->commit(stale)) == errc::fenced_off);
+    require_nothing_written();
+    CommitBatch moved = round_batch(next, seq);
+    moved.partitions.back().expected_seq = seq - 1;
+    moved.partitions.back().new_seq = seq;
+    moved.partitions.back().events.back().seq = seq;
+    CHECK(error_of(s->commit(moved)) == errc::sequence_conflict);
+    require_nothing_written();
+  }
+  CHECK(scan(s).size() == std::size_t(12 * 13 / 2 * rounds));
+}
+
 TEST_CASE("postgresql: URIs: the password stays out of describe, bad ones are errors") {
   StoreUnderTest s = make_postgres_store();
   const std::string port = std::to_string(shared_postgres().port());
