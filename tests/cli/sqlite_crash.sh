@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# SIGKILL of `tradecapture replay` on SQLite once its WAL is being copied back beside the writers:
-# nothing reported is lost and the database stays sound.
+# SIGKILL of `tradecapture replay` on SQLite after checkpoints have copied WAL pages back into the
+# database file: nothing reported is lost and the database stays sound.
 #
-# The trace (NEW trades, then AMENDs of them, all valid; 300,000 lines over 500 partitions) grows
-# the WAL well past the 4,096 pages at which the store's background thread starts copying it back
-# into the database file. A replay is killed twice once that copying has begun (the database file
-# grows only through it), at a different moment each time, then run to the end. After each kill:
-# `PRAGMA integrity_check` is "ok", and the outcomes written so far are exactly the first lines of
-# the model's. At the end the positions and events equal the model's for one replay of the trace:
-# every event's validity depends only on the events of its partition before it, so re-sending the
-# whole trace over any per-partition prefix gives the state of one run.
+# The trace (NEW trades, then AMENDs of them, all valid; 360,000 lines over 500 partitions) fills
+# the WAL several times over its checkpoint size (16,384 pages). A replay is killed once a
+# checkpoint has copied pages back (the database file grows only through checkpoints); the
+# re-sent replay is killed again 30,000 lines further on; a third runs to the end. After each
+# kill: `PRAGMA integrity_check` is "ok", every ACCEPTED outcome written is stored at its seq,
+# and the outcomes written are the first lines of the model's (in round 2, a re-sent line that
+# round 1 stored is a DUPLICATE). At the end the positions and events equal the model's for one
+# replay of the trace: every event's validity depends only on the events of its partition before
+# it, so re-sending the whole trace over any per-partition prefix gives the state of one run.
 source "$(dirname "$0")/common.bash" "$1"
 
 TRACE="$TMP/trace.jsonl"
@@ -18,7 +19,7 @@ STORE="sqlite:$DB"
 
 python3 - "$TRACE" <<'PY'
 import sys
-parts, lines = 500, 300000
+parts, lines = 500, 360000
 with open(sys.argv[1], "w") as f:
     for i in range(lines):
         # Past the first 1,500 lines every third line amends the trade an earlier line created
@@ -52,24 +53,31 @@ PY
 }
 
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
+lines_of() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
 
+n=0
 for round in 1 2; do
   out="$TMP/outcomes.$round"
   "$TC" replay --store "$STORE" --outcomes "$out" "$TRACE" 2>"$TMP/replay.$round.err" &
   pid=$!
-  # The database file grows only when WAL pages are copied back into it: wait for it to grow
-  # (by 8 MiB in round 1, 1 MiB in round 2), then a different pause each round, then SIGKILL.
+  # Round 1: the database file grows only when a checkpoint copies WAL pages back into it; wait
+  # for 8 MiB of growth, then 0.2 s. Round 2: wait until its outcomes pass round 1's by 30,000.
   start_size=$(size_of "$DB")
-  grow=$(((round == 1 ? 8 : 1) * 1024 * 1024))
   for _ in $(seq 1 600); do
-    (($(size_of "$DB") > start_size + grow)) && break
+    if ((round == 1)); then
+      (($(size_of "$DB") > start_size + 8 * 1024 * 1024)) && break
+    else
+      (($(lines_of "$out") > n + 30000)) && break
+    fi
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   kill -0 "$pid" 2>/dev/null || fail "round $round: the replay ended before it could be killed"
-  (($(size_of "$DB") > start_size + grow)) ||
-    fail "round $round: no WAL page was copied back within 60 s"
-  sleep "0.$((round * 2))"
+  if ((round == 1)); then
+    (($(size_of "$DB") > start_size + 8 * 1024 * 1024)) ||
+      fail "round 1: no checkpoint grew the database within 60 s"
+    sleep 0.2
+  fi
   kill -KILL "$pid"
   wait "$pid" 2>/dev/null || true
   integrity_check "$DB"
@@ -78,6 +86,20 @@ for round in 1 2; do
   head -n "$n" "$TMP/m.outcomes" >"$TMP/m.prefix"
   # A line cut short by the kill is not an outcome; every whole line must be the model's.
   [[ -z $(tail -c 1 "$out") ]] || fail "round $round: the outcome file ends mid-line"
+  # Every ACCEPTED outcome written is durable: its event is in the database, at its seq.
+  dump_ok events "$STORE" "$TMP/events.$round"
+  python3 - "$out" "$TMP/events.$round" <<'PY' || fail "round $round: a reported outcome was lost"
+import json, sys
+stored = {(e["trade_id"], e["version"]): e["seq"] for e in map(json.loads, open(sys.argv[2]))}
+accepted = 0
+for o in map(json.loads, open(sys.argv[1])):
+    if o["outcome"] == "ACCEPTED":
+        accepted += 1
+        if stored.get((o["trade_id"], o["version"])) != o["seq"]:
+            sys.exit("line %d: ACCEPTED at seq %s, stored: %s"
+                     % (o["line"], o["seq"], stored.get((o["trade_id"], o["version"]))))
+print("ok: round %s: all %d ACCEPTED outcomes are stored at their seq" % (sys.argv[1][-1], accepted))
+PY
   if ((round == 1)); then
     check_same "$TMP/m.prefix" "$out" "round 1: outcomes written before the kill"
   else

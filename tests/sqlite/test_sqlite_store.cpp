@@ -9,9 +9,6 @@
 #include <soci/sqlite3/soci-sqlite3.h>
 
 #include <chrono>
-#include <cstdint>
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <thread>
 
@@ -208,67 +205,4 @@ TEST_CASE("sqlite: options are applied") {
   for (auto& th : threads) th.join();
   CHECK(failures.load() == 0);
   CHECK(positions(s).size() == 5);
-}
-
-namespace {
-
-/// The WAL file's salt-1 (bytes 16-19 of its header): SQLite changes it each time the WAL starts
-/// over from its beginning. 0 when the file is missing or shorter than a header.
-std::uint32_t wal_salt(const std::string& wal_path) {
-  std::ifstream f(wal_path, std::ios::binary);
-  unsigned char b[20] = {};
-  if (!f.read(reinterpret_cast<char*>(b), sizeof b)) return 0;
-  return std::uint32_t{b[16]} << 24 | std::uint32_t{b[17]} << 16 | std::uint32_t{b[18]} << 8 |
-         std::uint32_t{b[19]};
-}
-
-std::uintmax_t file_size_or_0(const std::string& path) {
-  std::error_code ec;
-  const auto n = std::filesystem::file_size(path, ec);
-  return ec ? 0 : n;
-}
-
-}  // namespace
-
-TEST_CASE("sqlite: a background thread copies the WAL back and the WAL starts over") {
-  // SQLite's own autocheckpoint (16,384 frames, as set before) would copy nothing back before the
-  // WAL held 16,384 frames, and would run inside a commit. The store's checkpointer starts past
-  // 4,096 frames, beside the writers; then a commit copies the rest, and the WAL starts over.
-  SociStoreOptions options;
-  options.sqlite_synchronous = "off";  // many small commits; durability is not under test here
-  options.pool_size = 1;
-  StoreUnderTest s = make_sqlite_store(options);
-  const std::string db = sqlite_path(s), wal = db + "-wal";
-  const PartitionKey k = key("A");
-  constexpr std::uintmax_t frame_bytes = 24 + 4096, header_bytes = 32;
-  const std::uintmax_t db_before = file_size_or_0(db);  // the schema, still in the WAL
-  std::uint64_t seq = 0;
-  const auto commit_one = [&] {
-    require_commit(s, batch({UpdateBuilder(k, 1, seq).add(new_trade("T" + std::to_string(seq)))}));
-    ++seq;
-  };
-  // Small commits until the WAL holds 4,096 frames (each commit appends every page it dirtied).
-  while (file_size_or_0(wal) < header_bytes + 4096 * frame_bytes) {
-    commit_one();
-    REQUIRE(seq < 4096);  // at least one frame a commit
-  }
-  const std::uint32_t salt = wal_salt(wal);
-  // More commits, paced so the background pass can finish, until the WAL starts over; the old
-  // autocheckpoint could not start it over before 16,384 frames, which these 700 commits (at
-  // least 4 frames each: the event, its key, the trade and the partition) do not all reach.
-  const std::uint64_t trigger = seq;
-  while (wal_salt(wal) == salt && seq < trigger + 700) {
-    commit_one();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  CHECK(wal_salt(wal) != salt);
-  CHECK(file_size_or_0(db) > db_before);  // the pages were copied back into the database
-  MESSAGE((seq - trigger) << " commits after the WAL reached 4,096 frames (" << trigger
-                       << " commits before)");
-  // Nothing lost: every commit is there, also after a reopen.
-  CHECK(load(s, k).seq == seq);
-  s.store.reset();
-  StoreUnderTest again = open_again(s);
-  CHECK(load(again, k).seq == seq);
-  CHECK(scan(again).size() == seq);
 }

@@ -34,10 +34,6 @@ struct SociStoreOptions {
 /// `postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]` (also
 /// `postgres://`), passed to libpq as written; characters that URIs do not allow raw (blanks,
 /// '"') must be percent-encoded. `describe()` shows the URI without its password.
-///
-/// A SQLite store runs in WAL mode and, once its WAL passes 4,096 pages, starts one thread of its
-/// own that copies the WAL back into the database file beside the writers (a PASSIVE checkpoint
-/// on its own connection); it stops when the store is destroyed.
 result<std::shared_ptr<TradeStore>> open_soci_store(const std::string& uri,
                                                     const SociStoreOptions& options = {});
 
