@@ -25,7 +25,7 @@
 // (small_rows) that is `unnest` of the arrays; up to 8 rows, a VALUES list with a parameter per
 // value, one prepared statement per number of rows (RowsStatement). Nothing else differs: the
 // same statements, the same rows in the same order, so the same row locks in the same order.
-// Measured (BENCHMARKS.md, issue #12, small batches): with the arrays, PostgreSQL planned
+// Measured (BENCHMARKS.md, session 11, part 1): with the arrays, PostgreSQL planned
 // find_events and update_partitions again at every execution for 1 to 7 rows (0.12-0.14 ms
 // each): their generic plan assumes 10 array elements, so a custom plan for fewer rows looks
 // cheaper. A batch of one event took 0.42 ms of statement time (0.26 planning, 0.17 execution)

@@ -98,7 +98,8 @@ for o in map(json.loads, open(sys.argv[1])):
         if stored.get((o["trade_id"], o["version"])) != o["seq"]:
             sys.exit("line %d: ACCEPTED at seq %s, stored: %s"
                      % (o["line"], o["seq"], stored.get((o["trade_id"], o["version"]))))
-print("ok: round %s: all %d ACCEPTED outcomes are stored at their seq" % (sys.argv[1][-1], accepted))
+print("ok: round %s: all %d ACCEPTED outcomes are stored at their seq"
+      % (sys.argv[1][-1], accepted))
 PY
   if ((round == 1)); then
     check_same "$TMP/m.prefix" "$out" "round 1: outcomes written before the kill"
