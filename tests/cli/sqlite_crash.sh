@@ -6,11 +6,12 @@
 # the WAL several times over its checkpoint size (16,384 pages). A replay is killed once a
 # checkpoint has copied pages back (the database file grows only through checkpoints); the
 # re-sent replay is killed again 30,000 lines further on; a third runs to the end. After each
-# kill: `PRAGMA integrity_check` is "ok", every ACCEPTED outcome written is stored at its seq,
-# and the outcomes written are the first lines of the model's (in round 2, a re-sent line that
-# round 1 stored is a DUPLICATE). At the end the positions and events equal the model's for one
-# replay of the trace: every event's validity depends only on the events of its partition before
-# it, so re-sending the whole trace over any per-partition prefix gives the state of one run.
+# kill: `PRAGMA integrity_check` is "ok", the store's invariants hold (check_store.py), every
+# ACCEPTED outcome written is stored at its seq, and the outcomes written are the first lines of
+# the model's (in round 2, a re-sent line that round 1 stored is a DUPLICATE). At the end the
+# positions and events equal the model's for one replay of the trace: every event's validity
+# depends only on the events of its partition before it, so re-sending the whole trace over any
+# per-partition prefix gives the state of one run.
 source "$(dirname "$0")/common.bash" "$1"
 
 TRACE="$TMP/trace.jsonl"
@@ -88,6 +89,10 @@ for round in 1 2; do
   [[ -z $(tail -c 1 "$out") ]] || fail "round $round: the outcome file ends mid-line"
   # Every ACCEPTED outcome written is durable: its event is in the database, at its seq.
   dump_ok events "$STORE" "$TMP/events.$round"
+  # Each commit was whole: seqs without gaps, each key once, positions = the fold of the events.
+  dump_ok positions "$STORE" "$TMP/positions.$round"
+  python3 "$HERE/check_store.py" "$TMP/events.$round" "$TMP/positions.$round" ||
+    fail "round $round: store invariants after the kill"
   python3 - "$out" "$TMP/events.$round" <<'PY' || fail "round $round: a reported outcome was lost"
 import json, sys
 stored = {(e["trade_id"], e["version"]): e["seq"] for e in map(json.loads, open(sys.argv[2]))}
