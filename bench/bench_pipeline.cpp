@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <utility>
@@ -58,10 +59,13 @@ std::uint64_t allocations_settled() {
 // reach their working sizes), and only the second half is counted, from its first submission
 // until the pipeline has drained it and its threads are quiet. allocs_per_trade of the
 // throughput benchmarks counts from a fresh pipeline and store, so it includes that growth.
+// TC_BENCH_ALLOC_SITES=1 prints where the counted half's allocations come from (stderr).
 void BM_MemorySteadyStateAllocs(benchmark::State& state) {
   const std::size_t n = events_cap() ? events_cap() : 200000;
   auto events = std::move(split_trace(n, 1)[0]);
   const std::size_t half = events.size() / 2;
+  const char* sites_env = std::getenv("TC_BENCH_ALLOC_SITES");
+  const bool sites = sites_env != nullptr && std::string(sites_env) == "1";
   for (auto _ : state) {
     auto copy = events;
     Pipeline pipe(memory_factory().open(), make_local_lock(bench_lease()),
@@ -72,6 +76,7 @@ void BM_MemorySteadyStateAllocs(benchmark::State& state) {
       Completions c(to - from);
       auto on_done = [&c](boost::system::error_code, Outcome) { c.complete(Clock::now()); };
       if (phase == 1) CALLGRIND_START_INSTRUMENTATION;  // under callgrind: the counted half only
+      if (phase == 1 && sites) tcbench::detail::start_recording_sites();
       const std::uint64_t before = allocations_now();
       for (std::size_t i = from; i < to; ++i) pipe.async_submit(std::move(copy[i]), on_done);
       c.fut.wait();
@@ -81,6 +86,7 @@ void BM_MemorySteadyStateAllocs(benchmark::State& state) {
       if (phase == 1) {
         counted = after - before;
         CALLGRIND_STOP_INSTRUMENTATION;
+        if (sites) tcbench::detail::print_sites();
       }
     }
     state.counters["steady_allocs_per_trade"] = double(counted) / double(copy.size() - half);
