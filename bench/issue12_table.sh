@@ -9,8 +9,8 @@
 #
 # RESULT_DIR (default: a new /tmp/tc-issue12-XXXXXX, kept) gets one log per step and the
 # Google Benchmark JSON of each program:
-#   1. memory.json      in-memory pipeline, pre-parsed events, 1,000 partitions: throughput,
-#                       latency at half saturation, steady-state allocations per event, the cost
+#   1. memory.json      in-memory pipeline, pre-parsed events, 1,000 partitions: throughput
+#                       (fresh, and warm: BM_MemoryWarmThroughput), latency at half saturation, steady-state allocations per event, the cost
 #                       of a fresh page (BM_PageFirstTouch)
 #   2. pg_redis.json    PostgreSQL + Redis (started here on loopback): saturated throughput,
 #                       latency at half saturation, and the seed-like per-trade baseline
