@@ -610,10 +610,11 @@ struct ShardCore::Impl {
   /// Releases leases of partitions idle for a quarter lease and evicts idle state over the cache
   /// limit. Returns the grants to release.
   ///
-  /// It walks every cached partition, so it runs at most every lease/32 (100 ms to 1 s): with
-  /// 125,000 partitions a shard the walk costs ~10 ms (a cache miss per partition), and at the
+  /// It walks every cached partition, so it runs at most every lease/32 (100 ms to 1 s): at the
   /// old fixed 100 ms it took 14% of a replay's CPU over 250,000 partitions (BENCHMARKS.md, issue
-  /// #12, session 8). An idle lease is released within a quarter lease plus one period.
+  /// #12, session 8). The walk reads the first cache line of each Slot, in the pool's memory
+  /// order (the hash table's node order cost a few cache misses per partition). An idle lease is
+  /// released within a quarter lease plus one period.
   std::vector<Grant> housekeeping(Time now) {
     std::vector<Grant> release;
     const auto period = std::clamp<std::chrono::milliseconds>(
