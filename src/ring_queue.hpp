@@ -146,10 +146,12 @@ class RingQueue {
     if (pool_ != nullptr) pool_->give(std::move(bigger));  // the old buffer
   }
 
+  // size_ first: the shard core reads a queue's emptiness in its walk over every partition,
+  // with the other fields of the first cache line of a Slot.
+  std::size_t size_ = 0;
+  std::size_t head_ = 0;  ///< index of the front
   RingPool<T>* pool_ = nullptr;
   std::vector<T> buf_;
-  std::size_t head_ = 0;  ///< index of the front
-  std::size_t size_ = 0;
 };
 
 }  // namespace tradecapture::detail

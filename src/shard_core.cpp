@@ -21,6 +21,7 @@
 #include "key_gate.hpp"
 #include "ring_queue.hpp"
 #include <tradecapture/detail/log_limiter.hpp>
+#include <tradecapture/detail/open_table.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -28,6 +29,7 @@
 #include <bit>
 #include <limits>
 #include <map>
+#include <memory>
 #include <memory_resource>
 #include <queue>
 
@@ -92,20 +94,91 @@ std::uint64_t micros_between(Time a, Time b) {
 // ------------------------------------------------------------------------------------------
 
 struct ShardCore::Impl {
-  struct Slot {
-    PartitionKey key;
+  /// One cached partition. What add() and the housekeeping walk over every cached partition
+  /// read comes first, in the first cache line (a Slot starts one): the flags, the hash, the
+  /// barrier, the last activity and the queue's size (RingQueue keeps it first).
+  struct alignas(64) Slot {
+    bool used = false;       // cached: in `slots` (a Slot of the pool's free list is not)
+    bool ready = false;      // in ready_
+    bool waiting = false;    // in waiting_ (lock backoff)
+    bool in_flight = false;  // in the overlapped commit out (never picked meanwhile)
+    bool leased = false;     // `lease` holds our grant
+    std::size_t hash = 0;    // PartitionKeyHash of `key`, as in its entry of `slots`
+    std::uint64_t barrier = 0;  // ops with a lower stamp fail on arrival (predecessor failed)
+    Time last_active{};
     RingQueue<SubmitOp*> queue;  // in submission order (stamp)
+    PartitionKey key;
     std::optional<PartitionState> state;  // as of our claim; state->fence is our token
-    std::optional<Grant> grant;
-    bool ready = false;    // in ready_
-    bool waiting = false;  // in waiting_ (lock backoff)
+    Grant lease;  // meaningful while `leased` only
     int lock_failures = 0;
     Time retry_at{};
     std::optional<Time> lock_trouble_since;  // first lock_busy/unavailable of the current wait
-    Time last_active{};
     std::optional<Time> lease_wanted;
-    std::uint64_t barrier = 0;  // ops with a lower stamp fail on arrival (predecessor failed)
-    bool in_flight = false;     // in the overlapped commit out (never picked meanwhile)
+
+    void hold(Grant g) {
+      lease = std::move(g);
+      leased = true;
+    }
+    void drop_lease() {
+      leased = false;
+      lease = Grant{};
+    }
+  };
+
+  /// The Slots, in chunks that never move (ready, waiting, picked and Taken hold pointers), with
+  /// a free list of evicted ones. The housekeeping walk goes through the chunks in memory order,
+  /// which the hardware prefetcher follows (a hash table's nodes in table order it cannot).
+  class SlotPool {
+   public:
+    static constexpr std::size_t kChunk = 256;
+
+    /// A fresh Slot (default state, `used` still false).
+    Slot* take() {
+      if (!free_.empty()) {
+        Slot* s = free_.back();
+        free_.pop_back();
+        return s;
+      }
+      if (chunks_.empty() || last_taken_ == kChunk) {
+        chunks_.push_back(std::make_unique<Slot[]>(kChunk));
+        last_taken_ = 0;
+      }
+      return &chunks_.back()[last_taken_++];
+    }
+    /// Takes back `s`, already reset to a fresh Slot.
+    void give(Slot* s) { free_.push_back(s); }
+
+    /// Calls `fn(Slot&)` for every used Slot, in memory order. `fn` may evict the Slot it is
+    /// given (give it back), nothing else.
+    template <class Fn>
+    void for_each_used(Fn&& fn) {
+      for (std::size_t c = 0; c < chunks_.size(); ++c) {
+        Slot* chunk = chunks_[c].get();
+        const std::size_t n = c + 1 == chunks_.size() ? last_taken_ : kChunk;
+        for (std::size_t i = 0; i < n; ++i)
+          if (chunk[i].used) fn(chunk[i]);
+      }
+    }
+    template <class Fn>
+    void for_each_used(Fn&& fn) const {
+      const_cast<SlotPool*>(this)->for_each_used(
+          [&](Slot& s) { fn(static_cast<const Slot&>(s)); });
+    }
+
+   private:
+    std::vector<std::unique_ptr<Slot[]>> chunks_;
+    std::size_t last_taken_ = 0;  // Slots of the last chunk handed out so far
+    std::vector<Slot*> free_;
+  };
+
+  /// An entry of `slots`: a cached partition's hash and Slot (free: no Slot).
+  struct SlotRef {
+    std::size_t hash = 0;
+    Slot* slot = nullptr;
+  };
+  struct SlotRefPolicy {
+    static bool is_free(const SlotRef& r) noexcept { return r.slot == nullptr; }
+    static std::size_t hash_of(const SlotRef& r) noexcept { return r.hash; }
   };
 
   // held: the batch's keys are looked up; it waits for the overlapped commit out to succeed
@@ -144,34 +217,21 @@ struct ShardCore::Impl {
   LogLimiter limiter;
   std::uint64_t stamp_now = 0;
 
-  /// A partition key with its PartitionKeyHash, computed once per op (OpState::partition_hash).
-  struct HashedKey {
-    const PartitionKey& key;
-    std::size_t hash;
-  };
-  /// PartitionKeyHash, or the hash a HashedKey carries. Not noexcept on purpose: libstdc++ then
-  /// keeps each node's hash, so walking a bucket compares those instead of hashing keys again.
-  struct SlotHash {
-    using is_transparent = void;
-    std::size_t operator()(const PartitionKey& k) const { return PartitionKeyHash{}(k); }
-    std::size_t operator()(const HashedKey& k) const { return k.hash; }
-  };
-  struct SlotEq {
-    using is_transparent = void;
-    bool operator()(const PartitionKey& a, const PartitionKey& b) const { return a == b; }
-    bool operator()(const HashedKey& a, const PartitionKey& b) const { return a.key == b; }
-    bool operator()(const PartitionKey& a, const HashedKey& b) const { return a == b.key; }
-  };
   /// The memory of the cached states' trades (PartitionState::trades): nodes come back here
   /// when a state is dropped and are reused, so deciding a NEW allocates nothing from the heap
-  /// in steady state. Single-threaded, as the core is; declared before `slots`, which it
+  /// in steady state. Single-threaded, as the core is; declared before `slot_pool`, which it
   /// outlives.
   std::pmr::unsynchronized_pool_resource trade_pool;
   /// The buffers of the partitions' queues (Slot::queue): a queue that empties gives its buffer
   /// back, so a queue grows only when all the queues together need more than ever before, not
-  /// at each new largest backlog of its own partition. Declared before `slots` too.
+  /// at each new largest backlog of its own partition. Declared before `slot_pool` too.
   RingPool<SubmitOp*> queue_pool;
-  std::unordered_map<PartitionKey, Slot, SlotHash, SlotEq> slots;
+  /// The Slots of the cached partitions (and of evicted ones, for reuse); declared before
+  /// `slots`, whose entries point into it.
+  SlotPool slot_pool;
+  /// The cached partitions by PartitionKeyHash (computed once per op: OpState::partition_hash),
+  /// an entry matched by its Slot's key: the probe reads small entries, and one Slot.
+  OpenTable<SlotRef, SlotRefPolicy> slots;
   RingQueue<Slot*> ready;
   std::vector<Slot*> waiting;
   std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<>> deadlines;
@@ -284,12 +344,36 @@ struct ShardCore::Impl {
     return cfg.retry.backoff(std::max(attempt_no, 1), unit(rng));
   }
 
+  /// The cached Slot of `key`, whose PartitionKeyHash is `hash`, or null.
+  Slot* find_slot(const PartitionKey& key, std::size_t hash) {
+    SlotRef* r = slots.find(
+        hash, [&](const SlotRef& e) { return e.hash == hash && e.slot->key == key; });
+    return r != nullptr ? r->slot : nullptr;
+  }
+  Slot* find_slot(const PartitionKey& key) { return find_slot(key, PartitionKeyHash{}(key)); }
+
+  /// The Slot of `key` (PartitionKeyHash `hash`), cached now if it was not.
   Slot& slot_for(const PartitionKey& key, std::size_t hash) {
-    if (auto it = slots.find(HashedKey{key, hash}); it != slots.end()) return it->second;
-    Slot& s = slots.try_emplace(key).first->second;
-    s.key = key;
-    s.queue.use_pool(&queue_pool);
-    return s;
+    const auto match = [&](const SlotRef& e) { return e.hash == hash && e.slot->key == key; };
+    const auto make = [&] {
+      Slot* s = slot_pool.take();
+      s->used = true;
+      s->hash = hash;
+      s->key = key;
+      s->queue.use_pool(&queue_pool);
+      return SlotRef{hash, s};
+    };
+    return *slots.find_or_insert(hash, match, make).first->slot;
+  }
+
+  /// Drops `s` from the cache: its entry leaves `slots`, its queue's buffer goes back to
+  /// queue_pool, and the Slot, reset to a fresh one (no state, grant or barrier), to the pool.
+  void evict_slot(Slot& s) {
+    SlotRef* r = slots.find(s.hash, [&](const SlotRef& e) { return e.slot == &s; });
+    if (r != nullptr) slots.erase(r);
+    s.queue.release();
+    s = Slot{};
+    slot_pool.give(&s);
   }
 
   void make_ready(Slot& s) {
@@ -487,9 +571,9 @@ struct ShardCore::Impl {
     while (!deadlines.empty() && deadlines.top().at <= now) {
       DeadlineEntry e = deadlines.top();
       deadlines.pop();
-      auto it = slots.find(e.key);
-      if (it == slots.end()) continue;
-      Slot& s = it->second;
+      Slot* found = find_slot(e.key);
+      if (found == nullptr) continue;
+      Slot& s = *found;
       if (s.in_flight) {
         // Not before the events in front of it are decided: they are in the commit out. The
         // entry comes back when that commit ended (end_flight).
@@ -526,10 +610,11 @@ struct ShardCore::Impl {
   /// Releases leases of partitions idle for a quarter lease and evicts idle state over the cache
   /// limit. Returns the grants to release.
   ///
-  /// It walks every cached partition, so it runs at most every lease/32 (100 ms to 1 s): with
-  /// 125,000 partitions a shard the walk costs ~10 ms (a cache miss per partition), and at the
+  /// It walks every cached partition, so it runs at most every lease/32 (100 ms to 1 s): at the
   /// old fixed 100 ms it took 14% of a replay's CPU over 250,000 partitions (BENCHMARKS.md, issue
-  /// #12, session 8). An idle lease is released within a quarter lease plus one period.
+  /// #12, session 8). The walk reads the first cache line of each Slot, in the pool's memory
+  /// order (the hash table's node order cost a few cache misses per partition). An idle lease is
+  /// released within a quarter lease plus one period.
   std::vector<Grant> housekeeping(Time now) {
     std::vector<Grant> release;
     const auto period = std::clamp<std::chrono::milliseconds>(
@@ -541,23 +626,21 @@ struct ShardCore::Impl {
     const bool evict = slots.size() > cfg.max_cached_partitions;
     n_active = 0;
     n_leases = 0;
-    for (auto it = slots.begin(); it != slots.end();) {
-      Slot& s = it->second;
+    slot_pool.for_each_used([&](Slot& s) {
       const bool quiet = s.queue.empty() && !s.ready && !s.waiting && !s.in_flight;
       if (!quiet) ++n_active;
-      if (quiet && s.grant && (now - s.last_active > idle_after || now < s.last_active)) {
-        release.push_back(*s.grant);
-        s.grant.reset();
+      if (quiet && s.leased && (now - s.last_active > idle_after || now < s.last_active)) {
+        release.push_back(std::move(s.lease));
+        s.drop_lease();
         s.state.reset();
       }
       // A barrier only has to outlive the next absorb of the shell's inbox, which comes first.
-      if (quiet && evict && !s.grant && !(cfg.sticky_failures && s.barrier != 0)) {
-        it = slots.erase(it);
-        continue;
+      if (quiet && evict && !s.leased && !(cfg.sticky_failures && s.barrier != 0)) {
+        evict_slot(s);
+        return;
       }
-      if (s.grant) ++n_leases;
-      ++it;
-    }
+      if (s.leased) ++n_leases;
+    });
     return release;
   }
 
@@ -632,7 +715,7 @@ struct ShardCore::Impl {
           step = Step::acquire;
           renewing.clear();
           for (Slot* s : picked)
-            if (s->grant && s->grant->expires - now < cfg.lease / 2) renewing.push_back(*s->grant);
+            if (s->leased && s->lease.expires - now < cfg.lease / 2) renewing.push_back(s->lease);
           if (renewing.empty()) continue;
           Action a;
           a.kind = Action::Kind::renew;
@@ -644,7 +727,7 @@ struct ShardCore::Impl {
           step = Step::claim;
           need.clear();
           for (Slot* s : picked) {
-            if (s->grant) continue;
+            if (s->leased) continue;
             if (!s->lease_wanted) s->lease_wanted = now;
             need.push_back(s->key);
           }
@@ -657,7 +740,7 @@ struct ShardCore::Impl {
         }
         case Step::claim: {
           if (attempt == 0) {
-            std::erase_if(picked, [](Slot* s) { return !s->grant || s->queue.empty(); });
+            std::erase_if(picked, [](Slot* s) { return !s->leased || s->queue.empty(); });
             if (picked.empty()) {
               end_batch();
               continue;
@@ -756,7 +839,7 @@ struct ShardCore::Impl {
     ops.clear();
     taken.clear();
     for (Slot* s : picked) {
-      if (!s->state || !s->grant) continue;
+      if (!s->state || !s->leased) continue;
       Taken t{s, ops.size(), 0};
       while (!s->queue.empty() && t.count < cfg.max_batch_per_partition) {
         SubmitOp* op = s->queue.front();
@@ -939,11 +1022,11 @@ struct ShardCore::Impl {
   void on_renewed(std::vector<Grant> renewed, result<std::vector<result<void>>> r, Time now) {
     awaiting = false;
     for (std::size_t i = 0; i < renewed.size(); ++i) {
-      auto it = slots.find(renewed[i].partition);
-      if (it == slots.end()) continue;
-      Slot& s = it->second;
+      Slot* found = find_slot(renewed[i].partition);
+      if (found == nullptr) continue;
+      Slot& s = *found;
       if (r && i < r.value().size() && r.value()[i]) {
-        s.grant = renewed[i];
+        s.hold(renewed[i]);
         continue;
       }
       // Lost (or cannot tell): stop using it; re-acquire, claim again.
@@ -951,7 +1034,7 @@ struct ShardCore::Impl {
       fault_log("lease lost", now, "lease lost on {}: {}", s.key.to_string(),
                 !r ? r.error().message()
                    : i < r.value().size() ? r.value()[i].error().message() : "no answer");
-      s.grant.reset();
+      s.drop_lease();
       s.state.reset();
       s.lease_wanted = now;
     }
@@ -962,11 +1045,11 @@ struct ShardCore::Impl {
     awaiting = false;
     if (r) recovered("lock service unavailable", now);
     for (std::size_t i = 0; i < need.size(); ++i) {
-      auto it = slots.find(need[i]);
-      if (it == slots.end()) continue;
-      Slot& s = it->second;
+      Slot* found = find_slot(need[i]);
+      if (found == nullptr) continue;
+      Slot& s = *found;
       if (r && i < r.value().size() && r.value()[i]) {
-        s.grant = std::move(r.value()[i]).value();
+        s.hold(std::move(r.value()[i]).value());
         s.state.reset();  // a new holder claims the partition and reads its state again
         s.lock_failures = 0;
         s.lock_trouble_since.reset();
@@ -1047,9 +1130,11 @@ struct ShardCore::Impl {
     recovered("store gave up", now);
     store_outage_since.reset();
     for (std::size_t i = 0; i < need.size() && i < r.value().size(); ++i) {
-      Slot& s = slots.at(need[i]);
+      Slot* found = find_slot(need[i]);
+      if (found == nullptr) throw std::out_of_range("claimed partition not cached");
+      Slot& s = *found;
       s.state = in_trade_pool(std::move(r.value()[i]));
-      if (cfg.mutation == Mutation::lock_fences && s.grant) s.state->fence = s.grant->fence;
+      if (cfg.mutation == Mutation::lock_fences && s.leased) s.state->fence = s.lease.fence;
     }
     attempt = 0;
     failing_since.reset();
@@ -1362,11 +1447,11 @@ struct ShardCore::Impl {
     for (auto t = taken.rbegin(); t != taken.rend(); ++t) {
       Slot& s = *t->slot;
       s.state.reset();
-      if (ec == errc::fenced_off && partitions_fenced && s.grant) {
+      if (ec == errc::fenced_off && partitions_fenced && s.leased) {
         // Another holder claimed the partition after us: let it work, come back later.
         counters.lease_losses.fetch_add(1, std::memory_order_relaxed);
-        lost.push_back(*s.grant);
-        s.grant.reset();
+        lost.push_back(std::move(s.lease));
+        s.drop_lease();
       }
       for (std::size_t i = t->first + t->count; i-- > t->first;) s.queue.push_front(ops[i]);
     }
@@ -1424,11 +1509,11 @@ struct ShardCore::Impl {
     if (!awaiting) {
       if (step != Step::start) abort_batch();
     }
-    for (auto& [k, s] : slots) {
-      if (awaiting && std::find(picked.begin(), picked.end(), &s) != picked.end()) continue;
-      if (s.in_flight) continue;  // its commit ends its batch (settle_abort then fails the rest)
+    slot_pool.for_each_used([&](Slot& s) {
+      if (awaiting && std::find(picked.begin(), picked.end(), &s) != picked.end()) return;
+      if (s.in_flight) return;  // its commit ends its batch (settle_abort then fails the rest)
       fail_partition(s, ec);
-    }
+    });
     if (!awaiting && !flight.out) aborting = false;
   }
 
@@ -1437,7 +1522,7 @@ struct ShardCore::Impl {
   /// After a result: once an aborted batch has ended, nothing queued here survives the abort.
   void settle_abort() {
     if (!aborting || awaiting || flight.out || step != Step::start) return;
-    for (auto& [k, s] : slots) fail_partition(s, abort_ec);
+    slot_pool.for_each_used([&](Slot& s) { fail_partition(s, abort_ec); });
     aborting = false;
   }
 };
@@ -1454,8 +1539,7 @@ ShardCore::~ShardCore() = default;
 void ShardCore::add(SubmitOp* op, Time now) { impl_->add(op, now); }
 
 void ShardCore::wake(const PartitionKey& key) {
-  auto it = impl_->slots.find(key);
-  if (it != impl_->slots.end()) impl_->make_ready(it->second);
+  if (auto* s = impl_->find_slot(key)) impl_->make_ready(*s);
 }
 
 Action ShardCore::next(Time now) {
@@ -1512,9 +1596,11 @@ void ShardCore::set_stamp_now(std::uint64_t stamp_now) { impl_->stamp_now = stam
 std::vector<Grant> ShardCore::shutdown() {
   std::vector<Grant> out = std::move(impl_->pending_release);
   impl_->pending_release.clear();
-  for (auto& [k, s] : impl_->slots)
-    if (s.grant) out.push_back(*s.grant);
-  impl_->slots.clear();
+  impl_->slot_pool.for_each_used([&](Impl::Slot& s) {
+    if (s.leased) out.push_back(s.lease);
+  });
+  impl_->slots = decltype(impl_->slots){};
+  impl_->slot_pool = Impl::SlotPool{};
   impl_->ready.clear();
   impl_->waiting.clear();
   impl_->n_active = impl_->n_leases = 0;
@@ -1545,9 +1631,9 @@ std::size_t ShardCore::leases() const { return impl_->n_leases; }
 
 bool ShardCore::empty() const {
   if (!impl_->ops.empty() || !impl_->flight.parts.ops.empty()) return false;
-  for (const auto& [k, s] : impl_->slots)
-    if (!s.queue.empty()) return false;
-  return true;
+  bool none = true;
+  impl_->slot_pool.for_each_used([&](const Impl::Slot& s) { none = none && s.queue.empty(); });
+  return none;
 }
 
 }  // namespace tradecapture::detail

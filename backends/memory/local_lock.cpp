@@ -3,11 +3,12 @@
 // with the Redis lock. The counter starts again at 1 in a new process (a lock that forgets, as
 // spec section 6 point 4 allows): the write token comes from TradeStore::claim_partitions.
 
+#include <tradecapture/detail/open_table.hpp>
 #include <tradecapture/memory.hpp>
 
 #include <atomic>
+#include <deque>
 #include <mutex>
-#include <unordered_map>
 
 namespace tradecapture {
 namespace {
@@ -25,7 +26,7 @@ class LocalLock final : public PartitionLock {
     const auto now = Clock::now();
     std::lock_guard lk(mu_);
     for (const auto& key : partitions) {
-      auto& h = held_[key];
+      auto& h = holder_for(key);
       if (!h.token.empty() && h.expires > now) {
         out.emplace_back(errc::lock_busy);
         continue;
@@ -46,12 +47,12 @@ class LocalLock final : public PartitionLock {
     const auto now = Clock::now();
     std::lock_guard lk(mu_);
     for (auto& g : grants) {
-      auto it = held_.find(g.partition);
-      if (it == held_.end() || it->second.token != g.token || it->second.expires <= now) {
+      Holder* h = find(g.partition);
+      if (h == nullptr || h->token != g.token || h->expires <= now) {
         out.emplace_back(errc::lease_lost);
         continue;
       }
-      it->second.expires = g.expires = now + lease_;
+      h->expires = g.expires = now + lease_;
       out.emplace_back(outcome_v2_success());
     }
     return out;
@@ -60,8 +61,8 @@ class LocalLock final : public PartitionLock {
   void release(std::span<const Grant> grants) override {
     std::lock_guard lk(mu_);
     for (const auto& g : grants) {
-      auto it = held_.find(g.partition);
-      if (it != held_.end() && it->second.token == g.token) it->second.token.clear();
+      Holder* h = find(g.partition);
+      if (h != nullptr && h->token == g.token) h->token.clear();
     }
   }
 
@@ -78,9 +79,44 @@ class LocalLock final : public PartitionLock {
     std::uint64_t fence = 0;
     Clock::time_point expires;
   };
+  /// A partition's holder; partitions are never forgotten (their grant counter goes on).
+  struct Held {
+    PartitionKey key;
+    Holder holder;
+  };
+  /// An entry of held_: a partition's PartitionKeyHash and its Held (free: none). Kept with the
+  /// hash, so a probe compares hashes and never hashes a key it passes again.
+  struct HeldRef {
+    std::size_t hash = 0;
+    Held* held = nullptr;
+  };
+  struct HeldRefPolicy {
+    static bool is_free(const HeldRef& r) noexcept { return r.held == nullptr; }
+    static std::size_t hash_of(const HeldRef& r) noexcept { return r.hash; }
+  };
+
+  /// The holder of `key`, or null. Under mu_.
+  Holder* find(const PartitionKey& key) {
+    const std::size_t hash = PartitionKeyHash{}(key);
+    HeldRef* r =
+        held_.find(hash, [&](const HeldRef& e) { return e.hash == hash && e.held->key == key; });
+    return r != nullptr ? &r->held->holder : nullptr;
+  }
+  /// The holder of `key`, a free one added if there was none. Under mu_.
+  Holder& holder_for(const PartitionKey& key) {
+    const std::size_t hash = PartitionKeyHash{}(key);
+    const auto match = [&](const HeldRef& e) { return e.hash == hash && e.held->key == key; };
+    const auto make = [&] {
+      holders_.push_back(Held{key, Holder{}});
+      return HeldRef{hash, &holders_.back()};
+    };
+    return held_.find_or_insert(hash, match, make).first->held->holder;
+  }
+
   const std::chrono::milliseconds lease_;
   std::mutex mu_;
-  std::unordered_map<PartitionKey, Holder, PartitionKeyHash> held_;
+  std::deque<Held> holders_;  // never moved (held_ points into it)
+  detail::OpenTable<HeldRef, HeldRefPolicy> held_;
   std::uint64_t grants_ = 0;
 };
 
