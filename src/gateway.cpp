@@ -5,6 +5,7 @@
 
 #include <tradecapture/gateway.hpp>
 
+#include <tradecapture/detail/validate_once.hpp>
 #include <tradecapture/event_codec.hpp>
 #include <tradecapture/request_body.hpp>
 
@@ -468,8 +469,13 @@ struct Gateway::Impl {
     // request elsewhere once the deadline has passed (spec section 6, point 5).
     SubmitOptions submit_options;
     submit_options.deadline = deadline;
-    pipeline.async_submit_batch(
-        std::move(batch), room ? std::move(room.value()) : Pipeline::Reservation{},
+    // Validate once (issue #12): every event of `batch` passed `validate` in `parse_event`
+    // (parse_request_body), and only those were submitted; an invalid one is answered here,
+    // counted in `rejected_at_parse` and left out of the reservation, so the gateway needs the
+    // verdict before it submits. The pipeline's own `validate` would say the same again, so the
+    // batch goes in through the internal entry that skips it (detail/validate_once.hpp).
+    detail::PrevalidatedSubmit::async_submit_batch(
+        pipeline, std::move(batch), room ? std::move(room.value()) : Pipeline::Reservation{},
         submit_options,
         asio::bind_executor(opt.executor,
                             [this, job](boost::system::error_code, std::vector<result<Outcome>> r) {

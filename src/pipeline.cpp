@@ -413,14 +413,16 @@ Pipeline::~Pipeline() { impl_->stop(std::nullopt); }
 
 detail::OpPool* Pipeline::op_pool_() const noexcept { return impl_->op_pool.get(); }
 
-void Pipeline::enqueue_(detail::SubmitOpPtr op) {
+void Pipeline::enqueue_(detail::SubmitOpPtr op, bool validated) {
   Impl& im = *impl_;
   if (im.admission->stopping()) {
     im.counters.count(errc::stopped, {});
     op.release()->complete(errc::stopped, Outcome{});
     return;
   }
-  if (std::string reason = validate(op->event); !reason.empty()) {
+  // Every submission is validated here, unless it comes from an ingress of the library that
+  // validated it itself (detail::PrevalidatedSubmit: the gateway, the Kafka source).
+  if (std::string reason = validated ? std::string() : validate(op->event); !reason.empty()) {
     Outcome o = Outcome::rejected(std::move(reason));
     im.counters.count({}, o);
     op.release()->complete({}, std::move(o));
@@ -522,7 +524,8 @@ struct BatchMemberOp final : SubmitOp {
 }  // namespace
 
 void Pipeline::enqueue_batch_(std::vector<TradeEvent> events, Reservation reservation,
-                              const SubmitOptions& options, std::unique_ptr<detail::BatchOp> op) {
+                              const SubmitOptions& options, bool validated,
+                              std::unique_ptr<detail::BatchOp> op) {
   Impl& im = *impl_;
   // A reservation of another pipeline gives no room here (it is released as it is dropped).
   std::size_t reserved = reservation.admission_ == im.admission ? reservation.size() : 0;
@@ -551,7 +554,7 @@ void Pipeline::enqueue_batch_(std::vector<TradeEvent> events, Reservation reserv
       m.release()->complete(errc::stopped, Outcome{});
       continue;
     }
-    if (std::string reason = validate(m->event); !reason.empty()) {
+    if (std::string reason = validated ? std::string() : validate(m->event); !reason.empty()) {
       if (has_slot) ++unused_slots;
       Outcome o = Outcome::rejected(std::move(reason));
       im.counters.count({}, o);

@@ -1,5 +1,7 @@
 #include <tradecapture/types.hpp>
 
+#include <tradecapture/detail/validation_count.hpp>
+
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -210,7 +212,18 @@ bool TradeEvent::same_content(const TradeEvent& other) const noexcept {
   return side == other.side && quantity == other.quantity && price == other.price;
 }
 
+namespace detail {
+namespace {
+// The test hook of detail/validation_count.hpp. initial-exec: one instruction, no __tls_get_addr
+// call, even in a shared core (loaded with the program, never dlopen'ed after start).
+[[gnu::tls_model("initial-exec")]] thread_local std::uint64_t validations = 0;
+}  // namespace
+
+std::uint64_t validations_on_this_thread() noexcept { return validations; }
+}  // namespace detail
+
 std::string validate(const TradeEvent& e) {
+  ++detail::validations;
   if (identifier_problem(e.trade_id) != nullptr) return check_identifier("trade_id", e.trade_id);
   if (e.type != TradeType::New && e.type != TradeType::Amend && e.type != TradeType::Cancel) {
     return "invalid: type: must be NEW, AMEND or CANCEL";

@@ -3,6 +3,7 @@
 
 #include "source_impl.hpp"
 
+#include <tradecapture/detail/validate_once.hpp>
 #include <tradecapture/event_codec.hpp>
 
 namespace tradecapture {
@@ -184,7 +185,13 @@ void KafkaSource::Impl::handle(rd_kafka_message_t* m) {
             k.timestamp_ms};
   SubmitOptions so;
   so.source = SourceRef{hook.get(), slot, offset};
-  pipeline.async_submit(std::move(*parsed.event), so, std::move(done));
+  // Validate once (issue #12): `parse_event` above ran `validate`, whose verdict the source
+  // needs before it submits (an invalid event is answered here, counted `invalid`, its key
+  // checked only after it, and consumed without the pipeline). The event submitted is the one
+  // it accepted, so the internal entry skips the pipeline's second `validate`
+  // (detail/validate_once.hpp).
+  detail::PrevalidatedSubmit::async_submit(pipeline, std::move(*parsed.event), std::move(so),
+                                           std::move(done));
 }
 
 /// Room for one more message: the messages in the pipeline and the outcome messages queued for

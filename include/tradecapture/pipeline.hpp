@@ -29,6 +29,7 @@ namespace tradecapture {
 
 namespace detail {
 class Admission;
+struct PrevalidatedSubmit;  // detail/validate_once.hpp: the core's and backends' own ingresses
 }
 
 /// What `async_submit` does when the in-flight limit is reached.
@@ -218,14 +219,8 @@ class Pipeline {
   template <class CompletionToken>
   auto async_submit_batch(std::vector<TradeEvent> events, Reservation reservation,
                           SubmitOptions options, CompletionToken&& token) {
-    return boost::asio::async_initiate<
-        CompletionToken, void(boost::system::error_code, std::vector<result<Outcome>>)>(
-        [this, options](auto handler, std::vector<TradeEvent> evs, Reservation r) {
-          using H = std::decay_t<decltype(handler)>;
-          enqueue_batch_(std::move(evs), std::move(r), options,
-                         std::make_unique<detail::BatchOpImpl<H>>(std::move(handler)));
-        },
-        token, std::move(events), std::move(reservation));
+    return initiate_batch_(std::move(events), std::move(reservation), std::move(options),
+                           std::forward<CompletionToken>(token), false);
   }
   /// `async_submit_batch` without options.
   template <class CompletionToken>
@@ -261,25 +256,46 @@ class Pipeline {
   PipelineMetrics metrics() const;
 
  private:
+  /// The gateway and the Kafka source submit events they validated themselves through it
+  /// (`validated` true: no second `validate`); see detail/validate_once.hpp.
+  friend struct detail::PrevalidatedSubmit;
+
   /// Both `async_submit`s: the event is moved once more, into its SubmitOp (each move of a
-  /// TradeEvent moves its four strings).
+  /// TradeEvent moves its four strings). `validated`: the caller ran `validate` on the event
+  /// (never set from the public API).
   template <class CompletionToken>
-  auto initiate_submit_(TradeEvent&& event, SubmitOptions&& options, CompletionToken&& token) {
+  auto initiate_submit_(TradeEvent&& event, SubmitOptions&& options, CompletionToken&& token,
+                        bool validated = false) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Outcome)>(
-        [this](auto handler, auto&& ev, auto&& opts) {
+        [this, validated](auto handler, auto&& ev, auto&& opts) {
           using H = std::decay_t<decltype(handler)>;
           auto op = detail::SubmitOpImpl<H>::make(op_pool_(), std::move(ev), std::move(handler));
           op->source = opts.source;
           if (opts.deadline) op->deadline = *opts.deadline;
-          enqueue_(std::move(op));
+          enqueue_(std::move(op), validated);
         },
         token, std::move(event), std::move(options));
   }
+  /// `async_submit_batch`; `validated` as in `initiate_submit_`.
+  template <class CompletionToken>
+  auto initiate_batch_(std::vector<TradeEvent>&& events, Reservation&& reservation,
+                       SubmitOptions&& options, CompletionToken&& token, bool validated) {
+    return boost::asio::async_initiate<
+        CompletionToken, void(boost::system::error_code, std::vector<result<Outcome>>)>(
+        [this, validated, options = std::move(options)](
+            auto handler, std::vector<TradeEvent> evs, Reservation r) {
+          using H = std::decay_t<decltype(handler)>;
+          enqueue_batch_(std::move(evs), std::move(r), options, validated,
+                         std::make_unique<detail::BatchOpImpl<H>>(std::move(handler)));
+        },
+        token, std::move(events), std::move(reservation));
+  }
   /// The pool of this pipeline's SubmitOps.
   detail::OpPool* op_pool_() const noexcept;
-  void enqueue_(detail::SubmitOpPtr op);
+  void enqueue_(detail::SubmitOpPtr op, bool validated);
   void enqueue_batch_(std::vector<TradeEvent> events, Reservation reservation,
-                      const SubmitOptions& options, std::unique_ptr<detail::BatchOp> op);
+                      const SubmitOptions& options, bool validated,
+                      std::unique_ptr<detail::BatchOp> op);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -17,6 +17,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 
 #else
 
+#include <tradecapture/detail/validate_once.hpp>
 #include <tradecapture/event_codec.hpp>
 #include <tradecapture/kafka_source.hpp>
 #include <tradecapture/memory.hpp>
@@ -28,6 +29,7 @@ TEST_CASE("kafka: skipped under ThreadSanitizer (librdkafka's threads are invisi
 #include "support/down_store.hpp"
 #include "support/events.hpp"
 #include "support/trace.hpp"
+#include "support/validation_cases.hpp"
 #include "results_producer.hpp"  // backends/kafka (internal)
 
 #include <utility>  // must precede asio with Boost 1.74 and C++20
@@ -1248,6 +1250,105 @@ TEST_CASE("kafka: start returns at once; stop drains; wait and on_finished give 
               .value()
               .kind == OutcomeKind::Accepted);
   }
+}
+
+// ---- validate once (issue #12) ----------------------------------------------------------------
+
+TEST_CASE("kafka: every kind of invalid message gets parse_event's outcome; each event validated "
+          "once") {
+  // The source needs `validate`'s verdict before it submits (an invalid event is rejected by the
+  // source itself, counted `invalid`, its key checked only after it, and consumed without the
+  // pipeline), so it keeps `parse_event` and submits through the pipeline's internal entry that
+  // skips the second `validate` (detail/validate_once.hpp). Each outcome must be exactly the one
+  // `parse_event` + the key checks + the pipeline's public path give, and each event that gets
+  // as far as `validate` validated once, on the polling thread (where `parse_event` and, before
+  // issue #12, the pipeline's `validate` in `async_submit` both ran).
+  MockCluster cluster(1);
+  const std::string topic = "validate-once";
+  cluster.create_topic(topic, 1);
+  const auto cases = tctest::validation_cases();
+  std::vector<Message> messages;
+  std::uint64_t decodable = 0;
+  for (const auto& c : cases) {
+    const ParsedEvent d = decode_event(c.text);
+    if (d.event) ++decodable;
+    // The right key when the value decodes; also, for the first events, none or a wrong one
+    // (an invalid event gets validate's reason whatever its key).
+    const std::string key = d.event ? kafka_message_key(d.event->partition) : "A:B:C";
+    messages.push_back(Message{key, c.text});
+    if (d.event && messages.size() % 3 == 0) {
+      messages.push_back(Message{std::nullopt, c.text});
+      messages.push_back(Message{"1:X1:Y1:Z", c.text});
+      decodable += 2;
+    }
+  }
+  messages.push_back(Message{"A:B:C", "{}"});  // the last: rejected on the polling thread
+  produce(cluster.bootstraps(), topic, messages);
+  const std::int64_t last = messages.back().offset;
+
+  // The reference: parse_event, then the source's key checks, then a pipeline's public path.
+  std::vector<Outcome> want;
+  std::uint64_t want_invalid = 0;
+  {
+    auto store = make_memory_store();
+    Pipeline ref(store, make_local_lock(), make_position_processor(), PipelineOptions{});
+    for (const auto& m : messages) {
+      ParsedEvent p = parse_event(m.value);
+      if (!p.event) {
+        want.push_back(Outcome::rejected(p.reason));
+      } else if (!m.key) {
+        want.push_back(Outcome::rejected(
+            "invalid: the message has no key (it must be the event's partition, " +
+            kafka_message_key(p.event->partition) + ")"));
+      } else if (*m.key != kafka_message_key(p.event->partition)) {
+        want.push_back(Outcome::rejected("invalid: the message key is not the event's partition "
+                                         "(expected " +
+                                         kafka_message_key(p.event->partition) + ")"));
+      } else {
+        want.push_back(ref.submit(*p.event).value());
+        continue;
+      }
+      ++want_invalid;
+    }
+  }
+
+  std::mutex mu;
+  std::map<std::int64_t, KafkaOutcome> got;  // by offset; topic and key not kept
+  std::optional<std::uint64_t> validations;  // on the polling thread, at the last message
+  MemberOptions o = source_options(cluster.bootstraps(), topic, "g");
+  o.on_outcome = [&](const KafkaOutcome& k) {
+    std::lock_guard lk(mu);
+    if (k.offset == last) validations = detail::validations_on_this_thread();
+    KafkaOutcome copy = k;
+    copy.topic = {};
+    copy.key = {};
+    CHECK(got.emplace(k.offset, std::move(copy)).second);
+  };
+  auto store = make_memory_store();
+  {
+    Running member(store, o);
+    wait_for(
+        [&] {
+          std::lock_guard lk(mu);
+          return got.size() == messages.size();
+        },
+        30s, "every outcome");
+    REQUIRE(member.stop());
+    CHECK(member.source().metrics().invalid == want_invalid);
+  }
+  std::lock_guard lk(mu);
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    INFO("message " << i << " key " << messages[i].key.value_or("(none)") << ": "
+                    << messages[i].value);
+    const ParsedEvent p = parse_event(messages[i].value);
+    const KafkaOutcome& k = got.at(messages[i].offset);
+    CHECK(k.outcome == want[i]);
+    CHECK(k.trade_id == p.echo_trade_id);
+    CHECK(k.version == p.echo_version);
+  }
+  REQUIRE(validations.has_value());
+  // The polling thread validated nothing else: one `validate` per event that decoded.
+  CHECK(*validations == decodable);
 }
 
 // ---- the results producer -------------------------------------------------------------------
