@@ -35,8 +35,21 @@
 using namespace tradecapture;
 
 int main(int argc, char** argv) {
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (first == "--help" || first == "-h") {
+    std::printf(
+        "usage: gateway_path [REQUESTS [EVENTS_PER_REQUEST]]   (default 200 500)\n"
+        "Feeds REQUESTS POST /v1/trades bodies of EVENTS_PER_REQUEST valid NEW events each to a\n"
+        "Gateway over a memory store (no socket), one at a time; for callgrind and perf A/B runs.\n");
+    return 0;
+  }
   const std::size_t requests = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 200;
   const std::size_t batch = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 500;
+  if (requests == 0 || batch == 0) {
+    std::fprintf(stderr, "gateway_path: REQUESTS and EVENTS_PER_REQUEST must be positive numbers"
+                         " (--help)\n");
+    return 2;
+  }
   spdlog::set_level(spdlog::level::warn);
 
   // The bodies, built before anything is measured: NEW events over 100 partitions, each
