@@ -172,14 +172,7 @@ struct ShardCore::Impl {
   };
 
   /// An entry of `slots`: a cached partition's hash and Slot (free: no Slot).
-  struct SlotRef {
-    std::size_t hash = 0;
-    Slot* slot = nullptr;
-  };
-  struct SlotRefPolicy {
-    static bool is_free(const SlotRef& r) noexcept { return r.slot == nullptr; }
-    static std::size_t hash_of(const SlotRef& r) noexcept { return r.hash; }
-  };
+  using SlotRef = HashedRef<Slot>;
 
   // held: the batch's keys are looked up; it waits for the overlapped commit out to succeed
   // before it is decided (found_held).
@@ -231,7 +224,7 @@ struct ShardCore::Impl {
   SlotPool slot_pool;
   /// The cached partitions by PartitionKeyHash (computed once per op: OpState::partition_hash),
   /// an entry matched by its Slot's key: the probe reads small entries, and one Slot.
-  OpenTable<SlotRef, SlotRefPolicy> slots;
+  RefTable<Slot> slots;
   RingQueue<Slot*> ready;
   std::vector<Slot*> waiting;
   std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<>> deadlines;
@@ -347,14 +340,14 @@ struct ShardCore::Impl {
   /// The cached Slot of `key`, whose PartitionKeyHash is `hash`, or null.
   Slot* find_slot(const PartitionKey& key, std::size_t hash) {
     SlotRef* r = slots.find(
-        hash, [&](const SlotRef& e) { return e.hash == hash && e.slot->key == key; });
-    return r != nullptr ? r->slot : nullptr;
+        hash, [&](const SlotRef& e) { return e.hash == hash && e.ref->key == key; });
+    return r != nullptr ? r->ref : nullptr;
   }
   Slot* find_slot(const PartitionKey& key) { return find_slot(key, PartitionKeyHash{}(key)); }
 
   /// The Slot of `key` (PartitionKeyHash `hash`), cached now if it was not.
   Slot& slot_for(const PartitionKey& key, std::size_t hash) {
-    const auto match = [&](const SlotRef& e) { return e.hash == hash && e.slot->key == key; };
+    const auto match = [&](const SlotRef& e) { return e.hash == hash && e.ref->key == key; };
     const auto make = [&] {
       Slot* s = slot_pool.take();
       s->used = true;
@@ -363,13 +356,13 @@ struct ShardCore::Impl {
       s->queue.use_pool(&queue_pool);
       return SlotRef{hash, s};
     };
-    return *slots.find_or_insert(hash, match, make).first->slot;
+    return *slots.find_or_insert(hash, match, make).first->ref;
   }
 
   /// Drops `s` from the cache: its entry leaves `slots`, its queue's buffer goes back to
   /// queue_pool, and the Slot, reset to a fresh one (no state, grant or barrier), to the pool.
   void evict_slot(Slot& s) {
-    SlotRef* r = slots.find(s.hash, [&](const SlotRef& e) { return e.slot == &s; });
+    SlotRef* r = slots.find(s.hash, [&](const SlotRef& e) { return e.ref == &s; });
     if (r != nullptr) slots.erase(r);
     s.queue.release();
     s = Slot{};

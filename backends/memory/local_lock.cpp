@@ -86,37 +86,30 @@ class LocalLock final : public PartitionLock {
   };
   /// An entry of held_: a partition's PartitionKeyHash and its Held (free: none). Kept with the
   /// hash, so a probe compares hashes and never hashes a key it passes again.
-  struct HeldRef {
-    std::size_t hash = 0;
-    Held* held = nullptr;
-  };
-  struct HeldRefPolicy {
-    static bool is_free(const HeldRef& r) noexcept { return r.held == nullptr; }
-    static std::size_t hash_of(const HeldRef& r) noexcept { return r.hash; }
-  };
+  using HeldRef = detail::HashedRef<Held>;
 
   /// The holder of `key`, or null. Under mu_.
   Holder* find(const PartitionKey& key) {
     const std::size_t hash = PartitionKeyHash{}(key);
     HeldRef* r =
-        held_.find(hash, [&](const HeldRef& e) { return e.hash == hash && e.held->key == key; });
-    return r != nullptr ? &r->held->holder : nullptr;
+        held_.find(hash, [&](const HeldRef& e) { return e.hash == hash && e.ref->key == key; });
+    return r != nullptr ? &r->ref->holder : nullptr;
   }
   /// The holder of `key`, a free one added if there was none. Under mu_.
   Holder& holder_for(const PartitionKey& key) {
     const std::size_t hash = PartitionKeyHash{}(key);
-    const auto match = [&](const HeldRef& e) { return e.hash == hash && e.held->key == key; };
+    const auto match = [&](const HeldRef& e) { return e.hash == hash && e.ref->key == key; };
     const auto make = [&] {
       holders_.push_back(Held{key, Holder{}});
       return HeldRef{hash, &holders_.back()};
     };
-    return held_.find_or_insert(hash, match, make).first->held->holder;
+    return held_.find_or_insert(hash, match, make).first->ref->holder;
   }
 
   const std::chrono::milliseconds lease_;
   std::mutex mu_;
   std::deque<Held> holders_;  // never moved (held_ points into it)
-  detail::OpenTable<HeldRef, HeldRefPolicy> held_;
+  detail::RefTable<Held> held_;
   std::uint64_t grants_ = 0;
 };
 

@@ -31,8 +31,6 @@
 namespace tradecapture {
 namespace {
 
-using detail::OpenTable;
-
 /// Records at stable addresses: blocks that are never moved nor freed before the arena, each
 /// twice the one before, from 64 up to 4,096 records. Appending n records allocates about
 /// n / 4,096 times once the arena is large, and never copies what it holds. Not thread-safe.
@@ -269,24 +267,9 @@ class MemoryStore final : public TradeStore {
   };
 
   /// An idempotency key's slot: the stored event that holds it (null: free).
-  struct KeySlot {
-    std::size_t hash = 0;
-    const StoredEvent* event = nullptr;
-  };
-  struct KeySlotPolicy {
-    static bool is_free(const KeySlot& s) noexcept { return s.event == nullptr; }
-    static std::size_t hash_of(const KeySlot& s) noexcept { return s.hash; }
-  };
-
+  using KeySlot = detail::HashedRef<const StoredEvent>;
   /// A trade's slot: the record of (partition, trade_id) (null: free).
-  struct TradeSlot {
-    std::size_t hash = 0;
-    TradeNode* node = nullptr;
-  };
-  struct TradeSlotPolicy {
-    static bool is_free(const TradeSlot& s) noexcept { return s.node == nullptr; }
-    static std::size_t hash_of(const TradeSlot& s) noexcept { return s.hash; }
-  };
+  using TradeSlot = detail::HashedRef<TradeNode>;
 
   static PartitionState state_of(const Partition& p) {
     PartitionState s;
@@ -311,9 +294,9 @@ class MemoryStore final : public TradeStore {
   void put_trade(Partition& p, const std::string& id, const TradeRecord& record) {
     const std::size_t h = trade_hash(p, id);
     if (TradeSlot* s = trade_index_.find(h, [&](const TradeSlot& t) {
-          return t.hash == h && t.node->owner == &p && t.node->id == id;
+          return t.hash == h && t.ref->owner == &p && t.ref->id == id;
         })) {
-      s->node->record = record;
+      s->ref->record = record;
       return;
     }
     TradeNode& n = trades_.emplace(&p, id, record);
@@ -332,10 +315,10 @@ class MemoryStore final : public TradeStore {
   const StoredEvent* find_key(const std::string& trade_id, std::int64_t version,
                               std::size_t hash) const {
     const KeySlot* s = keys_.find(hash, [&](const KeySlot& k) {
-      return k.hash == hash && k.event->event.version == version &&
-             k.event->event.trade_id == trade_id;
+      return k.hash == hash && k.ref->event.version == version &&
+             k.ref->event.trade_id == trade_id;
     });
-    return s == nullptr ? nullptr : s->event;
+    return s == nullptr ? nullptr : s->ref;
   }
 
   /// True when two events of the batch carry the same idempotency key (hashes_ holds their
@@ -357,8 +340,8 @@ class MemoryStore final : public TradeStore {
   Arena<EventNode> events_;  ///< every stored event
   Arena<TradeNode> trades_;  ///< every partition's trades
   std::map<PartitionKey, Partition> partitions_;
-  OpenTable<KeySlot, KeySlotPolicy> keys_{1024};  ///< the stored events' idempotency keys
-  OpenTable<TradeSlot, TradeSlotPolicy> trade_index_{1024};  ///< trades by (partition, id)
+  detail::RefTable<const StoredEvent> keys_{1024};  ///< the stored events' idempotency keys
+  detail::RefTable<TradeNode> trade_index_{1024};      ///< trades by (partition, id)
   std::map<std::tuple<std::string, std::string, std::int32_t>, SourceOffset> sources_;
   // Scratch of do_commit_ (under the exclusive lock), kept for its capacity.
   std::vector<Partition*> targets_;

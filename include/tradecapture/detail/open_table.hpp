@@ -1,7 +1,7 @@
 #pragma once
 // Internal, not installed (CMakeLists.txt excludes it): the one open-addressing table of the
-// core and the backends (the key gate's stripes, the memory store's key index and trade
-// index).
+// core and the backends (the key gate's stripes, the shard core's cached partitions, the local
+// lock's holders, the memory store's key index and trade index).
 //
 // Linear probing over a power-of-two array of slots kept at most half full; erasure by backward
 // shift, so there are no tombstones and a probe always ends at the first free slot. The table
@@ -137,5 +137,22 @@ class OpenTable {
   std::size_t used_ = 0;
   std::size_t first_capacity_;
 };
+
+/// The usual slot: the hash a key was inserted with and a pointer to what holds the key (null:
+/// free), with its Policy. The key is compared through `ref`.
+template <class T>
+struct HashedRef {
+  std::size_t hash = 0;
+  T* ref = nullptr;
+
+  struct Policy {
+    static bool is_free(const HashedRef& r) noexcept { return r.ref == nullptr; }
+    static std::size_t hash_of(const HashedRef& r) noexcept { return r.hash; }
+  };
+};
+
+/// An OpenTable of HashedRef<T>.
+template <class T>
+using RefTable = OpenTable<HashedRef<T>, typename HashedRef<T>::Policy>;
 
 }  // namespace tradecapture::detail
