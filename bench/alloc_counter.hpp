@@ -60,7 +60,8 @@ inline void print_sites() {
   recording_sites = false;
   const std::size_t n = std::min(sites_used.load(), kMaxSites);
   std::map<std::vector<void*>, std::size_t> groups;
-  for (std::size_t i = 0; i < n; ++i) ++groups[std::vector<void*>(sites[i], sites[i] + kSiteFrames)];
+  for (std::size_t i = 0; i < n; ++i)
+    ++groups[std::vector<void*>(sites[i], sites[i] + kSiteFrames)];
   std::vector<std::pair<std::size_t, std::vector<void*>>> sorted;
   for (auto& [frames, count] : groups) sorted.emplace_back(count, frames);
   std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.first > b.first; });

@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
     std::printf(
         "usage: gateway_path [REQUESTS [EVENTS_PER_REQUEST]]   (default 200 500)\n"
         "Feeds REQUESTS POST /v1/trades bodies of EVENTS_PER_REQUEST valid NEW events each to a\n"
-        "Gateway over a memory store (no socket), one at a time; for callgrind and perf A/B runs.\n");
+        "Gateway over a memory store (no socket), one at a time; for callgrind and perf A/B\n"
+        "runs.\n");
     return 0;
   }
   const std::size_t requests = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 200;
@@ -92,7 +93,8 @@ int main(int argc, char** argv) {
     req.target = "/v1/trades";
     req.content_type = "application/json";
     req.body = std::move(body);
-    const GatewayResponse resp = gateway.async_handle(std::move(req), boost::asio::use_future).get();
+    const GatewayResponse resp =
+        gateway.async_handle(std::move(req), boost::asio::use_future).get();
     if (resp.status == 200) ++ok;
   }
   CALLGRIND_STOP_INSTRUMENTATION;
