@@ -18,9 +18,12 @@ void KeyGate::enter(SubmitOp* op) {
   auto [e, inserted] =
       s.table.find_or_insert(st.key_hash, same_key_(op), [&] { return Entry{st.key_hash, op, op}; });
   if (inserted) {
+    st.gate_local = true;
     st.gate_head.store(true, std::memory_order_release);
     return;
   }
+  // Local when every op ahead is: the tail's flag covers the ops ahead of the tail.
+  st.gate_local = state_of(e->tail).gate_local && e->tail->event.partition == op->event.partition;
   state_of(e->tail).gate_next = op;
   e->tail = op;
 }

@@ -21,6 +21,12 @@ struct OpState {
   std::size_t partition_hash = 0;
   int redecides = 0;                   ///< times its batch was decided again after a conflict
   std::atomic<bool> gate_head{false};  ///< first of the ops carrying its key: may be decided
+  /// Every op that entered the key gate before it with the same key (every op ahead of it in
+  /// its key's FIFO, then and ever after) is of its own partition. Set by KeyGate::enter.
+  bool gate_local = false;
+  /// Taken by its shard while an earlier op of its key was still ahead of it in the gate: that
+  /// op is of the same partition and was taken into the same batch (ShardCore's take/decide).
+  bool taken_behind = false;
 };
 
 static_assert(sizeof(OpState) <= sizeof(SubmitOp::scheduler_state),

@@ -278,6 +278,8 @@ struct ShardCore::Impl {
   using TradeNode = std::pair<const std::string, TradeRecord>;
   std::vector<const TradeNode*> changed;  // decide: trades a partition's accepted events wrote
   const TradeNode* last_trade = nullptr;  // decide_one: the trade its ACCEPTED outcome wrote
+  /// decide: the keys written by ops taken behind an earlier op of their key (take).
+  std::vector<IdempotencyKey> written_behind;
   std::vector<PartitionKey> need;  // of the acquire/claim under way
   std::vector<Grant> renewing;     // of the renew under way
   /// Emptied partition updates of earlier batches (empty_out), by the capacity of their events
@@ -836,7 +838,13 @@ struct ShardCore::Impl {
       Taken t{s, ops.size(), 0};
       while (!s->queue.empty() && t.count < cfg.max_batch_per_partition) {
         SubmitOp* op = s->queue.front();
-        if (!KeyGate::may_take(op)) break;  // woken when the key's earlier event completes
+        // Behind an earlier op of its key. When every such op is of this partition (a re-send),
+        // each one is ahead of it in this queue (a partition's queue keeps the gate's order),
+        // so it is decided (or completed) by now: taken into this batch, where `decide` reads
+        // it, or done. Otherwise it waits until woken by the key's earlier op completing.
+        const bool behind = !KeyGate::may_take(op);
+        if (behind && !state_of(op).gate_local) break;
+        state_of(op).taken_behind = behind;
         s->queue.pop_front();
         ops.push_back(op);
         ++t.count;
@@ -854,6 +862,7 @@ struct ShardCore::Impl {
     outcomes.assign(ops.size(), Outcome{});
     ends.assign(ops.size(), {});
     hook_batches.clear();
+    written_behind.clear();
     fresh_batch();
     // The updates in partition order (the store's row order), built in that order: `taken` is
     // sorted instead of the updates (each Taken keeps its own range of `ops`).
@@ -899,7 +908,13 @@ struct ShardCore::Impl {
             continue;
           }
         }
-        outcomes[i] = decide_one(e, st, found[i]);
+        // A re-send taken behind an earlier op of its key (take): that op is earlier in this
+        // partition's range, and if it was ACCEPTED, it is the key's prior event.
+        const TradeEvent* prior = found[i] ? &found[i]->event : nullptr;
+        const bool prior_here = prior == nullptr && state_of(op).taken_behind &&
+                                cfg.mutation != Mutation::batch_blind_keys &&
+                                (prior = accepted_here(t.first, i)) != nullptr;
+        outcomes[i] = decide_one(e, st, prior);
         const bool written = outcomes[i].kind == OutcomeKind::Accepted;
         if (op->source.hook != nullptr &&
             (written || cfg.mutation != Mutation::accepted_marks)) {
@@ -912,7 +927,13 @@ struct ShardCore::Impl {
         if (written) {
           up.events.emplace_back(e, outcomes[i].seq);
           changed.push_back(last_trade);
-        } else if (!found[i]) {
+          // An earlier op of its key in this batch found it absent and wrote nothing: that key
+          // is not absent from this commit (the insert itself checks that it is new).
+          if (state_of(op).taken_behind)
+            written_behind.push_back(IdempotencyKey{e.trade_id, e.version});
+        } else if (!found[i] && !prior_here) {
+          // Absent when looked up, and still absent when this commits (a prior here is written
+          // by this very commit).
           batch->absent_keys.push_back(IdempotencyKey{e.trade_id, e.version});
         }
         if (op->source.hook != nullptr) source_event(*op, written);
@@ -945,6 +966,12 @@ struct ShardCore::Impl {
     std::sort(batch->absent_keys.begin(), batch->absent_keys.end());
     batch->absent_keys.erase(std::unique(batch->absent_keys.begin(), batch->absent_keys.end()),
                             batch->absent_keys.end());
+    if (!written_behind.empty()) {
+      std::sort(written_behind.begin(), written_behind.end());
+      std::erase_if(batch->absent_keys, [&](const IdempotencyKey& k) {
+        return std::binary_search(written_behind.begin(), written_behind.end(), k);
+      });
+    }
     for (auto& hb : hook_batches) hb.hook->before_commit(hb.events, *batch);
   }
 
@@ -961,12 +988,24 @@ struct ShardCore::Impl {
     for (auto& hb : hook_batches) hb.hook->after_commit(hb.events, ec, stale);
   }
 
+  /// The event of `ops[i]`'s key that this batch accepted before it, among `ops[first, i)` (the
+  /// op's partition's range), or null.
+  const TradeEvent* accepted_here(std::size_t first, std::size_t i) const {
+    const TradeEvent& e = ops[i]->event;
+    for (std::size_t j = i; j-- > first;) {
+      const TradeEvent& x = ops[j]->event;
+      if (outcomes[j].kind == OutcomeKind::Accepted && x.version == e.version &&
+          x.trade_id == e.trade_id)
+        return &x;
+    }
+    return nullptr;
+  }
+
   /// The idempotency check (spec section 2), then the processor (section 3). `prior` is the
-  /// durable event that holds the same key, if any.
-  Outcome decide_one(const TradeEvent& e, PartitionState& st,
-                     const std::optional<StoredEvent>& prior) {
+  /// event that holds the same key, if any: durable, or accepted earlier in this batch.
+  Outcome decide_one(const TradeEvent& e, PartitionState& st, const TradeEvent* prior) {
     if (prior) {
-      if (prior->event.same_content(e)) return Outcome::duplicate();
+      if (prior->same_content(e)) return Outcome::duplicate();
       return Outcome::rejected("conflict: trade " + e.trade_id + " version " +
                                std::to_string(e.version) +
                                " was accepted before with different content");

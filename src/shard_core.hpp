@@ -105,6 +105,7 @@ enum class Mutation {
   redecide_stored,     ///< a replayed event whose key is stored is decided again (DUPLICATE)
   accepted_marks,      ///< only ACCEPTED events move source marks (a re-read decides again)
   early_outcomes,      ///< an overlapped commit's events complete when it goes out, not on success
+  batch_blind_keys,    ///< a re-send decided in its original's batch does not see the original
 };
 
 /// What the core needs from the pipeline's options.

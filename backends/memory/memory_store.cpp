@@ -197,6 +197,7 @@ class MemoryStore final : public TradeStore {
       }
     }
     if (hashes_.size() > 1 && has_repeated_key(batch)) return errc::key_conflict;
+    if (!batch.absent_keys.empty() && inserts_absent_key(batch)) return errc::key_conflict;
     // Apply: nothing below can fail except by running out of memory.
     for (const auto& src : batch.sources) {
       auto& row = sources_[std::make_tuple(src.consumer, src.topic, src.partition)];
@@ -333,6 +334,23 @@ class MemoryStore final : public TradeStore {
       for (const auto& e : update.events) ids.emplace_back(e.event.trade_id, e.event.version);
     std::sort(ids.begin(), ids.end());
     return std::adjacent_find(ids.begin(), ids.end()) != ids.end();
+  }
+
+  /// Whether the batch inserts a key it also lists in `absent_keys`. Such a batch is refused
+  /// like one whose absent key is already stored: the SQL stores check the absent keys after
+  /// their inserts, and the memory store (the simulator's) must not be more lenient than they.
+  /// Needs `hashes_`, and `sorted_` sorted by has_repeated_key when there are two or more.
+  bool inserts_absent_key(const CommitBatch& batch) const {
+    if (hashes_.empty()) return false;
+    const std::vector<std::size_t>& sorted = hashes_.size() > 1 ? sorted_ : hashes_;
+    for (const auto& key : batch.absent_keys) {
+      if (!std::binary_search(sorted.begin(), sorted.end(), key_hash(key.trade_id, key.version)))
+        continue;
+      for (const auto& update : batch.partitions)
+        for (const auto& e : update.events)
+          if (e.event.version == key.version && e.event.trade_id == key.trade_id) return true;
+    }
+    return false;
   }
 
   mutable std::shared_mutex mutex_;
