@@ -4,114 +4,34 @@
 // times as often). A key shared with another partition still waits in the key gate. Stepped by
 // hand on one thread: one shard core, the real key gate, a memory store and the local lock.
 
-#include <tradecapture/memory.hpp>
-#include <tradecapture/pipeline.hpp>
-
-#include "../src/key_gate.hpp"
-#include "../src/op_state.hpp"
-#include "../src/shard_core.hpp"
+#include "support/core_driver.hpp"
 #include "support/events.hpp"
 
 #include <doctest/doctest.h>
 
-#include <memory>
 #include <string>
 #include <vector>
 
 using namespace tradecapture;
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
-using Kind = detail::Action::Kind;
+using ResendOp = tctest::DrivenOp;
 
 namespace {
 
-struct ResendOp final : detail::SubmitOp {
-  using SubmitOp::SubmitOp;
-  bool done = false;
-  boost::system::error_code ec;
-  Outcome outcome;
-  void complete(boost::system::error_code e, Outcome o) override {
-    done = true;
-    ec = e;
-    outcome = std::move(o);
-  }
-};
+/// A core behind the key gate, with leases of 3.2 s; `run` ends with every op done.
+struct Driver : tctest::CoreDriver {
+  Driver() : CoreDriver(config_(), true) {}
 
-/// One shard core behind the key gate, on a memory store and the local lock.
-struct Driver {
-  detail::ShardConfig config;
-  detail::Counters counters;
-  std::unique_ptr<detail::ShardCore> core;
-  detail::KeyGate gate;
-  std::shared_ptr<TradeStore> store = make_memory_store();
-  std::shared_ptr<PartitionLock> lock;
-  Clock::time_point now{std::chrono::hours(1000)};
-  std::uint64_t next_stamp = 1;
-  std::vector<std::unique_ptr<ResendOp>> ops;
-  int commits = 0;
-
-  explicit Driver(detail::Mutation mutation = detail::Mutation::none) {
-    config.lease = 3200ms;
-    config.mutation = mutation;
-    lock = make_local_lock(config.lease);
-    core = std::make_unique<detail::ShardCore>(config, make_position_processor(), counters,
-                                               nullptr);
-  }
-
-  /// Submits `e` as the pipeline does: stamped, through the key gate, to the core.
-  ResendOp* submit(TradeEvent e) {
-    ops.push_back(std::make_unique<ResendOp>(std::move(e)));
-    ResendOp* op = ops.back().get();
-    detail::state_of(op).key_hash = detail::key_hash_of(op->event);
-    detail::state_of(op).stamp = next_stamp++;
-    gate.enter(op);
-    core->set_stamp_now(next_stamp);
-    core->add(op, now);
-    return op;
-  }
-
-  bool all_done() const {
-    for (const auto& op : ops)
-      if (!op->done) return false;
-    return true;
-  }
-
-  /// Steps the core, 1 ms a step, until every op is done; completions leave the gate and wake
-  /// the partition of the op that then leads its key, as the pipeline's shell does.
   void run() {
-    for (int i = 0; !all_done() && i < 10000; ++i) {
-      now += 1ms;
-      auto act = core->next(now);
-      switch (act.kind) {
-        case Kind::idle: break;
-        case Kind::wait:
-          if (act.until > now) now = act.until - 1ms;
-          break;
-        case Kind::acquire: core->on_acquired(lock->try_acquire(act.keys), now); break;
-        case Kind::renew: {
-          auto r = lock->renew(act.grants);
-          core->on_renewed(std::move(act.grants), std::move(r), now);
-          break;
-        }
-        case Kind::release: lock->release(act.grants); break;
-        case Kind::claim: core->on_claimed(store->claim_partitions(act.keys), now); break;
-        case Kind::find: core->on_found(store->find_events(*act.idem_keys), now); break;
-        case Kind::commit: {
-          ++commits;
-          auto batch = std::move(act.batch);
-          auto r = store->commit(*batch);
-          batch.reset();
-          core->on_committed(std::move(r), now);
-          break;
-        }
-        default: FAIL("unexpected action");
-      }
-      for (auto& c : core->take_completions()) {
-        if (auto next = gate.leave(c.op)) core->wake(*next);
-        c.op->complete(c.ec, c.outcome);
-      }
-    }
+    CoreDriver::run();
     REQUIRE(all_done());
+  }
+
+ private:
+  static detail::ShardConfig config_() {
+    detail::ShardConfig c;
+    c.lease = 3200ms;
+    return c;
   }
 };
 
