@@ -6,7 +6,8 @@
 // so its outcome is durable and `find_events` sees it). The lead is published in
 // `OpState::gate_head`, so the common check needs no lock. One exception, for re-sends: an op
 // whose earlier ops of the key are all of its own partition (`OpState::gate_local`) may be
-// decided in the same batch as they are, right after them (ShardCore: `taken_behind`).
+// decided in the same batch as they are, right after them (ShardCore: `taken_behind`), unless
+// it comes from a source (a Kafka partition: SubmitOp::source).
 //
 // The ops are the nodes: each stripe is an open-addressed table (detail/open_table.hpp: linear
 // probing, backward-shift deletion) of {hash, head op, tail op}, and an op links to the next op of its key through

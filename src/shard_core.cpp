@@ -841,9 +841,11 @@ struct ShardCore::Impl {
         // Behind an earlier op of its key. When every such op is of this partition (a re-send),
         // each one is ahead of it in this queue (a partition's queue keeps the gate's order),
         // so it is decided (or completed) by now: taken into this batch, where `decide` reads
-        // it, or done. Otherwise it waits until woken by the key's earlier op completing.
+        // it, or done. Otherwise it waits until woken by the key's earlier op completing. So
+        // does an event of a source: its source check reads the marks as of the batch's start,
+        // and a copy of a message decided earlier in the same batch would pass it.
         const bool behind = !KeyGate::may_take(op);
-        if (behind && !state_of(op).gate_local) break;
+        if (behind && (!state_of(op).gate_local || op->source.hook != nullptr)) break;
         state_of(op).taken_behind = behind;
         s->queue.pop_front();
         ops.push_back(op);

@@ -103,3 +103,35 @@ TEST_CASE("shard core: a key shared with another partition still waits for its c
   CHECK(other->outcome.reason.rfind("conflict:", 0) == 0);
   CHECK(other_again->outcome.reason.rfind("conflict:", 0) == 0);
 }
+
+namespace {
+
+/// A source whose every event is checked by SourceHook's default rule; it stores no offsets.
+struct StubSource final : SourceHook {
+  std::string mark_id(std::uint32_t stream) const override {
+    return "stub-" + std::to_string(stream);
+  }
+  void before_commit(std::span<const SourceEvent>, CommitBatch&) override {}
+};
+
+}  // namespace
+
+TEST_CASE("shard core: a message read again while its first reading commits is not decided again") {
+  // A source's check reads the stream's mark as of the batch's start: were the second reading
+  // decided in the first one's batch, it would pass the check and be reported a second time
+  // (DUPLICATE). It waits for the first reading's commit instead, and is found replayed.
+  Driver d;
+  StubSource source;
+  const PartitionKey p = tctest::pk("A");
+  ResendOp* first = d.stamp(trade("T1", 1, TradeType::New, p));
+  first->source = SourceRef{&source, 0, 5};
+  ResendOp* again = d.stamp(trade("T1", 1, TradeType::New, p));
+  again->source = SourceRef{&source, 0, 5};
+  d.add(first);
+  d.add(again);
+  d.run();
+  CHECK_FALSE(first->ec);
+  CHECK(first->outcome == Outcome::accepted(1));
+  CHECK(again->ec == errc::replayed);
+  CHECK(d.commits == 2);
+}
