@@ -481,6 +481,11 @@ class ControlledStore final : public tctest::DownStore {
     hold.reset();
     cv_.notify_all();
   }
+  /// From now on, commits that touch `p` wait until released (`hold`, set while running).
+  void hold_partition(const PartitionKey& p) {
+    std::lock_guard lk(mu_);
+    hold = p;
+  }
   /// From now on every call fails and nothing lands (DownStore::down); held commits go on to fail.
   void crash() {
     down.store(true);
@@ -1166,11 +1171,16 @@ TEST_CASE("kafka: one pipeline fed by a source and by direct submissions at once
     auto source = member_source(*pipeline, store, o);
     REQUIRE(source->start());
     wait_for([&] { return reported.count.load() >= 50; }, 30s, "the source to consume");
+    // The source must not be done before every direct event is submitted, however fast this
+    // machine is: the commits of one partition (a twelfth of the topic, not consumed yet) wait
+    // until then.
+    store->hold_partition(keys[0]);
     std::vector<std::future<Outcome>> outcomes;
     for (const auto& m : direct)
       outcomes.push_back(
           pipeline->async_submit(*parse_event(m.message.value).event, boost::asio::use_future));
     CHECK(reported.count.load() < kafka.size());  // the source goes on while they are decided
+    store->release();
     std::size_t wrong = 0;
     for (std::size_t i = 0; i < direct.size(); ++i) {
       const Outcome got = outcomes[i].get();
