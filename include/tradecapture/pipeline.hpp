@@ -117,7 +117,8 @@ struct PipelineOptions {
 /// one store transaction (group commit). The completion of a submission fires only after its
 /// outcome is durable. The global idempotency key (trade_id, version) is decided in submission
 /// order even across partitions and shards: an event waits for an earlier event with the same
-/// key to complete.
+/// key to complete, or, when every such event is of its own partition (a re-send) and it has no
+/// source (SubmitOptions::source), is decided right after them in their batch.
 ///
 /// Faults (spec section 6, `../shared/spec/trade-events.md#6-faults-what-stays-true`; the README's
 /// "Fault contract" section): whatever fails (store, lock server, clock, this process),
