@@ -23,7 +23,8 @@ if [[ $1 =~ ^[0-9]+$ ]]; then pairs=$1; shift; fi
 for bin in "$old" "$new"; do
   [[ -x $bin ]] || { echo "replay_ab.sh: $bin is not executable" >&2; exit 2; }
 done
-[[ -x /usr/bin/time ]] || { echo "replay_ab.sh: /usr/bin/time is missing (apt-get install time)" >&2; exit 2; }
+[[ -x /usr/bin/time ]] || apt-get install -y -q time >/dev/null ||
+  { echo "replay_ab.sh: /usr/bin/time is missing (apt-get install time)" >&2; exit 2; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tc-replay-ab.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -36,7 +37,8 @@ for trace in "$@"; do
       /usr/bin/time -f "%U %S %M" -o "$tmp/time" "$bin" replay --store "sqlite:$tmp/ab.db" \
         --outcomes /dev/null "$trace" 2>"$tmp/err" || { tail -5 "$tmp/err" >&2; exit 1; }
       rate=$(grep -o '([0-9]* lines/s)' "$tmp/err" | tr -d '()' | cut -d' ' -f1)
-      echo "$(basename "$trace") pair$pair $which load=$load lines/s=$rate user/sys/maxrss=$(cat "$tmp/time")"
+      echo "$(basename "$trace") pair$pair $which load=$load lines/s=$rate" \
+        "user/sys/maxrss=$(cat "$tmp/time")"
     done
   done
 done

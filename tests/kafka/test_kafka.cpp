@@ -861,12 +861,13 @@ TEST_CASE("kafka: a member that dies mid-run is replaced; the re-read tail chang
   auto dying = slowed(memory, 1);
   // It dies when the first NEW past the middle of the trace that a sequential run accepts lands:
   // with at most 512 messages in flight, a third of the trace is then still to be read, however
-  // the commits are batched (a count of commits is not: since re-sends are decided in their
-  // original's batch, the whole trace may take fewer than 40).
+  // the events are batched (a count of commits depends on that: 40 commits once covered the
+  // whole trace, and the member never died).
   for (std::size_t i = trace.size() / 2; i < trace.size() && dying->crash_after_trade.empty();
        ++i) {
     const ParsedEvent p = parse_event(trace[i].value);
-    if (p.event && p.event->type == TradeType::New && ref.outcomes[i].kind == OutcomeKind::Accepted)
+    if (p.event && p.event->type == TradeType::New &&
+        ref.outcomes[i].kind == OutcomeKind::Accepted)
       dying->crash_after_trade = p.event->trade_id;
   }
   REQUIRE_FALSE(dying->crash_after_trade.empty());
