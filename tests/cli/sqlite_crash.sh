@@ -3,7 +3,7 @@
 # database file: nothing reported is lost and the database stays sound.
 #
 # The trace (NEW trades, then AMENDs of them, all valid; 360,000 lines over 500 partitions) fills
-# the WAL several times over its checkpoint size (16,384 pages). A replay is killed once a
+# the WAL several times over its checkpoint size (8,192 pages of 8 KiB). A replay is killed once a
 # checkpoint has copied pages back (the database file grows only through checkpoints); the
 # re-sent replay is killed again 30,000 lines further on; a third runs to the end. After each
 # kill: `PRAGMA integrity_check` is "ok", the store's invariants hold (check_store.py), every

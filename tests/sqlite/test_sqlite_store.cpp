@@ -61,6 +61,10 @@ TEST_CASE("sqlite: the schema is versioned and its columns are plain SQL") {
   CHECK(net_type == "text");
   sql << "PRAGMA journal_mode", soci::into(journal);
   CHECK(journal == "wal");
+  // A new database gets 8 KiB pages (sqlite_dialect.cpp says why).
+  int page_size = 0;
+  sql << "PRAGMA page_size", soci::into(page_size);
+  CHECK(page_size == 8192);
 }
 
 TEST_CASE("sqlite: two stores on one file see each other and detect the other writer") {
