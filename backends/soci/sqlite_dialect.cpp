@@ -114,7 +114,7 @@ class SqliteDialect final : public Dialect {
     // touches, whatever their size; larger leaves split less and take the WAL fewer frames, each
     // frame costing two writes and a checksum. Measured on the 1,000,000-line replay, five
     // alternated pairs with the WAL's checkpoint size in bytes unchanged: the same lines/s,
-    // ~6% less CPU in four of five; 1 KiB and 2 KiB pages were slower (BENCHMARKS.md,
+    // ~6% less CPU in all five; 1 KiB and 2 KiB pages were slower (BENCHMARKS.md,
     // session 14).
     session << "PRAGMA page_size = 8192";
     std::string mode;
