@@ -20,8 +20,7 @@ STORES=${3:-memory,sqlite,postgresql}
 HERE=$(cd "$(dirname "$0")" && pwd)
 FRACTIONS=(0.05 0.1 0.25 0.5 0.7 0.85)
 mkdir -p "$OUT"
-command -v gnuplot >/dev/null || apt-get install -y -q gnuplot-nox >/dev/null ||
-  { echo "gnuplot is not installed (apt-get install gnuplot-nox)" >&2; exit 1; }
+command -v gnuplot >/dev/null || bash "$HERE/../scripts/install-deps.sh" >/dev/null
 
 # store -> program, benchmark name
 declare -A PROGRAM=([memory]=bench_pipeline [sqlite]=bench_sqlite [postgresql]=bench_pg_redis)

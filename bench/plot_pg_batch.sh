@@ -7,8 +7,7 @@
 set -euo pipefail
 JSON=${1:?usage: bench/plot_pg_batch.sh BENCH_PG_BATCH_JSON [OUT.png]}
 PNG=${2:-$(dirname "$0")/pg-batch-cost.png}
-command -v gnuplot >/dev/null || apt-get install -y -q gnuplot-nox >/dev/null ||
-  { echo "gnuplot is not installed (apt-get install gnuplot-nox)" >&2; exit 1; }
+command -v gnuplot >/dev/null || bash "$(dirname "$0")/../scripts/install-deps.sh" >/dev/null
 DAT=$(mktemp)
 trap 'rm -f "$DAT"' EXIT
 python3 - "$JSON" >"$DAT" <<'PY'

@@ -23,8 +23,7 @@ if [[ $1 =~ ^[0-9]+$ ]]; then pairs=$1; shift; fi
 for bin in "$old" "$new"; do
   [[ -x $bin ]] || { echo "replay_ab.sh: $bin is not executable" >&2; exit 2; }
 done
-[[ -x /usr/bin/time ]] || apt-get install -y -q time >/dev/null ||
-  { echo "replay_ab.sh: /usr/bin/time is missing (apt-get install time)" >&2; exit 2; }
+[[ -x /usr/bin/time ]] || bash "$(dirname "$0")/../scripts/install-deps.sh" >/dev/null
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tc-replay-ab.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

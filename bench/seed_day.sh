@@ -11,7 +11,7 @@ BUILD=${1:?usage: seed_day.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TC=$BUILD/bin/tradecapture
 [ -x "$TC" ] || { echo "no $TC (build the tradecapture target)" >&2; exit 1; }
-[ -x /usr/bin/time ] || apt-get install -y time >/dev/null
+[ -x /usr/bin/time ] || bash "$ROOT/scripts/install-deps.sh" >/dev/null
 WORK=$(mktemp -d /tmp/tc-seedday-XXXXXX)
 source "$ROOT/scripts/lib/servers.bash"
 trap 'tc_stop_servers; rm -rf "$WORK"' EXIT

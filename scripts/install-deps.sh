@@ -10,7 +10,7 @@ pkgs=(
   libsimdjson-dev nlohmann-json3-dev libcli11-dev librdkafka-dev prometheus-cpp-dev
   postgresql redis-server
   prometheus
-  nginx curl gnuplot-nox faketime
+  nginx curl gnuplot-nox faketime time
   help2man
   clang-14 libclang-rt-14-dev
 )
