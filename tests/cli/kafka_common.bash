@@ -71,8 +71,13 @@ kill_mid_run() {
 
 # stop_ok PID NAME: SIGTERM, which must end the consumer with exit code 0 within 60 s.
 stop_ok() {
-  kill -TERM "$1"
   local rc=0
+  if ! kill -TERM "$1" 2>/dev/null; then
+    # Already gone: say how it ended (e.g. 69, its store failing past the retry budget).
+    wait "$1" || rc=$?
+    tail -n 20 "$TMP/$2.err" >&2
+    fail "$2 had exited ($rc) before its SIGTERM"
+  fi
   timeout 60 tail --pid="$1" -f /dev/null || fail "$2 did not stop within 60 s of SIGTERM"
   wait "$1" || rc=$?
   [[ $rc -eq 0 ]] || { tail -n 20 "$TMP/$2.err" >&2; fail "$2 exited $rc after SIGTERM"; }
