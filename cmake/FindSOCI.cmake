@@ -9,8 +9,9 @@
 #
 # Imported targets:
 #   SOCI::core          the core library and the include directory
-#   SOCI::<component>   one backend; links SOCI::core (and, for postgresql, carries libpq's
-#                       include directory, which soci-postgresql.h needs)
+#   SOCI::<component>   one backend; links SOCI::core (and, for postgresql, carries libpq:
+#                       its include directory, which soci-postgresql.h needs, and the library,
+#                       for code that calls libpq on a session's connection)
 #
 # Result variables:
 #   SOCI_FOUND, SOCI_INCLUDE_DIRS, SOCI_LIBRARIES (core and the components found),
@@ -94,8 +95,14 @@ if(SOCI_FOUND)
         IMPORTED_LOCATION "${SOCI_${_soci_comp}_LIBRARY}"
         INTERFACE_LINK_LIBRARIES SOCI::core)
       if(_soci_comp STREQUAL "postgresql")
+        # Its header is libpq's API too (the session backend holds a PGconn*): code using it
+        # (COPY on a SOCI session's connection, say) calls libpq, so libpq comes with it, static
+        # or shared.
+        find_package(PostgreSQL QUIET)
         set_property(TARGET SOCI::postgresql APPEND PROPERTY
           INTERFACE_INCLUDE_DIRECTORIES "${SOCI_PQ_INCLUDE_DIR}")
+        set_property(TARGET SOCI::postgresql APPEND PROPERTY
+          INTERFACE_LINK_LIBRARIES $<TARGET_NAME_IF_EXISTS:PostgreSQL::PostgreSQL>)
       endif()
       # A static backend needs its client library on the link line (a shared one names it).
       if(SOCI_${_soci_comp}_LIBRARY MATCHES "\\${CMAKE_STATIC_LIBRARY_SUFFIX}$")
@@ -103,10 +110,6 @@ if(SOCI_FOUND)
           find_package(SQLite3 QUIET)
           set_property(TARGET SOCI::sqlite3 APPEND PROPERTY
             INTERFACE_LINK_LIBRARIES $<TARGET_NAME_IF_EXISTS:SQLite::SQLite3>)
-        elseif(_soci_comp STREQUAL "postgresql")
-          find_package(PostgreSQL QUIET)
-          set_property(TARGET SOCI::postgresql APPEND PROPERTY
-            INTERFACE_LINK_LIBRARIES $<TARGET_NAME_IF_EXISTS:PostgreSQL::PostgreSQL>)
         endif()
       endif()
     endif()

@@ -6,7 +6,6 @@
 
 #include <tradecapture/detail/log_limiter.hpp>
 
-#include <dlfcn.h>
 #include <libpq-fe.h>
 #include <soci/postgresql/soci-postgresql.h>
 #include <spdlog/spdlog.h>
@@ -106,15 +105,9 @@ class PostgresqlDialect final : public Dialect {
     // terminating connection due to administrator command" when the server shuts down, say):
     // they go to the logger instead, folded to one line, at debug level (the failure they
     // announce is reported by the store, bounded).
-    // libpq is SOCI's dependency, not linked by this library directly (the linker refuses a
-    // direct call: "DSO missing from command line"), so its function is looked up where SOCI's
-    // backend loaded it; without it, notices keep libpq's default (stderr).
-    using SetNoticeProcessor = PQnoticeProcessor (*)(PGconn*, PQnoticeProcessor, void*);
-    static const auto set_notice_processor = reinterpret_cast<SetNoticeProcessor>(
-        ::dlsym(RTLD_DEFAULT, "PQsetNoticeProcessor"));
     if (auto* backend = static_cast<soci::postgresql_session_backend*>(session.get_backend());
-        set_notice_processor != nullptr && backend != nullptr && backend->conn_ != nullptr) {
-      set_notice_processor(backend->conn_, &PostgresqlDialect::notice,
+        backend != nullptr && backend->conn_ != nullptr) {
+      PQsetNoticeProcessor(backend->conn_, &PostgresqlDialect::notice,
                            const_cast<PostgresqlDialect*>(this));
     }
     // Session settings, in one round trip:

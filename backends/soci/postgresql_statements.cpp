@@ -16,8 +16,12 @@
 // - the schema's choices (sql_schema.cpp, postgresql_dialect.cpp): without foreign keys the
 //   events insert takes 35 ms instead of 55; with fillfactor 70 the trades upsert 24 ms instead
 //   of 41 and the partition update 4 ms instead of 10.
-// COPY was not tried: SOCI has no COPY, and COPY has no ON CONFLICT, so it would need a staging
-// table and the same INSERT ... SELECT on top of it.
+// The events of a batch of 64 or more (copy_min_rows) go in with `COPY events FROM STDIN` instead
+// (libpq on the SOCI session's connection: SOCI has no COPY). COPY has no ON CONFLICT, and none
+// is needed: a taken key fails the COPY with a unique violation, which the store reports as the
+// same errc::key_conflict (see step 3 below). Measured with bench_pg_batch (BENCHMARKS.md,
+// session 15): at 8,192 events ~3-5 us less server CPU an event (~20%), at 512 up to 5, at 64
+// no clear difference; the trades keep their upsert (COPY cannot update a row).
 //
 // Small batches. The statements that take a batch's rows (the lookup find_events, and
 // lock_partitions, update_partitions, insert_events and upsert_trades below) read them from a
@@ -69,7 +73,11 @@
 //      idempotency key is taken (by a committed batch, by a concurrent one that committed while
 //      we waited for it, or twice within this batch): the caller rolls back and reports
 //      errc::key_conflict; the pipeline then looks the keys up with find_events and decides the
-//      batch again, which gives every event of the batch its correct outcome;
+//      batch again, which gives every event of the batch its correct outcome. From 64 events,
+//      COPY of the same rows in the same order instead: a taken key is then a unique violation
+//      (23505) of the statement, which fails the transaction; the caller rolls back and reports
+//      it as errc::key_conflict all the same (on_unique). Either way a row's key is checked when
+//      the row goes in, in the rows' order, so the waits are those of the INSERT;
 //   4. upsert_trades: the trade records, in (partition, trade_id) order;
 //   5. upsert_marks (only when the batch carries source marks): the source marks, in
 //      (partition, source id) order.
@@ -97,12 +105,16 @@
 #include "sql_dialect.hpp"
 #include "sql_values.hpp"
 
+#include <libpq-fe.h>
+#include <soci/postgresql/soci-postgresql.h>
 #include <soci/soci.h>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -192,6 +204,13 @@ constexpr const char* insert_events_sql =
     "ORDER BY u.ord "
     "ON CONFLICT (trade_id, version) DO NOTHING RETURNING 1) "
     "SELECT count(*) FROM inserted";
+
+/// The events of a big batch (copy_min_rows or more), in the same row order as the INSERT.
+constexpr const char* copy_events_sql =
+    "COPY events (partition_id, seq, trade_id, version, type, side, quantity, price, fence) "
+    "FROM STDIN";
+/// From this many events a batch's events go in with COPY instead of insert_events_sql.
+constexpr std::size_t copy_min_rows = 64;
 
 constexpr const char* upsert_trades_sql =
     "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, cancelled) "
@@ -440,10 +459,116 @@ std::size_t index_of(long long ord, std::size_t size) {
   return static_cast<std::size_t>(ord - 1);
 }
 
+/// Rows for `COPY ... FROM STDIN` in PostgreSQL's text format: fields separated by a tab, rows
+/// ended by a newline, NULL as \N, and in text values a backslash, and the control characters
+/// that the format gives a meaning (tab, newline, carriage return, backspace, form feed,
+/// vertical tab), escaped with a backslash. Validated events hold no control character, but the
+/// store does not rely on that. A NUL byte cannot be sent (as with ArrayParam).
+class CopyRows {
+ public:
+  void reset() {
+    text_.clear();
+    rows_ = 0;
+  }
+  void add_text(std::string_view value) {
+    // The characters to escape, and the letter each one is escaped with.
+    constexpr std::string_view special("\\\t\n\r\b\f\v", 7), letter("\\tnrbfv", 7);
+    for (const char ch : value) {
+      if (ch == '\0') throw std::invalid_argument("a text value contains a NUL byte");
+      if (const std::size_t at = special.find(ch); at != std::string_view::npos) {
+        text_ += '\\';
+        text_ += letter[at];
+      } else {
+        text_ += ch;
+      }
+    }
+    text_ += '\t';
+  }
+  void add_integer(long long value) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+    text_.append(digits, end);
+    text_ += '\t';
+  }
+  void add_decimal(const Decimal& value) {
+    text_ += value.to_string();  // digits, '-' and '.': nothing to escape
+    text_ += '\t';
+  }
+  void add_null() { text_ += "\\N\t"; }
+  /// Ends the row (its last field's separator becomes the row's end).
+  void end_row() {
+    text_.back() = '\n';
+    ++rows_;
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+  std::size_t rows_ = 0;
+};
+
+/// Reads what is left of the current command's results on `conn`; a COPY still taking data is
+/// abandoned first. Bounded: a connection in another state (broken, say) is left as it is, and
+/// the store discards a connection whose statement failed that way.
+void finish_command(PGconn* conn) {
+  for (int i = 0; i < 8; ++i) {
+    PGresult* r = PQgetResult(conn);
+    if (r == nullptr) return;
+    const ExecStatusType status = PQresultStatus(r);
+    PQclear(r);
+    if (status == PGRES_COPY_IN) {
+      if (PQputCopyEnd(conn, "tradecapture: COPY abandoned") != 1) return;
+    } else if (status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH) {
+      return;
+    }
+  }
+}
+
+/// Runs `copy_sql` (a `COPY ... FROM STDIN`) on the session's connection with `rows` as its data
+/// and returns the number of rows the server reports copied. A failure throws what SOCI throws
+/// for a failed statement (soci::postgresql_soci_error with the SQLSTATE, blank when libpq gave
+/// none, e.g. for a lost connection), so the store classifies it as any other statement's.
+std::size_t copy_in(soci::session& session, const char* copy_sql, const CopyRows& rows) {
+  auto* backend = static_cast<soci::postgresql_session_backend*>(session.get_backend());
+  if (backend == nullptr || backend->conn_ == nullptr) {
+    throw soci::postgresql_soci_error("COPY: no open connection", "08003");
+  }
+  PGconn* conn = backend->conn_;
+  const auto fail = [conn](PGresult* r, std::string_view what) {
+    std::string message(what);
+    message += ": ";
+    message += r != nullptr && *PQresultErrorMessage(r) != '\0' ? PQresultErrorMessage(r)
+                                                                : PQerrorMessage(conn);
+    const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    char sqlstate[6] = "     ";  // blank, as SOCI gives when libpq has none
+    if (state != nullptr && std::strlen(state) == 5) std::memcpy(sqlstate, state, 5);
+    if (r != nullptr) PQclear(r);
+    finish_command(conn);
+    throw soci::postgresql_soci_error(message, sqlstate);
+  };
+  PGresult* r = PQexec(conn, copy_sql);
+  if (r == nullptr || PQresultStatus(r) != PGRES_COPY_IN) fail(r, "COPY");
+  PQclear(r);
+  const std::string& data = rows.text();
+  constexpr std::size_t chunk = std::size_t{1} << 20;  // PQputCopyData takes an int length
+  for (std::size_t at = 0; at < data.size(); at += chunk) {
+    const std::size_t n = std::min(chunk, data.size() - at);
+    if (PQputCopyData(conn, data.data() + at, static_cast<int>(n)) != 1) fail(nullptr, "COPY data");
+  }
+  if (PQputCopyEnd(conn, nullptr) != 1) fail(nullptr, "COPY end");
+  r = PQgetResult(conn);
+  if (r == nullptr || PQresultStatus(r) != PGRES_COMMAND_OK) fail(r, "COPY");
+  const std::size_t copied = std::strtoull(PQcmdTuples(r), nullptr, 10);
+  PQclear(r);
+  finish_command(conn);
+  return copied;
+}
+
 class PostgresqlStatements final : public BatchStatements {
  public:
   explicit PostgresqlStatements(soci::session& s)
-      : lock_partitions_(s, lock_partitions_sql,
+      : session_(s),
+        lock_partitions_(s, lock_partitions_sql,
                          {{"account", "text", &account_},
                           {"book", "text", &book_},
                           {"security", "text", &security_}},
@@ -715,41 +840,71 @@ class PostgresqlStatements final : public BatchStatements {
         return std::tie(a.event->event.trade_id, a.event->event.version) <
                std::tie(b.event->event.trade_id, b.event->event.version);
       });
-      for (ArrayParam* a :
-           {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_, &quantity_, &price_,
-            &fence_}) {
-        a->reset();
-      }
-      for (const EventRow& row : events_) {
-        const TradeEvent& e = row.event->event;
-        partition_id_.add_integer(row.partition_id);
-        seq_.add_integer(static_cast<long long>(row.event->seq));
-        fence_.add_integer(static_cast<long long>(row.fence));
-        trade_id_.add_text(e.trade_id);
-        version_.add_integer(e.version);
-        type_.add_text(to_string(e.type));
-        if (e.type == TradeType::Cancel) {  // a CANCEL has no side, quantity or price
-          side_.add_null();
-          quantity_.add_null();
-          price_.add_null();
-        } else {
-          side_.add_text(to_string(e.side));
-          quantity_.add_decimal(e.quantity);
-          price_.add_decimal(e.price);
+      if (events_.size() >= copy_min_rows) {
+        // On a unique violation the statement fails (COPY has no ON CONFLICT); the caller rolls
+        // back and reports it as with the INSERT below (on_unique).
+        copy_rows_.reset();
+        for (const EventRow& row : events_) {
+          const TradeEvent& e = row.event->event;
+          copy_rows_.add_integer(row.partition_id);
+          copy_rows_.add_integer(static_cast<long long>(row.event->seq));
+          copy_rows_.add_text(e.trade_id);
+          copy_rows_.add_integer(e.version);
+          copy_rows_.add_text(to_string(e.type));
+          if (e.type == TradeType::Cancel) {
+            copy_rows_.add_null();
+            copy_rows_.add_null();
+            copy_rows_.add_null();
+          } else {
+            copy_rows_.add_text(to_string(e.side));
+            copy_rows_.add_decimal(e.quantity);
+            copy_rows_.add_decimal(e.price);
+          }
+          copy_rows_.add_integer(static_cast<long long>(row.fence));
+          copy_rows_.end_row();
         }
+        on_unique = errc::key_conflict;
+        const std::size_t copied = copy_in(session_, copy_events_sql, copy_rows_);
+        on_unique = errc::store_error;
+        if (copied != events_.size()) {
+          throw CorruptData("COPY events: " + std::to_string(copied) + " rows copied of " +
+                            std::to_string(events_.size()));
+        }
+      } else {
+        for (ArrayParam* a : {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_,
+                              &quantity_, &price_, &fence_}) {
+          a->reset();
+        }
+        for (const EventRow& row : events_) {
+          const TradeEvent& e = row.event->event;
+          partition_id_.add_integer(row.partition_id);
+          seq_.add_integer(static_cast<long long>(row.event->seq));
+          fence_.add_integer(static_cast<long long>(row.fence));
+          trade_id_.add_text(e.trade_id);
+          version_.add_integer(e.version);
+          type_.add_text(to_string(e.type));
+          if (e.type == TradeType::Cancel) {  // a CANCEL has no side, quantity or price
+            side_.add_null();
+            quantity_.add_null();
+            price_.add_null();
+          } else {
+            side_.add_text(to_string(e.side));
+            quantity_.add_decimal(e.quantity);
+            price_.add_decimal(e.price);
+          }
+        }
+        for (ArrayParam* a : {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_,
+                              &quantity_, &price_, &fence_}) {
+          a->finish();
+        }
+        // ON CONFLICT DO NOTHING skips taken keys; a unique violation can still come from the
+        // primary key (partition_id, seq), which the conditional update rules out.
+        on_unique = errc::key_conflict;
+        inserted_ = 0;
+        insert_events_.get().execute(true);
+        on_unique = errc::store_error;
+        if (static_cast<std::size_t>(inserted_) != events_.size()) return errc::key_conflict;
       }
-      for (ArrayParam* a :
-           {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_, &quantity_, &price_,
-            &fence_}) {
-        a->finish();
-      }
-      // ON CONFLICT DO NOTHING skips taken keys; a unique violation can still come from the
-      // primary key (partition_id, seq), which the conditional update rules out.
-      on_unique = errc::key_conflict;
-      inserted_ = 0;
-      insert_events_.get().execute(true);
-      on_unique = errc::store_error;
-      if (static_cast<std::size_t>(inserted_) != events_.size()) return errc::key_conflict;
     }
 
     // 4. The trade records, by partition then trade_id; a trade listed twice keeps its last
@@ -919,6 +1074,8 @@ class PostgresqlStatements final : public BatchStatements {
   std::vector<EventRow> events_;
   std::vector<const std::pair<std::string, TradeRecord>*> trades_;
 
+  soci::session& session_;  // for COPY, on its libpq connection
+  CopyRows copy_rows_;      // the rows of a COPY
   // After every variable they are bound to, so they are destroyed first.
   RowsStatement lock_partitions_;      // create missing partition rows, lock all, in key order
   RowsStatement update_partitions_;    // conditional on seq and fence; RETURNING the ids

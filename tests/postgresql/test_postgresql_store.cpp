@@ -732,6 +732,98 @@ TEST_CASE("postgresql: batches of every size up to past the small-batch statemen
   CHECK(scan(s).size() == std::size_t(12 * 13 / 2 * rounds));
 }
 
+TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the INSERT would") {
+  // From 64 events (copy_min_rows in postgresql_statements.cpp) a batch's events are COPYed.
+  // The same batches of 63 and 64 events, with every character that COPY's text format gives a
+  // meaning, CANCELs (NULL columns), first writes and later ones, must read back the same, a
+  // taken key must be a key conflict that writes nothing, and the session must go on after one.
+  StoreUnderTest s = make_postgres_store();
+  {
+    // Which statement wrote the events: a statement-level trigger keeps the top-level query.
+    auto sql = pg_sql(s);
+    *sql << "CREATE TABLE events_writers (query text NOT NULL)";
+    *sql << "CREATE FUNCTION log_events_writer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO events_writers VALUES (current_query()); RETURN NULL; END $$";
+    *sql << "CREATE TRIGGER log_events_writer AFTER INSERT ON events FOR EACH STATEMENT "
+            "EXECUTE FUNCTION log_events_writer()";
+  }
+  const auto writers = [&] {
+    auto sql = pg_sql(s);
+    std::vector<std::string> out;
+    soci::rowset<std::string> rows =
+        (sql->prepare << "SELECT split_part(query, ' ', 1) FROM events_writers");
+    for (const auto& q : rows) out.push_back(q);
+    *sql << "DELETE FROM events_writers";
+    return out;
+  };
+  const std::vector<std::string> odd{"\\N",   "back\\slash", "tab\there", "new\nline",
+                                     "cr\rx", "\b\f\v",      "NULL",      "\"q\"",
+                                     "a,b",   "\\.",         "\xC3\xA9",  " sp "};
+  for (const std::size_t n : {std::size_t{63}, std::size_t{64}}) {
+    CAPTURE(n);
+    const std::string expect = n < 64 ? "WITH" : "COPY";  // insert_events_sql starts with WITH
+    const PartitionKey k = key("K" + std::to_string(n), "\\N", "tab\tbook");
+    const auto id = [&](std::size_t i) {
+      return std::to_string(n) + "-" + odd[i % odd.size()] + "-" + std::to_string(i);
+    };
+    // Round 1: n NEWs, a first write. Round 2: n events on top, a CANCEL every third.
+    UpdateBuilder first(k, 1, 0);
+    for (std::size_t i = 0; i < n; ++i)
+      first.add(new_trade(id(i), i % 2 ? Side::Sell : Side::Buy, std::to_string(i + 1) + ".125",
+                          "0.00000001"));
+    const CommitBatch b1 = batch({first});
+    require_commit(s, b1);
+    CHECK(writers() == std::vector<std::string>{expect});
+    UpdateBuilder second(k, 1, n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i % 3 == 0) {
+        second.add(event(id(i), 2, TradeType::Cancel));
+      } else {
+        second.add(event(id(i), 2, TradeType::Amend, Side::Sell, "7", "123456789.12345678"));
+      }
+    }
+    const CommitBatch b2 = batch({second});
+    require_commit(s, b2);
+    CHECK(writers() == std::vector<std::string>{expect});
+    for (const CommitBatch* b : {&b1, &b2}) {
+      std::vector<IdempotencyKey> keys;
+      for (const auto& e : b->partitions[0].events)
+        keys.push_back(IdempotencyKey{e.event.trade_id, e.event.version});
+      auto found = s->find_events(keys);
+      REQUIRE(found.has_value());
+      REQUIRE(found.value().size() == n);
+      for (std::size_t i = 0; i < n; ++i) {
+        CAPTURE(i);
+        REQUIRE(found.value()[i].has_value());
+        CHECK(same_event(*found.value()[i], b->partitions[0].events[i]));
+        CHECK(found.value()[i]->fence == 1);
+      }
+    }
+    CHECK(load(s, k).seq == 2 * n);
+
+    // A key stored before, as the last event of a batch of n NEWs: a key conflict, nothing
+    // written; so is a key twice in one batch. Then the same session commits the batch right.
+    const auto round3 = [&](std::size_t count) {
+      UpdateBuilder u(k, 1, 2 * n);
+      for (std::size_t i = 0; i < count; ++i) u.add(new_trade("r3-" + id(i)));
+      return u;
+    };
+    UpdateBuilder taken = round3(n - 1);
+    taken.add(new_trade(id(0)));  // version 1 of id(0) is stored
+    CHECK(error_of(s->commit(batch({taken}))) == errc::key_conflict);
+    UpdateBuilder twice = round3(n - 1);
+    twice.add(new_trade("r3-" + id(0)));
+    CHECK(error_of(s->commit(batch({twice}))) == errc::key_conflict);
+    CHECK(load(s, k).seq == 2 * n);
+    CHECK_FALSE(find(s, "r3-" + id(0), 1).has_value());
+    CHECK(writers().empty());  // rolled back: the trigger's rows too
+    require_commit(s, batch({round3(n)}));
+    CHECK(writers() == std::vector<std::string>{expect});
+    CHECK(load(s, k).seq == 3 * n);
+    CHECK(find(s, "r3-" + id(n - 1), 1).has_value());
+  }
+}
+
 TEST_CASE("postgresql: URIs: the password stays out of describe, bad ones are errors") {
   StoreUnderTest s = make_postgres_store();
   const std::string port = std::to_string(shared_postgres().port());
