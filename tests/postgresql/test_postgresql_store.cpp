@@ -747,6 +747,15 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
     *sql << "CREATE TRIGGER log_events_writer AFTER INSERT ON events FOR EACH STATEMENT "
             "EXECUTE FUNCTION log_events_writer()";
   }
+  // The trades of partition `k` are those that `b` (its only update) leaves.
+  const auto require_trades = [&](const PartitionKey& k, const CommitBatch& b) {
+    const PartitionState st = load(s, k);
+    for (const auto& [id, record] : b.partitions[0].trades) {
+      CAPTURE(id);
+      REQUIRE(st.trades.contains(id));
+      CHECK(st.trades.at(id) == record);
+    }
+  };
   const auto writers = [&] {
     auto sql = pg_sql(s);
     std::vector<std::string> out;
@@ -774,6 +783,7 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
     const CommitBatch b1 = batch({first});
     require_commit(s, b1);
     CHECK(writers() == std::vector<std::string>{expect});
+    require_trades(k, b1);
     UpdateBuilder second(k, 1, n);
     for (std::size_t i = 0; i < n; ++i) {
       if (i % 3 == 0) {
@@ -785,6 +795,8 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
     const CommitBatch b2 = batch({second});
     require_commit(s, b2);
     CHECK(writers() == std::vector<std::string>{expect});
+    require_trades(k, b2);
+    CHECK(load(s, k).trades.size() == n);
     for (const CommitBatch* b : {&b1, &b2}) {
       std::vector<IdempotencyKey> keys;
       for (const auto& e : b->partitions[0].events)
@@ -819,6 +831,7 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
     CHECK(writers().empty());  // rolled back: the trigger's rows too
     require_commit(s, batch({round3(n)}));
     CHECK(writers() == std::vector<std::string>{expect});
+    CHECK(load(s, k).trades.size() == 2 * n);
     CHECK(load(s, k).seq == 3 * n);
     CHECK(find(s, "r3-" + id(n - 1), 1).has_value());
   }
