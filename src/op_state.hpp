@@ -27,6 +27,10 @@ struct OpState {
   /// Taken by its shard while an earlier op of its key was still ahead of it in the gate: that
   /// op is of the same partition and was taken into the same batch (ShardCore's take/decide).
   bool taken_behind = false;
+  /// Its key is looked up in the store before every decision, whatever its partition's state
+  /// says: a batch of it was refused for a key (errc::key_conflict), which only a key stored in
+  /// another partition explains when the lookup was skipped (ShardCore: Step::take).
+  bool look_up = false;
 };
 
 static_assert(sizeof(OpState) <= sizeof(SubmitOp::scheduler_state),

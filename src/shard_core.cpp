@@ -318,6 +318,8 @@ struct ShardCore::Impl {
   };
   Flight flight;
   std::vector<std::optional<StoredEvent>> found_held;  // Step::held: the lookup's result
+  std::vector<std::size_t> looked_up;  // the ops (indexes into ops) whose keys are looked up
+  std::vector<std::optional<StoredEvent>> found_all;  // the stored event of each op's key
   std::shared_ptr<CommitBatch> spare_batch;  // an emptied batch to reuse (see launch_flight)
   std::vector<DeadlineEntry> deferred_deadlines;  // of partitions in the flight (expire_deadlines)
 
@@ -761,12 +763,20 @@ struct ShardCore::Impl {
             end_batch();
             continue;
           }
+          select_lookups();
+          if (looked_up.empty()) {
+            // No key of the batch can be stored: decided at once, without a lookup.
+            found_all.assign(ops.size(), std::nullopt);
+            keys_found(now);
+            continue;
+          }
           Action a;
           a.kind = Action::Kind::find;
-          auto& keys = fresh_keys(ops.size());
-          for (std::size_t i = 0; i < ops.size(); ++i) {
-            keys[i].trade_id = ops[i]->event.trade_id;  // assigned: reuses the string's memory
-            keys[i].version = ops[i]->event.version;
+          auto& keys = fresh_keys(looked_up.size());
+          for (std::size_t k = 0; k < looked_up.size(); ++k) {
+            const TradeEvent& e = ops[looked_up[k]]->event;
+            keys[k].trade_id = e.trade_id;  // assigned: reuses the string's memory
+            keys[k].version = e.version;
           }
           a.idem_keys = lookup_keys;
           awaiting = true;
@@ -1192,17 +1202,58 @@ struct ShardCore::Impl {
     attempt = 0;
     store_outage_since.reset();
     measure(est_lookup, lookup_started, now);
+    // The results, in the order of the keys asked (looked_up), by op.
+    auto& found = r.value();
+    if (found.size() != looked_up.size()) {
+      log->error("the store answered a lookup of {} keys with {} results", looked_up.size(),
+                 found.size());
+      return abandon(make_error_code(errc::store_error));
+    }
+    found_all.assign(ops.size(), std::nullopt);
+    for (std::size_t k = 0; k < looked_up.size(); ++k)
+      found_all[looked_up[k]] = std::move(found[k]);
+    found_spare = std::move(found);  // only its capacity is of use now
+    found_spare.clear();
+    keys_found(now);
+  }
+
+  /// Which ops of the batch have their key looked up (looked_up, ascending): those whose key
+  /// may be stored. A key (trade_id, version) that the partition's state (as of our claim, and
+  /// checked by the commit: a partition written meanwhile refuses it) shows it has not stored,
+  /// because it holds no record of the trade or one of a lower version, could only be stored in
+  /// another partition; its op is decided as if it were not stored, and the commit checks that
+  /// (its insert, or absent_keys for an outcome that writes nothing, is refused with
+  /// errc::key_conflict if the key is stored), after which its batch is decided again with
+  /// every key looked up (OpState::look_up). An op whose key an op of another partition carried
+  /// ahead of it in the key gate (OpState::gate_local false) looks up too: its key is likely
+  /// stored elsewhere by now. Re-sends and replays look up; fresh events (most of them) do not.
+  void select_lookups() {
+    looked_up.clear();
+    for (const Taken& t : taken) {
+      const std::optional<PartitionState>& st = t.slot->state;
+      for (std::size_t i = t.first; i < t.first + t.count; ++i) {
+        const SubmitOp* op = ops[i];
+        bool may_be_stored = true;
+        if (st && !state_of(op).look_up && state_of(op).gate_local) {
+          const auto it = st->trades.find(op->event.trade_id);
+          may_be_stored = it != st->trades.end() && it->second.version >= op->event.version;
+        }
+        if (may_be_stored) looked_up.push_back(i);
+      }
+    }
+  }
+
+  /// The keys are known (found_all, by op): decided now, or once the commit out succeeded.
+  void keys_found(Time now) {
     if (flight.out) {
       // Decided only once the commit out succeeded: its outcome could change what this batch
       // is decided on (a key the two share waits in the key gate, a partition is never in both,
       // but a failed commit fails or re-decides its partitions, and this batch goes back).
-      found_held = std::move(r).value();
+      found_held.swap(found_all);
       step = Step::held;
       return;
     }
-    decide_and_stage(r.value(), now);
-    found_spare = std::move(r).value();  // decided: only its capacity is of use now
-    found_spare.clear();
+    decide_and_stage(found_all, now);
   }
 
   /// Step 6, then step 7 is next.
@@ -1259,11 +1310,9 @@ struct ShardCore::Impl {
     f.hook_batches.clear();
     recycle(f.batch);
     if (step == Step::held && !aborting) {
-      auto found = std::move(found_held);
+      found_all.swap(found_held);
       found_held.clear();
-      decide_and_stage(found, now);
-      found_spare = std::move(found);  // decided: only its capacity is of use now (on_found)
-      found_spare.clear();
+      decide_and_stage(found_all, now);
     }
   }
 
@@ -1491,8 +1540,12 @@ struct ShardCore::Impl {
     }
     for (const Taken& t : taken) {
       bool bounced_out = false;
-      for (std::size_t i = t.first; i < t.first + t.count; ++i)
+      for (std::size_t i = t.first; i < t.first + t.count; ++i) {
         if (++state_of(ops[i]).redecides > cfg.retry.max_attempts) bounced_out = true;
+        // A key is stored that a skipped lookup took as not: look every key up from now on.
+        if (ec == errc::key_conflict && cfg.mutation != Mutation::conflict_blind)
+          state_of(ops[i]).look_up = true;
+      }
       if (bounced_out) {
         log->error("partition {} kept conflicting; failing its queued events",
                    t.slot->key.to_string());
@@ -1501,6 +1554,10 @@ struct ShardCore::Impl {
       }
       back_off(*t.slot, now);
     }
+    // A partition picked but with nothing taken (its first op waits in the key gate) is in no
+    // Taken: back in line, or nothing would pick it again (its wake-up may have come already,
+    // while it was in this batch).
+    for (Slot* s : picked) make_ready(*s);
     end_batch();
     pending_release = std::move(lost);
   }

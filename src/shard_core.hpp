@@ -106,6 +106,7 @@ enum class Mutation {
   accepted_marks,      ///< only ACCEPTED events move source marks (a re-read decides again)
   early_outcomes,      ///< an overlapped commit's events complete when it goes out, not on success
   batch_blind_keys,    ///< a re-send decided in its original's batch does not see the original
+  conflict_blind,      ///< a batch refused for a key skips the same key lookups again
 };
 
 /// What the core needs from the pipeline's options.

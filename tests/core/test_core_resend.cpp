@@ -135,3 +135,41 @@ TEST_CASE("shard core: a message read again while its first reading commits is n
   CHECK(again->ec == errc::replayed);
   CHECK(d.commits == 2);
 }
+
+TEST_CASE("shard core: only keys that may be stored are looked up; the commit checks the rest") {
+  // A key (trade_id, version) whose partition holds no record of the trade, or one of a lower
+  // version, cannot be stored in that partition: it is not looked up, and the commit refuses
+  // the batch (key_conflict) if another partition stored it; then every key of the batch is
+  // looked up and the batch decided again.
+  Driver d;
+  const PartitionKey a = tctest::pk("A"), b = tctest::pk("B");
+  using Key = IdempotencyKey;
+  ResendOp* fresh = d.submit(trade("T1", 1, TradeType::New, a));
+  ResendOp* amend = d.submit(trade("T2", 2, TradeType::Amend, a));  // unknown trade
+  d.run();
+  CHECK(fresh->outcome == Outcome::accepted(1));
+  CHECK(amend->outcome == Outcome::rejected("unknown trade"));
+  CHECK(d.looked_up.empty());
+  CHECK(d.commits == 1);
+
+  // A holds T1 at version 1: its re-send is looked up (DUPLICATE), its AMEND v2 is not.
+  ResendOp* resend = d.submit(trade("T1", 1, TradeType::New, a));
+  ResendOp* next = d.submit(trade("T1", 2, TradeType::Amend, a, "5"));
+  d.run();
+  CHECK(resend->outcome == Outcome::duplicate());
+  CHECK(next->outcome == Outcome::accepted(2));
+  CHECK(d.looked_up == std::vector<Key>{{"T1", 1}});
+  CHECK(d.commits == 2);
+
+  // (T1, 2) is stored in A; submitted to B long after (nothing of A's in the key gate), it is not
+  // looked up at first: B's commit refuses it, and then it is, with the rest of its batch.
+  d.looked_up.clear();
+  ResendOp* elsewhere = d.submit(trade("T1", 2, TradeType::Amend, b, "5"));
+  ResendOp* other = d.submit(trade("T3", 1, TradeType::New, b));
+  d.run();
+  CHECK(elsewhere->outcome.kind == OutcomeKind::Rejected);
+  CHECK(elsewhere->outcome.reason.rfind("conflict:", 0) == 0);
+  CHECK(other->outcome == Outcome::accepted(1));
+  CHECK(d.looked_up == std::vector<Key>{{"T1", 2}, {"T3", 1}});
+  CHECK(d.commits == 4);  // refused, then committed
+}

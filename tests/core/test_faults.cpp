@@ -150,18 +150,19 @@ TEST_CASE("faults: outcomes that write nothing are never decided on a copy anoth
 }
 
 TEST_CASE("faults: an absent key seen by a decision is re-checked in the commit") {
-  // A decides AMEND K v2 in P as "unknown trade" (its key absent). Between A's lookup and A's
-  // commit another host accepts (K, 2) in partition Q: at A's commit the right answer is
-  // "conflict", and A must not report "unknown trade" from its stale global view.
+  // A decides AMEND K v2 in P as "unknown trade" (its key absent: P holds no trade K, so it is
+  // not even looked up). Between A's decision and A's commit another host accepts (K, 2) in
+  // partition Q: at A's commit the right answer is "conflict", and A must not report "unknown
+  // trade" from its stale global view.
   class RaceStore final : public TradeStoreWrapper {
    public:
     using TradeStoreWrapper::TradeStoreWrapper;
-    std::function<void()> after_find;
-    result<std::vector<std::optional<StoredEvent>>> find_events(
-        std::span<const IdempotencyKey> k) override {
-      auto r = TradeStoreWrapper::find_events(k);
-      if (after_find) std::exchange(after_find, {})();
-      return r;
+    std::function<void()> before_commit;
+
+   protected:
+    result<void> do_commit_(const CommitBatch& b) override {
+      if (before_commit) std::exchange(before_commit, {})();
+      return TradeStoreWrapper::do_commit_(b);
     }
   };
   auto inner = make_memory_store();
@@ -171,7 +172,7 @@ TEST_CASE("faults: an absent key seen by a decision is re-checked in the commit"
   Pipeline other(inner, make_local_lock(), make_position_processor(), o);
   REQUIRE(other.submit(ev("K", 1, TradeType::New, Q)).value() == Outcome::accepted(1));
   Pipeline a(store, make_local_lock(), make_position_processor(), o);
-  store->after_find = [&] {
+  store->before_commit = [&] {
     auto r = other.submit(ev("K", 2, TradeType::Amend, Q, Side::Buy, "3"));
     REQUIRE(r);
     REQUIRE(r.value() == Outcome::accepted(2));
@@ -768,7 +769,7 @@ TEST_CASE("faults: an overlapped commit: the next batch forms meanwhile, decided
   std::vector<IdempotencyKey> finds;
   auto held = oc.until_commit(&finds);
   CHECK(held.kind == Kind::idle);  // decided only after the commit out answers
-  REQUIRE(finds.size() == 1);
+  REQUIRE(finds.size() == 1);  // not behind the key gate (gate_local unset): looked up
   CHECK(finds[0].trade_id == "B");
   CHECK_FALSE(a.done);
   CHECK_FALSE(b.done);
@@ -853,7 +854,7 @@ class SlowBusyStore final : public TradeStoreWrapper {
 }  // namespace
 
 TEST_CASE("faults: overlapped commits through the threaded pipeline give the sequential result") {
-  // 20 partitions, each a NEW, AMENDs, a CANCEL and a re-sent duplicate, submitted as one stream.
+  // 20 partitions, each a NEW, AMENDs, a CANCEL and re-sent duplicates, submitted as one stream.
   std::vector<TradeEvent> evs;
   for (int round = 0; round < 6; ++round) {
     for (int p = 0; p < 20; ++p) {
@@ -864,15 +865,24 @@ TEST_CASE("faults: overlapped commits through the threaded pipeline give the seq
         evs.push_back(ev(id, round + 1, TradeType::Amend, key, Side::Buy, std::to_string(round)));
       if (round == 4) evs.push_back(ev(id, 2, TradeType::Amend, key, Side::Buy, "1"));  // dup
       if (round == 5) evs.push_back(ev(id, 5, TradeType::Cancel, key));
+      // And the NEW again in every later round.
+      if (round >= 1) evs.push_back(ev(id, 1, TradeType::New, key));
     }
   }
+  // Submitted in two halves, the second once the first is done: a key its partition holds is
+  // looked up (a fresh one is not), so the second half's batches have lookups to overlap with
+  // the commit out.
+  const std::size_t half = evs.size() / 2;
   auto run = [&](bool overlap, std::shared_ptr<TradeStore> store) {
     PipelineOptions o = fast_retries();
     o.overlap_commits = overlap;
     o.max_batch = 16;  // many batches
     Pipeline pl(store, make_local_lock(), make_position_processor(), o);
     std::vector<Result> got;
-    for (auto& f : submit_all(pl, evs)) got.push_back(f.get());
+    const std::vector<TradeEvent> first(evs.begin(), evs.begin() + std::ptrdiff_t(half));
+    const std::vector<TradeEvent> second(evs.begin() + std::ptrdiff_t(half), evs.end());
+    for (auto& f : submit_all(pl, first)) got.push_back(f.get());
+    for (auto& f : submit_all(pl, second)) got.push_back(f.get());
     return got;
   };
   auto plain = make_memory_store();

@@ -330,6 +330,10 @@ TEST_CASE("a store decorator that overrides only find_events sees the pipeline's
   auto r = pl.submit(ev("T1", 1, TradeType::New, pk("A")));
   REQUIRE(r);
   CHECK(r.value() == Outcome::accepted(1));
+  // A re-send: its partition holds the trade, so its key is looked up (a fresh one is not).
+  r = pl.submit(ev("T1", 1, TradeType::New, pk("A")));
+  REQUIRE(r);
+  CHECK(r.value() == Outcome::duplicate());
   CHECK(store->lookups.load() >= 1);
 }
 

@@ -27,7 +27,8 @@ const char* kUsage =
     "  --events E       stream events per seed (default 300)\n"
     "  --mutation NAME  re-introduce a known bug in the core: no_failure_barrier,\n"
     "                   unvalidated_noop, lock_fences, ignore_deadlines, redecide_stored,\n"
-    "                   accepted_marks, early_outcomes, batch_blind_keys (the sim must FAIL)\n"
+    "                   accepted_marks, early_outcomes, batch_blind_keys, conflict_blind\n"
+    "                   (the sim must FAIL)\n"
     "  --verbose        trace every fault, server call and outcome (use with one seed)\n"
     "\n"
     "A failing seed prints FAIL seed=N: <what> and the command that replays it; exit status 1.\n";
@@ -35,9 +36,10 @@ const char* kUsage =
 // In detail::Mutation's order.
 const char* const kMutations[] = {"none",          "no_failure_barrier", "unvalidated_noop",
                                    "lock_fences",   "ignore_deadlines",   "redecide_stored",
-                                   "accepted_marks", "early_outcomes", "batch_blind_keys"};
+                                   "accepted_marks", "early_outcomes", "batch_blind_keys",
+                                   "conflict_blind"};
 static_assert(std::size(kMutations) ==
-              static_cast<std::size_t>(tradecapture::detail::Mutation::batch_blind_keys) + 1);
+              static_cast<std::size_t>(tradecapture::detail::Mutation::conflict_blind) + 1);
 
 void summary(const sim::Stats& st, double wall) {
   std::printf("sim: %llu seeds, %llu stream events, %llu submissions, %llu commits, %.1f simulated hours, %.1f s wall\n",

@@ -51,6 +51,7 @@ struct CoreDriver {
   std::uint64_t next_stamp = 1;
   std::vector<std::unique_ptr<DrivenOp>> ops;
   int commits = 0;  ///< commit actions executed
+  std::vector<tradecapture::IdempotencyKey> looked_up;  ///< every key of every find action
 
   CoreDriver(tradecapture::detail::ShardConfig c, bool with_gate) : config(std::move(c)) {
     lock = tradecapture::make_local_lock(config.lease);
@@ -115,7 +116,10 @@ struct CoreDriver {
         }
         case Kind::release: lock->release(act.grants); break;
         case Kind::claim: core->on_claimed(store->claim_partitions(act.keys), now); break;
-        case Kind::find: core->on_found(store->find_events(*act.idem_keys), now); break;
+        case Kind::find:
+          looked_up.insert(looked_up.end(), act.idem_keys->begin(), act.idem_keys->end());
+          core->on_found(store->find_events(*act.idem_keys), now);
+          break;
         case Kind::commit: {
           ++commits;
           auto batch = std::move(act.batch);
