@@ -812,6 +812,49 @@ TEST_CASE("faults: an overlapped commit: the next batch forms meanwhile, decided
   }
 }
 
+TEST_CASE("faults: a refused overlapped commit puts back a partition it picked but took nothing of") {
+  // b (partition B) waits in the key gate behind c (partition C, the same key): the batch that
+  // picks B takes nothing of it. The gate opens (c completed) while that batch forms; the batch
+  // then goes out as the overlapped commit, the next pick skips B (in that commit), and the
+  // commit is refused: B must be in line again, or b is never decided.
+  const PartitionKey A{"ACC", "BOOK", "SA"}, B{"ACC", "BOOK", "SB"}, C{"ACC", "BOOK", "SC"};
+  OverlapCore oc;
+  StepOp c(ev("K", 1, TradeType::New, C));
+  oc.add(c);
+  auto first = oc.until_commit();  // c's commit, out
+  REQUIRE(first.kind == Kind::commit);
+  REQUIRE(first.overlapped);
+  StepOp a(ev("X", 1, TradeType::New, A)), b(ev("K", 1, TradeType::New, B));
+  oc.add(a);
+  oc.add(b);
+  detail::state_of(&b).gate_head = false;  // behind c, of another partition
+  detail::state_of(&b).gate_local = false;
+  CHECK(oc.until_commit().kind == Kind::idle);  // a's batch, held until c's commit answers
+  oc.core.on_committed(oc.store->commit(*first.batch), oc.t0);
+  oc.deliver();
+  REQUIRE(c.done);
+  detail::state_of(&b).gate_head = true;  // the key gate opens for b
+  oc.core.wake(B);
+  auto second = oc.until_commit();  // a's batch (B picked, nothing taken), out
+  REQUIRE(second.kind == Kind::commit);
+  REQUIRE(second.overlapped);
+  REQUIRE(second.batch->partitions.size() == 1);
+  CHECK(second.batch->partitions[0].partition == A);
+  CHECK(oc.until_commit().kind == Kind::idle);  // picks B again, skipped: in the commit out
+  oc.core.on_committed(make_error_code(errc::key_conflict), oc.t0);  // refused
+  oc.deliver();
+  for (int i = 0; i < 10 && !(a.done && b.done); ++i) {
+    auto act = oc.until_commit();
+    if (act.kind != Kind::commit) continue;
+    oc.core.on_committed(oc.store->commit(*act.batch), oc.t0);
+    oc.deliver();
+  }
+  REQUIRE(a.done);
+  REQUIRE(b.done);
+  CHECK(a.outcome == Outcome::accepted(1));
+  CHECK(b.outcome.kind == OutcomeKind::Rejected);  // (K, 1) is c's, in another partition
+}
+
 namespace {
 
 /// Slow calls: a key lookup takes 3 ms, a commit 10 ms, and every 5th commit is refused as
