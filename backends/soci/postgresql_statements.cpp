@@ -466,10 +466,7 @@ std::size_t index_of(long long ord, std::size_t size) {
 /// store does not rely on that. A NUL byte cannot be sent (as with ArrayParam).
 class CopyRows {
  public:
-  void reset() {
-    text_.clear();
-    rows_ = 0;
-  }
+  void reset() { text_.clear(); }
   void add_text(std::string_view value) {
     // The characters to escape, and the letter each one is escaped with.
     constexpr std::string_view special("\\\t\n\r\b\f\v", 7), letter("\\tnrbfv", 7);
@@ -496,15 +493,11 @@ class CopyRows {
   }
   void add_null() { text_ += "\\N\t"; }
   /// Ends the row (its last field's separator becomes the row's end).
-  void end_row() {
-    text_.back() = '\n';
-    ++rows_;
-  }
+  void end_row() { text_.back() = '\n'; }
   const std::string& text() const { return text_; }
 
  private:
   std::string text_;
-  std::size_t rows_ = 0;
 };
 
 /// Reads what is left of the current command's results on `conn`; a COPY still taking data is
@@ -845,22 +838,8 @@ class PostgresqlStatements final : public BatchStatements {
         // back and reports it as with the INSERT below (on_unique).
         copy_rows_.reset();
         for (const EventRow& row : events_) {
-          const TradeEvent& e = row.event->event;
-          copy_rows_.add_integer(row.partition_id);
-          copy_rows_.add_integer(static_cast<long long>(row.event->seq));
-          copy_rows_.add_text(e.trade_id);
-          copy_rows_.add_integer(e.version);
-          copy_rows_.add_text(to_string(e.type));
-          if (e.type == TradeType::Cancel) {
-            copy_rows_.add_null();
-            copy_rows_.add_null();
-            copy_rows_.add_null();
-          } else {
-            copy_rows_.add_text(to_string(e.side));
-            copy_rows_.add_decimal(e.quantity);
-            copy_rows_.add_decimal(e.price);
-          }
-          copy_rows_.add_integer(static_cast<long long>(row.fence));
+          event_columns(row, copy_rows_, copy_rows_, copy_rows_, copy_rows_, copy_rows_,
+                        copy_rows_, copy_rows_, copy_rows_, copy_rows_);
           copy_rows_.end_row();
         }
         on_unique = errc::key_conflict;
@@ -876,22 +855,8 @@ class PostgresqlStatements final : public BatchStatements {
           a->reset();
         }
         for (const EventRow& row : events_) {
-          const TradeEvent& e = row.event->event;
-          partition_id_.add_integer(row.partition_id);
-          seq_.add_integer(static_cast<long long>(row.event->seq));
-          fence_.add_integer(static_cast<long long>(row.fence));
-          trade_id_.add_text(e.trade_id);
-          version_.add_integer(e.version);
-          type_.add_text(to_string(e.type));
-          if (e.type == TradeType::Cancel) {  // a CANCEL has no side, quantity or price
-            side_.add_null();
-            quantity_.add_null();
-            price_.add_null();
-          } else {
-            side_.add_text(to_string(e.side));
-            quantity_.add_decimal(e.quantity);
-            price_.add_decimal(e.price);
-          }
+          event_columns(row, partition_id_, seq_, trade_id_, version_, type_, side_, quantity_,
+                        price_, fence_);
         }
         for (ArrayParam* a : {&partition_id_, &seq_, &trade_id_, &version_, &type_, &side_,
                               &quantity_, &price_, &fence_}) {
@@ -964,6 +929,30 @@ class PostgresqlStatements final : public BatchStatements {
     long long partition_id;
     std::uint64_t fence;  // the update's fence: StoredEvent::fence as stored
   };
+
+  /// Adds the columns of an event row, in the table's column order, each to its own sink: an
+  /// ArrayParam per column (the INSERT), or the one CopyRows for all (COPY).
+  template <class Sink>
+  static void event_columns(const EventRow& row, Sink& partition_id, Sink& seq, Sink& trade_id,
+                            Sink& version, Sink& type, Sink& side, Sink& quantity, Sink& price,
+                            Sink& fence) {
+    const TradeEvent& e = row.event->event;
+    partition_id.add_integer(row.partition_id);
+    seq.add_integer(static_cast<long long>(row.event->seq));
+    trade_id.add_text(e.trade_id);
+    version.add_integer(e.version);
+    type.add_text(to_string(e.type));
+    if (e.type == TradeType::Cancel) {  // a CANCEL has no side, quantity or price
+      side.add_null();
+      quantity.add_null();
+      price.add_null();
+    } else {
+      side.add_text(to_string(e.side));
+      quantity.add_decimal(e.quantity);
+      price.add_decimal(e.price);
+    }
+    fence.add_integer(static_cast<long long>(row.fence));
+  }
 
   /// Fills the key arrays (account_, book_, security_) from `[first, last)`.
   template <class It, class Key>
