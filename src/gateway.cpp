@@ -283,6 +283,12 @@ struct Gateway::Impl {
     std::unique_ptr<detail::GatewayOp> op;
   };
   static constexpr std::size_t not_submitted = static_cast<std::size_t>(-1);
+  /// A POST /v1/trades body of at most this many bytes is parsed on the caller's thread, not
+  /// handed to the executor (a single event is ~200 bytes).
+  static constexpr std::size_t inline_body_bytes = 4096;
+  /// The answer of at most this many submitted events is built on the pipeline thread that
+  /// completes the last of them, not handed to the executor.
+  static constexpr std::size_t inline_answer_events = 16;
 
   static bool needs_auth(Route r) { return r != Route::live && r != Route::ready; }
 
@@ -373,6 +379,12 @@ struct Gateway::Impl {
         if (!req.deadline_ms.empty())
           limit = std::min(limit, std::chrono::milliseconds(*parse_deadline_ms(req.deadline_ms[0])));
         const auto deadline = arrival + limit;
+        // A small body (a single event, a few) is parsed and submitted here, on the caller's
+        // thread: a few microseconds, less than what handing it to the executor costs (a
+        // thread wake-up and a context switch each way, ~10 us apiece on the machine of
+        // BENCHMARKS.md). Nothing here blocks: admission refuses instead of waiting.
+        if (req.body.size() <= inline_body_bytes)
+          return post_trades(req.body, format, deadline, std::move(op));
         asio::post(opt.executor, [this, op = std::move(op), body = std::move(req.body), format,
                                   deadline]() mutable {
           post_trades(body, format, deadline, std::move(op));
@@ -474,16 +486,27 @@ struct Gateway::Impl {
     // counted in `rejected_at_parse` and left out of the reservation, so the gateway needs the
     // verdict before it submits. The pipeline's own `validate` would say the same again, so the
     // batch goes in through the internal entry that skips it (detail/validate_once.hpp).
-    detail::PrevalidatedSubmit::async_submit_batch(
-        pipeline, std::move(batch), room ? std::move(room.value()) : Pipeline::Reservation{},
-        submit_options,
-        asio::bind_executor(opt.executor,
-                            [this, job](boost::system::error_code, std::vector<result<Outcome>> r) {
-                              finish_trades(*job, std::move(r));
-                            }));
+    // The answer of a few events is built where the last of them completes (a pipeline
+    // thread): a few hundred bytes of JSON, cheaper than a hand-off to the executor; a larger
+    // one on the executor, so that the pipeline's threads do not write long bodies.
+    auto room_or_none = room ? std::move(room.value()) : Pipeline::Reservation{};
+    auto finish = [this, job](boost::system::error_code, std::vector<result<Outcome>> r) {
+      finish_trades(*job, std::move(r));
+    };
+    if (batch.size() <= inline_answer_events) {
+      detail::PrevalidatedSubmit::async_submit_batch(pipeline, std::move(batch),
+                                                     std::move(room_or_none), submit_options,
+                                                     std::move(finish));
+    } else {
+      detail::PrevalidatedSubmit::async_submit_batch(pipeline, std::move(batch),
+                                                     std::move(room_or_none), submit_options,
+                                                     asio::bind_executor(opt.executor,
+                                                                         std::move(finish)));
+    }
   }
 
-  // Runs on the executor once every submitted event has completed.
+  // Runs once every submitted event has completed: on the executor, or for a few events on
+  // the pipeline thread that completed the last of them.
   void finish_trades(TradesJob& job, std::vector<result<Outcome>> results) {
     trade_requests.fetch_add(1);
     std::uint64_t failed = 0;

@@ -12,10 +12,12 @@
 // library's `tradecapture::Gateway` (<tradecapture/gateway.hpp>); this file adapts the Beast
 // server (`tradecapture::http`) to it and adds the flags, the metrics and the drain.
 //
-// Threads: the io_context (--http-threads) only reads and writes; body parsing, admission,
-// store reads and health checks run on a small worker pool (--worker-threads, the gateway's
-// executor); the pipeline has its own shards (--threads); the Kafka source, when there is one,
-// its own polling thread. Answers post back to the connection's strand.
+// Threads: the io_context (--http-threads) reads and writes, and parses and submits small
+// POST bodies (up to 4 KiB: a hand-off would cost more); larger bodies, store reads and health
+// checks run on a small worker pool (--worker-threads, the gateway's executor); the pipeline
+// has its own shards (--threads), which also build the answers of small POSTs; the Kafka
+// source, when there is one, its own polling thread. Answers post back to the connection's
+// strand.
 
 #include "serve.hpp"
 

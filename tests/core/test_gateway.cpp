@@ -17,7 +17,9 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <future>
 #include <string>
+#include <thread>
 
 using namespace tradecapture;
 using namespace std::chrono_literals;
@@ -345,4 +347,68 @@ TEST_CASE("gateway: async_handle with use_awaitable") {
   io.run();
   CHECK(got.status == 200);
   CHECK(got.body == "{\"outcomes\": [" + outcome(1, "T1", 1, "ACCEPTED", "", "1") + "]}\n");
+}
+
+TEST_CASE("gateway: a small POST is parsed on the caller's thread and answered by the pipeline; "
+          "a large one goes through the executor") {
+  // The executor is an io_context nobody runs yet: what needs it waits, what does not answers.
+  boost::asio::io_context idle;
+  auto store = make_memory_store();
+  auto lock = make_local_lock();
+  Pipeline pipeline(store, lock, make_position_processor(), Fixture::pipeline_options(1000));
+  GatewayOptions o;
+  o.executor = idle.get_executor();
+  Gateway gateway(pipeline, store, lock, std::move(o));
+  auto event = [](int i) {
+    return R"({"trade_id": "L)" + std::to_string(i) +
+           R"(", "version": 1, "type": "NEW", "account": "A", "book": "B", "security": "S", )"
+           R"("side": "BUY", "quantity": "1", "price": "2"})";
+  };
+  auto array = [&](int from, int n) {
+    std::string body = "[";
+    for (int i = from; i < from + n; ++i) body += (i == from ? "" : ", ") + event(i);
+    return body + "]";
+  };
+  // One event: parsed here, answered on the pipeline thread.
+  auto one = gateway.async_handle(Fixture::trades_request(buy_t1), boost::asio::use_future);
+  REQUIRE(one.wait_for(20s) == std::future_status::ready);
+  CHECK(one.get().body == "{\"outcomes\": [" + outcome(1, "T1", 1, "ACCEPTED", "", "1") + "]}\n");
+  // 16 events in under 4 KiB: the same.
+  const std::string sixteen = array(0, 16);
+  REQUIRE(sixteen.size() <= 4096);
+  auto small = gateway.async_handle(Fixture::trades_request(sixteen), boost::asio::use_future);
+  REQUIRE(small.wait_for(20s) == std::future_status::ready);
+  CHECK(small.get().body.find("REJECTED") == std::string::npos);
+  // 17 events, still under 4 KiB: parsed here, but the answer is built on the executor.
+  const std::string seventeen = array(100, 17);
+  REQUIRE(seventeen.size() <= 4096);
+  auto answer_waits =
+      gateway.async_handle(Fixture::trades_request(seventeen), boost::asio::use_future);
+  // Over 4 KiB: parsed on the executor.
+  const std::string large = array(200, 40);
+  REQUIRE(large.size() > 4096);
+  auto parse_waits = gateway.async_handle(Fixture::trades_request(large), boost::asio::use_future);
+  CHECK(answer_waits.wait_for(300ms) == std::future_status::timeout);
+  CHECK(parse_waits.wait_for(1ms) == std::future_status::timeout);
+  // The 17 were submitted (and decided) without the executor; the 40 were not.
+  for (int i = 0; i < 2000 && pipeline.metrics().accepted < 1 + 16 + 17; ++i)
+    std::this_thread::sleep_for(5ms);
+  CHECK(pipeline.metrics().accepted == 1 + 16 + 17);
+  // Now run the executor until both answers are out.
+  for (int i = 0; i < 2000; ++i) {
+    idle.restart();
+    idle.run_for(10ms);
+    if (answer_waits.wait_for(0s) == std::future_status::ready &&
+        parse_waits.wait_for(0s) == std::future_status::ready)
+      break;
+  }
+  REQUIRE(answer_waits.wait_for(0s) == std::future_status::ready);
+  REQUIRE(parse_waits.wait_for(0s) == std::future_status::ready);
+  const auto a = answer_waits.get(), p = parse_waits.get();
+  CHECK(a.status == 200);
+  CHECK(p.status == 200);
+  CHECK(a.body.find("REJECTED") == std::string::npos);
+  CHECK(p.body.find("REJECTED") == std::string::npos);
+  CHECK(pipeline.metrics().accepted == 1 + 16 + 17 + 40);
+  pipeline.stop();
 }

@@ -118,7 +118,13 @@ struct OneThreadGateway {
     r.target = "/v1/trades";
     r.content_type = std::move(content_type);
     r.body = std::move(body);
-    auto f = gateway.async_handle(std::move(r), boost::asio::use_future);
+    // Handed to the gateway from its worker thread, as a transport's thread would: a small body
+    // is parsed on the caller's thread, a large one on the executor, both this one thread.
+    auto f = boost::asio::post(worker, boost::asio::use_future([this, r = std::move(r)]() mutable {
+                                 return gateway.async_handle(std::move(r),
+                                                             boost::asio::use_future);
+                               }))
+                 .get();
     REQUIRE(f.wait_for(std::chrono::seconds(20)) == std::future_status::ready);
     return f.get();
   }
