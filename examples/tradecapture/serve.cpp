@@ -364,7 +364,7 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--worker-threads", o.worker_threads,
-                  "threads for body parsing, store reads and health checks")
+                  "threads for parsing bodies over 4 KiB, store reads and health checks")
       ->envname("TRADECAPTURE_WORKER_THREADS")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

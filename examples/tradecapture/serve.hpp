@@ -21,7 +21,7 @@ struct ServeOptions {
   PipelineFlags pipeline;  ///< the backends and the pipeline, as in `replay`
   // HTTP.
   std::size_t http_threads = 2;    ///< I/O threads (the io_context)
-  std::size_t worker_threads = 4;  ///< threads for body parsing, store reads and health checks
+  std::size_t worker_threads = 4;  ///< threads for bodies over 4 KiB, store reads, health checks
   std::size_t max_connections = 1024;
   std::uint64_t max_body_bytes = std::uint64_t{64} << 20;
   std::uint64_t max_bodies_bytes = std::uint64_t{256} << 20;  ///< all connections together
