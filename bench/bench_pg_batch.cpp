@@ -186,6 +186,7 @@ void BM_PgBatchCost(benchmark::State& state) {
         u.trades.emplace_back(e.trade_id, TradeRecord{1, Side::Buy, qty, px, false});
         u.events.push_back(StoredEvent{std::move(e), ++u.new_seq});
       }
+      u.new_trades = u.trades.size();  // every trade is a NEW's, as the shard lists them
       u.position.live_trades += std::int64_t(u.events.size());
       st.seq = u.new_seq;
       st.position = u.position;

@@ -277,7 +277,9 @@ struct ShardCore::Impl {
   Time& commit_started = cur.commit_started;
   using TradeNode = std::pair<const std::string, TradeRecord>;
   std::vector<const TradeNode*> changed;  // decide: trades a partition's accepted events wrote
+  std::vector<const TradeNode*> created;  // decide: those of them the state did not hold
   const TradeNode* last_trade = nullptr;  // decide_one: the trade its ACCEPTED outcome wrote
+  bool last_trade_new = false;            // decide_one: and that trade was not in the state
   /// decide: the keys written by ops taken behind an earlier op of their key (take).
   std::vector<IdempotencyKey> written_behind;
   std::vector<PartitionKey> need;  // of the acquire/claim under way
@@ -466,6 +468,7 @@ struct ShardCore::Impl {
       }
     }
     u.fence = u.expected_seq = u.new_seq = 0;
+    u.new_trades = 0;
     u.position = Position{};
     return u;
   }
@@ -894,6 +897,7 @@ struct ShardCore::Impl {
       if (up.events.capacity() < t.count) up.events.reserve(2 * std::bit_ceil(t.count));
       if (up.trades.capacity() < up.events.capacity()) up.trades.reserve(up.events.capacity());
       changed.clear();
+      created.clear();
       marks.clear();
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
         SubmitOp* op = ops[i];
@@ -939,6 +943,7 @@ struct ShardCore::Impl {
         if (written) {
           up.events.emplace_back(e, outcomes[i].seq);
           changed.push_back(last_trade);
+          if (last_trade_new) created.push_back(last_trade);
           // An earlier op of its key in this batch found it absent and wrote nothing: that key
           // is not absent from this commit (the insert itself checks that it is new).
           if (state_of(op).taken_behind)
@@ -965,13 +970,25 @@ struct ShardCore::Impl {
         continue;
       }
       // The final state of every trade the batch changed, once each, by id: the map nodes that
-      // decide_one wrote (stable addresses), sorted by id and deduplicated.
+      // decide_one wrote (stable addresses), sorted by id and deduplicated. Those the state did
+      // not hold before this batch come first (PartitionUpdate::new_trades): the state is the
+      // store's as of the claim and the commits since, which the commit checks (expected_seq),
+      // so a store may insert them without looking for a stored row.
       std::sort(changed.begin(), changed.end(),
                 [](const TradeNode* a, const TradeNode* b) { return a->first < b->first; });
       changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
+      std::sort(created.begin(), created.end());  // by address, for the lookups below
+      const auto is_new = [&](const TradeNode* node) {
+        return cfg.mutation == Mutation::all_trades_new ||
+               std::binary_search(created.begin(), created.end(), node);
+      };
       if (up.trades.capacity() < changed.size())
         up.trades.reserve(2 * std::bit_ceil(changed.size()));
-      for (const TradeNode* node : changed) up.trades.emplace_back(node->first, node->second);
+      for (const TradeNode* node : changed)
+        if (is_new(node)) up.trades.emplace_back(node->first, node->second);
+      up.new_trades = up.trades.size();
+      for (const TradeNode* node : changed)
+        if (!is_new(node)) up.trades.emplace_back(node->first, node->second);
       batch->partitions.push_back(std::move(up));
     }
     if (cfg.mutation == Mutation::unvalidated_noop) batch->absent_keys.clear();
@@ -1036,6 +1053,7 @@ struct ShardCore::Impl {
     st.position = d.position;
     auto [node, fresh] = st.trades.insert_or_assign(e.trade_id, d.record);
     last_trade = &*node;
+    last_trade_new = fresh;
     return Outcome::accepted(++st.seq);
   }
 

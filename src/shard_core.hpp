@@ -107,6 +107,7 @@ enum class Mutation {
   early_outcomes,      ///< an overlapped commit's events complete when it goes out, not on success
   batch_blind_keys,    ///< a re-send decided in its original's batch does not see the original
   conflict_blind,      ///< a batch refused for a key skips the same key lookups again
+  all_trades_new,      ///< every trade of an update is listed as new (PartitionUpdate::new_trades)
 };
 
 /// What the core needs from the pipeline's options.

@@ -181,6 +181,13 @@ class MemoryStore final : public TradeStore {
       const std::uint64_t stored_fence = p == nullptr ? 0 : p->fence;
       if (stored_fence > update.fence) return errc::fenced_off;
       if (stored_seq != update.expected_seq) return errc::sequence_conflict;
+      // A trade listed as new must not be stored: the writer's view of the partition is stale
+      // (the SQL stores' inserts of new trades fail the same way).
+      if (p != nullptr) {
+        const std::size_t listed_new = std::min(update.new_trades, update.trades.size());
+        for (std::size_t i = 0; i < listed_new; ++i)
+          if (find_trade(*p, update.trades[i].first) != nullptr) return errc::sequence_conflict;
+      }
       targets_.push_back(p);
     }
     for (const auto& key : batch.absent_keys) {
@@ -289,6 +296,15 @@ class MemoryStore final : public TradeStore {
   static std::size_t trade_hash(const Partition& p, std::string_view id) noexcept {
     const std::size_t h = std::hash<std::string_view>{}(id);
     return h ^ (reinterpret_cast<std::uintptr_t>(&p) * 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2));
+  }
+
+  /// The record of trade `id` in `p`, or null.
+  const TradeNode* find_trade(const Partition& p, const std::string& id) const {
+    const std::size_t h = trade_hash(p, id);
+    const TradeSlot* s = trade_index_.find(h, [&](const TradeSlot& t) {
+      return t.hash == h && t.ref->owner == &p && t.ref->id == id;
+    });
+    return s == nullptr ? nullptr : s->ref;
   }
 
   /// Inserts or replaces the record of trade `id` in `p`; the index has room (reserved).

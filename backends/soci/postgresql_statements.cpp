@@ -78,7 +78,10 @@
 //      (23505) of the statement, which fails the transaction; the caller rolls back and reports
 //      it as errc::key_conflict all the same (on_unique). Either way a row's key is checked when
 //      the row goes in, in the rows' order, so the waits are those of the INSERT;
-//   4. upsert_trades: the trade records, in (partition, trade_id) order;
+//   4. upsert_trades: the trade records, in (partition, trade_id) order; from 64 new trades in
+//      the batch (PartitionUpdate::new_trades: trades the partitions did not hold), those go in
+//      first with `COPY trades FROM STDIN`, and a stored one all the same (a unique violation)
+//      is errc::sequence_conflict;
 //   5. upsert_marks (only when the batch carries source marks): the source marks, in
 //      (partition, source id) order.
 //
@@ -209,8 +212,13 @@ constexpr const char* insert_events_sql =
 constexpr const char* copy_events_sql =
     "COPY events (partition_id, seq, trade_id, version, type, side, quantity, price, fence) "
     "FROM STDIN";
-/// From this many events a batch's events go in with COPY instead of insert_events_sql.
+/// From this many events a batch's events go in with COPY instead of insert_events_sql, and from
+/// this many new trades (PartitionUpdate::new_trades) those trades with copy_trades_sql.
 constexpr std::size_t copy_min_rows = 64;
+
+/// The new trades of a big batch (see step 4 below).
+constexpr const char* copy_trades_sql =
+    "COPY trades (partition_id, trade_id, version, side, quantity, price, cancelled) FROM STDIN";
 
 constexpr const char* upsert_trades_sql =
     "INSERT INTO trades (partition_id, trade_id, version, side, quantity, price, cancelled) "
@@ -872,8 +880,38 @@ class PostgresqlStatements final : public BatchStatements {
       }
     }
 
-    // 4. The trade records, by partition then trade_id; a trade listed twice keeps its last
-    // record (as the row-at-a-time statements do, which upsert one row after the other).
+    // 4. The trade records. From copy_min_rows new trades in the batch (the front of each
+    // update's trades, PartitionUpdate::new_trades), those go in with COPY: the partition did
+    // not hold them when the batch was decided on its state, and step 2 checked that the
+    // partition has not moved since. A stored one all the same is a unique violation of the
+    // primary key, reported as errc::sequence_conflict (on_unique): the writer's view is stale.
+    // No wait: only the holder of a partition row's lock writes that partition's trades.
+    std::size_t listed_new = 0;
+    for (std::size_t p = 0; p < n; ++p)
+      listed_new += std::min(updates[p]->new_trades, updates[p]->trades.size());
+    const bool copy_new = listed_new >= copy_min_rows;
+    if (copy_new) {
+      copy_rows_.reset();
+      for (std::size_t p = 0; p < n; ++p) {
+        const auto& trades = updates[p]->trades;
+        for (std::size_t i = 0; i < std::min(updates[p]->new_trades, trades.size()); ++i) {
+          const auto& [trade_id, r] = trades[i];
+          trade_columns(ids_[p], trade_id, r, copy_rows_, copy_rows_, copy_rows_, copy_rows_,
+                        copy_rows_, copy_rows_, copy_rows_);
+          copy_rows_.end_row();
+        }
+      }
+      on_unique = errc::sequence_conflict;
+      const std::size_t copied = copy_in(session_, copy_trades_sql, copy_rows_);
+      on_unique = errc::store_error;
+      if (copied != listed_new) {
+        throw CorruptData("COPY trades: " + std::to_string(copied) + " rows copied of " +
+                          std::to_string(listed_new));
+      }
+    }
+    // The other trade records (all of them below copy_min_rows new ones) with one upsert, by
+    // partition then trade_id; a trade listed twice keeps its last record (as the
+    // row-at-a-time statements do, which upsert one row after the other).
     for (ArrayParam* a :
          {&partition_id_, &trade_id_, &version_, &side_, &quantity_, &price_, &cancelled_}) {
       a->reset();
@@ -881,19 +919,16 @@ class PostgresqlStatements final : public BatchStatements {
     bool any_trade = false;
     for (std::size_t p = 0; p < n; ++p) {
       trades_.clear();
-      for (const auto& t : updates[p]->trades) trades_.push_back(&t);
+      const auto& trades = updates[p]->trades;
+      const std::size_t skip = copy_new ? std::min(updates[p]->new_trades, trades.size()) : 0;
+      for (std::size_t i = skip; i < trades.size(); ++i) trades_.push_back(&trades[i]);
       std::stable_sort(trades_.begin(), trades_.end(),
                        [](const auto* a, const auto* b) { return a->first < b->first; });
       for (std::size_t i = 0; i < trades_.size(); ++i) {
         if (i + 1 < trades_.size() && trades_[i + 1]->first == trades_[i]->first) continue;
         const auto& [trade_id, r] = *trades_[i];
-        partition_id_.add_integer(ids_[p]);
-        trade_id_.add_text(trade_id);
-        version_.add_integer(r.version);
-        side_.add_text(to_string(r.side));
-        quantity_.add_decimal(r.quantity);
-        price_.add_decimal(r.price);
-        cancelled_.add_integer(r.cancelled ? 1 : 0);
+        trade_columns(ids_[p], trade_id, r, partition_id_, trade_id_, version_, side_, quantity_,
+                      price_, cancelled_);
         any_trade = true;
       }
     }
@@ -952,6 +987,22 @@ class PostgresqlStatements final : public BatchStatements {
       price.add_decimal(e.price);
     }
     fence.add_integer(static_cast<long long>(row.fence));
+  }
+
+  /// Adds the columns of a trade row, in the table's column order, each to its own sink (as
+  /// event_columns).
+  template <class Sink>
+  static void trade_columns(long long partition_id, const std::string& trade_id,
+                            const TradeRecord& r, Sink& partition_id_sink, Sink& trade_id_sink,
+                            Sink& version, Sink& side, Sink& quantity, Sink& price,
+                            Sink& cancelled) {
+    partition_id_sink.add_integer(partition_id);
+    trade_id_sink.add_text(trade_id);
+    version.add_integer(r.version);
+    side.add_text(to_string(r.side));
+    quantity.add_decimal(r.quantity);
+    price.add_decimal(r.price);
+    cancelled.add_integer(r.cancelled ? 1 : 0);
   }
 
   /// Fills the key arrays (account_, book_, security_) from `[first, last)`.

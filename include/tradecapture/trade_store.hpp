@@ -39,6 +39,13 @@ struct PartitionUpdate {
   Position position;               ///< the position after this batch
   /// The final state of every trade this batch changed, by trade_id.
   std::vector<std::pair<std::string, TradeRecord>> trades;
+  /// How many of `trades`, at their front, the partition did not hold before this batch (the
+  /// batch writes each of them first). A store may insert those rows without looking for a
+  /// stored one (the PostgreSQL store COPYs them, from 64 in a batch); a store that finds one
+  /// stored all the same refuses the commit with `errc::sequence_conflict` (the writer's view of
+  /// the partition is stale) and writes nothing. A store may also write them as any other trade.
+  /// 0, the default, says nothing about any trade.
+  std::size_t new_trades = 0;
   /// The accepted events, with seq expected_seq+1 .. new_seq in order.
   std::vector<StoredEvent> events;
   /// Source marks to store with the events (created or replaced), strictly ascending by

@@ -108,6 +108,12 @@ class UpdateBuilder {
     u_.position.live_trades = static_cast<std::int64_t>(u_.trades.size());
     return *this;
   }
+  /// Lists the first `n` trades (in the order their ids were first added) as new to the
+  /// partition (PartitionUpdate::new_trades).
+  UpdateBuilder& new_trades(std::size_t n) {
+    u_.new_trades = n;
+    return *this;
+  }
   /// Sets the position written with the update.
   UpdateBuilder& position(Position p) {
     u_.position = std::move(p);

@@ -1234,3 +1234,56 @@ TEST_CASE("store: concurrent claims of shared partitions each get their own fenc
     }
   });
 }
+
+TEST_CASE("store: trades listed as new are written as any other; a stored one listed as new is "
+          "refused, or written over") {
+  // PartitionUpdate::new_trades: a store may insert the listed trades without looking for a
+  // stored row. The memory store checks every listed trade and the PostgreSQL store those it
+  // COPYs (64 or more in a batch): a stored one is a sequence conflict that writes nothing. The
+  // SQLite store upserts them as any other trade, which the contract allows.
+  for_each_store([](StoreUnderTest& s) {
+    const std::string name = s->describe();
+    const bool memory = name.starts_with("memory"), sqlite = name.starts_with("sqlite");
+    const PartitionKey k = key("K");
+    // 70 NEWs, all listed as new: a first write.
+    UpdateBuilder first(k, 1, 0);
+    for (int i = 0; i < 70; ++i) first.add(new_trade("N" + std::to_string(i), Side::Buy, "2"));
+    const CommitBatch b1 = batch({first.new_trades(70)});
+    require_commit(s, b1);
+    CHECK(load(s, k).trades.size() == 70);
+    CHECK(load(s, k).trades.at("N69") == TradeRecord{1, Side::Buy, dec("2"), dec("1"), false});
+    // New trades listed first, then an AMEND of a stored one (not listed): both written.
+    UpdateBuilder second(k, 1, 70);
+    for (int i = 0; i < 70; ++i) second.add(new_trade("M" + std::to_string(i), Side::Sell));
+    second.add(event("N0", 2, TradeType::Amend, Side::Sell, "5", "7"));
+    require_commit(s, batch({second.new_trades(70)}));
+    const PartitionState st = load(s, k);
+    CHECK(st.seq == 141);
+    CHECK(st.trades.size() == 140);
+    CHECK(st.trades.at("N0") == TradeRecord{2, Side::Sell, dec("5"), dec("7"), false});
+    CHECK(st.trades.at("M5") == TradeRecord{1, Side::Sell, dec("1"), dec("1"), false});
+    // A stored trade listed as new (a writer whose view is stale, with the right seq all the
+    // same), among 2 and among 69 listed ones.
+    for (const int listed : {3, 70}) {
+      CAPTURE(listed);
+      const std::uint64_t seq = load(s, k).seq;
+      const TradeRecord n1 = load(s, k).trades.at("N1");
+      const std::string round = std::to_string(listed);
+      UpdateBuilder stale(k, 1, seq);
+      for (int i = 0; i + 1 < listed; ++i)
+        stale.add(new_trade("S" + round + "-" + std::to_string(i)));
+      stale.set_trade("N1", TradeRecord{9, Side::Sell, dec("3"), dec("4"), false});
+      const CommitBatch b = batch({stale.new_trades(static_cast<std::size_t>(listed))});
+      const bool refused = memory || (!sqlite && listed >= 64);
+      if (refused) {
+        CHECK(error_of(s->commit(b)) == errc::sequence_conflict);
+        CHECK(load(s, k).seq == seq);
+        CHECK(load(s, k).trades.at("N1") == n1);
+        CHECK_FALSE(find(s, "S" + round + "-0", 1).has_value());
+      } else {
+        require_commit(s, b);
+        CHECK(load(s, k).trades.at("N1") == TradeRecord{9, Side::Sell, dec("3"), dec("4"), false});
+      }
+    }
+  });
+}

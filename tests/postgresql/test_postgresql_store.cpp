@@ -633,6 +633,15 @@ TEST_CASE("postgresql: batches of every size up to past the small-batch statemen
   // with texts that need quoting, CANCELs (NULL side, quantity and price), first writes (rows
   // created by lock_partitions), key conflicts, stale fences and sequence conflicts.
   StoreUnderTest s = make_postgres_store();
+  const auto trade_writers = [&] {
+    auto sql = pg_sql(s);
+    std::vector<std::string> out;
+    soci::rowset<std::string> rows =
+        (sql->prepare << "SELECT split_part(query, ' ', 1) FROM trades_writers");
+    for (const auto& q : rows) out.push_back(q);
+    *sql << "DELETE FROM trades_writers";
+    return out;
+  };
   const std::vector<std::string> odd{"a,b",  "{x}", "\"q\"", "back\\slash",
                                      "NULL", " sp ", "\xC3\xA9"};
   constexpr std::uint64_t fence = 2;
@@ -746,6 +755,11 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
             "INSERT INTO events_writers VALUES (current_query()); RETURN NULL; END $$";
     *sql << "CREATE TRIGGER log_events_writer AFTER INSERT ON events FOR EACH STATEMENT "
             "EXECUTE FUNCTION log_events_writer()";
+    *sql << "CREATE TABLE trades_writers (query text NOT NULL)";
+    *sql << "CREATE FUNCTION log_trades_writer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO trades_writers VALUES (current_query()); RETURN NULL; END $$";
+    *sql << "CREATE TRIGGER log_trades_writer AFTER INSERT ON trades FOR EACH STATEMENT "
+            "EXECUTE FUNCTION log_trades_writer()";
   }
   // The trades of partition `k` are those that `b` (its only update) leaves.
   const auto require_trades = [&](const PartitionKey& k, const CommitBatch& b) {
@@ -765,12 +779,22 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
     *sql << "DELETE FROM events_writers";
     return out;
   };
+  const auto trade_writers = [&] {
+    auto sql = pg_sql(s);
+    std::vector<std::string> out;
+    soci::rowset<std::string> rows =
+        (sql->prepare << "SELECT split_part(query, ' ', 1) FROM trades_writers");
+    for (const auto& q : rows) out.push_back(q);
+    *sql << "DELETE FROM trades_writers";
+    return out;
+  };
   const std::vector<std::string> odd{"\\N",   "back\\slash", "tab\there", "new\nline",
                                      "cr\rx", "\b\f\v",      "NULL",      "\"q\"",
                                      "a,b",   "\\.",         "\xC3\xA9",  " sp "};
   for (const std::size_t n : {std::size_t{63}, std::size_t{64}}) {
     CAPTURE(n);
     const std::string expect = n < 64 ? "WITH" : "COPY";  // insert_events_sql starts with WITH
+    trade_writers();  // forget the rounds of the size before
     const PartitionKey k = key("K" + std::to_string(n), "\\N", "tab\tbook");
     const auto id = [&](std::size_t i) {
       return std::to_string(n) + "-" + odd[i % odd.size()] + "-" + std::to_string(i);
@@ -780,9 +804,11 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
     for (std::size_t i = 0; i < n; ++i)
       first.add(new_trade(id(i), i % 2 ? Side::Sell : Side::Buy, std::to_string(i + 1) + ".125",
                           "0.00000001"));
-    const CommitBatch b1 = batch({first});
+    // Listed as new (PartitionUpdate::new_trades): from 64 the trades go in by COPY too.
+    const CommitBatch b1 = batch({first.new_trades(n)});
     require_commit(s, b1);
     CHECK(writers() == std::vector<std::string>{expect});
+    CHECK(trade_writers() == std::vector<std::string>{n < 64 ? "INSERT" : "COPY"});
     require_trades(k, b1);
     UpdateBuilder second(k, 1, n);
     for (std::size_t i = 0; i < n; ++i) {

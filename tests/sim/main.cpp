@@ -27,7 +27,8 @@ const char* kUsage =
     "  --events E       stream events per seed (default 300)\n"
     "  --mutation NAME  re-introduce a known bug in the core: no_failure_barrier,\n"
     "                   unvalidated_noop, lock_fences, ignore_deadlines, redecide_stored,\n"
-    "                   accepted_marks, early_outcomes, batch_blind_keys, conflict_blind\n"
+    "                   accepted_marks, early_outcomes, batch_blind_keys, conflict_blind,\n"
+    "                   all_trades_new\n"
     "                   (the sim must FAIL)\n"
     "  --verbose        trace every fault, server call and outcome (use with one seed)\n"
     "\n"
@@ -37,9 +38,9 @@ const char* kUsage =
 const char* const kMutations[] = {"none",          "no_failure_barrier", "unvalidated_noop",
                                    "lock_fences",   "ignore_deadlines",   "redecide_stored",
                                    "accepted_marks", "early_outcomes", "batch_blind_keys",
-                                   "conflict_blind"};
+                                   "conflict_blind", "all_trades_new"};
 static_assert(std::size(kMutations) ==
-              static_cast<std::size_t>(tradecapture::detail::Mutation::conflict_blind) + 1);
+              static_cast<std::size_t>(tradecapture::detail::Mutation::all_trades_new) + 1);
 
 void summary(const sim::Stats& st, double wall) {
   std::printf("sim: %llu seeds, %llu stream events, %llu submissions, %llu commits, %.1f simulated hours, %.1f s wall\n",
