@@ -182,9 +182,17 @@ class MemoryStore final : public TradeStore {
       if (stored_fence > update.fence) return errc::fenced_off;
       if (stored_seq != update.expected_seq) return errc::sequence_conflict;
       // A trade listed as new must not be stored: the writer's view of the partition is stale
-      // (the SQL stores' inserts of new trades fail the same way).
+      // (the PostgreSQL store's COPY of new trades fails the same way).
+      // Nor listed twice (the PostgreSQL store's COPY would insert it twice).
+      const std::size_t listed_new = std::min(update.new_trades, update.trades.size());
+      if (listed_new > 1) {
+        new_ids_.clear();
+        for (std::size_t i = 0; i < listed_new; ++i) new_ids_.push_back(update.trades[i].first);
+        std::sort(new_ids_.begin(), new_ids_.end());
+        if (std::adjacent_find(new_ids_.begin(), new_ids_.end()) != new_ids_.end())
+          return errc::sequence_conflict;
+      }
       if (p != nullptr) {
-        const std::size_t listed_new = std::min(update.new_trades, update.trades.size());
         for (std::size_t i = 0; i < listed_new; ++i)
           if (find_trade(*p, update.trades[i].first) != nullptr) return errc::sequence_conflict;
       }
@@ -222,7 +230,15 @@ class MemoryStore final : public TradeStore {
       p.seq = update.new_seq;
       p.fence = update.fence;
       p.position = update.position;
-      for (const auto& [trade_id, record] : update.trades) put_trade(p, trade_id, record);
+      // The listed new trades were found absent above (none when the partition is new).
+      const std::size_t listed_new = std::min(update.new_trades, update.trades.size());
+      for (std::size_t i = 0; i < update.trades.size(); ++i) {
+        const auto& [trade_id, record] = update.trades[i];
+        if (i < listed_new)
+          add_trade(p, trade_id, record, trade_hash(p, trade_id));
+        else
+          put_trade(p, trade_id, record);
+      }
       for (const auto& m : update.marks) p.source_marks[m.source] = m.position;
       for (const auto& e : update.events) {
         EventNode& n = events_.emplace(e);
@@ -316,6 +332,11 @@ class MemoryStore final : public TradeStore {
       s->ref->record = record;
       return;
     }
+    add_trade(p, id, record, h);
+  }
+
+  /// Adds trade `id`, which `p` does not hold, with its index hash `h`; the index has room.
+  void add_trade(Partition& p, const std::string& id, const TradeRecord& record, std::size_t h) {
     TradeNode& n = trades_.emplace(&p, id, record);
     trade_index_.insert_reserved(TradeSlot{h, &n});
     (p.last_trade == nullptr ? p.first_trade : p.last_trade->next) = &n;
@@ -381,6 +402,7 @@ class MemoryStore final : public TradeStore {
   std::vector<Partition*> targets_;
   std::vector<std::size_t> hashes_;
   std::vector<std::size_t> sorted_;
+  std::vector<std::string_view> new_ids_;  // an update's listed new trades, sorted
 };
 
 }  // namespace
