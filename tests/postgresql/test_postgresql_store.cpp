@@ -748,18 +748,17 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
   // taken key must be a key conflict that writes nothing, and the session must go on after one.
   StoreUnderTest s = make_postgres_store();
   {
-    // Which statement wrote the events: a statement-level trigger keeps the top-level query.
+    // Which statement wrote the events, and the trades: a statement-level trigger on each keeps
+    // the top-level query in <table>_writers.
     auto sql = pg_sql(s);
-    *sql << "CREATE TABLE events_writers (query text NOT NULL)";
-    *sql << "CREATE FUNCTION log_events_writer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "INSERT INTO events_writers VALUES (current_query()); RETURN NULL; END $$";
-    *sql << "CREATE TRIGGER log_events_writer AFTER INSERT ON events FOR EACH STATEMENT "
-            "EXECUTE FUNCTION log_events_writer()";
-    *sql << "CREATE TABLE trades_writers (query text NOT NULL)";
-    *sql << "CREATE FUNCTION log_trades_writer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "INSERT INTO trades_writers VALUES (current_query()); RETURN NULL; END $$";
-    *sql << "CREATE TRIGGER log_trades_writer AFTER INSERT ON trades FOR EACH STATEMENT "
-            "EXECUTE FUNCTION log_trades_writer()";
+    for (const std::string table : {"events", "trades"}) {
+      *sql << "CREATE TABLE " + table + "_writers (query text NOT NULL)";
+      *sql << "CREATE FUNCTION log_" + table + "_writer() RETURNS trigger LANGUAGE plpgsql AS $$ "
+              "BEGIN INSERT INTO " + table + "_writers VALUES (current_query()); RETURN NULL; "
+              "END $$";
+      *sql << "CREATE TRIGGER log_" + table + "_writer AFTER INSERT ON " + table +
+                  " FOR EACH STATEMENT EXECUTE FUNCTION log_" + table + "_writer()";
+    }
   }
   // The trades of partition `k` are those that `b` (its only update) leaves.
   const auto require_trades = [&](const PartitionKey& k, const CommitBatch& b) {
@@ -770,24 +769,18 @@ TEST_CASE("postgresql: a batch of 64 events or more goes in with COPY, as the IN
       CHECK(st.trades.at(id) == record);
     }
   };
-  const auto writers = [&] {
+  // The first word of each statement that wrote `table` since the last call.
+  const auto writers_of = [&](const std::string& table) {
     auto sql = pg_sql(s);
     std::vector<std::string> out;
     soci::rowset<std::string> rows =
-        (sql->prepare << "SELECT split_part(query, ' ', 1) FROM events_writers");
+        (sql->prepare << "SELECT split_part(query, ' ', 1) FROM " + table + "_writers");
     for (const auto& q : rows) out.push_back(q);
-    *sql << "DELETE FROM events_writers";
+    *sql << "DELETE FROM " + table + "_writers";
     return out;
   };
-  const auto trade_writers = [&] {
-    auto sql = pg_sql(s);
-    std::vector<std::string> out;
-    soci::rowset<std::string> rows =
-        (sql->prepare << "SELECT split_part(query, ' ', 1) FROM trades_writers");
-    for (const auto& q : rows) out.push_back(q);
-    *sql << "DELETE FROM trades_writers";
-    return out;
-  };
+  const auto writers = [&] { return writers_of("events"); };
+  const auto trade_writers = [&] { return writers_of("trades"); };
   const std::vector<std::string> odd{"\\N",   "back\\slash", "tab\there", "new\nline",
                                      "cr\rx", "\b\f\v",      "NULL",      "\"q\"",
                                      "a,b",   "\\.",         "\xC3\xA9",  " sp "};

@@ -16,6 +16,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -52,6 +53,8 @@ struct CoreDriver {
   std::vector<std::unique_ptr<DrivenOp>> ops;
   int commits = 0;  ///< commit actions executed
   std::vector<tradecapture::IdempotencyKey> looked_up;  ///< every key of every find action
+  /// Called with every batch before the store commits it (none: nothing).
+  std::function<void(const tradecapture::CommitBatch&)> on_commit;
 
   CoreDriver(tradecapture::detail::ShardConfig c, bool with_gate) : config(std::move(c)) {
     lock = tradecapture::make_local_lock(config.lease);
@@ -122,6 +125,7 @@ struct CoreDriver {
           break;
         case Kind::commit: {
           ++commits;
+          if (on_commit) on_commit(*act.batch);
           auto batch = std::move(act.batch);
           auto r = store->commit(*batch);
           batch.reset();
