@@ -276,8 +276,12 @@ struct ShardCore::Impl {
   std::shared_ptr<CommitBatch>& batch = cur.batch;
   Time& commit_started = cur.commit_started;
   using TradeNode = std::pair<const std::string, TradeRecord>;
-  std::vector<const TradeNode*> changed;  // decide: trades a partition's accepted events wrote
-  std::vector<const TradeNode*> created;  // decide: those of them the state did not hold
+  /// A trade a partition's accepted event wrote, and whether the state held it before.
+  struct Changed {
+    const TradeNode* node;
+    bool created;
+  };
+  std::vector<Changed> changed;  // decide: the trades a partition's accepted events wrote
   const TradeNode* last_trade = nullptr;  // decide_one: the trade its ACCEPTED outcome wrote
   bool last_trade_new = false;            // decide_one: and that trade was not in the state
   /// decide: the keys written by ops taken behind an earlier op of their key (take).
@@ -897,7 +901,6 @@ struct ShardCore::Impl {
       if (up.events.capacity() < t.count) up.events.reserve(2 * std::bit_ceil(t.count));
       if (up.trades.capacity() < up.events.capacity()) up.trades.reserve(up.events.capacity());
       changed.clear();
-      created.clear();
       marks.clear();
       for (std::size_t i = t.first; i < t.first + t.count; ++i) {
         SubmitOp* op = ops[i];
@@ -942,8 +945,7 @@ struct ShardCore::Impl {
         }
         if (written) {
           up.events.emplace_back(e, outcomes[i].seq);
-          changed.push_back(last_trade);
-          if (last_trade_new) created.push_back(last_trade);
+          changed.push_back(Changed{last_trade, last_trade_new});
           // An earlier op of its key in this batch found it absent and wrote nothing: that key
           // is not absent from this commit (the insert itself checks that it is new).
           if (state_of(op).taken_behind)
@@ -974,21 +976,29 @@ struct ShardCore::Impl {
       // not hold before this batch come first (PartitionUpdate::new_trades): the state is the
       // store's as of the claim and the commits since, which the commit checks (expected_seq),
       // so a store may insert them without looking for a stored row.
-      std::sort(changed.begin(), changed.end(),
-                [](const TradeNode* a, const TradeNode* b) { return a->first < b->first; });
-      changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-      std::sort(created.begin(), created.end());  // by address, for the lookups below
-      const auto is_new = [&](const TradeNode* node) {
-        return cfg.mutation == Mutation::all_trades_new ||
-               std::binary_search(created.begin(), created.end(), node);
-      };
+      std::sort(changed.begin(), changed.end(), [](const Changed& a, const Changed& b) {
+        return a.node->first < b.node->first;
+      });
+      // One entry per trade (its node: the map's, one per id), created if its first write in
+      // this batch created it.
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < changed.size(); ++i) {
+        if (kept != 0 && changed[kept - 1].node == changed[i].node) {
+          changed[kept - 1].created = changed[kept - 1].created || changed[i].created;
+        } else {
+          changed[kept++] = changed[i];
+        }
+      }
+      changed.resize(kept);
+      if (cfg.mutation == Mutation::all_trades_new)
+        for (Changed& c : changed) c.created = true;
       if (up.trades.capacity() < changed.size())
         up.trades.reserve(2 * std::bit_ceil(changed.size()));
-      for (const TradeNode* node : changed)
-        if (is_new(node)) up.trades.emplace_back(node->first, node->second);
+      for (const Changed& c : changed)
+        if (c.created) up.trades.emplace_back(c.node->first, c.node->second);
       up.new_trades = up.trades.size();
-      for (const TradeNode* node : changed)
-        if (!is_new(node)) up.trades.emplace_back(node->first, node->second);
+      for (const Changed& c : changed)
+        if (!c.created) up.trades.emplace_back(c.node->first, c.node->second);
       batch->partitions.push_back(std::move(up));
     }
     if (cfg.mutation == Mutation::unvalidated_noop) batch->absent_keys.clear();

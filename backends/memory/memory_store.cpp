@@ -174,6 +174,7 @@ class MemoryStore final : public TradeStore {
       if (it != sources_.end() && it->second.epoch > src.epoch) return errc::fenced_off;
     }
     targets_.clear();
+    new_hashes_.clear();
     for (const auto& update : batch.partitions) {
       auto it = partitions_.find(update.partition);
       Partition* p = it == partitions_.end() ? nullptr : &it->second;
@@ -182,19 +183,19 @@ class MemoryStore final : public TradeStore {
       if (stored_fence > update.fence) return errc::fenced_off;
       if (stored_seq != update.expected_seq) return errc::sequence_conflict;
       // A trade listed as new must not be stored: the writer's view of the partition is stale
-      // (the PostgreSQL store's COPY of new trades fails the same way).
-      // Nor listed twice (the PostgreSQL store's COPY would insert it twice).
+      // (the PostgreSQL store's COPY of new trades fails the same way); nor listed twice (the
+      // COPY would insert it twice). Their ids' hashes are kept for the apply below.
       const std::size_t listed_new = std::min(update.new_trades, update.trades.size());
-      if (listed_new > 1) {
-        new_ids_.clear();
-        for (std::size_t i = 0; i < listed_new; ++i) new_ids_.push_back(update.trades[i].first);
-        std::sort(new_ids_.begin(), new_ids_.end());
-        if (std::adjacent_find(new_ids_.begin(), new_ids_.end()) != new_ids_.end())
-          return errc::sequence_conflict;
-      }
+      const std::size_t first_hash = new_hashes_.size();
+      for (std::size_t i = 0; i < listed_new; ++i)
+        new_hashes_.push_back(std::hash<std::string_view>{}(update.trades[i].first));
+      if (listed_new > 1 && listed_twice(update, first_hash)) return errc::sequence_conflict;
       if (p != nullptr) {
-        for (std::size_t i = 0; i < listed_new; ++i)
-          if (find_trade(*p, update.trades[i].first) != nullptr) return errc::sequence_conflict;
+        for (std::size_t i = 0; i < listed_new; ++i) {
+          const std::string& id = update.trades[i].first;
+          if (find_trade(*p, id, trade_hash_of(*p, new_hashes_[first_hash + i])) != nullptr)
+            return errc::sequence_conflict;
+        }
       }
       targets_.push_back(p);
     }
@@ -222,7 +223,7 @@ class MemoryStore final : public TradeStore {
     std::size_t trades = 0;
     for (const auto& update : batch.partitions) trades += update.trades.size();
     trade_index_.reserve(trade_index_.size() + trades);  // an upper bound: some are replaced
-    std::size_t k = 0;
+    std::size_t k = 0, listed = 0;
     for (std::size_t u = 0; u < batch.partitions.size(); ++u) {
       const PartitionUpdate& update = batch.partitions[u];
       if (check_only(update)) continue;  // validated above; writes nothing
@@ -235,7 +236,7 @@ class MemoryStore final : public TradeStore {
       for (std::size_t i = 0; i < update.trades.size(); ++i) {
         const auto& [trade_id, record] = update.trades[i];
         if (i < listed_new)
-          add_trade(p, trade_id, record, trade_hash(p, trade_id));
+          add_trade(p, trade_id, record, trade_hash_of(p, new_hashes_[listed++]));
         else
           put_trade(p, trade_id, record);
       }
@@ -310,13 +311,15 @@ class MemoryStore final : public TradeStore {
   /// The trade index's hash of `id` in `p` (a partition's address is stable: std::map nodes
   /// are never erased here).
   static std::size_t trade_hash(const Partition& p, std::string_view id) noexcept {
-    const std::size_t h = std::hash<std::string_view>{}(id);
+    return trade_hash_of(p, std::hash<std::string_view>{}(id));
+  }
+  /// The same from the id's own hash `h`.
+  static std::size_t trade_hash_of(const Partition& p, std::size_t h) noexcept {
     return h ^ (reinterpret_cast<std::uintptr_t>(&p) * 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2));
   }
 
-  /// The record of trade `id` in `p`, or null.
-  const TradeNode* find_trade(const Partition& p, const std::string& id) const {
-    const std::size_t h = trade_hash(p, id);
+  /// The record of trade `id` in `p`, whose index hash is `h`, or null.
+  const TradeNode* find_trade(const Partition& p, const std::string& id, std::size_t h) const {
     const TradeSlot* s = trade_index_.find(h, [&](const TradeSlot& t) {
       return t.hash == h && t.ref->owner == &p && t.ref->id == id;
     });
@@ -357,6 +360,19 @@ class MemoryStore final : public TradeStore {
              k.ref->event.trade_id == trade_id;
     });
     return s == nullptr ? nullptr : s->ref;
+  }
+
+  /// True when `update` lists a trade twice among its new ones (their id hashes are those of
+  /// new_hashes_ from `first`): sorted hashes first, the ids themselves only if two are equal.
+  bool listed_twice(const PartitionUpdate& update, std::size_t first) {
+    sorted_new_.assign(new_hashes_.begin() + static_cast<std::ptrdiff_t>(first), new_hashes_.end());
+    std::sort(sorted_new_.begin(), sorted_new_.end());
+    if (std::adjacent_find(sorted_new_.begin(), sorted_new_.end()) == sorted_new_.end())
+      return false;
+    new_ids_.clear();
+    for (std::size_t i = 0; i < sorted_new_.size(); ++i) new_ids_.push_back(update.trades[i].first);
+    std::sort(new_ids_.begin(), new_ids_.end());
+    return std::adjacent_find(new_ids_.begin(), new_ids_.end()) != new_ids_.end();
   }
 
   /// True when two events of the batch carry the same idempotency key (hashes_ holds their
@@ -402,7 +418,9 @@ class MemoryStore final : public TradeStore {
   std::vector<Partition*> targets_;
   std::vector<std::size_t> hashes_;
   std::vector<std::size_t> sorted_;
-  std::vector<std::string_view> new_ids_;  // an update's listed new trades, sorted
+  std::vector<std::size_t> new_hashes_;    // the listed new trades' id hashes, in batch order
+  std::vector<std::size_t> sorted_new_;    // one update's of them, sorted
+  std::vector<std::string_view> new_ids_;  // one update's listed new trades, sorted
 };
 
 }  // namespace

@@ -1285,5 +1285,18 @@ TEST_CASE("store: trades listed as new are written as any other; a stored one li
         CHECK(load(s, k).trades.at("N1") == TradeRecord{9, Side::Sell, dec("3"), dec("4"), false});
       }
     }
+    // A trade listed twice among the new ones: the memory store refuses it (the PostgreSQL
+    // store's COPY would insert it twice, from 64 listed); below that the SQL stores upsert.
+    if (memory) {
+      const std::uint64_t seq = load(s, k).seq;
+      UpdateBuilder twice(k, 1, seq);
+      twice.add(new_trade("D1")).add(new_trade("D2"));
+      PartitionUpdate u = twice;
+      u.trades.push_back(u.trades[0]);  // D1 again, still within the listed ones
+      u.new_trades = 3;
+      CHECK(error_of(s->commit(batch({u}))) == errc::sequence_conflict);
+      CHECK(load(s, k).seq == seq);
+      CHECK_FALSE(load(s, k).trades.contains("D1"));
+    }
   });
 }
