@@ -13,8 +13,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <system_error>
+#include <thread>
 
 namespace tradecapture::host {
 namespace {
@@ -57,11 +59,30 @@ T opened_or_throw(result<T> opened, const std::string& what) {
 
 #ifdef TRADECAPTURE_HAVE_SOCI
 /// An SQL store (SQLite or PostgreSQL) with a connection pool for `settings.concurrency`.
+/// How long opening a SQL store retries while the database is busy (another process holds its
+/// write lock past the connection's busy timeout, or is recovering a SQLite WAL after a crash).
+constexpr std::chrono::milliseconds open_busy_budget{15000};
+
 result<std::shared_ptr<TradeStore>> open_sql_store(const std::string& uri,
                                                    const StoreSettings& settings) {
   SociStoreOptions options;
   options.pool_size = std::max<std::size_t>(settings.concurrency, 2);
-  return open_soci_store(uri, options);
+  // Opening runs the schema migrations in a write transaction: a busy database is retried,
+  // with backoff, within a bounded budget, like any other transient store failure; anything
+  // else is reported at once.
+  const auto give_up = std::chrono::steady_clock::now() + open_busy_budget;
+  auto wait = std::chrono::milliseconds(50);
+  for (int attempt = 1;; ++attempt) {
+    auto store = open_soci_store(uri, options);
+    if (store || store.error() != make_error_code(errc::store_busy) ||
+        std::chrono::steady_clock::now() + wait > give_up)
+      return store;
+    if (attempt == 1)
+      spdlog::warn("opening the store: {}; retrying for up to {} s", store.error().message(),
+                   open_busy_budget.count() / 1000);
+    std::this_thread::sleep_for(wait);
+    wait = std::min(wait * 2, std::chrono::milliseconds(1000));
+  }
 }
 #endif
 

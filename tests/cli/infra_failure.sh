@@ -80,4 +80,27 @@ replay_ok --store "$DB" --outcomes "$TMP/again.outcomes" trace.jsonl
 check_same "$TMP/m2" "$TMP/again.outcomes" "replay after the failure"
 dump_ok positions "$DB" "$TMP/positions"
 check_same "$TMP/m.positions" "$TMP/positions" "positions after the failure"
+
+# Opening a store that another connection holds past the busy timeout (5 s): the open is
+# retried within its budget (15 s) and goes on once the lock is gone, instead of exiting 69.
+rm -f open.locked
+python3 - "$TMP/busy.db" 3>&- <<'PY' &
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+open(sys.argv[1] + ".open.locked", "w").close()
+time.sleep(8)
+c.execute("COMMIT")
+PY
+holder=$!
+pids+=("$holder")
+for ((i = 0; i < 100; i++)); do [[ -f "$TMP/busy.db.open.locked" ]] && break; sleep 0.1; done
+[[ -f "$TMP/busy.db.open.locked" ]] || fail "could not lock the database before opening it"
+rc=0
+timeout 60 "$TC" replay --store "$DB" --outcomes "$TMP/open.outcomes" one.jsonl 2>open.err || rc=$?
+wait "$holder" || true
+[[ $rc -eq 0 ]] || { cat open.err >&2; fail "opening a busy store exited $rc, expected a retry and 0"; }
+grep -q "opening the store: store busy" open.err || { cat open.err >&2; fail "no retry warning"; }
+grep -q '"outcome": "DUPLICATE"' "$TMP/open.outcomes" || fail "no outcome after the busy open"
+echo "ok: a store busy past the busy timeout at open is retried, then opened"
 echo "PASS infra_failure"
