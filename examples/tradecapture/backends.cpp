@@ -58,11 +58,11 @@ T opened_or_throw(result<T> opened, const std::string& what) {
 }
 
 #ifdef TRADECAPTURE_HAVE_SOCI
-/// An SQL store (SQLite or PostgreSQL) with a connection pool for `settings.concurrency`.
 /// How long opening a SQL store retries while the database is busy (another process holds its
 /// write lock past the connection's busy timeout, or is recovering a SQLite WAL after a crash).
 constexpr std::chrono::milliseconds open_busy_budget{15000};
 
+/// An SQL store (SQLite or PostgreSQL) with a connection pool for `settings.concurrency`.
 result<std::shared_ptr<TradeStore>> open_sql_store(const std::string& uri,
                                                    const StoreSettings& settings) {
   SociStoreOptions options;
