@@ -319,8 +319,8 @@ class MemoryStore final : public TradeStore {
   }
 
   /// The record of trade `id` in `p`, whose index hash is `h`, or null.
-  const TradeNode* find_trade(const Partition& p, const std::string& id, std::size_t h) const {
-    const TradeSlot* s = trade_index_.find(h, [&](const TradeSlot& t) {
+  TradeNode* find_trade(const Partition& p, const std::string& id, std::size_t h) {
+    TradeSlot* s = trade_index_.find(h, [&](const TradeSlot& t) {
       return t.hash == h && t.ref->owner == &p && t.ref->id == id;
     });
     return s == nullptr ? nullptr : s->ref;
@@ -329,10 +329,8 @@ class MemoryStore final : public TradeStore {
   /// Inserts or replaces the record of trade `id` in `p`; the index has room (reserved).
   void put_trade(Partition& p, const std::string& id, const TradeRecord& record) {
     const std::size_t h = trade_hash(p, id);
-    if (TradeSlot* s = trade_index_.find(h, [&](const TradeSlot& t) {
-          return t.hash == h && t.ref->owner == &p && t.ref->id == id;
-        })) {
-      s->ref->record = record;
+    if (TradeNode* t = find_trade(p, id, h)) {
+      t->record = record;
       return;
     }
     add_trade(p, id, record, h);
